@@ -1,0 +1,251 @@
+"""Image processor of the LARP tokenizer: any image in, the tokenizer's normalised tensors out, and back."""
+
+import numpy as np
+import PIL.Image
+import torch
+from torchvision.transforms.v2 import functional as tvF
+from transformers.image_processing_backends import TorchvisionBackend
+from transformers.image_processing_base import BatchFeature
+from transformers.image_transforms import group_images_by_shape, reorder_images
+from transformers.image_utils import PILImageResampling, SizeDict
+from transformers.processing_utils import ImagesKwargs
+
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+# ITU-R 601-2 luma, the weights PIL's convert("L") uses, so arrays and PIL images turn grey the same way.
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+
+
+class LarpImageProcessorKwargs(ImagesKwargs, total=False):
+    """
+    num_channels (`int`, *optional*, defaults to 3):
+        Channels of the output: 1 converts every image to grayscale, 3 to RGB.
+    pad_value (`float`, *optional*, defaults to 0):
+        Fill value (on the 0–255 scale) of the border added when `do_pad=True`.
+    """
+
+    num_channels: int | None
+    pad_value: float | None
+
+
+class LarpImageProcessor(TorchvisionBackend):
+    r"""
+    Prepares images for [`LarpVQVAEModel`] and turns its outputs back into images.
+
+    Accepts PIL images of any mode (`1`, `L`, `P`, `RGB`, `RGBA`, `I;16`, ...), NumPy arrays and torch tensors
+    (`(H, W)`, `(H, W, C)` or `(C, H, W)`; uint8, uint16, bool, or floats in [0, 1]) of any size, one or a list. Each
+    image is converted to `num_channels` (alpha is composited onto white; RGB→grey uses PIL's luma weights), then
+    either resized to `size` (`do_resize=True`, the default) or, with `do_pad=True`, shrunk if needed to fit `size`
+    keeping its aspect ratio and padded to it, centred. Pixels are then rescaled to [0, 1] and normalised with
+    `image_mean`/`image_std` (by default to [-1, 1]).
+
+    Args:
+        num_channels (`int`, *optional*, defaults to 3): 1 for grayscale output, 3 for RGB.
+        do_resize (`bool`, *optional*, defaults to `True`): resize every image to `size`.
+        size (`dict[str, int]`, *optional*, defaults to `{"height": 32, "width": 32}`): the model's input size.
+        resample (`PILImageResampling`, *optional*, defaults to `BILINEAR`): resampling filter (antialiased).
+        do_pad (`bool`, *optional*, defaults to `False`): letterbox instead of stretching (takes precedence over `do_resize`).
+        pad_value (`float`, *optional*, defaults to 0): border value on the 0–255 scale.
+        do_rescale (`bool`, *optional*, defaults to `True`), rescale_factor (`float`, defaults to 1/255).
+        do_normalize (`bool`, *optional*, defaults to `True`), image_mean / image_std (defaults to 0.5 / 0.5).
+
+    Example:
+
+    ```python
+    >>> import PIL.Image
+    >>> from larp_hf import LarpImageProcessor
+    >>> processor = LarpImageProcessor(num_channels=1, size={"height": 32, "width": 32})
+    >>> batch = processor([PIL.Image.new("RGB", (28, 28), "white")], return_tensors="pt")
+    >>> batch["pixel_values"].shape, batch["pixel_values"].max().item()
+    (torch.Size([1, 1, 32, 32]), 1.0)
+    >>> processor.postprocess(batch["pixel_values"])[0].size
+    (32, 32)
+    ```
+    """
+
+    valid_kwargs = LarpImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+
+    num_channels = 3
+    pad_value = 0.0
+    do_resize = True
+    size = {"height": 32, "width": 32}
+    resample = PILImageResampling.BILINEAR
+    do_pad = False
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    image_mean = 0.5
+    image_std = 0.5
+    do_center_crop = False
+    do_convert_rgb = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.num_channels not in (1, 3):
+            raise ValueError(f"`num_channels` must be 1 (grayscale) or 3 (RGB), got {self.num_channels}.")
+
+    @classmethod
+    def from_vqvae_config(cls, config, **kwargs) -> "LarpImageProcessor":
+        """The processor that matches a [`LarpVQVAEConfig`]'s `in_channels` and `image_size`."""
+        kwargs.setdefault("num_channels", config.in_channels)
+        kwargs.setdefault("size", {"height": config.image_size, "width": config.image_size})
+        return cls(**kwargs)
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        # (H, W) grey arrays are images too: give them a channel axis before transformers flattens the batch.
+        def with_channel_axis(image):
+            return image[None] if isinstance(image, (np.ndarray, torch.Tensor)) and image.ndim == 2 else image
+
+        if isinstance(images, (list, tuple)):
+            images = [with_channel_axis(image) for image in images]
+        else:
+            images = with_channel_axis(images)
+        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
+
+    def process_image(self, image, num_channels: int | None = None, **kwargs) -> torch.Tensor:
+        """One raw image -> (num_channels, H, W) float32 tensor on the 0–255 scale."""
+        num_channels = num_channels or self.num_channels
+        if isinstance(image, PIL.Image.Image):
+            tensor = self._pil_to_tensor(image)
+        elif isinstance(image, (np.ndarray, torch.Tensor)):
+            tensor = self._array_to_tensor(torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image))
+        else:
+            raise TypeError(f"Expected a PIL image, a NumPy array or a torch tensor, got {type(image).__name__}.")
+        return self._convert_channels(tensor, num_channels)
+
+    @staticmethod
+    def _pil_to_tensor(image: PIL.Image.Image) -> torch.Tensor:
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            # High bit-depth grey: go through the array path, which scales by dtype instead of clipping at 255.
+            return LarpImageProcessor._array_to_tensor(torch.from_numpy(np.array(image)))
+        if image.mode == "P" or image.mode == "PA":
+            image = image.convert("RGBA")
+        elif image.mode not in ("L", "LA", "RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        array = np.array(image)  # (H, W) or (H, W, C) uint8
+        return LarpImageProcessor._array_to_tensor(torch.from_numpy(array))
+
+    @staticmethod
+    def _array_to_tensor(array: torch.Tensor) -> torch.Tensor:
+        """(H, W), (H, W, C) or (C, H, W) array of any dtype -> (C, H, W) float32 on the 0–255 scale."""
+        if array.ndim == 2:
+            array = array[None]
+        elif array.ndim == 3:
+            if array.shape[-1] in (1, 2, 3, 4) and array.shape[0] not in (1, 2, 3, 4):
+                array = array.permute(2, 0, 1)
+            elif array.shape[0] not in (1, 2, 3, 4):
+                raise ValueError(
+                    f"Cannot tell the channel axis of an image of shape {tuple(array.shape)}: expected (H, W), "
+                    "(H, W, C) or (C, H, W) with C in 1–4."
+                )
+        else:
+            raise ValueError(f"An image must have 2 or 3 dimensions, got shape {tuple(array.shape)}.")
+        if array.dtype == torch.bool:
+            return array.float() * 255.0
+        if array.dtype == torch.uint8:
+            return array.float()
+        if array.dtype in (torch.uint16, torch.int32) or (array.dtype == torch.int64 and array.max() > 255):
+            return array.double().div(65535.0 / 255.0).float()  # 16-bit images
+        array = array.float()
+        if array.is_floating_point() and array.numel() > 0 and array.max() <= 1.0:
+            array = array * 255.0  # floats in [0, 1]
+        return array
+
+    @staticmethod
+    def _convert_channels(image: torch.Tensor, num_channels: int) -> torch.Tensor:
+        channels = image.shape[0]
+        if channels in (2, 4):
+            # Grey+alpha or RGB+alpha: composite onto white, as transformers' convert_to_rgb does.
+            alpha = image[-1:] / 255.0
+            image = image[:-1] * alpha + 255.0 * (1 - alpha)
+            channels -= 1
+        if num_channels == 3 and channels == 1:
+            image = image.expand(3, -1, -1)
+        elif num_channels == 1 and channels == 3:
+            image = (image * _LUMA).sum(0, keepdim=True)
+        return image.contiguous()
+
+    def _fit_and_pad(self, image: torch.Tensor, size: SizeDict, resample, pad_value: float) -> torch.Tensor:
+        """Shrink (never enlarge) to fit inside `size` keeping the aspect ratio, then pad to `size`, centred."""
+        height, width = image.shape[-2:]
+        scale = min(size.height / height, size.width / width, 1.0)
+        if scale < 1.0:
+            new_size = SizeDict(height=max(1, round(height * scale)), width=max(1, round(width * scale)))
+            image = self.resize(image, new_size, resample=resample)
+            height, width = image.shape[-2:]
+        top, left = (size.height - height) // 2, (size.width - width) // 2
+        padding = [left, top, size.width - width - left, size.height - height - top]
+        return tvF.pad(image, padding, fill=pad_value)
+
+    def _preprocess(
+        self,
+        images: list[torch.Tensor],
+        do_resize: bool,
+        size: SizeDict,
+        resample,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean,
+        image_std,
+        do_pad: bool | None = None,
+        pad_value: float | None = None,
+        return_tensors=None,
+        **kwargs,
+    ) -> BatchFeature:
+        grouped, index = group_images_by_shape(images, disable_grouping=False)
+        processed = {}
+        for shape, stacked in grouped.items():  # stacked: (N, C, H, W), all of one shape
+            if do_pad:
+                stacked = self._fit_and_pad(stacked, size, resample, self.pad_value if pad_value is None else pad_value)
+            elif do_resize:
+                stacked = self.resize(stacked, size, resample=resample)
+            # Bicubic/Lanczos overshoot; clamp so the normalised range is exactly what the decoder learns.
+            stacked = stacked.clamp(0.0, 255.0)
+            if do_rescale:
+                stacked = stacked * rescale_factor
+            if do_normalize:
+                stacked = (stacked - self._as_channel_tensor(image_mean)) / self._as_channel_tensor(image_std)
+            processed[shape] = stacked
+        images = reorder_images(processed, index)
+        shapes = {tuple(image.shape) for image in images}
+        if return_tensors is not None and len(shapes) > 1:
+            raise ValueError(
+                f"Images ended up with different shapes {sorted(shapes)}; enable `do_resize` or `do_pad` to stack them."
+            )
+        if return_tensors is not None:
+            images = torch.stack(images)
+        return BatchFeature(data={"pixel_values": images}, tensor_type=return_tensors)
+
+    @staticmethod
+    def _as_channel_tensor(value) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=torch.float32).reshape(-1, 1, 1)  # broadcasts over (C, H, W)
+
+    def postprocess(self, pixel_values: torch.Tensor, output_type: str = "pil"):
+        """
+        Inverse of the normalisation: (B, C, H, W) model-space tensors -> images.
+
+        `output_type="pil"` gives a list of PIL images (mode `L` or `RGB`), `"np"` a (B, H, W, C) float array in
+        [0, 1] and `"pt"` a (B, C, H, W) float tensor in [0, 1].
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if pixel_values.ndim == 3:
+            pixel_values = pixel_values[None]
+        images = pixel_values.detach().float().cpu()
+        if self.do_normalize:
+            images = images * self._as_channel_tensor(self.image_std) + self._as_channel_tensor(self.image_mean)
+        if not self.do_rescale:
+            images = images / 255.0
+        images = images.clamp(0.0, 1.0)
+        if output_type == "pt":
+            return images
+        array = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+        if output_type == "np":
+            return array
+        array = (array * 255.0).round().astype(np.uint8)
+        return [PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in array]
+
+
+__all__ = ["LarpImageProcessor"]

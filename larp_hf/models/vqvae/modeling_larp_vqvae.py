@@ -1,0 +1,374 @@
+"""LARP VQ-VAE: a convolutional image tokenizer with an EMA-updated codebook.
+
+encode: pixel_values (B, C, H, W) -> codes (B, h, w) LongTensor
+decode: codes (B, h, w) or (B, h*w) -> pixel_values (B, C, H, W)
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_larp_vqvae import LarpVQVAEConfig
+
+
+@dataclass
+class LarpVQVAEOutput(ModelOutput):
+    """
+    Output of [`LarpVQVAEModel.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`):
+            `reconstruction_loss + commitment_loss`: what the optimizer minimises.
+        reconstruction_loss (`torch.FloatTensor` of shape `()`):
+            Mean squared error between `pixel_values` and `reconstruction` (in the normalised pixel space).
+        commitment_loss (`torch.FloatTensor` of shape `()`):
+            `commitment_weight * ‖z_e − sg(quantized)‖²`, which keeps the encoder close to its codes.
+        reconstruction (`torch.FloatTensor` of shape `(batch_size, channels, height, width)`):
+            The decoded images.
+        codes (`torch.LongTensor` of shape `(batch_size, grid_size, grid_size)`):
+            The codebook indices of each image.
+        perplexity (`torch.FloatTensor` of shape `()`):
+            `exp(entropy)` of the batch's code histogram: how many codes the batch effectively uses.
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    codes: torch.LongTensor | None = None
+    perplexity: torch.FloatTensor | None = None
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class LarpVectorQuantizer(nn.Module):
+    """
+    Nearest-neighbour quantizer whose codebook follows exponential moving averages of the encoder outputs assigned to
+    each code (VQ-VAE-2, Razavi et al. 2019), instead of receiving gradients.
+
+    Three things keep the codebook in use:
+    - data-dependent initialisation: the first training batch initialises the codebook (k-means or samples);
+    - dead-code restart: a code whose EMA cluster size drops below `dead_code_threshold` is moved onto a random
+      encoder output of the current batch (Dhariwal et al. 2020, Jukebox, §3.3 "random restarts");
+    - usage tracking: `cluster_size` is the EMA of assignments per code and `num_restarts` counts restarts.
+
+    Under `torch.distributed` the statistics are summed across processes and the random choices are made on rank 0
+    and broadcast, so every rank holds the same codebook.
+    """
+
+    def __init__(self, config: LarpVQVAEConfig):
+        super().__init__()
+        self.codebook_size = config.codebook_size
+        self.codebook_dim = config.codebook_dim
+        self.decay = config.ema_decay
+        self.epsilon = config.ema_epsilon
+        self.dead_code_threshold = config.dead_code_threshold
+        self.codebook_init = config.codebook_init
+        self.kmeans_iters = config.kmeans_iters
+        # Buffers, not parameters: the codebook moves by EMA, and buffers are saved with the weights.
+        self.register_buffer("codebook", torch.randn(config.codebook_size, config.codebook_dim))  # (K, D)
+        self.register_buffer("cluster_size", torch.zeros(config.codebook_size))  # (K,) EMA of assignments
+        self.register_buffer("embed_sum", torch.zeros(config.codebook_size, config.codebook_dim))  # (K, D) EMA of sums
+        self.register_buffer("initialized", torch.tensor(config.codebook_init == "random"))
+        self.register_buffer("num_restarts", torch.zeros((), dtype=torch.long))
+
+    def nearest_codes(self, flat: torch.Tensor) -> torch.Tensor:
+        """(N, D) vectors -> (N,) index of the closest code in squared Euclidean distance."""
+        # ‖x − e‖² = ‖x‖² − 2 x·e + ‖e‖²; ‖x‖² is the same for every code so it is left out of the argmin.
+        distances = torch.addmm(self.codebook.pow(2).sum(1)[None, :], flat, self.codebook.t(), alpha=-2.0)
+        return distances.argmin(dim=1)
+
+    @torch.no_grad()
+    def _sample_vectors(self, flat: torch.Tensor, num: int) -> torch.Tensor:
+        """`num` rows of `flat` drawn at random (with replacement only when there are too few), same on all ranks."""
+        if flat.shape[0] >= num:
+            picked = flat[torch.randperm(flat.shape[0], device=flat.device)[:num]]
+        else:
+            picked = flat[torch.randint(0, flat.shape[0], (num,), device=flat.device)]
+        picked = picked.clone()
+        if _is_distributed():
+            dist.broadcast(picked, src=0)
+        return picked
+
+    @torch.no_grad()
+    def _kmeans(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lloyd's k-means on (N, D) vectors; returns (centroids (K, D), cluster counts (K,))."""
+        centroids = self._sample_vectors(flat, self.codebook_size)
+        counts = torch.zeros(self.codebook_size, device=flat.device)
+        for _ in range(self.kmeans_iters):
+            distances = torch.addmm(centroids.pow(2).sum(1)[None, :], flat, centroids.t(), alpha=-2.0)
+            assign = distances.argmin(dim=1)
+            counts = torch.bincount(assign, minlength=self.codebook_size).float()
+            sums = torch.zeros_like(centroids).index_add_(0, assign, flat)
+            if _is_distributed():
+                dist.all_reduce(counts)
+                dist.all_reduce(sums)
+            # Empty clusters keep their previous centroid instead of collapsing to the origin.
+            centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+        return centroids, counts
+
+    @torch.no_grad()
+    def initialize_from_data(self, flat: torch.Tensor):
+        """Set the codebook from (N, D) encoder outputs, as `codebook_init` says."""
+        if self.codebook_init == "kmeans":
+            centroids, counts = self._kmeans(flat)
+        elif self.codebook_init == "sample":
+            centroids = self._sample_vectors(flat, self.codebook_size)
+            counts = torch.full((self.codebook_size,), flat.shape[0] / self.codebook_size, device=flat.device)
+        else:
+            raise ValueError(f"Unknown codebook_init {self.codebook_init!r}.")
+        self.codebook.copy_(centroids)
+        self.cluster_size.copy_(counts)
+        self.embed_sum.copy_(centroids * counts[:, None])
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def ema_update(self, flat: torch.Tensor, indices: torch.Tensor):
+        """Move each code towards the mean of the vectors assigned to it; restart codes that fell out of use."""
+        counts = torch.bincount(indices, minlength=self.codebook_size).to(flat.dtype)  # (K,)
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, flat)  # (K, D)
+        if _is_distributed():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.cluster_size.lerp_(counts, 1.0 - self.decay)
+        self.embed_sum.lerp_(sums, 1.0 - self.decay)
+        # Laplace smoothing keeps the total mass while giving every code a little, so no division by zero.
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+
+        if self.dead_code_threshold > 0:
+            dead = self.cluster_size < self.dead_code_threshold  # (K,) bool, identical on all ranks
+            num_dead = int(dead.sum())
+            if num_dead > 0:
+                replacements = self._sample_vectors(flat, num_dead)
+                self.codebook[dead] = replacements
+                self.cluster_size[dead] = self.dead_code_threshold
+                self.embed_sum[dead] = replacements * self.dead_code_threshold
+                self.num_restarts += num_dead
+
+    def forward(self, latents: torch.Tensor):
+        """
+        latents (B, D, h, w) -> (quantized (B, D, h, w) with straight-through gradients, codes (B, h, w),
+        commitment term ‖z_e − sg(e)‖² (unweighted), perplexity).
+        """
+        batch, dim, height, width = latents.shape
+        # The codebook statistics are kept in float32 even under autocast: bf16 sums of thousands of vectors drift.
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            latents = latents.float()
+            flat = latents.permute(0, 2, 3, 1).reshape(-1, dim)  # (B*h*w, D)
+            if self.training and not bool(self.initialized):
+                self.initialize_from_data(flat.detach())
+            indices = self.nearest_codes(flat.detach())  # (B*h*w,)
+            if self.training:
+                self.ema_update(flat.detach(), indices)
+            quantized = self.codebook[indices].view(batch, height, width, dim).permute(0, 3, 1, 2)
+            commitment = F.mse_loss(latents, quantized.detach())
+            # Straight-through estimator: the decoder's gradient flows to the encoder as if quantization were identity.
+            quantized = latents + (quantized - latents).detach()
+            probs = torch.bincount(indices, minlength=self.codebook_size).float() / indices.numel()
+            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+        return quantized, indices.view(batch, height, width), commitment, perplexity
+
+    def codebook_usage(self) -> float:
+        """Fraction of codes whose EMA cluster size is at least `dead_code_threshold` (or above 0 if that is 0)."""
+        alive = self.cluster_size >= self.dead_code_threshold if self.dead_code_threshold > 0 else self.cluster_size > 0
+        return alive.float().mean().item()
+
+
+class LarpResidualBlock(nn.Module):
+    """x + Conv1x1(ReLU(Conv3x3(ReLU(x)))), the residual block of the original VQ-VAE (van den Oord et al., 2017)."""
+
+    def __init__(self, channels: int, hidden_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, hidden_channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(hidden_channels, channels, kernel_size=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states = self.conv1(F.relu(hidden_states))
+        hidden_states = self.conv2(F.relu(hidden_states))
+        return residual + hidden_states
+
+
+class LarpVQVAEEncoder(nn.Module):
+    def __init__(self, config: LarpVQVAEConfig):
+        super().__init__()
+        self.conv_in = nn.Conv2d(config.in_channels, config.stem_channels, kernel_size=3, padding=1)
+        channels = [config.stem_channels, *config.hidden_channels]
+        # Each stage halves height and width: (B, c_i, H, W) -> (B, c_{i+1}, H/2, W/2).
+        self.down = nn.ModuleList(
+            nn.Conv2d(channels[i], channels[i + 1], kernel_size=4, stride=2, padding=1) for i in range(len(channels) - 1)
+        )
+        self.res_blocks = nn.ModuleList(
+            LarpResidualBlock(channels[-1], config.res_hidden_channels) for _ in range(config.num_res_blocks)
+        )
+        self.conv_out = nn.Conv2d(channels[-1], config.codebook_dim, kernel_size=1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.conv_in(pixel_values)  # (B, stem, H, W)
+        for down in self.down:
+            hidden_states = down(F.relu(hidden_states))
+        for block in self.res_blocks:
+            hidden_states = block(hidden_states)  # (B, c_last, h, w)
+        return self.conv_out(F.relu(hidden_states))  # (B, D, h, w)
+
+
+class LarpVQVAEDecoder(nn.Module):
+    def __init__(self, config: LarpVQVAEConfig):
+        super().__init__()
+        channels = [config.stem_channels, *config.hidden_channels]
+        self.conv_in = nn.Conv2d(config.codebook_dim, channels[-1], kernel_size=3, padding=1)
+        self.res_blocks = nn.ModuleList(
+            LarpResidualBlock(channels[-1], config.res_hidden_channels) for _ in range(config.num_res_blocks)
+        )
+        # Mirror of the encoder: each stage doubles height and width.
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(channels[i + 1], channels[i], kernel_size=4, stride=2, padding=1)
+            for i in reversed(range(len(channels) - 1))
+        )
+        self.conv_out = nn.Conv2d(config.stem_channels, config.in_channels, kernel_size=3, padding=1)
+
+    def forward(self, quantized: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.conv_in(quantized)  # (B, c_last, h, w)
+        for block in self.res_blocks:
+            hidden_states = block(hidden_states)
+        for up in self.up:
+            hidden_states = up(F.relu(hidden_states))
+        return self.conv_out(F.relu(hidden_states))  # (B, C, H, W)
+
+
+class LarpVQVAEPreTrainedModel(PreTrainedModel):
+    config: LarpVQVAEConfig
+    config_class = LarpVQVAEConfig
+    base_model_prefix = "vqvae"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            # PyTorch's default conv initialisation; the library-wide N(0, 0.02) starves a deep ReLU conv net.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(module.weight)
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, LarpVectorQuantizer):
+            init.normal_(module.codebook, mean=0.0, std=self.config.initializer_range)
+            init.zeros_(module.cluster_size)
+            init.zeros_(module.embed_sum)
+            init.constant_(module.initialized, self.config.codebook_init == "random")
+            init.zeros_(module.num_restarts)
+
+
+class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
+    """
+    The LARP image tokenizer: `encode` turns images into a grid of codebook indices, `decode` turns such a grid back
+    into images, and `forward` does both and returns the training losses.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from larp_hf import LarpVQVAEConfig, LarpVQVAEModel
+    >>> model = LarpVQVAEModel(LarpVQVAEConfig(in_channels=1, image_size=32, codebook_size=64)).eval()
+    >>> codes = model.encode(torch.rand(2, 1, 32, 32) * 2 - 1)
+    >>> codes.shape, codes.dtype
+    (torch.Size([2, 8, 8]), torch.int64)
+    >>> model.decode(codes).shape
+    torch.Size([2, 1, 32, 32])
+    ```
+    """
+
+    def __init__(self, config: LarpVQVAEConfig):
+        super().__init__(config)
+        self.encoder = LarpVQVAEEncoder(config)
+        self.quantizer = LarpVectorQuantizer(config)
+        self.decoder = LarpVQVAEDecoder(config)
+        self.post_init()
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor):
+        config = self.config
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise ValueError(
+                f"`pixel_values` must be a (batch, channels, height, width) tensor, got {shape}. "
+                "Use LarpImageProcessor to turn images into model inputs."
+            )
+        channels, height, width = pixel_values.shape[1:]
+        if channels != config.in_channels:
+            raise ValueError(
+                f"This tokenizer expects {config.in_channels}-channel images but got {channels} channels. "
+                f"Convert the images first, e.g. LarpImageProcessor(num_channels={config.in_channels})."
+            )
+        if (height, width) != (config.image_size, config.image_size):
+            problem = "too small for" if height < config.image_size or width < config.image_size else "do not match"
+            raise ValueError(
+                f"Images of {height}×{width} pixels are {problem} this tokenizer's {config.grid_size}×{config.grid_size} "
+                f"grid, which needs {config.image_size}×{config.image_size} inputs. Resize (or pad) them with "
+                "LarpImageProcessor, which does this for you."
+            )
+
+    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        grid = self.config.grid_size
+        if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
+            raise ValueError(f"`codes` must be an integer tensor of codebook indices, got {getattr(codes, 'dtype', type(codes))}.")
+        if codes.ndim == 2 and codes.shape[1] == grid * grid:
+            codes = codes.view(codes.shape[0], grid, grid)  # (B, h*w) raster order -> (B, h, w)
+        if codes.ndim != 3 or tuple(codes.shape[1:]) != (grid, grid):
+            raise ValueError(
+                f"`codes` must have shape (batch, {grid}, {grid}) or (batch, {grid * grid}), got {tuple(codes.shape)}."
+            )
+        if codes.numel() > 0 and (codes.min() < 0 or codes.max() >= self.config.codebook_size):
+            raise ValueError(
+                f"`codes` must be indices in [0, {self.config.codebook_size}) (the codebook size), got values in "
+                f"[{int(codes.min())}, {int(codes.max())}]. Sequences from a prior may contain special tokens "
+                "(BOS, class ids): strip them before decoding."
+            )
+        return codes.long()
+
+    @torch.no_grad()
+    def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
+        """(B, C, H, W) normalised images -> (B, h, w) codebook indices. Never updates the codebook."""
+        self._check_pixel_values(pixel_values)
+        latents = self.encoder(pixel_values)  # (B, D, h, w)
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            flat = latents.float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+            indices = self.quantizer.nearest_codes(flat)
+        return indices.view(latents.shape[0], latents.shape[2], latents.shape[3])
+
+    def decode(self, codes: torch.LongTensor) -> torch.FloatTensor:
+        """(B, h, w) or (B, h*w) codebook indices -> (B, C, H, W) images in the normalised pixel space."""
+        codes = self._check_codes(codes)
+        quantized = self.quantizer.codebook[codes].permute(0, 3, 1, 2)  # (B, D, h, w)
+        return self.decoder(quantized.to(self.decoder.conv_in.weight.dtype))
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> LarpVQVAEOutput:
+        self._check_pixel_values(pixel_values)
+        latents = self.encoder(pixel_values)  # (B, D, h, w)
+        quantized, codes, commitment, perplexity = self.quantizer(latents)
+        reconstruction = self.decoder(quantized.to(latents.dtype))  # (B, C, H, W)
+        reconstruction_loss = F.mse_loss(reconstruction.float(), pixel_values.float())
+        commitment_loss = self.config.commitment_weight * commitment
+        output = LarpVQVAEOutput(
+            loss=reconstruction_loss + commitment_loss,
+            reconstruction_loss=reconstruction_loss,
+            commitment_loss=commitment_loss,
+            reconstruction=reconstruction,
+            codes=codes,
+            perplexity=perplexity,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = ["LarpVQVAEModel", "LarpVQVAEPreTrainedModel", "LarpVQVAEOutput", "LarpVectorQuantizer"]
