@@ -1,0 +1,425 @@
+#!/usr/bin/env python
+"""Train the LARP VQ-VAE image tokenizer with Accelerate.
+
+    accelerate launch recipes/train_vqvae.py --config recipes/configs/vqvae_fashion_mnist_quick.yaml
+    python recipes/train_vqvae.py --config recipes/configs/vqvae_fashion_mnist_quick.yaml --max_steps 100
+
+Every flag can also be set in the YAML config (same name); flags given on the command line win. The YAML's `model`
+mapping holds `LarpVQVAEConfig` fields, and `--model.FIELD VALUE` overrides one of them.
+
+Writes to OUTPUT_DIR: the model and image processor (`save_pretrained` format), `metrics.json` (final validation at
+the top level, the history under `history`), `reconstructions.png` (originals over reconstructions) and
+`checkpoints/checkpoint-STEP` folders for `--resume_from_checkpoint`.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
+from larp_hf.data import load_image_dataset
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
+    parser.add_argument("--dataset", type=str, default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id.")
+    parser.add_argument("--dataset_dir", type=str, default=None, help="Folder of the Fashion-MNIST IDX files.")
+    parser.add_argument("--train_split", type=str, default="train")
+    parser.add_argument(
+        "--validation_split", type=str, default="test",
+        help="Held-out split; if the dataset lacks it, --validation_size examples of the train split are held out.",
+    )  # fmt: skip
+    parser.add_argument("--validation_size", type=int, default=1000, help="Examples held out when there is no such split.")
+    parser.add_argument("--max_validation_samples", type=int, default=None, help="Evaluate on at most this many.")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Train on at most this many (for tests).")
+    parser.add_argument("--output_dir", type=str, default="outputs/vqvae")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow writing into a non-empty folder.")
+    parser.add_argument("--max_steps", type=int, default=1000, help="Optimizer steps to train for.")
+    parser.add_argument("--train_batch_size", type=int, default=128, help="Per-process batch size.")
+    parser.add_argument("--eval_batch_size", type=int, default=512)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float, default=2e-3)
+    parser.add_argument("--lr_scheduler", type=str, default="cosine", help="Any transformers scheduler name.")
+    parser.add_argument("--lr_warmup_steps", type=int, default=50)
+    parser.add_argument("--adam_beta1", type=float, default=0.9)
+    parser.add_argument("--adam_beta2", type=float, default=0.99)
+    parser.add_argument("--weight_decay", type=float, default=0.0)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
+    parser.add_argument(
+        "--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
+        help="Overrides the accelerate config's setting (default: whatever `accelerate launch` was told).",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation_steps", type=int, default=250, help="Validate every N optimizer steps.")
+    parser.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep at most this many checkpoints.")
+    parser.add_argument(
+        "--resume_from_checkpoint", type=str, default=None,
+        help="A checkpoint folder, or 'latest' for the newest one in OUTPUT_DIR/checkpoints.",
+    )  # fmt: skip
+    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
+    parser.add_argument("--num_grid_images", type=int, default=32, help="Images in reconstructions.png.")
+
+    # Two passes: the YAML file sets defaults, then the command line overrides them.
+    config_args, _ = parser.parse_known_args(argv)
+    model_overrides = {}
+    if config_args.config is not None:
+        with open(config_args.config) as handle:
+            file_config = yaml.safe_load(handle) or {}
+        model_overrides.update(file_config.pop("model", None) or {})
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(file_config) - known)
+        if unknown:
+            parser.error(f"{config_args.config} sets unknown options {unknown}; see --help for the valid ones.")
+        parser.set_defaults(**file_config)
+    args, rest = parser.parse_known_args(argv)
+    # `--model.FIELD VALUE` overrides one LarpVQVAEConfig field; anything else unknown is an error.
+    while rest:
+        flag = rest.pop(0)
+        if not flag.startswith("--model.") or not rest:
+            parser.error(f"unrecognized argument {flag!r}")
+        model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
+    args.model = model_overrides
+
+    # Sanity checks.
+    if args.max_steps < 1:
+        parser.error("--max_steps must be at least 1.")
+    if args.train_batch_size < 1 or args.eval_batch_size < 1 or args.gradient_accumulation_steps < 1:
+        parser.error("--train_batch_size, --eval_batch_size and --gradient_accumulation_steps must be at least 1.")
+    if args.learning_rate <= 0:
+        parser.error("--learning_rate must be positive.")
+    if args.validation_steps < 1 or args.checkpointing_steps < 1:
+        parser.error("--validation_steps and --checkpointing_steps must be at least 1.")
+    return args
+
+
+class TrainingState:
+    """What `save_state` does not know about: the step count and the time spent, so a resumed run continues both."""
+
+    def __init__(self):
+        self.step = 0
+        self.train_seconds = 0.0
+
+    def state_dict(self):
+        return {"step": self.step, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])
+        self.train_seconds = float(state["train_seconds"])
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def find_latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """The newest complete checkpoint. Half-written ones live under a `.tmp-` name and are never picked."""
+    if not checkpoints_dir.is_dir():
+        return None
+    done = [p for p in checkpoints_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(done, key=checkpoint_step, default=None)
+
+
+def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, total_limit: int | None):
+    """Write the state to a temporary folder, then rename it: a crash never leaves a broken latest checkpoint."""
+    final = checkpoints_dir / f"checkpoint-{step}"
+    partial = checkpoints_dir / f".tmp-checkpoint-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)  # atomic on POSIX
+        if total_limit is not None and total_limit > 0:
+            done = sorted((p for p in checkpoints_dir.glob("checkpoint-*") if p.is_dir()), key=checkpoint_step)
+            for old in done[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def write_json_atomic(path: Path, payload: dict):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def evaluate(model, dataloader, accelerator, codebook_size: int) -> dict:
+    """MSE and PSNR on the [0, 1] pixel scale, codebook usage and perplexity over the whole validation split."""
+    model.eval()
+    squared_error, num_pixels = 0.0, 0
+    histogram = torch.zeros(codebook_size, dtype=torch.long, device=accelerator.device)
+    for batch in dataloader:
+        pixel_values = batch["pixel_values"]
+        output = model(pixel_values)
+        # Normalised [-1, 1] -> [0, 1], the scale PSNR is quoted on.
+        errors = ((output.reconstruction.float().clamp(-1, 1) - pixel_values.float()) / 2).pow(2).flatten(1).sum(1)
+        errors, codes = accelerator.gather_for_metrics((errors, output.codes))
+        squared_error += errors.sum().item()
+        num_pixels += errors.numel() * pixel_values[0].numel()
+        histogram += torch.bincount(codes.flatten(), minlength=codebook_size)
+    model.train()
+    mse = squared_error / max(num_pixels, 1)
+    probs = histogram.float() / histogram.sum().clamp(min=1)
+    return {
+        "val_mse": mse,
+        "val_psnr": psnr_from_mse(mse),
+        "codebook_usage": (histogram > 0).float().mean().item(),
+        "perplexity": torch.exp(-(probs * torch.log(probs + 1e-10)).sum()).item(),
+    }
+
+
+@torch.no_grad()
+def save_reconstruction_grid(model, image_processor, pixel_values: torch.Tensor, path: Path, nrow: int = 8):
+    """A PNG where each row of originals sits directly above the row of their reconstructions."""
+    model.eval()
+    reconstruction = model.decode(model.encode(pixel_values)).float()
+    originals = image_processor.postprocess(pixel_values, output_type="pt")  # (N, C, H, W) in [0, 1]
+    decoded = image_processor.postprocess(reconstruction, output_type="pt")
+    rows = []
+    for start in range(0, len(originals), nrow):
+        rows += [originals[start : start + nrow], decoded[start : start + nrow]]
+    nrow = min(nrow, len(originals))
+    padded_rows = [torch.cat([row, torch.ones(nrow - len(row), *row.shape[1:])]) for row in rows]
+    save_image(make_grid(torch.cat(padded_rows), nrow=nrow, padding=2, pad_value=1.0), path)
+
+
+def collate(examples, image_processor):
+    pixels = torch.stack([pixels for (pixels,) in examples])  # (B, C, H, W) uint8, already at the model's size
+    return {"pixel_values": image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]}
+
+
+def random_horizontal_flip(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Light augmentation: flip a random half of the batch left-right."""
+    flipped = torch.rand(len(pixel_values), device=pixel_values.device) < 0.5
+    return torch.where(flipped[:, None, None, None], pixel_values.flip(-1), pixel_values)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    checkpoints_dir = output_dir / "checkpoints"
+
+    # Accelerator: mixed precision, gradient accumulation and trackers come from here.
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # Seedable sampler: the shuffle order is a function of (seed, epoch), so resuming replays the same batches.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    if accelerator.is_main_process:
+        if args.resume_from_checkpoint is None and not args.overwrite_output_dir and (output_dir / "metrics.json").exists():
+            raise SystemExit(
+                f"{output_dir} already holds a trained model. Pass --resume_from_checkpoint latest to continue it, "
+                "--overwrite_output_dir to replace it, or another --output_dir."
+            )
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)
+
+    # Model and image processor.
+    model_config = LarpVQVAEConfig(**args.model)
+    model = LarpVQVAEModel(model_config)
+    image_processor = LarpImageProcessor.from_vqvae_config(model_config)
+    accelerator.print(
+        f"LarpVQVAEModel: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+        f"{model_config.image_size}×{model_config.image_size}×{model_config.in_channels} -> "
+        f"{model_config.grid_size}×{model_config.grid_size} codes from {model_config.codebook_size}"
+    )
+
+    # Data: decode, convert and resize every image once (cached by datasets), keep them as uint8 tensors in memory
+    # and normalise per batch. Row-by-row Arrow access costs more than the model on a 2-core CPU.
+    def preprocess(batch):
+        pixels = image_processor(batch["image"], do_rescale=False, do_normalize=False, return_tensors="pt")
+        return {"pixels": pixels["pixel_values"].round().to(torch.uint8).numpy()}
+
+    with accelerator.main_process_first():
+        train_dataset = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
+        try:
+            val_dataset = load_image_dataset(args.dataset, split=args.validation_split, data_dir=args.dataset_dir)
+        except ValueError:
+            held_out = train_dataset.train_test_split(test_size=args.validation_size, seed=args.seed)
+            train_dataset, val_dataset = held_out["train"], held_out["test"]
+            accelerator.print(f"No {args.validation_split!r} split: holding out {len(val_dataset)} training examples.")
+        if args.max_train_samples is not None:
+            train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
+        if args.max_validation_samples is not None:
+            val_dataset = val_dataset.select(range(min(args.max_validation_samples, len(val_dataset))))
+        map_kwargs = {"batched": True, "batch_size": 1000, "remove_columns": train_dataset.column_names}
+        train_dataset = train_dataset.map(preprocess, desc="Preprocessing train images", **map_kwargs)
+        val_dataset = val_dataset.map(preprocess, desc="Preprocessing validation images", **map_kwargs)
+    train_pixels = train_dataset.with_format("torch")[:]["pixels"]  # (N, C, H, W) uint8
+    val_pixels = val_dataset.with_format("torch")[:]["pixels"]
+    train_dataloader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(train_pixels),
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        drop_last=len(train_pixels) >= args.train_batch_size * accelerator.num_processes,
+        collate_fn=partial(collate, image_processor=image_processor),
+        num_workers=args.dataloader_num_workers,
+        # Its own generator: a new iterator (as after a resume) must not draw from the global RNG that
+        # save_state/load_state restores, or the flips and codebook restarts that follow would differ.
+        # For the same reason the flips are drawn in the loop, not here: accelerate prefetches a batch ahead.
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    val_dataloader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(val_pixels),
+        batch_size=args.eval_batch_size,
+        collate_fn=partial(collate, image_processor=image_processor),
+    )
+
+    # Optimizer and schedule: AdamW, warmup then the chosen decay, counted in optimizer steps.
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.weight_decay,
+    )
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_dataloader, val_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, val_dataloader, lr_scheduler
+    )
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_vqvae", config={k: v for k, v in vars(args).items() if k != "model"})
+
+    # Resume: restores weights, codebook, optimizer, schedule, RNG states and the step count.
+    if args.resume_from_checkpoint is not None:
+        if args.resume_from_checkpoint == "latest":
+            checkpoint = find_latest_checkpoint(checkpoints_dir)
+        else:
+            checkpoint = Path(args.resume_from_checkpoint)
+        if checkpoint is None or not checkpoint.is_dir():
+            raise SystemExit(
+                f"No checkpoint to resume from at {args.resume_from_checkpoint!r} "
+                f"(looked in {checkpoints_dir}). Drop --resume_from_checkpoint to start from scratch."
+            )
+        accelerator.print(f"Resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+    history_path = output_dir / "metrics.json"
+    history = json.loads(history_path.read_text()).get("history", []) if history_path.exists() else []
+    history = [entry for entry in history if entry["step"] <= state.step]
+
+    # Training loop.
+    batches_per_epoch = len(train_dataloader) // args.gradient_accumulation_steps
+    if batches_per_epoch == 0:
+        raise SystemExit(
+            f"The train split has {len(train_dataset)} examples, fewer than one batch of "
+            f"{args.train_batch_size} × {args.gradient_accumulation_steps} accumulation steps; lower them."
+        )
+    epoch, step_in_epoch = divmod(state.step, batches_per_epoch)
+    progress = tqdm(
+        total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process
+    )
+    model.train()
+    start = time.perf_counter() - state.train_seconds
+    latest = {}
+    while state.step < args.max_steps:
+        train_dataloader.set_epoch(epoch)
+        # After a resume, skip the batches of this epoch that were already trained on.
+        batches = accelerator.skip_first_batches(train_dataloader, step_in_epoch * args.gradient_accumulation_steps)
+        step_in_epoch = 0
+        for batch in batches:
+            pixel_values = batch["pixel_values"]
+            if args.random_flip:
+                pixel_values = random_horizontal_flip(pixel_values)
+            with accelerator.accumulate(model):
+                output = model(pixel_values)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            state.train_seconds = time.perf_counter() - start
+            logs = {
+                "train_loss": output.loss.item(),
+                "train_reconstruction_loss": output.reconstruction_loss.item(),
+                "train_perplexity": output.perplexity.item(),
+                "lr": lr_scheduler.get_last_lr()[0],
+            }
+            progress.update(1)
+            progress.set_postfix(loss=f"{logs['train_loss']:.4f}", ppl=f"{logs['train_perplexity']:.0f}")
+            accelerator.log(logs, step=state.step)
+
+            if state.step % args.validation_steps == 0 or state.step == args.max_steps:
+                latest = evaluate(model, val_dataloader, accelerator, model_config.codebook_size)
+                latest.update(step=state.step, train_seconds=round(state.train_seconds, 1))
+                accelerator.log({k: v for k, v in latest.items() if k != "step"}, step=state.step)
+                history.append(latest)
+                if accelerator.is_main_process:
+                    progress.write(
+                        f"step {state.step}: val PSNR {latest['val_psnr']:.2f} dB, codebook usage "
+                        f"{latest['codebook_usage']:.1%}, perplexity {latest['perplexity']:.0f}"
+                    )
+                    write_json_atomic(history_path, {**latest, "history": history})
+            if state.step % args.checkpointing_steps == 0 or state.step == args.max_steps:
+                save_checkpoint(accelerator, checkpoints_dir, state.step, args.checkpoints_total_limit)
+            if state.step >= args.max_steps:
+                break
+        epoch += 1
+    progress.close()
+
+    # Final model in save_pretrained format, the metrics and the reconstruction grid.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(output_dir)
+        image_processor.save_pretrained(output_dir)
+        if not latest:  # resumed at max_steps: nothing was trained, evaluate what we have
+            latest = {**(history[-1] if history else {}), "step": state.step}
+        final = {
+            **latest,
+            "train_seconds": round(state.train_seconds, 1),
+            "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+            "dataset": args.dataset,
+            "history": history,
+        }
+        write_json_atomic(history_path, final)
+        grid_batch = collate([(pixels,) for pixels in val_pixels[: args.num_grid_images]], image_processor)
+        grid_path = output_dir / "reconstructions.png"
+        save_reconstruction_grid(unwrapped, image_processor, grid_batch["pixel_values"].to(accelerator.device), grid_path)
+        accelerator.print(
+            f"Saved the tokenizer to {output_dir}: val PSNR {final.get('val_psnr', float('nan')):.2f} dB, codebook usage "
+            f"{final.get('codebook_usage', float('nan')):.1%}, {final['train_seconds']:.0f} s of training."
+        )
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
