@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from transformers import AutoImageProcessor
+
+from larp_hf import LarpImageProcessor, LarpVQVAEConfig
+
+
+def pixel_values(processor, images, **kwargs):
+    return processor(images, return_tensors="pt", **kwargs)["pixel_values"]
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "F", "CMYK"])
+@pytest.mark.parametrize("num_channels", [1, 3])
+def test_any_pil_mode_and_size_becomes_model_input(mode, num_channels):
+    image = PIL.Image.new("RGB", (45, 27), (200, 40, 90)).convert(mode)
+    processor = LarpImageProcessor(num_channels=num_channels, size={"height": 32, "width": 32})
+    values = pixel_values(processor, [image, image])
+    assert values.shape == (2, num_channels, 32, 32)
+    assert values.dtype == torch.float32
+    assert values.min() >= -1.0 and values.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((28, 28), 255, dtype=np.uint8),  # (H, W) uint8
+        np.ones((28, 28, 3), dtype=np.float32),  # (H, W, C) floats in [0, 1]
+        np.full((3, 28, 28), 65535, dtype=np.uint16),  # (C, H, W) 16-bit
+        torch.ones(1, 28, 28, dtype=torch.bool),  # (C, H, W) tensor
+    ],
+    ids=["hw-uint8", "hwc-float", "chw-uint16", "chw-bool-tensor"],
+)
+def test_arrays_of_any_layout_and_dtype_are_scaled_to_white(array):
+    processor = LarpImageProcessor(num_channels=1)
+    values = pixel_values(processor, [array])
+    assert values.shape == (1, 1, 32, 32)
+    torch.testing.assert_close(values, torch.ones_like(values))
+
+
+def test_grayscale_and_rgb_conversions():
+    red = PIL.Image.new("RGB", (32, 32), (255, 0, 0))
+    grey = pixel_values(LarpImageProcessor(num_channels=1), [red])
+    # PIL's luma weights: L = 0.299 R + 0.587 G + 0.114 B.
+    expected = 0.299 * 255 / 255 * 2 - 1
+    torch.testing.assert_close(grey, torch.full_like(grey, expected), atol=1e-5, rtol=0)
+    rgb_from_grey = pixel_values(LarpImageProcessor(num_channels=3), [PIL.Image.new("L", (32, 32), 128)])
+    assert rgb_from_grey.shape == (1, 3, 32, 32)
+    assert torch.equal(rgb_from_grey[:, 0], rgb_from_grey[:, 1]) and torch.equal(rgb_from_grey[:, 1], rgb_from_grey[:, 2])
+    # Transparent pixels become white, as in transformers' convert_to_rgb.
+    transparent = PIL.Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    torch.testing.assert_close(pixel_values(LarpImageProcessor(), [transparent]), torch.ones(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("num_channels", [1, 3])
+def test_postprocess_inverts_preprocess(num_channels):
+    rng = np.random.default_rng(0)
+    shape = (32, 32) if num_channels == 1 else (32, 32, 3)
+    images = [PIL.Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(3)]
+    processor = LarpImageProcessor(num_channels=num_channels)
+    restored = processor.postprocess(pixel_values(processor, images), output_type="pil")
+    assert [image.mode for image in restored] == [images[0].mode] * 3
+    for original, back in zip(images, restored):
+        assert np.array_equal(np.asarray(original), np.asarray(back))
+    as_numpy = processor.postprocess(pixel_values(processor, images), output_type="np")
+    assert as_numpy.shape == (3, 32, 32, num_channels) and as_numpy.min() >= 0 and as_numpy.max() <= 1
+
+
+def test_resize_stretches_and_pad_letterboxes():
+    white = PIL.Image.new("L", (28, 28), 255)
+    resized = pixel_values(LarpImageProcessor(num_channels=1), [white])
+    assert torch.all(resized == 1.0)
+    padded = pixel_values(LarpImageProcessor(num_channels=1, do_pad=True), [white])[0, 0]
+    assert torch.all(padded[2:30, 2:30] == 1.0)  # the 28×28 image, centred, not enlarged
+    assert torch.all(padded[:2] == -1.0) and torch.all(padded[:, :2] == -1.0)
+    wide = PIL.Image.new("L", (64, 32), 255)  # shrunk to 32×16 keeping its aspect ratio, then padded
+    padded_wide = pixel_values(LarpImageProcessor(num_channels=1, do_pad=True), [wide])[0, 0]
+    assert torch.all(padded_wide[8:24] == 1.0)
+    assert torch.all(padded_wide[:8] == -1.0) and torch.all(padded_wide[24:] == -1.0)
+
+
+def test_mixed_sizes_without_resize_or_pad_raise():
+    processor = LarpImageProcessor(num_channels=1, do_resize=False)
+    images = [PIL.Image.new("L", (28, 28)), PIL.Image.new("L", (32, 32))]
+    with pytest.raises(ValueError, match="different shapes"):
+        processor(images, return_tensors="pt")
+
+
+def test_invalid_arguments_raise():
+    with pytest.raises(ValueError, match="`num_channels` must be 1"):
+        LarpImageProcessor(num_channels=4)
+    with pytest.raises(ValueError, match="`output_type` must be one of"):
+        LarpImageProcessor().postprocess(torch.zeros(1, 3, 32, 32), output_type="jpeg")
+    with pytest.raises(TypeError, match="Expected a PIL image"):
+        LarpImageProcessor().process_image("not an image")
+
+
+def test_saved_processor_loads_with_auto_image_processor(tmp_path):
+    config = LarpVQVAEConfig(in_channels=1, image_size=64, hidden_channels=[8, 8, 8])
+    processor = LarpImageProcessor.from_vqvae_config(config, do_pad=True)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "LarpImageProcessor" and saved["num_channels"] == 1
+    loaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, LarpImageProcessor)
+    assert (loaded.num_channels, loaded.size.height, loaded.do_pad) == (1, 64, True)
+    image = PIL.Image.new("RGB", (50, 40), (10, 200, 30))
+    assert torch.equal(pixel_values(loaded, [image]), pixel_values(processor, [image]))

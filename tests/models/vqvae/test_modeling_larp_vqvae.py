@@ -1,0 +1,246 @@
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from larp_hf import LarpVQVAEConfig, LarpVQVAEModel, LarpVQVAEOutput
+from larp_hf.models.vqvae.modeling_larp_vqvae import LarpVectorQuantizer
+
+
+class LarpVQVAEModelTester:
+    """Builds tiny configs and inputs, in the manner of transformers' model testers."""
+
+    def __init__(self, in_channels=1, image_size=16, codebook_size=16, batch_size=4):
+        self.in_channels = in_channels
+        self.image_size = image_size
+        self.codebook_size = codebook_size
+        self.batch_size = batch_size
+
+    def get_config(self, **overrides):
+        kwargs = dict(
+            in_channels=self.in_channels,
+            image_size=self.image_size,
+            hidden_channels=[8, 16],
+            stem_channels=8,
+            num_res_blocks=1,
+            res_hidden_channels=8,
+            codebook_size=self.codebook_size,
+            codebook_dim=4,
+        )
+        kwargs.update(overrides)
+        return LarpVQVAEConfig(**kwargs)
+
+    def pixel_values(self, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        shape = (self.batch_size, self.in_channels, self.image_size, self.image_size)
+        return torch.rand(shape, generator=generator) * 2 - 1
+
+
+@pytest.fixture
+def tester():
+    return LarpVQVAEModelTester()
+
+
+def trained_model(tester, steps=3, **overrides):
+    """A tiny model after a few training steps, so the codebook has been initialised from data."""
+    torch.manual_seed(0)
+    model = LarpVQVAEModel(tester.get_config(**overrides))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(steps):
+        loss = model(tester.pixel_values(seed=step)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_encode_decode_shapes_dtype_and_range(in_channels):
+    tester = LarpVQVAEModelTester(in_channels=in_channels, image_size=32)
+    config = tester.get_config()
+    model = LarpVQVAEModel(config).eval()
+    codes = model.encode(tester.pixel_values())
+    assert config.grid_size == 8
+    assert codes.shape == (tester.batch_size, 8, 8)
+    assert codes.dtype == torch.long
+    assert codes.min() >= 0 and codes.max() < config.codebook_size
+    images = model.decode(codes)
+    assert images.shape == (tester.batch_size, in_channels, 32, 32)
+    assert images.dtype == torch.float32
+    # Raster-order sequences (what the prior produces) decode to the same images.
+    torch.testing.assert_close(model.decode(codes.flatten(1)), images)
+
+
+def test_grid_size_follows_the_downsampling():
+    assert LarpVQVAEConfig(image_size=32, hidden_channels=[32, 64]).grid_size == 8
+    assert LarpVQVAEConfig(image_size=32, hidden_channels=[32, 64, 64]).grid_size == 4
+    assert LarpVQVAEConfig(image_size=96, hidden_channels=[32, 64, 64, 128]).grid_size == 6
+
+
+def test_forward_returns_losses_codes_and_perplexity(tester):
+    model = LarpVQVAEModel(tester.get_config())
+    pixel_values = tester.pixel_values()
+    output = model(pixel_values)
+    assert isinstance(output, LarpVQVAEOutput)
+    torch.testing.assert_close(output.loss, output.reconstruction_loss + output.commitment_loss)
+    assert output.reconstruction.shape == pixel_values.shape
+    assert output.codes.shape == (tester.batch_size, 4, 4)
+    assert 1.0 <= output.perplexity.item() <= tester.codebook_size
+    # Straight-through estimator: the reconstruction loss reaches the encoder through the quantizer.
+    output.reconstruction_loss.backward()
+    assert model.encoder.conv_in.weight.grad.abs().sum() > 0
+    # The codebook is a buffer moved by EMA, never by the optimizer.
+    assert "quantizer.codebook" not in dict(model.named_parameters())
+
+
+def test_save_and_load_give_identical_codes(tester, tmp_path):
+    model = trained_model(tester)
+    pixel_values = tester.pixel_values(seed=42)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, LarpVQVAEModel)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), LarpVQVAEConfig)
+    assert torch.equal(loaded.encode(pixel_values), model.encode(pixel_values))
+    assert torch.equal(loaded.quantizer.codebook, model.quantizer.codebook)
+    assert bool(loaded.quantizer.initialized)
+
+
+def test_encode_never_updates_the_codebook(tester):
+    model = trained_model(tester).train()
+    before = model.quantizer.codebook.clone()
+    model.encode(tester.pixel_values(seed=7))
+    assert torch.equal(model.quantizer.codebook, before)
+
+
+def test_eval_forward_does_not_update_the_codebook(tester):
+    model = trained_model(tester)
+    before = model.quantizer.codebook.clone()
+    model(tester.pixel_values(seed=7))
+    assert torch.equal(model.quantizer.codebook, before)
+
+
+def test_first_training_forward_initialises_the_codebook_from_data(tester):
+    model = LarpVQVAEModel(tester.get_config(codebook_init="sample")).train()
+    initial = model.quantizer.codebook.clone()
+    assert not bool(model.quantizer.initialized)
+    model(tester.pixel_values())
+    assert bool(model.quantizer.initialized)
+    assert not torch.equal(model.quantizer.codebook, initial)
+
+
+def test_sample_init_puts_every_code_on_an_encoder_output(tester):
+    quantizer = LarpVectorQuantizer(tester.get_config(codebook_init="sample"))
+    flat = torch.randn(64, 4)
+    quantizer.initialize_from_data(flat)
+    matches = (quantizer.codebook[:, None, :] == flat[None, :, :]).all(-1)  # (K, N)
+    assert matches.any(dim=1).all()
+    assert bool(quantizer.initialized)
+
+
+def test_kmeans_init_quantizes_better_than_sampling(tester):
+    torch.manual_seed(0)
+    flat = torch.randn(2000, 4)
+    errors = {}
+    for init in ("sample", "kmeans"):
+        torch.manual_seed(1)
+        quantizer = LarpVectorQuantizer(tester.get_config(codebook_init=init, kmeans_iters=10))
+        quantizer.initialize_from_data(flat)
+        errors[init] = (flat - quantizer.codebook[quantizer.nearest_codes(flat)]).pow(2).sum(1).mean().item()
+        assert torch.isclose(quantizer.cluster_size.sum(), torch.tensor(2000.0))
+    assert errors["kmeans"] < 0.9 * errors["sample"]
+
+
+def test_ema_update_follows_the_formula(tester):
+    decay, eps = 0.8, 1e-5
+    quantizer = LarpVectorQuantizer(
+        tester.get_config(codebook_size=3, codebook_dim=2, ema_decay=decay, ema_epsilon=eps, dead_code_threshold=0)
+    ).train()
+    quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0]]))
+    quantizer.cluster_size.copy_(torch.tensor([2.0, 2.0, 2.0]))
+    quantizer.embed_sum.copy_(quantizer.codebook * 2.0)
+    quantizer.initialized.fill_(True)
+    # Four vectors: three near code 0, one near code 1, none near code 2.
+    flat = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [9.0, 11.0]])
+    latents = flat.T.reshape(1, 2, 2, 2)  # (B=1, D=2, h=2, w=2), raster order = rows of `flat`
+    _, codes, _, _ = quantizer(latents)
+    assert codes.flatten().tolist() == [0, 0, 0, 1]
+
+    counts = torch.tensor([3.0, 1.0, 0.0])
+    sums = torch.tensor([[2.0, 2.0], [9.0, 11.0], [0.0, 0.0]])
+    cluster_size = decay * 2.0 + (1 - decay) * counts
+    embed_sum = decay * torch.tensor([[0.0, 0.0], [20.0, 20.0], [-20.0, 20.0]]) + (1 - decay) * sums
+    total = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (total + 3 * eps) * total
+    torch.testing.assert_close(quantizer.cluster_size, cluster_size)
+    torch.testing.assert_close(quantizer.embed_sum, embed_sum)
+    torch.testing.assert_close(quantizer.codebook, embed_sum / smoothed[:, None])
+
+
+def test_dead_codes_are_restarted_on_batch_vectors(tester):
+    quantizer = LarpVectorQuantizer(tester.get_config(codebook_size=4, codebook_dim=2, dead_code_threshold=1.0)).train()
+    quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [5.0, 5.0], [100.0, 100.0], [-100.0, -100.0]]))
+    quantizer.cluster_size.copy_(torch.tensor([50.0, 50.0, 1.05, 50.0]))  # code 2 is about to die; 3 will live on
+    quantizer.embed_sum.copy_(quantizer.codebook * quantizer.cluster_size[:, None])
+    quantizer.initialized.fill_(True)
+    generator = torch.Generator().manual_seed(0)
+    flat = torch.cat([torch.randn(8, 2, generator=generator), 5 + torch.randn(8, 2, generator=generator)])
+    latents = flat.T.reshape(1, 2, 4, 4)
+    quantizer(latents)
+    # Code 2 got no vectors, its EMA count fell below 1 and it now sits on one of the batch's vectors.
+    assert quantizer.num_restarts.item() == 1
+    assert torch.cdist(quantizer.codebook[2:3], flat).min() < 1e-6
+    assert quantizer.cluster_size[2].item() == pytest.approx(1.0)
+    # Code 3 was unused too, but its EMA count is still high: it is left alone.
+    torch.testing.assert_close(quantizer.codebook[3], torch.tensor([-100.0, -100.0]))
+    assert quantizer.codebook_usage() == 1.0
+
+
+def test_training_keeps_most_of_the_codebook_in_use(tester):
+    model = trained_model(tester, steps=20)
+    codes = model.encode(torch.cat([tester.pixel_values(seed=s) for s in range(10)]))
+    assert codes.unique().numel() >= 0.75 * tester.codebook_size
+
+
+def test_wrong_channel_count_is_refused(tester):
+    model = LarpVQVAEModel(tester.get_config())
+    with pytest.raises(ValueError, match="expects 1-channel images but got 3 channels"):
+        model.encode(torch.zeros(2, 3, 16, 16))
+
+
+def test_image_too_small_for_the_grid_is_refused(tester):
+    model = LarpVQVAEModel(tester.get_config())
+    with pytest.raises(ValueError, match=r"too small for this tokenizer's 4×4 grid, which needs 16×16"):
+        model.encode(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="must be a \\(batch, channels, height, width\\) tensor"):
+        model.encode(torch.zeros(1, 16, 16))
+
+
+@pytest.mark.parametrize("bad_value", [-1, 16, 1000])
+def test_codes_outside_the_codebook_are_refused(tester, bad_value):
+    model = LarpVQVAEModel(tester.get_config())
+    codes = torch.zeros(2, 4, 4, dtype=torch.long)
+    codes[1, 2, 3] = bad_value
+    with pytest.raises(ValueError, match=r"indices in \[0, 16\)"):
+        model.decode(codes)
+
+
+def test_bad_code_shapes_and_dtypes_are_refused(tester):
+    model = LarpVQVAEModel(tester.get_config())
+    with pytest.raises(ValueError, match="integer tensor"):
+        model.decode(torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match=r"shape \(batch, 4, 4\) or \(batch, 16\)"):
+        model.decode(torch.zeros(2, 5, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"in_channels": 2}, "must be 1 \\(grayscale\\) or 3"),
+        ({"image_size": 30}, "not divisible by the downsample factor 4"),
+        ({"codebook_init": "zeros"}, "codebook_init"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+    ],
+)
+def test_invalid_configs_are_refused(tester, overrides, message):
+    with pytest.raises(Exception, match=message):
+        tester.get_config(**overrides)

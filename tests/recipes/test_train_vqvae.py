@@ -1,0 +1,147 @@
+"""The tokenizer recipe, run as users run it: in a subprocess, through `accelerate launch` or plain `python`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import PIL.Image
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, AutoModel
+
+from larp_hf import LarpImageProcessor, LarpVQVAEModel
+
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "train_vqvae.py"
+CPU_CONFIG = ROOT / "recipes" / "accelerate_configs" / "cpu.yaml"
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_image_dataset_dir) -> Path:
+    config = {
+        "dataset": tiny_image_dataset_dir,
+        "train_batch_size": 8,
+        "eval_batch_size": 16,
+        "learning_rate": 1e-3,
+        "lr_warmup_steps": 0,
+        "validation_steps": 1,
+        "checkpointing_steps": 1,
+        "num_grid_images": 8,
+        "model": {
+            "in_channels": 1,
+            "image_size": 16,
+            "hidden_channels": [8, 16],
+            "stem_channels": 8,
+            "num_res_blocks": 1,
+            "res_hidden_channels": 8,
+            "codebook_size": 16,
+            "codebook_dim": 4,
+        },
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(command: list[str], expect_success: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if expect_success:
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def python_recipe(*args) -> list[str]:
+    return [sys.executable, str(RECIPE), *map(str, args)]
+
+
+def test_accelerate_launch_leaves_a_model_that_auto_classes_load(tiny_config, tmp_path):
+    output_dir = tmp_path / "out"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG)]
+    run([*launch, str(RECIPE), "--config", str(tiny_config), "--output_dir", str(output_dir), "--max_steps", "2"])
+
+    model = AutoModel.from_pretrained(output_dir)
+    assert isinstance(model, LarpVQVAEModel) and model.config.grid_size == 4
+    assert bool(model.quantizer.initialized)
+    processor = AutoImageProcessor.from_pretrained(output_dir)
+    assert isinstance(processor, LarpImageProcessor) and processor.num_channels == 1
+    codes = model.eval().encode(processor([PIL.Image.new("L", (28, 28), 200)], return_tensors="pt")["pixel_values"])
+    assert codes.shape == (1, 4, 4)
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["step"] == 2
+    assert 0 < metrics["val_psnr"] < 100 and 0 < metrics["codebook_usage"] <= 1
+    assert metrics["train_seconds"] > 0 and metrics["num_parameters"] == model.num_parameters()
+    assert [entry["step"] for entry in metrics["history"]] == [1, 2]
+    # 8 originals over 8 reconstructions, 16-pixel images with 2-pixel borders.
+    with PIL.Image.open(output_dir / "reconstructions.png") as grid:
+        assert grid.size == (8 * 18 + 2, 2 * 18 + 2)
+    assert (output_dir / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_config, tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    # The interruption is simulated by a first run with --max_steps 2; a constant learning rate makes that the same
+    # as 2 steps of a 4-step run (a decaying schedule depends on --max_steps).
+    common = ["--config", tiny_config, "--lr_scheduler", "constant"]
+    run(python_recipe(*common, "--output_dir", straight, "--max_steps", 4))
+    run(python_recipe(*common, "--output_dir", interrupted, "--max_steps", 2))
+    result = run(
+        python_recipe(*common, "--output_dir", interrupted, "--max_steps", 4, "--resume_from_checkpoint", "latest")
+    )
+    assert "checkpoint-2" in result.stdout + result.stderr
+    metrics = json.loads((interrupted / "metrics.json").read_text())
+    assert metrics["step"] == 4
+    assert [entry["step"] for entry in metrics["history"]] == [1, 2, 3, 4]
+    # Same batches, same flips, same codebook restarts: the weights match the run that was never interrupted.
+    expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], msg=name)
+
+
+def test_half_written_checkpoints_are_never_resumed(tiny_config, tmp_path):
+    output_dir = tmp_path / "out"
+    common = ["--config", tiny_config, "--output_dir", output_dir, "--checkpoints_total_limit", 5]
+    run(python_recipe(*common, "--max_steps", 2))
+    # A crash during the save of step 3 leaves only the temporary folder behind.
+    (output_dir / "checkpoints" / ".tmp-checkpoint-3").mkdir()
+    result = run(python_recipe(*common, "--max_steps", 3, "--resume_from_checkpoint", "latest"))
+    assert "Resuming from" in result.stdout and "checkpoint-2" in result.stdout
+    assert json.loads((output_dir / "metrics.json").read_text())["step"] == 3
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+
+
+def test_bad_invocations_fail_with_clear_messages(tiny_config, tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("max_stpes: 10\n")
+    result = run(python_recipe("--config", bad_yaml), expect_success=False)
+    assert result.returncode != 0 and "unknown options ['max_stpes']" in result.stderr
+
+    result = run(python_recipe("--config", tiny_config, "--dataset", tmp_path / "missing"), expect_success=False)
+    assert result.returncode != 0 and "does not exist" in result.stderr
+
+    result = run(
+        python_recipe("--config", tiny_config, "--output_dir", tmp_path / "fresh", "--resume_from_checkpoint", "latest"),
+        expect_success=False,
+    )
+    assert result.returncode != 0 and "No checkpoint to resume from" in result.stderr
+
+
+@pytest.mark.parametrize("config_path", sorted((ROOT / "recipes" / "configs").glob("vqvae_*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_parse_and_build_8x8_tokenizers(config_path):
+    sys.path.insert(0, str(RECIPE.parent))
+    try:
+        import train_vqvae
+    finally:
+        sys.path.remove(str(RECIPE.parent))
+    args = train_vqvae.parse_args(["--config", str(config_path)])
+    model = LarpVQVAEModel(train_vqvae.LarpVQVAEConfig(**args.model))
+    assert model.config.grid_size == 8
+    assert model.config.codebook_size <= 1024
+    assert args.output_dir.startswith("outputs/")

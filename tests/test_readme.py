@@ -1,0 +1,47 @@
+"""What the README promises is checked: its Python examples run, and its test command is what CI runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("index", range(len(code_blocks("python"))))
+def test_python_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code_blocks("python")[index], f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+
+
+def setup_commands() -> list[str]:
+    first_block = code_blocks("bash")[0]
+    return [line.split("#")[0].strip() for line in first_block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_readme_top_has_exactly_two_commands_and_ci_runs_the_test_one():
+    commands = setup_commands()
+    assert len(commands) == 2, commands
+    main_command, test_command = commands
+    assert "test" in test_command
+    ci_script = (ROOT / ".ci" / "run").read_text()
+    assert any(line.strip() == test_command for line in ci_script.splitlines()), ci_script
+
+
+def test_readme_commands_exist_in_the_makefile():
+    makefile = (ROOT / "Makefile").read_text()
+    for command in setup_commands():
+        target = command.removeprefix("make ").strip()
+        assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), f"no `{target}` target in the Makefile"
+
+
+def test_readme_names_only_configs_that_exist():
+    for name in set(re.findall(r"(\w+\.yaml)", README)):
+        matches = list((ROOT / "recipes").rglob(name))
+        assert matches, f"README mentions {name}, which is not in recipes/"
