@@ -21,8 +21,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+import datasets
 import torch
-import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -241,6 +241,9 @@ def main(argv=None):
                 "--overwrite_output_dir to replace it, or another --output_dir."
             )
         output_dir.mkdir(parents=True, exist_ok=True)
+        if args.resume_from_checkpoint is None and checkpoints_dir.exists():
+            # A fresh run must not leave the old run's checkpoints for a later `--resume_from_checkpoint latest`.
+            shutil.rmtree(checkpoints_dir)
     set_seed(args.seed)
 
     # Model and image processor.
@@ -271,7 +274,14 @@ def main(argv=None):
             train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
         if args.max_validation_samples is not None:
             val_dataset = val_dataset.select(range(min(args.max_validation_samples, len(val_dataset))))
-        map_kwargs = {"batched": True, "batch_size": 1000, "remove_columns": train_dataset.column_names}
+        # A fixed-shape Array3D column turns into one tensor without a Python object per pixel row.
+        pixel_shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
+        map_kwargs = {
+            "batched": True,
+            "batch_size": 1000,
+            "remove_columns": train_dataset.column_names,
+            "features": datasets.Features({"pixels": datasets.Array3D(shape=pixel_shape, dtype="uint8")}),
+        }
         train_dataset = train_dataset.map(preprocess, desc="Preprocessing train images", **map_kwargs)
         val_dataset = val_dataset.map(preprocess, desc="Preprocessing validation images", **map_kwargs)
     train_pixels = train_dataset.with_format("torch")[:]["pixels"]  # (N, C, H, W) uint8
@@ -312,8 +322,10 @@ def main(argv=None):
     )
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
-    if accelerator.is_main_process:
-        accelerator.init_trackers("train_vqvae", config={k: v for k, v in vars(args).items() if k != "model"})
+    # Trackers such as TensorBoard take scalar hyperparameters only.
+    hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    hparams.update({f"model.{k}": v for k, v in args.model.items() if isinstance(v, (int, float, str, bool))})
+    accelerator.init_trackers("train_vqvae", config=hparams)
 
     # Resume: restores weights, codebook, optimizer, schedule, RNG states and the step count.
     if args.resume_from_checkpoint is not None:

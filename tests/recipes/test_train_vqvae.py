@@ -133,6 +133,18 @@ def test_bad_invocations_fail_with_clear_messages(tiny_config, tmp_path):
     assert result.returncode != 0 and "No checkpoint to resume from" in result.stderr
 
 
+def test_a_finished_run_is_not_overwritten_by_accident(tiny_config, tmp_path):
+    output_dir = tmp_path / "out"
+    run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 2))
+    before = (output_dir / "model.safetensors").read_bytes()
+    result = run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1), expect_success=False)
+    assert result.returncode != 0 and "--overwrite_output_dir" in result.stderr
+    assert (output_dir / "model.safetensors").read_bytes() == before
+    # With the flag, the old run's checkpoints go too, so `latest` can never pick one of them up.
+    run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1, "--overwrite_output_dir"))
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1"]
+
+
 @pytest.mark.parametrize("config_path", sorted((ROOT / "recipes" / "configs").glob("vqvae_*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_parse_and_build_8x8_tokenizers(config_path):
     sys.path.insert(0, str(RECIPE.parent))
