@@ -45,10 +45,12 @@ class LarpVQVAEConfig(PreTrainedConfig):
             Laplace smoothing of the EMA cluster sizes, so a code with no assignments never divides by zero.
         dead_code_threshold (`float`, *optional*, defaults to 1.0):
             A code whose EMA cluster size (assignments per batch, smoothed) falls below this is restarted on a random
-            encoder output of the current batch. `0` turns restarts off.
+            encoder output of the current batch. `0` turns restarts off. Under several processes the counts are those
+            of the global batch (all processes together).
         codebook_init (`str`, *optional*, defaults to `"kmeans"`):
             How the codebook is initialised from the first training batch: `"kmeans"` (k-means on encoder outputs),
-            `"sample"` (random encoder outputs) or `"random"` (keep the Gaussian initialisation; data is not looked at).
+            `"sample"` (random encoder outputs) or `"random"` (keep the Gaussian initialisation; data is not looked at,
+            and a code keeps its random vector until some encoder output is assigned to it).
         kmeans_iters (`int`, *optional*, defaults to 10):
             Lloyd iterations of the k-means initialisation.
         initializer_range (`float`, *optional*, defaults to 1.0):
@@ -110,7 +112,8 @@ class LarpVQVAEConfig(PreTrainedConfig):
         if self.image_size % self.downsample_factor != 0:
             raise ValueError(
                 f"`image_size`={self.image_size} is not divisible by the downsample factor {self.downsample_factor} "
-                f"(2 ** len(hidden_channels)={len(self.hidden_channels)}); pick an image size that is a multiple of it."
+                f"(2 ** len(hidden_channels), len(hidden_channels)={len(self.hidden_channels)}); pick an image size "
+                "that is a multiple of it."
             )
         if self.codebook_size < 2:
             raise ValueError(f"`codebook_size` must be at least 2, got {self.codebook_size}.")
@@ -118,6 +121,10 @@ class LarpVQVAEConfig(PreTrainedConfig):
             raise ValueError(f"`ema_decay` must be in [0, 1), got {self.ema_decay}.")
         if self.dead_code_threshold < 0:
             raise ValueError(f"`dead_code_threshold` must be >= 0 (0 disables restarts), got {self.dead_code_threshold}.")
+        if self.ema_epsilon <= 0:
+            raise ValueError(f"`ema_epsilon` must be positive (it keeps empty codes from dividing by zero), got {self.ema_epsilon}.")
+        if self.kmeans_iters < 1:
+            raise ValueError(f"`kmeans_iters` must be at least 1, got {self.kmeans_iters}.")
         if self.codebook_init not in CODEBOOK_INITS:
             raise ValueError(f"`codebook_init` must be one of {CODEBOOK_INITS}, got {self.codebook_init!r}.")
 

@@ -123,7 +123,9 @@ class LarpVectorQuantizer(nn.Module):
             centroids, counts = self._kmeans(flat)
         elif self.codebook_init == "sample":
             centroids = self._sample_vectors(flat, self.codebook_size)
-            counts = torch.full((self.codebook_size,), flat.shape[0] / self.codebook_size, device=flat.device)
+            world_size = dist.get_world_size() if _is_distributed() else 1
+            # Counts are global, like the all-reduced k-means and EMA counts.
+            counts = torch.full((self.codebook_size,), world_size * flat.shape[0] / self.codebook_size, device=flat.device)
         else:
             raise ValueError(f"Unknown codebook_init {self.codebook_init!r}.")
         self.codebook.copy_(centroids)
@@ -144,7 +146,9 @@ class LarpVectorQuantizer(nn.Module):
         # Laplace smoothing keeps the total mass while giving every code a little, so no division by zero.
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
-        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        # A code that never had any mass (random init, empty k-means cluster) keeps its vector instead of going to 0.
+        has_mass = self.cluster_size[:, None] > 0
+        self.codebook.copy_(torch.where(has_mass, self.embed_sum / smoothed[:, None], self.codebook))
 
         if self.dead_code_threshold > 0:
             dead = self.cluster_size < self.dead_code_threshold  # (K,) bool, identical on all ranks
@@ -169,9 +173,10 @@ class LarpVectorQuantizer(nn.Module):
             if self.training and not bool(self.initialized):
                 self.initialize_from_data(flat.detach())
             indices = self.nearest_codes(flat.detach())  # (B*h*w,)
+            # Look the codes up before the EMA step: a restart may move a code this batch was assigned to.
+            quantized = self.codebook[indices].view(batch, height, width, dim).permute(0, 3, 1, 2)
             if self.training:
                 self.ema_update(flat.detach(), indices)
-            quantized = self.codebook[indices].view(batch, height, width, dim).permute(0, 3, 1, 2)
             commitment = F.mse_loss(latents, quantized.detach())
             # Straight-through estimator: the decoder's gradient flows to the encoder as if quantization were identity.
             quantized = latents + (quantized - latents).detach()
@@ -304,6 +309,11 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
             raise ValueError(
                 f"`pixel_values` must be a (batch, channels, height, width) tensor, got {shape}. "
                 "Use LarpImageProcessor to turn images into model inputs."
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"`pixel_values` must be a floating-point tensor normalised like LarpImageProcessor's output, got "
+                f"{pixel_values.dtype}. Pass the images through LarpImageProcessor first."
             )
         channels, height, width = pixel_values.shape[1:]
         if channels != config.in_channels:

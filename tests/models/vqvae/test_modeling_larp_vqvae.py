@@ -119,13 +119,32 @@ def test_eval_forward_does_not_update_the_codebook(tester):
     assert torch.equal(model.quantizer.codebook, before)
 
 
-def test_first_training_forward_initialises_the_codebook_from_data(tester):
+def test_first_training_forward_initialises_the_codebook_from_data(tester, monkeypatch):
     model = LarpVQVAEModel(tester.get_config(codebook_init="sample")).train()
-    initial = model.quantizer.codebook.clone()
-    assert not bool(model.quantizer.initialized)
-    model(tester.pixel_values())
+    calls = []
+    original = model.quantizer.initialize_from_data
+    monkeypatch.setattr(model.quantizer, "initialize_from_data", lambda flat: calls.append(flat.shape) or original(flat))
+    model.eval()(tester.pixel_values())
+    assert calls == [] and not bool(model.quantizer.initialized)  # evaluation never initialises
+    model.train()(tester.pixel_values())
+    model(tester.pixel_values(seed=1))
+    assert calls == [torch.Size([tester.batch_size * 16, 4])]  # once, on the first batch's (B*h*w, D) vectors
     assert bool(model.quantizer.initialized)
-    assert not torch.equal(model.quantizer.codebook, initial)
+
+
+def test_codes_without_any_assignment_keep_their_random_vectors(tester):
+    quantizer = LarpVectorQuantizer(tester.get_config(codebook_init="random", dead_code_threshold=0)).train()
+    initial = quantizer.codebook.clone()
+    flat = initial[:2] + 0.01  # only codes 0 and 1 get vectors
+    quantizer(flat.T.reshape(1, 4, 1, 2))
+    assert not torch.equal(quantizer.codebook[:2], initial[:2])
+    assert torch.equal(quantizer.codebook[2:], initial[2:])
+
+
+def test_integer_pixel_values_are_refused(tester):
+    model = LarpVQVAEModel(tester.get_config())
+    with pytest.raises(ValueError, match="floating-point tensor.*LarpImageProcessor"):
+        model.encode(torch.zeros(2, 1, 16, 16, dtype=torch.uint8))
 
 
 def test_sample_init_puts_every_code_on_an_encoder_output(tester):
@@ -239,6 +258,8 @@ def test_bad_code_shapes_and_dtypes_are_refused(tester):
         ({"image_size": 30}, "not divisible by the downsample factor 4"),
         ({"codebook_init": "zeros"}, "codebook_init"),
         ({"ema_decay": 1.0}, "ema_decay"),
+        ({"ema_epsilon": 0}, "ema_epsilon"),
+        ({"kmeans_iters": 0}, "kmeans_iters"),
     ],
 )
 def test_invalid_configs_are_refused(tester, overrides, message):
