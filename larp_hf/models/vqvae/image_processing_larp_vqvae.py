@@ -33,7 +33,8 @@ class LarpImageProcessor(TorchvisionBackend):
     Prepares images for [`LarpVQVAEModel`] and turns its outputs back into images.
 
     Accepts PIL images of any mode (`1`, `L`, `P`, `RGB`, `RGBA`, `I;16`, ...), NumPy arrays and torch tensors
-    (`(H, W)`, `(H, W, C)` or `(C, H, W)`; uint8, uint16, bool, or floats in [0, 1]) of any size, one or a list. Each
+    (`(H, W)`, `(H, W, C)` or `(C, H, W)`; uint8, bool, 16-bit integers (read as 8-bit when no value exceeds 255),
+    or floats in [0, 1] or [0, 255]) of any size, one or a list. Each
     image is converted to `num_channels` (alpha is composited onto white; RGB→grey uses PIL's luma weights), then
     either resized to `size` (`do_resize=True`, the default) or, with `do_pad=True`, shrunk if needed to fit `size`
     keeping its aspect ratio and padded to it, centred. Pixels are then rescaled to [0, 1] and normalised with
@@ -145,10 +146,19 @@ class LarpImageProcessor(TorchvisionBackend):
             return array.float() * 255.0
         if array.dtype == torch.uint8:
             return array.float()
-        if array.dtype in (torch.uint16, torch.int32) or (array.dtype == torch.int64 and array.max() > 255):
-            return array.double().div(65535.0 / 255.0).float()  # 16-bit images
+        if not array.is_floating_point():
+            # 16-bit or 8-bit by the values held: PIL's "I" and "I;16" also carry 0-255 images (e.g. from convert()).
+            array = array.to(torch.int64)  # torch has no max() for uint16
+            if array.numel() > 0 and array.max() > 255:
+                return array.double().div(65535.0 / 255.0).float()
+            return array.float()
+        if array.numel() > 0 and array.min() < 0:
+            raise ValueError(
+                f"Float images must hold values in [0, 1] (or [0, 255]), got a minimum of {array.min().item():.3f}. "
+                "Model-space tensors in [-1, 1] go back to images with `postprocess`, not through the processor."
+            )
         array = array.float()
-        if array.is_floating_point() and array.numel() > 0 and array.max() <= 1.0:
+        if array.numel() > 0 and array.max() <= 1.0:
             array = array * 255.0  # floats in [0, 1]
         return array
 

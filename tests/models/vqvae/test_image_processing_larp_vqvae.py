@@ -13,15 +13,28 @@ def pixel_values(processor, images, **kwargs):
     return processor(images, return_tensors="pt", **kwargs)["pixel_values"]
 
 
+COLOR = (200, 40, 90)
+GREY = PIL.Image.new("RGB", (1, 1), COLOR).convert("L").getpixel((0, 0))  # PIL's luma of COLOR: 94
+
+
 @pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "F", "CMYK"])
 @pytest.mark.parametrize("num_channels", [1, 3])
 def test_any_pil_mode_and_size_becomes_model_input(mode, num_channels):
-    image = PIL.Image.new("RGB", (45, 27), (200, 40, 90)).convert(mode)
+    image = PIL.Image.new("RGB", (45, 27), COLOR).convert(mode)
     processor = LarpImageProcessor(num_channels=num_channels, size={"height": 32, "width": 32})
     values = pixel_values(processor, [image, image])
     assert values.shape == (2, num_channels, 32, 32)
     assert values.dtype == torch.float32
     assert values.min() >= -1.0 and values.max() <= 1.0
+    if mode in ("1", "P"):
+        return  # dithered / palette-mapped by PIL: no single expected level
+    # The intensity survives the mode: the colour itself where there is one, else its grey level.
+    if mode in ("RGB", "RGBA", "CMYK"):
+        expected = [sum(w * c for w, c in zip((0.299, 0.587, 0.114), COLOR))] if num_channels == 1 else list(COLOR)
+    else:
+        expected = [GREY] * num_channels
+    expected = torch.tensor(expected).view(1, -1, 1, 1) / 255 * 2 - 1
+    torch.testing.assert_close(values, expected.expand_as(values), atol=2 / 255, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -87,6 +100,11 @@ def test_mixed_sizes_without_resize_or_pad_raise():
     images = [PIL.Image.new("L", (28, 28)), PIL.Image.new("L", (32, 32))]
     with pytest.raises(ValueError, match="different shapes"):
         processor(images, return_tensors="pt")
+
+
+def test_negative_floats_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="`postprocess`"):
+        LarpImageProcessor()(torch.rand(3, 32, 32) * 2 - 1)
 
 
 def test_invalid_arguments_raise():
