@@ -212,8 +212,10 @@ def load_image_dataset(
             raise ValueError(f"The dataset {name!r} has no split {split!r}; its splits are {list(loaded)}.")
         return loaded[split]
     loaded = _standardize_columns(loaded, name)
-    if split is not None and str(loaded.split) not in (split, "None"):
-        raise ValueError(f"{name} holds only the {loaded.split!r} split, not {split!r}.")
+    # A single saved Dataset is one split: its own name, or "train" when it was saved without one.
+    own_split = str(loaded.split) if loaded.split is not None else "train"
+    if split is not None and split != own_split:
+        raise ValueError(f"The dataset {name!r} holds a single split ({own_split!r}), not {split!r}.")
     return loaded
 
 

@@ -140,3 +140,13 @@ def test_dataset_without_image_column_is_refused(tmp_path):
 def test_unknown_split_is_refused(tiny_image_dataset_dir):
     with pytest.raises(ValueError, match="no split 'validation'; its splits are \\['train', 'test'\\]"):
         load_image_dataset(tiny_image_dataset_dir, split="validation")
+
+
+def test_a_single_saved_dataset_is_only_its_own_split(tmp_path):
+    images = [PIL.Image.new("L", (8, 8), 10 * i) for i in range(4)]
+    datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(
+        tmp_path
+    )
+    assert len(load_image_dataset(tmp_path, split="train")) == 4  # saved without a split name: it is "train"
+    with pytest.raises(ValueError, match=r"holds a single split \('train'\), not 'test'"):
+        load_image_dataset(tmp_path, split="test")
