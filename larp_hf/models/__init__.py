@@ -1,18 +1,5 @@
-from .vqvae import (
-    LarpImageProcessor,
-    LarpVectorQuantizer,
-    LarpVQVAEConfig,
-    LarpVQVAEModel,
-    LarpVQVAEOutput,
-    LarpVQVAEPreTrainedModel,
-)
+from . import vqvae
+from .vqvae import *  # noqa: F403  (the names are listed in vqvae.__all__)
 
 
-__all__ = [
-    "LarpImageProcessor",
-    "LarpVQVAEConfig",
-    "LarpVQVAEModel",
-    "LarpVQVAEOutput",
-    "LarpVQVAEPreTrainedModel",
-    "LarpVectorQuantizer",
-]
+__all__ = list(vqvae.__all__)
