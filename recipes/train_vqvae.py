@@ -13,6 +13,7 @@ the top level, the history under `history`), `reconstructions.png` (originals ov
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -48,7 +49,10 @@ def parse_args(argv=None):
     parser.add_argument("--max_validation_samples", type=int, default=None, help="Evaluate on at most this many.")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Train on at most this many (for tests).")
     parser.add_argument("--output_dir", type=str, default="outputs/vqvae")
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow writing into a non-empty folder.")
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true",
+        help="Start afresh in a folder that holds a finished run or checkpoints (they are replaced).",
+    )  # fmt: skip
     parser.add_argument("--max_steps", type=int, default=1000, help="Optimizer steps to train for.")
     parser.add_argument("--train_batch_size", type=int, default=128, help="Per-process batch size.")
     parser.add_argument("--eval_batch_size", type=int, default=512)
@@ -96,6 +100,10 @@ def parse_args(argv=None):
         if not flag.startswith("--model.") or not rest:
             parser.error(f"unrecognized argument {flag!r}")
         model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
+    config_fields = {field.name for field in dataclasses.fields(LarpVQVAEConfig)}
+    unknown_fields = sorted(set(model_overrides) - config_fields)
+    if unknown_fields:
+        parser.error(f"unknown LarpVQVAEConfig fields {unknown_fields} (in `model:` or --model.FIELD).")
     args.model = model_overrides
 
     # Sanity checks.
@@ -107,6 +115,13 @@ def parse_args(argv=None):
         parser.error("--learning_rate must be positive.")
     if args.validation_steps < 1 or args.checkpointing_steps < 1:
         parser.error("--validation_steps and --checkpointing_steps must be at least 1.")
+    output_dir = Path(args.output_dir)
+    has_run = (output_dir / "metrics.json").exists() or any((output_dir / "checkpoints").glob("checkpoint-*"))
+    if has_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+        parser.error(
+            f"{output_dir} already holds a run. Pass --resume_from_checkpoint latest to continue it, "
+            "--overwrite_output_dir to replace it, or another --output_dir."
+        )
     return args
 
 
@@ -235,15 +250,7 @@ def main(argv=None):
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     if accelerator.is_main_process:
-        if args.resume_from_checkpoint is None and not args.overwrite_output_dir and (output_dir / "metrics.json").exists():
-            raise SystemExit(
-                f"{output_dir} already holds a trained model. Pass --resume_from_checkpoint latest to continue it, "
-                "--overwrite_output_dir to replace it, or another --output_dir."
-            )
         output_dir.mkdir(parents=True, exist_ok=True)
-        if args.resume_from_checkpoint is None and checkpoints_dir.exists():
-            # A fresh run must not leave the old run's checkpoints for a later `--resume_from_checkpoint latest`.
-            shutil.rmtree(checkpoints_dir)
     set_seed(args.seed)
 
     # Model and image processor.
@@ -340,17 +347,19 @@ def main(argv=None):
             )
         accelerator.print(f"Resuming from {checkpoint}")
         accelerator.load_state(str(checkpoint))
+    elif accelerator.is_main_process and checkpoints_dir.exists():
+        # A fresh run (--overwrite_output_dir) must not leave old checkpoints for a later `--resume_from_checkpoint latest`.
+        shutil.rmtree(checkpoints_dir)
+    accelerator.wait_for_everyone()
     history_path = output_dir / "metrics.json"
     history = json.loads(history_path.read_text()).get("history", []) if history_path.exists() else []
     history = [entry for entry in history if entry["step"] <= state.step]
 
     # Training loop.
-    batches_per_epoch = len(train_dataloader) // args.gradient_accumulation_steps
+    # Accelerate syncs gradients at the end of the dataloader, so a last partial accumulation is a step too.
+    batches_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     if batches_per_epoch == 0:
-        raise SystemExit(
-            f"The train split has {len(train_dataset)} examples, fewer than one batch of "
-            f"{args.train_batch_size} × {args.gradient_accumulation_steps} accumulation steps; lower them."
-        )
+        raise SystemExit(f"The train split of {args.dataset} has no examples.")
     epoch, step_in_epoch = divmod(state.step, batches_per_epoch)
     progress = tqdm(
         total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process

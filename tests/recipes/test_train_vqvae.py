@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from larp_hf import LarpImageProcessor, LarpVQVAEModel
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "train_vqvae.py"
-CPU_CONFIG = ROOT / "recipes" / "accelerate_configs" / "cpu.yaml"
+ACCELERATE_CONFIGS = ROOT / "recipes" / "accelerate_configs"
 
 
 @pytest.fixture
@@ -60,9 +61,18 @@ def python_recipe(*args) -> list[str]:
     return [sys.executable, str(RECIPE), *map(str, args)]
 
 
-def test_accelerate_launch_leaves_a_model_that_auto_classes_load(tiny_config, tmp_path):
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("accelerate_config", ["cpu.yaml", "multi_cpu.yaml"])
+def test_accelerate_launch_leaves_a_model_that_auto_classes_load(accelerate_config, tiny_config, tmp_path):
     output_dir = tmp_path / "out"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG)]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / accelerate_config)]
+    if accelerate_config == "multi_cpu.yaml":
+        launch += ["--main_process_port", str(free_port())]
     run([*launch, str(RECIPE), "--config", str(tiny_config), "--output_dir", str(output_dir), "--max_steps", "2"])
 
     model = AutoModel.from_pretrained(output_dir)
@@ -86,18 +96,21 @@ def test_accelerate_launch_leaves_a_model_that_auto_classes_load(tiny_config, tm
 
 def test_resume_continues_exactly_where_it_stopped(tiny_config, tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    # The interruption is simulated by a first run with --max_steps 2; a constant learning rate makes that the same
-    # as 2 steps of a 4-step run (a decaying schedule depends on --max_steps).
-    common = ["--config", tiny_config, "--lr_scheduler", "constant"]
-    run(python_recipe(*common, "--output_dir", straight, "--max_steps", 4))
-    run(python_recipe(*common, "--output_dir", interrupted, "--max_steps", 2))
+    # The interruption is simulated by a first run with --max_steps 3; a constant learning rate makes that the same
+    # as 3 steps of a 5-step run (a decaying schedule depends on --max_steps). 24 examples in batches of 8 with 2
+    # accumulation steps make epochs of 2 optimizer steps (the last one from a single batch), so the run stops in
+    # the middle of the second epoch and the resumed one crosses into the third.
+    common = ["--config", tiny_config, "--lr_scheduler", "constant", "--max_train_samples", 24]
+    common += ["--gradient_accumulation_steps", 2]
+    run(python_recipe(*common, "--output_dir", straight, "--max_steps", 5))
+    run(python_recipe(*common, "--output_dir", interrupted, "--max_steps", 3))
     result = run(
-        python_recipe(*common, "--output_dir", interrupted, "--max_steps", 4, "--resume_from_checkpoint", "latest")
+        python_recipe(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest")
     )
-    assert "checkpoint-2" in result.stdout + result.stderr
+    assert "checkpoint-3" in result.stdout + result.stderr
     metrics = json.loads((interrupted / "metrics.json").read_text())
-    assert metrics["step"] == 4
-    assert [entry["step"] for entry in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["step"] == 5
+    assert [entry["step"] for entry in metrics["history"]] == [1, 2, 3, 4, 5]
     # Same batches, same flips, same codebook restarts: the weights match the run that was never interrupted.
     expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
     assert expected.keys() == resumed.keys()
@@ -123,8 +136,12 @@ def test_bad_invocations_fail_with_clear_messages(tiny_config, tmp_path):
     result = run(python_recipe("--config", bad_yaml), expect_success=False)
     assert result.returncode != 0 and "unknown options ['max_stpes']" in result.stderr
 
-    result = run(python_recipe("--config", tiny_config, "--dataset", tmp_path / "missing"), expect_success=False)
+    missing = tmp_path / "missing"
+    result = run(python_recipe("--config", tiny_config, "--dataset", missing, "--output_dir", tmp_path / "x"), expect_success=False)
     assert result.returncode != 0 and "does not exist" in result.stderr
+
+    result = run(python_recipe("--config", tiny_config, "--model.codebok_size", 8), expect_success=False)
+    assert result.returncode != 0 and "unknown LarpVQVAEConfig fields ['codebok_size']" in result.stderr
 
     result = run(
         python_recipe("--config", tiny_config, "--output_dir", tmp_path / "fresh", "--resume_from_checkpoint", "latest"),
@@ -138,15 +155,17 @@ def test_a_finished_run_is_not_overwritten_by_accident(tiny_config, tmp_path):
     run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 2))
     before = (output_dir / "model.safetensors").read_bytes()
     result = run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1), expect_success=False)
-    assert result.returncode != 0 and "--overwrite_output_dir" in result.stderr
+    assert result.returncode != 0 and "already holds a run" in result.stderr and "--overwrite_output_dir" in result.stderr
     assert (output_dir / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
     # With the flag, the old run's checkpoints go too, so `latest` can never pick one of them up.
     run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1, "--overwrite_output_dir"))
     assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1"]
 
 
 @pytest.mark.parametrize("config_path", sorted((ROOT / "recipes" / "configs").glob("vqvae_*.yaml")), ids=lambda p: p.stem)
-def test_shipped_configs_parse_and_build_8x8_tokenizers(config_path):
+def test_shipped_configs_parse_and_build_8x8_tokenizers(config_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs' relative output_dir must not meet a run of the user's
     sys.path.insert(0, str(RECIPE.parent))
     try:
         import train_vqvae
