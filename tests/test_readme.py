@@ -16,8 +16,13 @@ def code_blocks(language: str) -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(code_blocks("python"))))
 def test_python_example_runs(index, tmp_path, monkeypatch):
+    """Runs the block as a user would paste it; the block's own asserts and any exception fail the test."""
+    code = code_blocks("python")[index]
+    assert "import" in code, "a README example should be self-contained"
     monkeypatch.chdir(tmp_path)
-    exec(compile(code_blocks("python")[index], f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+    namespace = {"__name__": "__readme__"}
+    exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+    assert len(namespace) > 1  # it defined something: the block really ran
 
 
 def setup_commands() -> list[str]:

@@ -35,8 +35,8 @@ class LarpVQVAEModelTester:
         return torch.rand(shape, generator=generator) * 2 - 1
 
 
-@pytest.fixture
-def tester():
+@pytest.fixture(name="tester")
+def model_tester():
     return LarpVQVAEModelTester()
 
 
