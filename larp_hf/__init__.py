@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from .data import load_image_dataset
+from .data import LarpPriorCollator, encode_dataset, load_image_dataset, token_dataset_metadata
 from .models import (
     LarpImageProcessor,
     LarpVectorQuantizer,
@@ -11,6 +11,7 @@ from .models import (
     LarpVQVAEOutput,
     LarpVQVAEPreTrainedModel,
 )
+from .prior import PRIOR_PRESETS, prior_config, prior_metadata
 
 
 __version__ = "0.1.0.dev0"
@@ -21,11 +22,17 @@ AutoModel.register(LarpVQVAEConfig, LarpVQVAEModel, exist_ok=True)
 AutoImageProcessor.register(LarpVQVAEConfig, image_processor_classes={"torchvision": LarpImageProcessor}, exist_ok=True)
 
 __all__ = [
+    "PRIOR_PRESETS",
     "LarpImageProcessor",
+    "LarpPriorCollator",
     "LarpVQVAEConfig",
     "LarpVQVAEModel",
     "LarpVQVAEOutput",
     "LarpVQVAEPreTrainedModel",
     "LarpVectorQuantizer",
+    "encode_dataset",
     "load_image_dataset",
+    "prior_config",
+    "prior_metadata",
+    "token_dataset_metadata",
 ]

@@ -4,6 +4,8 @@ encode: pixel_values (B, C, H, W) -> codes (B, h, w) LongTensor
 decode: codes (B, h, w) or (B, h*w) -> pixel_values (B, C, H, W)
 """
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -301,6 +303,27 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         self.quantizer = LarpVectorQuantizer(config)
         self.decoder = LarpVQVAEDecoder(config)
         self.post_init()
+
+    # The fields that decide which codes an image gets; training-only settings (EMA decay, restarts) are left out.
+    _IDENTITY_FIELDS = (
+        "in_channels", "image_size", "hidden_channels", "stem_channels", "num_res_blocks", "res_hidden_channels",
+        "codebook_size", "codebook_dim",
+    )  # fmt: skip
+
+    def tokenizer_hash(self) -> str:
+        """
+        SHA-256 (hex) of the architecture fields of the config, the weights and the codebook: equal exactly when two
+        tokenizers give the same codes. Token datasets and priors record it so that mismatched pairs can be refused.
+        """
+        digest = hashlib.sha256()
+        fields = {name: getattr(self.config, name) for name in self._IDENTITY_FIELDS}
+        digest.update(json.dumps(fields, sort_keys=True).encode())
+        tensors = {name: p for name, p in self.named_parameters()}
+        tensors["quantizer.codebook"] = self.quantizer.codebook
+        for name in sorted(tensors):
+            digest.update(name.encode())
+            digest.update(tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def _check_pixel_values(self, pixel_values: torch.Tensor):
         config = self.config

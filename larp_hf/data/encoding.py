@@ -1,0 +1,107 @@
+"""Encoding image datasets into token datasets: the codes of every image, once, cached by `datasets`."""
+
+import json
+
+import datasets
+import torch
+from datasets.fingerprint import Hasher
+
+from ..models.vqvae.image_processing_larp_vqvae import LarpImageProcessor
+from ..models.vqvae.modeling_larp_vqvae import LarpVQVAEModel
+
+
+METADATA_KEY = "larp_token_dataset"
+
+
+def smallest_code_dtype(codebook_size: int) -> str:
+    """The narrowest unsigned integer type that holds every code."""
+    if codebook_size <= 2**8:
+        return "uint8"
+    if codebook_size <= 2**16:
+        return "uint16"
+    return "uint32"
+
+
+def token_dataset_metadata(dataset: datasets.Dataset) -> dict:
+    """What `encode_dataset` recorded: tokenizer hash, grid size, codebook size, flips. Clear error when absent."""
+    try:
+        return json.loads(dataset.info.description or "{}")[METADATA_KEY]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(
+            "This dataset carries no larp_hf token-dataset metadata: make token datasets with "
+            "larp_hf.data.encode_dataset or recipes/encode_dataset.py."
+        ) from None
+
+
+def encode_dataset(
+    vqvae: LarpVQVAEModel,
+    dataset: datasets.Dataset,
+    image_processor: LarpImageProcessor | None = None,
+    batch_size: int = 256,
+    flip_augment: bool = True,
+) -> datasets.Dataset:
+    """
+    Turn an image dataset into a token dataset with `Dataset.map(batched=True)`.
+
+    Columns: `input_ids` (the h·w codes of each image in raster order, in the smallest fitting unsigned integer type),
+    `input_ids_flipped` (the codes of the horizontally flipped image, when `flip_augment`) and `label` when the source
+    has one. The tokenizer's hash, grid and codebook size are stored in `dataset.info.description` (see
+    `token_dataset_metadata`). A second call with the same tokenizer, processor and data is a cache hit: the cache
+    key is built from the source's fingerprint and the tokenizer's hash, not from pickling the model.
+
+    Args:
+        vqvae: the tokenizer (put it on the device you want the encoding to run on).
+        dataset: a `datasets.Dataset` with an `image` column (see `load_image_dataset`).
+        image_processor: defaults to `LarpImageProcessor.from_vqvae_config(vqvae.config)`.
+        batch_size: images encoded per forward pass.
+        flip_augment: also store the codes of the mirrored images.
+    """
+    if "image" not in dataset.column_names:
+        raise ValueError(f"The dataset has no `image` column (columns: {dataset.column_names}); see load_image_dataset.")
+    config = vqvae.config
+    image_processor = image_processor or LarpImageProcessor.from_vqvae_config(config)
+    tokenizer_hash = vqvae.tokenizer_hash()
+    num_codes = config.grid_size**2
+    code_feature = datasets.Sequence(datasets.Value(smallest_code_dtype(config.codebook_size)), length=num_codes)
+    features = {"input_ids": code_feature}
+    if flip_augment:
+        features["input_ids_flipped"] = code_feature
+    if "label" in dataset.column_names:
+        features["label"] = dataset.features["label"]
+    vqvae = vqvae.eval()
+    device = next(vqvae.parameters()).device
+
+    def encode(batch):
+        pixel_values = image_processor(batch["image"], return_tensors="pt")["pixel_values"].to(device)
+        encoded = {"input_ids": vqvae.encode(pixel_values).flatten(1).cpu().numpy()}  # (B, h·w)
+        if flip_augment:
+            encoded["input_ids_flipped"] = vqvae.encode(pixel_values.flip(-1)).flatten(1).cpu().numpy()
+        return encoded
+
+    fingerprint = Hasher.hash(
+        [dataset._fingerprint, tokenizer_hash, image_processor.to_dict(), flip_augment, sorted(features)]
+    )
+    with torch.no_grad():
+        encoded = dataset.map(
+            encode,
+            batched=True,
+            batch_size=batch_size,
+            remove_columns=[c for c in dataset.column_names if c != "label"],
+            features=datasets.Features(features),
+            new_fingerprint=fingerprint,
+            desc="Encoding images into codes",
+        )
+    encoded.info.description = json.dumps(
+        {
+            METADATA_KEY: {
+                "tokenizer_hash": tokenizer_hash,
+                "grid_size": config.grid_size,
+                "codebook_size": config.codebook_size,
+                "flip_augment": flip_augment,
+            }
+        }
+    )
+    return encoded
+
+
+__all__ = ["encode_dataset", "smallest_code_dtype", "token_dataset_metadata"]
