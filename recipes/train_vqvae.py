@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from functools import partial
@@ -33,6 +32,7 @@ from transformers import get_scheduler
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
 from larp_hf.data import load_image_dataset
+from larp_hf.training import TrainingState, resolve_checkpoint, save_checkpoint, write_json_atomic
 
 
 def parse_args(argv=None):
@@ -125,59 +125,6 @@ def parse_args(argv=None):
     return args
 
 
-class TrainingState:
-    """What `save_state` does not know about: the step count and the time spent, so a resumed run continues both."""
-
-    def __init__(self):
-        self.step = 0
-        self.train_seconds = 0.0
-
-    def state_dict(self):
-        return {"step": self.step, "train_seconds": self.train_seconds}
-
-    def load_state_dict(self, state):
-        self.step = int(state["step"])
-        self.train_seconds = float(state["train_seconds"])
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name.split("-")[-1])
-
-
-def find_latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest complete checkpoint. Half-written ones live under a `.tmp-` name and are never picked."""
-    if not checkpoints_dir.is_dir():
-        return None
-    done = [p for p in checkpoints_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return max(done, key=checkpoint_step, default=None)
-
-
-def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, total_limit: int | None):
-    """Write the state to a temporary folder, then rename it: a crash never leaves a broken latest checkpoint."""
-    final = checkpoints_dir / f"checkpoint-{step}"
-    partial = checkpoints_dir / f".tmp-checkpoint-{step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)  # atomic on POSIX
-        if total_limit is not None and total_limit > 0:
-            done = sorted((p for p in checkpoints_dir.glob("checkpoint-*") if p.is_dir()), key=checkpoint_step)
-            for old in done[:-total_limit]:
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def write_json_atomic(path: Path, payload: dict):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def psnr_from_mse(mse: float) -> float:
     """PSNR in dB of images in [0, 1]."""
     return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
@@ -260,7 +207,8 @@ def main(argv=None):
     accelerator.print(
         f"LarpVQVAEModel: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"{model_config.image_size}×{model_config.image_size}×{model_config.in_channels} -> "
-        f"{model_config.grid_size}×{model_config.grid_size} codes from {model_config.codebook_size}"
+        f"{model_config.grid_size}×{model_config.grid_size} codes from {model_config.codebook_size}; "
+        f"{accelerator.num_processes} process(es) on {accelerator.device.type}"
     )
 
     # Data: decode, convert and resize every image once (cached by datasets), keep them as uint8 tensors in memory
@@ -337,15 +285,7 @@ def main(argv=None):
 
     # Resume: restores weights, codebook, optimizer, schedule, RNG states and the step count.
     if args.resume_from_checkpoint is not None:
-        if args.resume_from_checkpoint == "latest":
-            checkpoint = find_latest_checkpoint(checkpoints_dir)
-        else:
-            checkpoint = Path(args.resume_from_checkpoint)
-        if checkpoint is None or not checkpoint.is_dir():
-            raise SystemExit(
-                f"No checkpoint to resume from at {args.resume_from_checkpoint!r} "
-                f"(looked in {checkpoints_dir}). Drop --resume_from_checkpoint to start from scratch."
-            )
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
         accelerator.print(f"Resuming from {checkpoint}")
         accelerator.load_state(str(checkpoint))
     elif accelerator.is_main_process and checkpoints_dir.exists():

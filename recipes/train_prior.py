@@ -1,0 +1,393 @@
+#!/usr/bin/env python
+"""Train the GPT-2 prior over a tokenizer's code grids with Accelerate.
+
+    accelerate launch recipes/train_prior.py --config recipes/configs/prior_fashion_mnist_quick.yaml \
+        --vqvae outputs/vqvae-fashion-mnist-quick --token_dataset outputs/tokens-fashion-mnist-quick
+
+Without --token_dataset the recipe encodes --dataset with the tokenizer itself (cached by `datasets`). Every flag can be
+set in the YAML config (same name); the command line wins. The YAML's `model` mapping holds GPT2Config overrides, and
+`--model.FIELD VALUE` overrides one of them.
+
+Writes to OUTPUT_DIR: the last prior (`save_pretrained`, loadable with stock `AutoModelForCausalLM`), the best one by
+validation loss in OUTPUT_DIR/best, `metrics.json` (final validation at the top level: loss in nats and bits per
+token, top-1/5/10 accuracy; the history under `history`) and `checkpoints/checkpoint-STEP` for
+`--resume_from_checkpoint`.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+from transformers import AutoModel, GPT2Config, GPT2LMHeadModel, get_scheduler
+
+import larp_hf  # noqa: F401  (registers the tokenizer with the Auto classes)
+from larp_hf import LarpPriorCollator, prior_config
+from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
+from larp_hf.prior import PRIOR_PRESETS
+from larp_hf.training import TrainingState, resolve_checkpoint, save_checkpoint, write_json_atomic
+
+
+TOP_K = (1, 5, 10)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
+    parser.add_argument("--vqvae", type=str, default=None, help="Folder or Hub id of the trained tokenizer.")
+    parser.add_argument("--token_dataset", type=str, default=None, help="A folder written by encode_dataset.py.")
+    parser.add_argument("--dataset", type=str, default="fashion_mnist", help="Images to encode without --token_dataset.")
+    parser.add_argument("--dataset_dir", type=str, default=None, help="Folder of the Fashion-MNIST IDX files.")
+    parser.add_argument("--train_split", type=str, default="train")
+    parser.add_argument("--validation_split", type=str, default="test")
+    parser.add_argument("--validation_size", type=int, default=1000, help="Held out of train when there is no such split.")
+    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_validation_samples", type=int, default=None)
+    parser.add_argument("--preset", type=str, default="small", help=f"One of {sorted(PRIOR_PRESETS)}.")
+    parser.add_argument("--num_classes", type=int, default=0, help="0: unconditional; else class-conditional.")
+    parser.add_argument("--class_dropout_prob", type=float, default=0.1, help="Class -> null token, for guidance.")
+    parser.add_argument("--attention_dropout", type=float, default=0.0, help="Probability of masking a key per query.")
+    parser.add_argument("--flip_augment", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--output_dir", type=str, default="outputs/prior")
+    parser.add_argument("--overwrite_output_dir", action="store_true")
+    parser.add_argument("--max_steps", type=int, default=1000)
+    parser.add_argument("--train_batch_size", type=int, default=64, help="Per-process batch size.")
+    parser.add_argument("--eval_batch_size", type=int, default=256)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--lr_scheduler", type=str, default="cosine")
+    parser.add_argument("--lr_warmup_steps", type=int, default=200)
+    parser.add_argument("--weight_decay", type=float, default=0.1, help="On weight matrices only.")
+    parser.add_argument("--adam_beta1", type=float, default=0.9)
+    parser.add_argument("--adam_beta2", type=float, default=0.95)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
+    parser.add_argument("--torch_compile", action="store_true", help="Compile the prior with torch.compile.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation_steps", type=int, default=250)
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
+    parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint folder or 'latest'.")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument("--report_to", type=str, default=None)
+
+    # Two passes: the YAML file sets defaults, then the command line overrides them.
+    config_args, _ = parser.parse_known_args(argv)
+    model_overrides = {}
+    if config_args.config is not None:
+        with open(config_args.config) as handle:
+            file_config = yaml.safe_load(handle) or {}
+        model_overrides.update(file_config.pop("model", None) or {})
+        unknown = sorted(set(file_config) - {action.dest for action in parser._actions})
+        if unknown:
+            parser.error(f"{config_args.config} sets unknown options {unknown}; see --help for the valid ones.")
+        parser.set_defaults(**file_config)
+    args, rest = parser.parse_known_args(argv)
+    while rest:
+        flag = rest.pop(0)
+        if not flag.startswith("--model.") or not rest:
+            parser.error(f"unrecognized argument {flag!r}")
+        model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
+    unknown_fields = sorted(set(model_overrides) - {field.name for field in dataclasses.fields(GPT2Config)})
+    if unknown_fields:
+        parser.error(f"unknown GPT2Config fields {unknown_fields} (in `model:` or --model.FIELD).")
+    args.model = model_overrides
+
+    # Sanity checks.
+    if args.vqvae is None:
+        parser.error("--vqvae (the tokenizer's folder or Hub id) is required.")
+    if args.preset not in PRIOR_PRESETS:
+        parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
+    if args.max_steps < 1 or args.train_batch_size < 1 or args.gradient_accumulation_steps < 1:
+        parser.error("--max_steps, --train_batch_size and --gradient_accumulation_steps must be at least 1.")
+    if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
+        parser.error("--attention_dropout must be in [0, 1) and --class_dropout_prob in [0, 1].")
+    output_dir = Path(args.output_dir)
+    has_run = (output_dir / "metrics.json").exists() or any((output_dir / "checkpoints").glob("checkpoint-*"))
+    if has_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+        parser.error(
+            f"{output_dir} already holds a run. Pass --resume_from_checkpoint latest to continue it, "
+            "--overwrite_output_dir to replace it, or another --output_dir."
+        )
+    return args
+
+
+class TokenRows(torch.utils.data.Dataset):
+    """Token columns held in memory as NumPy arrays; rows are dicts, as the collator expects."""
+
+    def __init__(self, dataset: datasets.Dataset):
+        self.columns = {name: np.asarray(values) for name, values in dataset.with_format("numpy")[:].items()}
+        self.length = len(dataset)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        return {name: values[index] for name, values in self.columns.items()}
+
+
+def load_token_splits(args, vqvae, accelerator) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The train and validation token datasets, checked against the tokenizer."""
+    expected_hash = vqvae.tokenizer_hash()
+    if args.token_dataset is not None:
+        splits = datasets.load_from_disk(args.token_dataset)
+        if isinstance(splits, datasets.Dataset):
+            splits = datasets.DatasetDict({"train": splits})
+        for name, split in splits.items():
+            found = token_dataset_metadata(split)["tokenizer_hash"]
+            if found != expected_hash:
+                raise ValueError(
+                    f"The token dataset {args.token_dataset} ({name} split) was made by tokenizer {found[:12]}…, "
+                    f"but --vqvae {args.vqvae} is tokenizer {expected_hash[:12]}…. Re-encode it with "
+                    "recipes/encode_dataset.py --vqvae (the same tokenizer), or pass the matching --vqvae."
+                )
+    else:
+        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+        if isinstance(images, datasets.Dataset):
+            images = datasets.DatasetDict({"train": images})
+        splits = datasets.DatasetDict(
+            {name: encode_dataset(vqvae, split, flip_augment=args.flip_augment) for name, split in images.items()}
+        )
+    train = splits[args.train_split]
+    if args.validation_split in splits:
+        validation = splits[args.validation_split]
+    else:
+        held_out = train.train_test_split(test_size=args.validation_size, seed=args.seed)
+        train, validation = held_out["train"], held_out["test"]
+        accelerator.print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if args.max_validation_samples is not None:
+        validation = validation.select(range(min(args.max_validation_samples, len(validation))))
+    for name, split in (("train", train), ("validation", validation)):
+        largest = int(np.asarray(split.with_format("numpy")["input_ids"]).max())
+        if largest >= vqvae.config.codebook_size:
+            raise ValueError(
+                f"The {name} token dataset holds code {largest}, but the tokenizer's codebook has only "
+                f"{vqvae.config.codebook_size} codes (0…{vqvae.config.codebook_size - 1}): it was not made by this tokenizer."
+            )
+    return train, validation
+
+
+@torch.no_grad()
+def evaluate(model, dataloader, accelerator) -> dict:
+    """Loss in nats and bits per predicted token and top-k accuracy, over the whole validation split."""
+    model.eval()
+    totals = torch.zeros(2 + len(TOP_K), dtype=torch.float64, device=accelerator.device)  # nll, count, correct@k
+    for batch in dataloader:
+        logits = model(input_ids=batch["input_ids"]).logits[:, :-1].float()  # (B, T-1, V): position t predicts t+1
+        targets = batch["labels"][:, 1:]
+        predicted = targets != -100
+        nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none") * predicted  # (B, T-1)
+        top = logits.topk(max(TOP_K), dim=-1).indices  # (B, T-1, 10)
+        hits = (top == targets[..., None]).cumsum(-1).clamp(max=1)  # hits[..., k-1]: target within the top k
+        per_example = torch.stack(
+            [nll.sum(1), predicted.sum(1)] + [(hits[..., k - 1] * predicted).sum(1) for k in TOP_K], dim=1
+        )  # (B, 2 + len(TOP_K))
+        totals += accelerator.gather_for_metrics(per_example).double().sum(0)
+    model.train()
+    nll, count = totals[0].item(), max(totals[1].item(), 1.0)
+    metrics = {"val_loss": nll / count, "val_bits_per_token": nll / count / math.log(2)}
+    metrics.update({f"val_top{k}_accuracy": totals[2 + i].item() / count for i, k in enumerate(TOP_K)})
+    return metrics
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    checkpoints_dir = output_dir / "checkpoints"
+
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(args.seed)
+
+    # Tokenizer and token data (encoded once on the main process, then read from the cache by the others).
+    vqvae = AutoModel.from_pretrained(args.vqvae).eval()
+    with accelerator.main_process_first():
+        train_tokens, val_tokens = load_token_splits(args, vqvae, accelerator)
+    if args.num_classes > 0:
+        label_feature = train_tokens.features.get("label")
+        if not isinstance(label_feature, datasets.ClassLabel) or label_feature.num_classes != args.num_classes:
+            raise ValueError(
+                f"--num_classes {args.num_classes} needs a `label` ClassLabel column with that many classes; the "
+                f"token dataset has {label_feature!r}."
+            )
+
+    # The prior: a stock GPT-2 whose config carries the tokenizer's identity.
+    config = prior_config(
+        vqvae.config, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(), **args.model
+    )
+    model = GPT2LMHeadModel(config)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    num_parameters = model.num_parameters()
+    accelerator.print(
+        f"GPT2LMHeadModel prior: {num_parameters / 1e6:.2f}M parameters, preset {args.preset!r}, vocabulary "
+        f"{config.vocab_size}, {config.n_positions} positions; {len(train_tokens)} train / {len(val_tokens)} val sequences; "
+        f"{accelerator.num_processes} process(es) on {accelerator.device.type}"
+    )
+
+    # Collators: augmentation (flips, class dropout, attention dropout) in training only.
+    train_collator = LarpPriorCollator.from_prior_config(
+        config,
+        train=True,
+        flip_prob=0.5 if args.flip_augment else 0.0,
+        class_dropout_prob=args.class_dropout_prob,
+        attention_dropout=args.attention_dropout,
+        seed=args.seed,
+    )
+    eval_collator = LarpPriorCollator.from_prior_config(config, train=False)
+    train_dataloader = torch.utils.data.DataLoader(
+        TokenRows(train_tokens),
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        drop_last=len(train_tokens) >= args.train_batch_size * accelerator.num_processes,
+        collate_fn=train_collator,
+        num_workers=args.dataloader_num_workers,
+        # Its own generator, so a new iterator after a resume draws nothing from the restored global RNG.
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    val_dataloader = torch.utils.data.DataLoader(
+        TokenRows(val_tokens), batch_size=args.eval_batch_size, collate_fn=eval_collator
+    )
+
+    # AdamW with weight decay on matrices only (not on biases, norms or embeddings' 1-D parts); fused on GPU.
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        fused=accelerator.device.type == "cuda",
+    )
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_steps * accelerator.num_processes,
+    )
+    if args.torch_compile:
+        model = torch.compile(model)
+    model, optimizer, train_dataloader, val_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, val_dataloader, lr_scheduler
+    )
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    accelerator.init_trackers("train_prior", config=hparams)
+
+    # Resume: weights, optimizer, schedule, RNG states, step count and best loss so far.
+    if args.resume_from_checkpoint is not None:
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
+        accelerator.print(f"Resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+    elif accelerator.is_main_process and checkpoints_dir.exists():
+        shutil.rmtree(checkpoints_dir)  # --overwrite_output_dir: never resume into the old run later
+    accelerator.wait_for_everyone()
+    history_path = output_dir / "metrics.json"
+    history = json.loads(history_path.read_text()).get("history", []) if history_path.exists() else []
+    history = [entry for entry in history if entry["step"] <= state.step]
+
+    # Training loop.
+    batches_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    epoch, step_in_epoch = divmod(state.step, batches_per_epoch)
+    progress = tqdm(total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process)
+    model.train()
+    start = time.perf_counter() - state.train_seconds
+    latest = {}
+    while state.step < args.max_steps:
+        train_dataloader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(train_dataloader, step_in_epoch * args.gradient_accumulation_steps)
+        step_in_epoch = 0
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            state.train_seconds = time.perf_counter() - start
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+            accelerator.log({"train_loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0]}, step=state.step)
+
+            if state.step % args.validation_steps == 0 or state.step == args.max_steps:
+                latest = evaluate(model, val_dataloader, accelerator)
+                latest.update(step=state.step, train_seconds=round(state.train_seconds, 1))
+                accelerator.log({k: v for k, v in latest.items() if k != "step"}, step=state.step)
+                history.append(latest)
+                if latest["val_loss"] < state.best_val_loss:
+                    state.best_val_loss, state.best_step = latest["val_loss"], state.step
+                    if accelerator.is_main_process:
+                        accelerator.unwrap_model(model).save_pretrained(output_dir / "best")
+                if accelerator.is_main_process:
+                    progress.write(
+                        f"step {state.step}: val loss {latest['val_loss']:.4f} nats/token "
+                        f"({latest['val_bits_per_token']:.3f} bits), top-1 {latest['val_top1_accuracy']:.1%}, "
+                        f"top-5 {latest['val_top5_accuracy']:.1%}"
+                    )
+                    write_json_atomic(history_path, {**latest, "history": history})
+            if state.step % args.checkpointing_steps == 0 or state.step == args.max_steps:
+                save_checkpoint(accelerator, checkpoints_dir, state.step, args.checkpoints_total_limit)
+            if state.step >= args.max_steps:
+                break
+        epoch += 1
+    progress.close()
+
+    # Data parallelism must leave every process with the same weights: check it rather than assume it.
+    unwrapped = accelerator.unwrap_model(model)
+    checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()]).sum().reshape(1)
+    checksums = accelerator.gather(checksum.to(accelerator.device))
+    if not torch.all(checksums == checksums[0]):
+        raise RuntimeError(f"The processes ended with different weights (parameter sums {checksums.tolist()}).")
+    accelerator.print(f"Parameters identical across {accelerator.num_processes} process(es).")
+
+    # The last prior and the metrics.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(output_dir)
+        if not latest:
+            latest = {**(history[-1] if history else {}), "step": state.step}
+        final = {
+            **latest,
+            "train_seconds": round(state.train_seconds, 1),
+            "num_parameters": num_parameters,
+            "best_val_loss": state.best_val_loss,
+            "best_step": state.best_step,
+            "preset": args.preset,
+            "history": history,
+        }
+        write_json_atomic(history_path, final)
+        accelerator.print(
+            f"Saved the prior to {output_dir}: val loss {final.get('val_loss', float('nan')):.4f} nats/token, top-5 "
+            f"{final.get('val_top5_accuracy', float('nan')):.1%}, {final['train_seconds']:.0f} s of training."
+        )
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

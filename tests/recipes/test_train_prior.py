@@ -1,0 +1,125 @@
+"""Token datasets and the prior recipe, run as users run them: subprocesses, `accelerate launch` with 1 and 2 processes."""
+
+import json
+import sys
+
+import datasets
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+
+from larp_hf import LarpVQVAEConfig, LarpVQVAEModel, prior_metadata, token_dataset_metadata
+
+from .test_train_vqvae import ROOT, launcher, run
+
+
+ENCODE = ROOT / "recipes" / "encode_dataset.py"
+TRAIN_PRIOR = ROOT / "recipes" / "train_prior.py"
+
+
+def save_tiny_vqvae(path, seed=0):
+    torch.manual_seed(seed)
+    config = LarpVQVAEConfig(
+        in_channels=1, image_size=16, hidden_channels=[8, 8], stem_channels=8, num_res_blocks=1,
+        res_hidden_channels=8, codebook_size=16, codebook_dim=4, codebook_init="random",
+    )  # fmt: skip
+    LarpVQVAEModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory, tiny_image_dataset_dir):
+    """A tiny tokenizer and the token dataset encode_dataset.py makes of the tiny image dataset with it."""
+    folder = tmp_path_factory.mktemp("prior")
+    vqvae = save_tiny_vqvae(folder / "vqvae")
+    output = folder / "tokens"
+    run([sys.executable, str(ENCODE), "--vqvae", str(vqvae), "--dataset", tiny_image_dataset_dir, "--output_dir", str(output)])
+    return vqvae, output
+
+
+@pytest.fixture
+def prior_config_file(tmp_path, tokens):
+    vqvae, token_dataset = tokens
+    config = {
+        "vqvae": str(vqvae),
+        "token_dataset": str(token_dataset),
+        "preset": "tiny",
+        "train_batch_size": 8,
+        "eval_batch_size": 16,
+        "lr_warmup_steps": 0,
+        "validation_steps": 1,
+        "checkpointing_steps": 1,
+        "attention_dropout": 0.2,
+    }
+    path = tmp_path / "prior.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_prior(*args) -> list[str]:
+    return [sys.executable, str(TRAIN_PRIOR), *map(str, args)]
+
+
+def test_encode_recipe_writes_every_split_with_metadata(tokens):
+    vqvae, token_dataset = tokens
+    splits = datasets.load_from_disk(str(token_dataset))
+    assert set(splits) == {"train", "test"} and (len(splits["train"]), len(splits["test"])) == (64, 16)
+    assert set(splits["train"].column_names) == {"input_ids", "input_ids_flipped", "label"}
+    metadata = token_dataset_metadata(splits["test"])
+    assert metadata["tokenizer_hash"] == LarpVQVAEModel.from_pretrained(vqvae).tokenizer_hash()
+    summary = json.loads((token_dataset / "larp_token_dataset.json").read_text())
+    assert summary["splits"] == {"train": 64, "test": 16} and summary["grid_size"] == 4
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_launch_trains_a_prior_that_stock_transformers_loads(processes, prior_config_file, tmp_path, tokens):
+    output_dir = tmp_path / "prior"
+    command = [*launcher(processes), str(TRAIN_PRIOR), "--config", str(prior_config_file), "--output_dir", str(output_dir)]
+    result = run([*command, "--max_steps", "2"])
+    assert f"{processes} process(es) on cpu" in result.stdout
+    assert f"Parameters identical across {processes} process(es)." in result.stdout
+
+    prior = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert isinstance(prior, GPT2LMHeadModel)
+    larp = prior_metadata(prior.config)
+    assert larp["tokenizer_hash"] == LarpVQVAEModel.from_pretrained(tokens[0]).tokenizer_hash()
+    assert prior.config.n_positions == 1 + 16
+    assert AutoModelForCausalLM.from_pretrained(output_dir / "best").num_parameters() == prior.num_parameters()
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["num_parameters"] == prior.num_parameters()
+    assert metrics["val_loss"] > 0 and metrics["val_bits_per_token"] == pytest.approx(metrics["val_loss"] / 0.6931, rel=1e-3)
+    assert 0 <= metrics["val_top1_accuracy"] <= metrics["val_top5_accuracy"] <= metrics["val_top10_accuracy"] <= 1
+    assert metrics["train_seconds"] > 0 and [entry["step"] for entry in metrics["history"]] == [1, 2]
+
+
+def test_resume_matches_an_uninterrupted_run(prior_config_file, tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    common = ["--config", prior_config_file, "--lr_scheduler", "constant", "--max_train_samples", 24]
+    run(train_prior(*common, "--output_dir", straight, "--max_steps", 5))
+    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 4))
+    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest"))
+    assert json.loads((interrupted / "metrics.json").read_text())["step"] == 5
+    expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], msg=name)
+
+
+def test_mismatched_tokenizer_unknown_preset_and_out_of_range_codes_are_refused(prior_config_file, tmp_path, tokens):
+    other_vqvae = save_tiny_vqvae(tmp_path / "other-vqvae", seed=1)
+    result = run(train_prior("--config", prior_config_file, "--vqvae", other_vqvae, "--output_dir", tmp_path / "a"), expect_success=False)
+    assert result.returncode != 0 and "was made by tokenizer" in result.stderr and "Re-encode it" in result.stderr
+
+    result = run(train_prior("--config", prior_config_file, "--preset", "gigantic", "--output_dir", tmp_path / "b"), expect_success=False)
+    assert result.returncode != 0 and "unknown --preset 'gigantic'" in result.stderr
+
+    # Codes beyond the codebook, in a dataset whose metadata claims the right tokenizer.
+    splits = datasets.load_from_disk(str(tokens[1]))
+    broken = splits.map(lambda row: {"input_ids": [20] * 16})
+    broken.save_to_disk(str(tmp_path / "broken"))
+    result = run(
+        train_prior("--config", prior_config_file, "--token_dataset", tmp_path / "broken", "--output_dir", tmp_path / "c"),
+        expect_success=False,
+    )
+    assert result.returncode != 0 and "holds code 20" in result.stderr and "16 codes" in result.stderr
