@@ -4,7 +4,8 @@
     accelerate launch recipes/train_prior.py --config recipes/configs/prior_fashion_mnist_quick.yaml \
         --vqvae outputs/vqvae-fashion-mnist-quick --token_dataset outputs/tokens-fashion-mnist-quick
 
-Without --token_dataset the recipe encodes --dataset with the tokenizer itself (cached by `datasets`). Every flag can be
+Without --token_dataset the recipe encodes --dataset with the tokenizer itself (cached by `datasets`), or, with
+--encode_on_the_fly, encodes each batch while training and keeps no encoded copy. Every flag can be
 set in the YAML config (same name); the command line wins. The YAML's `model` mapping holds GPT2Config overrides, and
 `--model.FIELD VALUE` overrides one of them.
 
@@ -33,8 +34,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, GPT2Config, GPT2LMHeadModel, get_scheduler
 
 import larp_hf  # noqa: F401  (registers the tokenizer with the Auto classes)
-from larp_hf import LarpPriorCollator, prior_config
-from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
+from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config
+from larp_hf.data import encode_dataset, load_image_dataset, pixels_dataset, token_dataset_metadata
 from larp_hf.prior import PRIOR_PRESETS
 from larp_hf.training import TrainingState, resolve_checkpoint, save_checkpoint, write_json_atomic
 
@@ -48,6 +49,10 @@ def parse_args(argv=None):
     parser.add_argument("--vqvae", type=str, default=None, help="Folder or Hub id of the trained tokenizer.")
     parser.add_argument("--token_dataset", type=str, default=None, help="A folder written by encode_dataset.py.")
     parser.add_argument("--dataset", type=str, default="fashion_mnist", help="Images to encode without --token_dataset.")
+    parser.add_argument(
+        "--encode_on_the_fly", action="store_true",
+        help="Encode each batch of --dataset images with the tokenizer while training: no pre-encoded copy is kept.",
+    )  # fmt: skip
     parser.add_argument("--dataset_dir", type=str, default=None, help="Folder of the Fashion-MNIST IDX files.")
     parser.add_argument("--train_split", type=str, default="train")
     parser.add_argument("--validation_split", type=str, default="test")
@@ -108,6 +113,8 @@ def parse_args(argv=None):
     # Sanity checks.
     if args.vqvae is None:
         parser.error("--vqvae (the tokenizer's folder or Hub id) is required.")
+    if args.encode_on_the_fly and args.token_dataset is not None:
+        parser.error("--encode_on_the_fly encodes --dataset itself; drop --token_dataset (or the flag).")
     if args.preset not in PRIOR_PRESETS:
         parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if args.max_steps < 1 or args.train_batch_size < 1 or args.gradient_accumulation_steps < 1:
@@ -124,8 +131,8 @@ def parse_args(argv=None):
     return args
 
 
-class TokenRows(torch.utils.data.Dataset):
-    """Token columns held in memory as NumPy arrays; rows are dicts, as the collator expects."""
+class InMemoryRows(torch.utils.data.Dataset):
+    """Columns (codes, or pixels with --encode_on_the_fly) held in memory as NumPy arrays; rows are dicts."""
 
     def __init__(self, dataset: datasets.Dataset):
         self.columns = {name: np.asarray(values) for name, values in dataset.with_format("numpy")[:].items()}
@@ -138,10 +145,38 @@ class TokenRows(torch.utils.data.Dataset):
         return {name: values[index] for name, values in self.columns.items()}
 
 
-def load_token_splits(args, vqvae, accelerator) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """The train and validation token datasets, checked against the tokenizer."""
+class EncodingCollator:
+    """--encode_on_the_fly: a batch of uint8 pixels -> the tokenizer's codes (and mirrored codes) -> the prior's collator."""
+
+    def __init__(self, vqvae, image_processor, collator: LarpPriorCollator, flip_augment: bool):
+        self.vqvae, self.image_processor, self.collator, self.flip_augment = vqvae, image_processor, collator, flip_augment
+
+    @torch.no_grad()
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        pixels = torch.as_tensor(np.stack([row["pixels"] for row in rows]))  # (B, C, H, W) uint8
+        pixel_values = self.image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]
+        device = next(self.vqvae.parameters()).device
+        codes = self.vqvae.encode(pixel_values.to(device)).flatten(1).cpu().numpy()  # (B, h*w)
+        examples = [{"input_ids": row_codes} for row_codes in codes]
+        if self.flip_augment:
+            flipped = self.vqvae.encode(pixel_values.flip(-1).to(device)).flatten(1).cpu().numpy()
+            for example, row_codes in zip(examples, flipped):
+                example["input_ids_flipped"] = row_codes
+        if "label" in rows[0]:
+            for example, row in zip(examples, rows):
+                example["label"] = int(row["label"])
+        return self.collator(examples)
+
+
+def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The train and validation splits: token datasets checked against the tokenizer, or pixels to encode per batch."""
     expected_hash = vqvae.tokenizer_hash()
-    if args.token_dataset is not None:
+    if args.encode_on_the_fly:
+        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+        if isinstance(images, datasets.Dataset):
+            images = datasets.DatasetDict({"train": images})
+        splits = datasets.DatasetDict({name: pixels_dataset(split, image_processor) for name, split in images.items()})
+    elif args.token_dataset is not None:
         splits = datasets.load_from_disk(args.token_dataset)
         if isinstance(splits, datasets.Dataset):
             splits = datasets.DatasetDict({"train": splits})
@@ -172,6 +207,8 @@ def load_token_splits(args, vqvae, accelerator) -> tuple[datasets.Dataset, datas
     if args.max_validation_samples is not None:
         validation = validation.select(range(min(args.max_validation_samples, len(validation))))
     for name, split in (("train", train), ("validation", validation)):
+        if args.encode_on_the_fly:
+            break  # codes come straight from the tokenizer
         largest = int(np.asarray(split.with_format("numpy")["input_ids"]).max())
         if largest >= vqvae.config.codebook_size:
             raise ValueError(
@@ -222,8 +259,9 @@ def main(argv=None):
 
     # Tokenizer and token data (encoded once on the main process, then read from the cache by the others).
     vqvae = AutoModel.from_pretrained(args.vqvae).eval()
+    image_processor = LarpImageProcessor.from_vqvae_config(vqvae.config)
     with accelerator.main_process_first():
-        train_tokens, val_tokens = load_token_splits(args, vqvae, accelerator)
+        train_tokens, val_tokens = load_splits(args, vqvae, image_processor, accelerator)
     if args.num_classes > 0:
         label_feature = train_tokens.features.get("label")
         if not isinstance(label_feature, datasets.ClassLabel) or label_feature.num_classes != args.num_classes:
@@ -256,8 +294,12 @@ def main(argv=None):
         seed=args.seed,
     )
     eval_collator = LarpPriorCollator.from_prior_config(config, train=False)
+    if args.encode_on_the_fly:
+        vqvae.to(accelerator.device)
+        train_collator = EncodingCollator(vqvae, image_processor, train_collator, flip_augment=args.flip_augment)
+        eval_collator = EncodingCollator(vqvae, image_processor, eval_collator, flip_augment=False)
     train_dataloader = torch.utils.data.DataLoader(
-        TokenRows(train_tokens),
+        InMemoryRows(train_tokens),
         batch_size=args.train_batch_size,
         shuffle=True,
         drop_last=len(train_tokens) >= args.train_batch_size * accelerator.num_processes,
@@ -267,7 +309,7 @@ def main(argv=None):
         generator=torch.Generator().manual_seed(args.seed),
     )
     val_dataloader = torch.utils.data.DataLoader(
-        TokenRows(val_tokens), batch_size=args.eval_batch_size, collate_fn=eval_collator
+        InMemoryRows(val_tokens), batch_size=args.eval_batch_size, collate_fn=eval_collator
     )
 
     # AdamW with weight decay on matrices only (not on biases, norms or embeddings' 1-D parts); fused on GPU.

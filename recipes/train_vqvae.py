@@ -21,7 +21,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import datasets
 import torch
 import yaml
 from accelerate import Accelerator
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
-from larp_hf.data import load_image_dataset
+from larp_hf.data import load_image_dataset, pixels_dataset
 from larp_hf.training import TrainingState, resolve_checkpoint, save_checkpoint, write_json_atomic
 
 
@@ -214,10 +213,6 @@ def main(argv=None):
     # Data: decode, convert and resize every image once (cached by datasets), keep them as uint8 tensors in memory
     # and normalise per batch. Reading Arrow rows costs about half a training step per batch on a 2-core CPU,
     # the tensor in memory 1.5% (bench/bench_vqvae_dataloading.py).
-    def preprocess(batch):
-        pixels = image_processor(batch["image"], do_rescale=False, do_normalize=False, return_tensors="pt")
-        return {"pixels": pixels["pixel_values"].round().to(torch.uint8).numpy()}
-
     with accelerator.main_process_first():
         train_dataset = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
         try:
@@ -230,16 +225,8 @@ def main(argv=None):
             train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
         if args.max_validation_samples is not None:
             val_dataset = val_dataset.select(range(min(args.max_validation_samples, len(val_dataset))))
-        # A fixed-shape Array3D column turns into one tensor without a Python object per pixel row.
-        pixel_shape = (model_config.in_channels, model_config.image_size, model_config.image_size)
-        map_kwargs = {
-            "batched": True,
-            "batch_size": 1000,
-            "remove_columns": train_dataset.column_names,
-            "features": datasets.Features({"pixels": datasets.Array3D(shape=pixel_shape, dtype="uint8")}),
-        }
-        train_dataset = train_dataset.map(preprocess, desc="Preprocessing train images", **map_kwargs)
-        val_dataset = val_dataset.map(preprocess, desc="Preprocessing validation images", **map_kwargs)
+        train_dataset = pixels_dataset(train_dataset, image_processor)
+        val_dataset = pixels_dataset(val_dataset, image_processor)
     train_pixels = train_dataset.with_format("torch")[:]["pixels"]  # (N, C, H, W) uint8
     val_pixels = val_dataset.with_format("torch")[:]["pixels"]
     train_dataloader = torch.utils.data.DataLoader(

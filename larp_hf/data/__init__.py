@@ -1,5 +1,5 @@
 from .collator import LarpPriorCollator
-from .encoding import encode_dataset, smallest_code_dtype, token_dataset_metadata
+from .encoding import encode_dataset, pixels_dataset, smallest_code_dtype, token_dataset_metadata
 from .loading import fashion_mnist_dir, load_image_dataset, read_idx
 
 
@@ -8,6 +8,7 @@ __all__ = [
     "encode_dataset",
     "fashion_mnist_dir",
     "load_image_dataset",
+    "pixels_dataset",
     "read_idx",
     "smallest_code_dtype",
     "token_dataset_metadata",

@@ -33,6 +33,32 @@ def token_dataset_metadata(dataset: datasets.Dataset) -> dict:
         ) from None
 
 
+def pixels_dataset(dataset: datasets.Dataset, image_processor: LarpImageProcessor, batch_size: int = 1000) -> datasets.Dataset:
+    """
+    Decode, convert and resize every image once (a cached `map`) into a `pixels` column of uint8 (C, H, W) arrays at
+    the model's size; `label` is kept. The fixed-shape `Array3D` column turns into one tensor with
+    `with_format("torch")[:]` in milliseconds, where nested lists take minutes (bench/bench_vqvae_dataloading.py).
+    """
+    size = image_processor.size
+    shape = (image_processor.num_channels, size["height"], size["width"])
+
+    def to_pixels(batch):
+        pixels = image_processor(batch["image"], do_rescale=False, do_normalize=False, return_tensors="pt")
+        return {"pixels": pixels["pixel_values"].round().to(torch.uint8).numpy()}
+
+    features = {"pixels": datasets.Array3D(shape=shape, dtype="uint8")}
+    if "label" in dataset.column_names:
+        features["label"] = dataset.features["label"]
+    return dataset.map(
+        to_pixels,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=[c for c in dataset.column_names if c != "label"],
+        features=datasets.Features(features),
+        desc="Preprocessing images",
+    )
+
+
 def encode_dataset(
     vqvae: LarpVQVAEModel,
     dataset: datasets.Dataset,
@@ -104,4 +130,4 @@ def encode_dataset(
     return encoded
 
 
-__all__ = ["encode_dataset", "smallest_code_dtype", "token_dataset_metadata"]
+__all__ = ["encode_dataset", "pixels_dataset", "smallest_code_dtype", "token_dataset_metadata"]

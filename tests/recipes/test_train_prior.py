@@ -123,3 +123,37 @@ def test_mismatched_tokenizer_unknown_preset_and_out_of_range_codes_are_refused(
         expect_success=False,
     )
     assert result.returncode != 0 and "holds code 20" in result.stderr and "16 codes" in result.stderr
+
+
+@pytest.mark.parametrize("config_path", sorted((ROOT / "recipes" / "configs").glob("prior_*.yaml")), ids=lambda p: p.stem)
+def test_shipped_prior_configs_parse(config_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs' relative output_dir must not meet a run of the user's
+    sys.path.insert(0, str(TRAIN_PRIOR.parent))
+    try:
+        import train_prior
+    finally:
+        sys.path.remove(str(TRAIN_PRIOR.parent))
+    args = train_prior.parse_args(["--config", str(config_path)])
+    assert args.preset in ("small", "medium", "base", "large")
+    assert args.output_dir.startswith("outputs/") and args.vqvae.startswith("outputs/vqvae-")
+
+
+def test_class_conditional_prior_encoding_on_the_fly(tokens, tiny_image_dataset_dir, tmp_path):
+    vqvae, token_dataset = tokens
+    common = ["--vqvae", vqvae, "--preset", "tiny", "--num_classes", 2, "--attention_dropout", 0.2]
+    common += ["--train_batch_size", 8, "--eval_batch_size", 16, "--lr_warmup_steps", 0, "--max_steps", 2]
+    on_the_fly, pre_encoded = tmp_path / "on-the-fly", tmp_path / "pre-encoded"
+    result = run(train_prior(*common, "--encode_on_the_fly", "--dataset", tiny_image_dataset_dir, "--output_dir", on_the_fly))
+    assert "64 train / 16 val sequences" in result.stdout
+    run(train_prior(*common, "--token_dataset", token_dataset, "--output_dir", pre_encoded))
+
+    prior = AutoModelForCausalLM.from_pretrained(on_the_fly)
+    larp = prior_metadata(prior.config)
+    assert prior.config.vocab_size == 16 + 1 + 2 + 1 and prior.config.n_positions == 2 + 16
+    assert (larp["class_token_offset"], larp["null_class_token_id"]) == (17, 19)
+    # The same codes either way: encoding per batch trains exactly what the pre-encoded copy trains.
+    metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (on_the_fly, pre_encoded)]
+    assert metrics[0]["val_loss"] == pytest.approx(metrics[1]["val_loss"], rel=1e-6)
+
+    result = run(train_prior(*common, "--num_classes", 3, "--token_dataset", token_dataset, "--output_dir", tmp_path / "x"), expect_success=False)
+    assert result.returncode != 0 and "needs a `label` ClassLabel column with that many classes" in result.stderr
