@@ -35,8 +35,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1.")
-    if Path(args.output_dir).exists() and any(Path(args.output_dir).iterdir()):
-        parser.error(f"{args.output_dir} is not empty; pick another --output_dir or remove it.")
+    output_dir = Path(args.output_dir)
+    # A token dataset written here before is replaced (it comes back from the cache in seconds); anything else is kept.
+    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "larp_token_dataset.json").exists():
+        parser.error(f"{output_dir} is not empty and holds no token dataset; pick another --output_dir.")
     return args
 
 

@@ -73,6 +73,18 @@ def test_encode_recipe_writes_every_split_with_metadata(tokens):
     assert summary["splits"] == {"train": 64, "test": 16} and summary["grid_size"] == 4
 
 
+def test_encode_recipe_rewrites_its_own_output_but_not_a_foreign_folder(tokens, tiny_image_dataset_dir, tmp_path):
+    vqvae, token_dataset = tokens
+    command = [sys.executable, str(ENCODE), "--vqvae", str(vqvae), "--dataset", tiny_image_dataset_dir, "--output_dir"]
+    before = datasets.load_from_disk(str(token_dataset))["test"]["input_ids"]
+    run([*command, str(token_dataset)])
+    assert datasets.load_from_disk(str(token_dataset))["test"]["input_ids"] == before
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run([*command, str(tmp_path)], expect_success=False)
+    assert result.returncode != 0 and "holds no token dataset" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_launch_trains_a_prior_that_stock_transformers_loads(processes, prior_config_file, tmp_path, tokens):
     output_dir = tmp_path / "prior"
