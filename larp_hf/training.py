@@ -1,10 +1,54 @@
 """What the training recipes share: atomic checkpoints, the resumable step counter and atomic JSON writes."""
 
+import argparse
+import dataclasses
 import json
 import math
 import os
 import shutil
 from pathlib import Path
+
+import yaml
+
+
+def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
+    """
+    Parse a recipe's flags in two passes: `--config x.yaml` sets their defaults, the command line overrides them.
+    The YAML's `model:` mapping and `--model.FIELD VALUE` flags go to `args.model`, checked against the fields of
+    `model_config_class`; unknown YAML keys, flags and fields are errors.
+    """
+    config_args, _ = parser.parse_known_args(argv)
+    model_overrides = {}
+    if config_args.config is not None:
+        with open(config_args.config) as handle:
+            file_config = yaml.safe_load(handle) or {}
+        model_overrides.update(file_config.pop("model", None) or {})
+        unknown = sorted(set(file_config) - {action.dest for action in parser._actions})
+        if unknown:
+            parser.error(f"{config_args.config} sets unknown options {unknown}; see --help for the valid ones.")
+        parser.set_defaults(**file_config)
+    args, rest = parser.parse_known_args(argv)
+    while rest:
+        flag = rest.pop(0)
+        if not flag.startswith("--model.") or not rest:
+            parser.error(f"unrecognized argument {flag!r}")
+        model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
+    unknown_fields = sorted(set(model_overrides) - {field.name for field in dataclasses.fields(model_config_class)})
+    if unknown_fields:
+        parser.error(f"unknown {model_config_class.__name__} fields {unknown_fields} (in `model:` or --model.FIELD).")
+    args.model = model_overrides
+    return args
+
+
+def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """A folder with metrics.json or checkpoints holds a run: continue it or replace it explicitly, never by accident."""
+    output_dir = Path(args.output_dir)
+    has_run = (output_dir / "metrics.json").exists() or any((output_dir / "checkpoints").glob("checkpoint-*"))
+    if has_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+        parser.error(
+            f"{output_dir} already holds a run. Pass --resume_from_checkpoint latest to continue it, "
+            "--overwrite_output_dir to replace it, or another --output_dir."
+        )
 
 
 class TrainingState:
@@ -89,6 +133,8 @@ def write_json_atomic(path: Path, payload: dict):
 
 __all__ = [
     "TrainingState",
+    "parse_args_with_config",
+    "refuse_to_overwrite_a_run",
     "find_latest_checkpoint",
     "resolve_checkpoint",
     "save_checkpoint",

@@ -16,7 +16,6 @@ token, top-1/5/10 accuracy; the history under `history`) and `checkpoints/checkp
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import shutil
@@ -27,17 +26,22 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModel, GPT2Config, GPT2LMHeadModel, get_scheduler
 
-import larp_hf  # noqa: F401  (registers the tokenizer with the Auto classes)
-from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config
+from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config  # also registers the tokenizer with AutoModel
 from larp_hf.data import encode_dataset, load_image_dataset, pixels_dataset, token_dataset_metadata
 from larp_hf.prior import PRIOR_PRESETS
-from larp_hf.training import TrainingState, resolve_checkpoint, save_checkpoint, write_json_atomic
+from larp_hf.training import (
+    TrainingState,
+    parse_args_with_config,
+    refuse_to_overwrite_a_run,
+    resolve_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
 
 
 TOP_K = (1, 5, 10)
@@ -88,27 +92,7 @@ def parse_args(argv=None):
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     parser.add_argument("--report_to", type=str, default=None)
 
-    # Two passes: the YAML file sets defaults, then the command line overrides them.
-    config_args, _ = parser.parse_known_args(argv)
-    model_overrides = {}
-    if config_args.config is not None:
-        with open(config_args.config) as handle:
-            file_config = yaml.safe_load(handle) or {}
-        model_overrides.update(file_config.pop("model", None) or {})
-        unknown = sorted(set(file_config) - {action.dest for action in parser._actions})
-        if unknown:
-            parser.error(f"{config_args.config} sets unknown options {unknown}; see --help for the valid ones.")
-        parser.set_defaults(**file_config)
-    args, rest = parser.parse_known_args(argv)
-    while rest:
-        flag = rest.pop(0)
-        if not flag.startswith("--model.") or not rest:
-            parser.error(f"unrecognized argument {flag!r}")
-        model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
-    unknown_fields = sorted(set(model_overrides) - {field.name for field in dataclasses.fields(GPT2Config)})
-    if unknown_fields:
-        parser.error(f"unknown GPT2Config fields {unknown_fields} (in `model:` or --model.FIELD).")
-    args.model = model_overrides
+    args = parse_args_with_config(parser, argv, GPT2Config)
 
     # Sanity checks.
     if args.vqvae is None:
@@ -121,13 +105,7 @@ def parse_args(argv=None):
         parser.error("--max_steps, --train_batch_size and --gradient_accumulation_steps must be at least 1.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
         parser.error("--attention_dropout must be in [0, 1) and --class_dropout_prob in [0, 1].")
-    output_dir = Path(args.output_dir)
-    has_run = (output_dir / "metrics.json").exists() or any((output_dir / "checkpoints").glob("checkpoint-*"))
-    if has_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
-        parser.error(
-            f"{output_dir} already holds a run. Pass --resume_from_checkpoint latest to continue it, "
-            "--overwrite_output_dir to replace it, or another --output_dir."
-        )
+    refuse_to_overwrite_a_run(parser, args)
     return args
 
 

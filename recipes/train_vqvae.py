@@ -13,7 +13,6 @@ the top level, the history under `history`), `reconstructions.png` (originals ov
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import shutil
@@ -22,7 +21,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torchvision.utils import make_grid, save_image
@@ -31,7 +29,14 @@ from transformers import get_scheduler
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
 from larp_hf.data import load_image_dataset, pixels_dataset
-from larp_hf.training import TrainingState, resolve_checkpoint, save_checkpoint, write_json_atomic
+from larp_hf.training import (
+    TrainingState,
+    parse_args_with_config,
+    refuse_to_overwrite_a_run,
+    resolve_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
 
 
 def parse_args(argv=None):
@@ -80,30 +85,7 @@ def parse_args(argv=None):
     parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
     parser.add_argument("--num_grid_images", type=int, default=32, help="Images in reconstructions.png.")
 
-    # Two passes: the YAML file sets defaults, then the command line overrides them.
-    config_args, _ = parser.parse_known_args(argv)
-    model_overrides = {}
-    if config_args.config is not None:
-        with open(config_args.config) as handle:
-            file_config = yaml.safe_load(handle) or {}
-        model_overrides.update(file_config.pop("model", None) or {})
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(file_config) - known)
-        if unknown:
-            parser.error(f"{config_args.config} sets unknown options {unknown}; see --help for the valid ones.")
-        parser.set_defaults(**file_config)
-    args, rest = parser.parse_known_args(argv)
-    # `--model.FIELD VALUE` overrides one LarpVQVAEConfig field; anything else unknown is an error.
-    while rest:
-        flag = rest.pop(0)
-        if not flag.startswith("--model.") or not rest:
-            parser.error(f"unrecognized argument {flag!r}")
-        model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
-    config_fields = {field.name for field in dataclasses.fields(LarpVQVAEConfig)}
-    unknown_fields = sorted(set(model_overrides) - config_fields)
-    if unknown_fields:
-        parser.error(f"unknown LarpVQVAEConfig fields {unknown_fields} (in `model:` or --model.FIELD).")
-    args.model = model_overrides
+    args = parse_args_with_config(parser, argv, LarpVQVAEConfig)
 
     # Sanity checks.
     if args.max_steps < 1:
@@ -114,13 +96,7 @@ def parse_args(argv=None):
         parser.error("--learning_rate must be positive.")
     if args.validation_steps < 1 or args.checkpointing_steps < 1:
         parser.error("--validation_steps and --checkpointing_steps must be at least 1.")
-    output_dir = Path(args.output_dir)
-    has_run = (output_dir / "metrics.json").exists() or any((output_dir / "checkpoints").glob("checkpoint-*"))
-    if has_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
-        parser.error(
-            f"{output_dir} already holds a run. Pass --resume_from_checkpoint latest to continue it, "
-            "--overwrite_output_dir to replace it, or another --output_dir."
-        )
+    refuse_to_overwrite_a_run(parser, args)
     return args
 
 
