@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from .generation import CodebookLogitsProcessor
 from .data import LarpPriorCollator, encode_dataset, load_image_dataset, token_dataset_metadata
 from .models import (
     LarpImageProcessor,
@@ -11,6 +12,7 @@ from .models import (
     LarpVQVAEOutput,
     LarpVQVAEPreTrainedModel,
 )
+from .pipelines import LarpPipeline, LarpPipelineOutput, set_sampling_defaults
 from .prior import PRIOR_PRESETS, prior_config, prior_metadata
 
 
@@ -23,6 +25,9 @@ AutoImageProcessor.register(LarpVQVAEConfig, image_processor_classes={"torchvisi
 
 __all__ = [
     "PRIOR_PRESETS",
+    "CodebookLogitsProcessor",
+    "LarpPipeline",
+    "LarpPipelineOutput",
     "LarpImageProcessor",
     "LarpPriorCollator",
     "LarpVQVAEConfig",
@@ -34,5 +39,6 @@ __all__ = [
     "load_image_dataset",
     "prior_config",
     "prior_metadata",
+    "set_sampling_defaults",
     "token_dataset_metadata",
 ]

@@ -1,0 +1,4 @@
+from .logits_process import CodebookLogitsProcessor
+
+
+__all__ = ["CodebookLogitsProcessor"]

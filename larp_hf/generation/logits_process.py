@@ -1,0 +1,85 @@
+"""Sampling policy for the prior: code tokens only, temperature, top-k and top-p, as one `LogitsProcessor`."""
+
+import torch
+from transformers import LogitsProcessor
+
+
+class CodebookLogitsProcessor(LogitsProcessor):
+    r"""
+    Restricts next-token scores to code tokens and applies temperature, top-k and top-p, in that order.
+
+    Code tokens are the vocabulary ids `0 … codebook_size - 1`; every id after them (BOS, class tokens, the null class)
+    gets `-inf`, so a sampled token is always a codebook index. Temperature divides the code scores; top-k keeps the
+    `top_k` highest code scores; top-p keeps the smallest set of codes whose probabilities (after temperature and top-k)
+    sum to at least `top_p`. Everything removed is `-inf`, so `softmax` of the result is the sampling distribution.
+    The input `scores` are not modified; a new tensor is returned.
+
+    Args:
+        codebook_size (`int`): number of code tokens, K; ids `>= K` are never sampled.
+        temperature (`float`, *optional*, defaults to 1.0): > 0; below 1 sharpens the distribution, above 1 flattens it.
+        top_k (`int`, *optional*): keep only the `top_k` most likely codes (1 ≤ top_k ≤ K); `None` keeps all.
+        top_p (`float`, *optional*): nucleus sampling mass in (0, 1]; `None` (or 1.0) keeps all.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from larp_hf import CodebookLogitsProcessor
+    >>> processor = CodebookLogitsProcessor(codebook_size=4, temperature=0.5, top_k=2)
+    >>> scores = torch.tensor([[1.0, 3.0, 2.0, 0.0, 9.0, 9.0]])  # 4 codes, then BOS and a class token
+    >>> processor(torch.zeros(1, 1, dtype=torch.long), scores)
+    tensor([[-inf, 6., 4., -inf, -inf, -inf]])
+    >>> scores  # unchanged
+    tensor([[1., 3., 2., 0., 9., 9.]])
+    ```
+    """
+
+    def __init__(self, codebook_size: int, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
+        if not isinstance(codebook_size, int) or codebook_size < 1:
+            raise ValueError(f"`codebook_size` must be a positive integer, got {codebook_size!r}.")
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(
+                f"`temperature` must be a number > 0, got {temperature!r}. Use a small value (e.g. 0.1) for nearly "
+                "greedy sampling."
+            )
+        if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= codebook_size):
+            raise ValueError(
+                f"`top_k` must be an integer between 1 and the codebook size ({codebook_size}), got {top_k!r}; "
+                "use None to keep every code."
+            )
+        if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+            raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}; use None (or 1.0) to keep every code.")
+        self.codebook_size = codebook_size
+        self.temperature = float(temperature)
+        self.top_k = top_k
+        self.top_p = None if top_p is None else float(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[-1] < self.codebook_size:
+            raise ValueError(
+                f"The scores have {scores.shape[-1]} entries per row, fewer than the codebook size "
+                f"({self.codebook_size}): this processor belongs to a prior over a larger codebook."
+            )
+        codes = scores[:, : self.codebook_size] / self.temperature  # (B, K), a new tensor
+        if self.top_k is not None and self.top_k < self.codebook_size:
+            kth_best = torch.topk(codes, self.top_k, dim=-1).values[:, -1:]  # (B, 1)
+            codes = codes.masked_fill(codes < kth_best, float("-inf"))
+        if self.top_p is not None and self.top_p < 1:
+            sorted_codes, order = torch.sort(codes, dim=-1, descending=True)
+            probabilities = sorted_codes.softmax(dim=-1)
+            # Drop a code when the codes ranked above it already hold `top_p` of the mass; the best one always stays.
+            mass_before = probabilities.cumsum(dim=-1) - probabilities
+            drop_sorted = mass_before >= self.top_p
+            drop = drop_sorted.scatter(1, order, drop_sorted)
+            codes = codes.masked_fill(drop, float("-inf"))
+        specials = torch.full_like(scores[:, self.codebook_size :], float("-inf"))
+        return torch.cat([codes, specials], dim=-1)
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(codebook_size={self.codebook_size}, temperature={self.temperature}, "
+            f"top_k={self.top_k}, top_p={self.top_p})"
+        )
+
+
+__all__ = ["CodebookLogitsProcessor"]
