@@ -36,3 +36,25 @@ def tiny_image_dataset_dir(tmp_path_factory) -> str:
         )
     datasets.DatasetDict(splits).save_to_disk(str(folder))
     return str(folder)
+
+
+def make_tiny_pipeline(num_classes: int = 0, codebook_size: int = 32, seed: int = 0, **prior_overrides):
+    """An untrained 16×16 grey pipeline: a 2×-downsampling tokenizer (8×8 grid) and a `tiny` GPT-2 prior."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
+
+    torch.manual_seed(seed)
+    vqvae = LarpVQVAEModel(
+        LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[16], stem_channels=8, codebook_size=codebook_size)
+    )
+    config = prior_config(
+        vqvae.config, preset="tiny", num_classes=num_classes, tokenizer_hash=vqvae.tokenizer_hash(), **prior_overrides
+    )
+    return LarpPipeline(vqvae, GPT2LMHeadModel(config))
+
+
+@pytest.fixture
+def tiny_pipeline():
+    return make_tiny_pipeline()

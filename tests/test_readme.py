@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import make_tiny_pipeline
+
 
 ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART_PIPELINE = "outputs/larp-fashion-mnist-quick"
 README = (ROOT / "README.md").read_text()
 
 
@@ -20,6 +23,9 @@ def test_python_example_runs(index, tmp_path, monkeypatch):
     code = code_blocks("python")[index]
     assert "import" in code, "a README example should be self-contained"
     monkeypatch.chdir(tmp_path)
+    if QUICKSTART_PIPELINE in code:
+        # What `make quickstart` leaves there, in miniature (an untrained pipeline with a 128-code codebook).
+        make_tiny_pipeline(codebook_size=128).save_pretrained(tmp_path / QUICKSTART_PIPELINE, sample_grid=False)
     namespace = {"__name__": "__readme__"}
     exec(compile(code, f"README.md python block {index}", "exec"), namespace)
     assert len(namespace) > 1  # it defined something: the block really ran

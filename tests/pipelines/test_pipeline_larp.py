@@ -1,0 +1,312 @@
+"""LarpPipeline: sampling, determinism, classifier-free guidance, the saved folder, the Hub round trip, bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from larp_hf import LarpPipeline, LarpPipelineOutput, LarpPriorCollator
+from larp_hf.pipelines import pipeline_larp
+
+from ..conftest import make_tiny_pipeline
+
+
+K = 32  # the tiny pipeline's codebook
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+
+
+def test_output_types_shapes_and_batches(tiny_pipeline):
+    output = tiny_pipeline(num_images=5, batch_size=2, seed=0)
+    assert isinstance(output, LarpPipelineOutput)
+    assert len(output.images) == 5 and all(isinstance(image, PIL.Image.Image) for image in output.images)
+    assert output.images[0].size == (16, 16) and output.images[0].mode == "L"
+    assert output.codes.shape == (5, 8, 8) and output.codes.dtype == torch.long
+    assert 0 <= output.codes.min() and output.codes.max() < K
+
+    array = tiny_pipeline(num_images=3, seed=0, output_type="np").images
+    assert array.shape == (3, 16, 16, 1) and 0 <= array.min() and array.max() <= 1
+    images, codes = tiny_pipeline(num_images=3, seed=0, output_type="pt", return_dict=False)
+    assert images.shape == (3, 1, 16, 16) and codes.shape == (3, 8, 8)
+    # The images are the tokenizer's decoding of the returned codes.
+    expected = tiny_pipeline.image_processor.postprocess(tiny_pipeline.vqvae.decode(codes), output_type="pt")
+    torch.testing.assert_close(images, expected)
+
+
+def test_same_seed_same_images_and_the_global_rng_is_left_alone(tiny_pipeline):
+    state = torch.random.get_rng_state()
+    first = tiny_pipeline(num_images=6, batch_size=4, seed=123, output_type="np")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    second = tiny_pipeline(num_images=6, batch_size=4, generator=torch.Generator().manual_seed(123), output_type="np")
+    other = tiny_pipeline(num_images=6, batch_size=4, seed=124, output_type="np")
+    assert torch.equal(first.codes, second.codes)
+    np.testing.assert_array_equal(first.images, second.images)
+    assert not torch.equal(first.codes, other.codes)
+
+
+def test_sampling_uses_the_kv_cache_one_token_per_forward(tiny_pipeline):
+    lengths = []
+    hook = tiny_pipeline.prior.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        tiny_pipeline(num_images=3, seed=0)
+    finally:
+        hook.remove()
+    assert lengths[0] == (3, 1)  # the BOS prefix
+    assert len(lengths) == 64 and all(shape == (3, 1) for shape in lengths[1:])
+
+
+def test_no_special_token_comes_out_even_when_the_prior_prefers_them():
+    # A prior whose every position predicts the special tokens (BOS) with a huge margin.
+    pipeline = make_tiny_pipeline(tie_word_embeddings=False)
+    prior = pipeline.prior
+    with torch.no_grad():
+        prior.transformer.ln_f.weight.zero_()
+        prior.transformer.ln_f.bias.fill_(1.0)  # constant final hidden state
+        prior.lm_head.weight[:K] = 0.01 * torch.randn(K, prior.config.n_embd)
+        prior.lm_head.weight[K:] = 1.0  # logit n_embd = 64 for BOS against ~0 for codes
+        bos = torch.full((4, 1), K)
+        stock = prior.generate(bos, attention_mask=torch.ones_like(bos), do_sample=True, max_new_tokens=64)
+    assert (stock[:, 1:] >= K).all()  # stock sampling would emit nothing but BOS
+    codes = pipeline(num_images=64, seed=0, temperature=2.0).codes
+    assert codes.max() < K and len(codes.unique()) > 1
+
+
+def test_sampling_defaults_come_from_the_generation_config(tiny_pipeline):
+    pipeline_larp.set_sampling_defaults(tiny_pipeline.prior, temperature=0.5, top_k=3)
+    assert tiny_pipeline.sampling_defaults() == {"temperature": 0.5, "top_k": 3, "top_p": 1.0}
+    codes_default = tiny_pipeline(num_images=4, seed=0).codes
+    codes_explicit = tiny_pipeline(num_images=4, seed=0, temperature=0.5, top_k=3).codes
+    codes_off = tiny_pipeline(num_images=4, seed=0, temperature=1.0, top_k=0).codes
+    assert torch.equal(codes_default, codes_explicit)
+    assert not torch.equal(codes_default, codes_off)
+    # Stock generate reads the same file: it samples one whole grid with these settings.
+    bos = torch.full((2, 1), K)
+    assert tiny_pipeline.prior.generate(bos, attention_mask=torch.ones_like(bos)).shape == (2, 65)
+
+
+# ---------------------------------------------------------------------------------------- classifier-free guidance
+
+
+def test_guidance_mixes_class_and_null_logits_in_one_batched_forward_per_step():
+    pipeline = make_tiny_pipeline(num_classes=3)
+    prior, larp = pipeline.prior, pipeline.larp
+    seen_scores, batch_sizes = [], []
+
+    class RecordingProcessor(pipeline_larp.CodebookLogitsProcessor):
+        def __call__(self, input_ids, scores):
+            seen_scores.append(scores.clone())  # after guidance, before the code restriction
+            return super().__call__(input_ids, scores)
+
+    hook = prior.register_forward_pre_hook(
+        lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    original = pipeline_larp.CodebookLogitsProcessor
+    pipeline_larp.CodebookLogitsProcessor = RecordingProcessor
+    try:
+        codes = pipeline(num_images=3, class_labels=[0, 1, 2], guidance_scale=3.0, seed=0).codes.flatten(1)
+    finally:
+        pipeline_larp.CodebookLogitsProcessor = original
+        hook.remove()
+    assert batch_sizes == [6] * 64  # class and null rows together, one forward per sampled token
+    assert "prepare_inputs_for_generation" not in vars(prior)  # the class's method again
+
+    class_prefix = torch.tensor([[larp["bos_token_id"], larp["class_token_offset"] + c] for c in range(3)])
+    null_prefix = torch.tensor([[larp["bos_token_id"], larp["null_class_token_id"]]] * 3)
+    with torch.no_grad():  # independent full-sequence forwards without any cache
+        with_class = prior(torch.cat([class_prefix, codes], 1)).logits[:, 1:-1]
+        with_null = prior(torch.cat([null_prefix, codes], 1)).logits[:, 1:-1]
+    torch.testing.assert_close(torch.stack(seen_scores, 1), with_null + 3.0 * (with_class - with_null), atol=1e-5, rtol=0)
+
+
+def train_noisy_class_prior(steps=150):
+    """Class c's codes come from half c of the codebook 60% of the time: conditional samples are only mildly on class."""
+    pipeline = make_tiny_pipeline(num_classes=2, codebook_size=16)
+    prior = pipeline.prior.train()
+    collator = LarpPriorCollator.from_prior_config(prior.config, class_dropout_prob=0.2, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(prior.parameters(), lr=3e-3)
+    for _ in range(steps):
+        labels = torch.randint(0, 2, (64,), generator=generator)
+        on_class = torch.rand(64, 64, generator=generator) < 0.6
+        halves = torch.where(on_class, labels[:, None], 1 - labels[:, None])  # (64, 64): which half each code is from
+        codes = halves * 8 + torch.randint(0, 8, (64, 64), generator=generator)
+        batch = collator([{"input_ids": c.tolist(), "label": int(l)} for c, l in zip(codes, labels)])
+        loss = prior(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    prior.eval()
+    return pipeline
+
+
+def test_guidance_moves_samples_towards_the_requested_class():
+    pipeline = train_noisy_class_prior()
+
+    def on_class_fraction(label, guidance_scale):
+        codes = pipeline(num_images=64, class_labels=label, guidance_scale=guidance_scale, seed=1).codes
+        return ((codes // 8) == label).float().mean().item()
+
+    for label in (0, 1):
+        plain, guided = on_class_fraction(label, 1.0), on_class_fraction(label, 3.0)
+        assert 0.5 < plain < 0.75, plain  # the model learnt the 60% it saw
+        assert guided > plain + 0.15, (plain, guided)
+    unconditional = ((pipeline(num_images=64, seed=1).codes // 8) == 0).float().mean().item()
+    assert 0.35 < unconditional < 0.65
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_images": 0}, "num_images"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"output_type": "jpg"}, "output_type"),
+        ({"seed": 0, "generator": torch.Generator()}, "either `seed` or `generator`"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_k": K + 1}, "top_k"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"class_labels": 0}, "unconditional"),
+    ],
+)
+def test_bad_arguments_unconditional(tiny_pipeline, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline(num_images=kwargs.pop("num_images", 2), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"class_labels": 3}, r"\[0, 3\)"),
+        ({"class_labels": -1}, r"\[0, 3\)"),
+        ({"class_labels": [0, 1, 2]}, "3 entries for 2 images"),
+        ({"class_labels": 0.5}, "integers"),
+        ({"class_labels": 0, "guidance_scale": 0.5}, "guidance_scale"),
+        ({"guidance_scale": 2.0}, "pass `class_labels`"),
+    ],
+)
+def test_bad_arguments_class_conditional(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_tiny_pipeline(num_classes=3)(num_images=2, **kwargs)
+
+
+def test_a_prior_from_another_tokenizer_is_refused(tiny_pipeline):
+    other = make_tiny_pipeline(seed=1)  # same shapes, different weights and codebook
+    with pytest.raises(ValueError, match=rf"{other.vqvae.tokenizer_hash()[:16]}.*{tiny_pipeline.vqvae.tokenizer_hash()[:16]}"):
+        LarpPipeline(tiny_pipeline.vqvae, other.prior)
+    bigger_codebook = make_tiny_pipeline(codebook_size=64)
+    with pytest.raises(ValueError, match="codebook_size = 64 but the tokenizer has codebook_size = 32"):
+        LarpPipeline(tiny_pipeline.vqvae, bigger_codebook.prior)
+    with pytest.raises(ValueError, match="no `larp` metadata"):
+        LarpPipeline(tiny_pipeline.vqvae, GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2)))
+
+
+# ------------------------------------------------------------------------------------------- saving and the Hub
+
+
+def test_save_load_gives_the_same_images_and_the_folder_is_complete(tiny_pipeline, tmp_path):
+    tiny_pipeline.card_info = {"dataset": "fashion_mnist", "metrics": {"prior validation loss (nats/token)": 3.2}}
+    tiny_pipeline.save_pretrained(tmp_path / "pipe")
+    names = {path.relative_to(tmp_path / "pipe").as_posix() for path in (tmp_path / "pipe").rglob("*") if path.is_file()}
+    assert {
+        "model_index.json", "README.md", "samples.png", "vqvae/config.json", "vqvae/model.safetensors",
+        "prior/config.json", "prior/generation_config.json", "prior/model.safetensors",
+        "image_processor/preprocessor_config.json",
+    } <= names
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["_class_name"] == "LarpPipeline" and index["prior"] == ["transformers", "GPT2LMHeadModel"]
+    assert PIL.Image.open(tmp_path / "pipe" / "samples.png").size == (8 * 18 + 2, 8 * 18 + 2)
+
+    card = ModelCard.load(tmp_path / "pipe" / "README.md")
+    assert card.data.library_name == "larp_hf" and card.data.pipeline_tag == "unconditional-image-generation"
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert "samples.png" in card.text and "| prior validation loss (nats/token) | 3.2 |" in card.text
+
+    reloaded = LarpPipeline.from_pretrained(tmp_path / "pipe")
+    assert reloaded.card_info == tiny_pipeline.card_info
+    first = reloaded(num_images=16, seed=5, output_type="np")
+    second = LarpPipeline.from_pretrained(tmp_path / "pipe")(num_images=16, seed=5, output_type="np")
+    original = tiny_pipeline(num_images=16, seed=5, output_type="np")
+    np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.images, original.images)
+
+
+def test_loading_refuses_folders_that_are_not_pipelines_or_hold_a_mismatched_pair(tiny_pipeline, tmp_path):
+    with pytest.raises(ValueError, match="no model_index.json.*larp-hf assemble"):
+        LarpPipeline.from_pretrained(tmp_path)
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    make_tiny_pipeline(seed=1).prior.save_pretrained(tmp_path / "pipe" / "prior")
+    with pytest.raises(ValueError, match="trained on codes of tokenizer"):
+        LarpPipeline.from_pretrained(tmp_path / "pipe")
+
+
+def test_push_to_hub_uploads_exactly_the_saved_folder(tiny_pipeline, tmp_path, monkeypatch):
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        calls["uploaded"] = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*"))
+        calls["upload_kwargs"] = kwargs
+        return "commit-info"
+
+    monkeypatch.setattr(pipeline_larp.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(pipeline_larp.HfApi, "upload_folder", upload_folder)
+    assert tiny_pipeline.push_to_hub("org/name", private=True, sample_grid=False) == "commit-info"
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    saved = sorted(p.relative_to(tmp_path / "pipe").as_posix() for p in (tmp_path / "pipe").rglob("*"))
+    assert calls["create_repo"] == ("org/name", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert calls["uploaded"] == saved
+
+
+def fake_hub_snapshot(cache: "os.PathLike", repo_id: str, folder) -> str:
+    """Lay `folder` out as huggingface_hub's cache would after downloading `repo_id` (refs/main -> a snapshot)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, os.path.join(repo_dir, "snapshots", commit))
+    os.makedirs(os.path.join(repo_dir, "refs"))
+    with open(os.path.join(repo_dir, "refs", "main"), "w") as file:
+        file.write(commit)
+    return commit
+
+
+def test_the_pipeline_and_its_parts_load_by_repo_id_from_the_hub_cache_offline(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    fake_hub_snapshot(tmp_path / "hub", "larp-test/tiny-pipeline", tmp_path / "pipe")
+    expected = tiny_pipeline(num_images=4, seed=0).codes
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch
+        from transformers import AutoModel, AutoModelForCausalLM, GPT2LMHeadModel
+        import larp_hf
+        from larp_hf import LarpPipeline, LarpVQVAEModel
+
+        repo = "larp-test/tiny-pipeline"
+        pipe = LarpPipeline.from_pretrained(repo)
+        assert torch.equal(pipe(num_images=4, seed=0).codes, torch.load({str(tmp_path / "expected.pt")!r}))
+        prior = AutoModelForCausalLM.from_pretrained(repo, subfolder="prior")
+        vqvae = AutoModel.from_pretrained(repo, subfolder="vqvae")
+        assert type(prior) is GPT2LMHeadModel and type(vqvae) is LarpVQVAEModel
+        assert vqvae.tokenizer_hash() == prior.config.larp["tokenizer_hash"]
+        print("ok")
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -1,0 +1,127 @@
+"""The `larp-hf` console script: installed and run as a user runs it once, then `cli.main` in-process (same code)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import datasets
+import PIL.Image
+import pytest
+from huggingface_hub import ModelCard
+
+from larp_hf import cli
+
+from .conftest import make_tiny_pipeline
+
+
+def larp_hf(*args, expect_success=True, capsys=None):
+    """Runs `larp-hf ARGS` in this process (what the console script calls) and returns (exit code, stdout, stderr)."""
+    try:
+        cli.main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as error:
+        code = error.code if isinstance(error.code, int) else 1
+        if not isinstance(error.code, int) and error.code is not None:
+            print(error.code, file=sys.stderr)  # what Python prints for SystemExit("message")
+    out, err = capsys.readouterr()
+    assert (code == 0) == expect_success, (code, out[-2000:], err[-2000:])
+    return out, err
+
+
+def run_console_script(*args) -> subprocess.CompletedProcess:
+    executable = shutil.which("larp-hf")
+    assert executable, "the larp-hf console script is not installed (pip install -e .)"
+    result = subprocess.run([executable, *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "pipe"
+    make_tiny_pipeline().save_pretrained(folder, sample_grid=False)
+    return folder
+
+
+def test_console_script_is_installed_and_every_command_has_help(capsys):
+    top = run_console_script("--help")
+    for command in ("assemble", "generate", "info"):
+        assert command in top.stdout
+        out, _ = larp_hf(command, "--help", capsys=capsys)
+        assert f"usage: larp-hf {command}" in out
+
+
+def test_generate_writes_a_grid_of_the_expected_size_pngs_and_a_dataset(pipeline_dir, tmp_path, capsys):
+    result = run_console_script(
+        "generate", pipeline_dir, "--num-images", 6, "--nrow", 3, "--seed", 1, "--temperature", 0.9, "--top-k", 10,
+        "--output", tmp_path / "grid.png", "--image-dir", tmp_path / "images", "--dataset-dir", tmp_path / "dataset",
+    )
+    assert "images/s" in result.stdout
+    # 3 columns and 2 rows of 16×16 images with 2-pixel gaps around each.
+    assert PIL.Image.open(tmp_path / "grid.png").size == (3 * 18 + 2, 2 * 18 + 2)
+    pngs = sorted((tmp_path / "images").glob("*.png"))
+    assert len(pngs) == 6 and PIL.Image.open(pngs[0]).size == (16, 16)
+    dataset = datasets.load_from_disk(str(tmp_path / "dataset"))
+    assert len(dataset) == 6 and len(dataset[0]["codes"]) == 64 and dataset[0]["image"].size == (16, 16)
+
+    # The same seed gives the same images.
+    larp_hf("generate", pipeline_dir, "--num-images", 6, "--seed", 1, "--temperature", 0.9, "--top-k", 10,
+            "--image-dir", tmp_path / "again", capsys=capsys)
+    for first, second in zip(pngs, sorted((tmp_path / "again").glob("*.png"))):
+        assert PIL.Image.open(first).tobytes() == PIL.Image.open(second).tobytes()
+
+
+def test_generate_reports_bad_input_clearly(pipeline_dir, tmp_path, capsys):
+    def error_of(*args):
+        return larp_hf("generate", *args, expect_success=False, capsys=capsys)[1]
+
+    assert "top_k" in error_of(pipeline_dir, "--top-k", 1000, "--output", tmp_path / "g.png")
+    assert "unconditional" in error_of(pipeline_dir, "--class-label", 0, "--output", tmp_path / "g.png")
+    assert "not a LarpPipeline" in error_of(tmp_path, "--output", tmp_path / "g.png")
+    assert "must end in .png" in error_of(pipeline_dir, "--output", tmp_path / "g.jpg")
+    assert "integer" in error_of(pipeline_dir, "--class-label", "a,b")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    assert "--overwrite" in error_of(pipeline_dir, "--image-dir", tmp_path / "full")
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_info_describes_the_parts(pipeline_dir, capsys):
+    text, _ = larp_hf("info", pipeline_dir, capsys=capsys)
+    assert "codebook_size   32" in text and "grid            8x8" in text and "temperature=1.0" in text
+    described = json.loads(larp_hf("info", pipeline_dir, "--json", capsys=capsys)[0])
+    assert described["vqvae"]["codebook_size"] == 32 and described["prior"]["num_classes"] == 0
+    assert described["sampling_defaults"] == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def test_assemble_builds_a_pipeline_from_recipe_outputs(tmp_path, capsys):
+    pipeline = make_tiny_pipeline()
+    pipeline.vqvae.save_pretrained(tmp_path / "vqvae")
+    pipeline.image_processor.save_pretrained(tmp_path / "vqvae")
+    (tmp_path / "vqvae" / "metrics.json").write_text(json.dumps({"val_psnr": 25.5, "dataset": "fashion_mnist"}))
+    pipeline.prior.save_pretrained(tmp_path / "prior")
+    (tmp_path / "prior" / "metrics.json").write_text(json.dumps({"val_loss": 2.5, "val_top5_accuracy": 0.6}))
+
+    larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output", tmp_path / "pipe",
+            "--temperature", 0.8, "--top-k", 5, capsys=capsys)
+    described = json.loads(larp_hf("info", tmp_path / "pipe", "--json", capsys=capsys)[0])
+    assert described["sampling_defaults"] == {"temperature": 0.8, "top_k": 5, "top_p": 1.0}
+    assert described["dataset"] == "fashion_mnist"
+    card = ModelCard.load(tmp_path / "pipe" / "README.md")
+    assert "| tokenizer reconstruction PSNR (dB, validation split) | 25.5 |" in card.text
+    assert "| prior validation top-5 accuracy | 0.6 |" in card.text
+    assert PIL.Image.open(tmp_path / "pipe" / "samples.png").size == (146, 146)
+
+    # A prior from another tokenizer is refused, naming both sides.
+    make_tiny_pipeline(seed=1).prior.save_pretrained(tmp_path / "other-prior")
+    _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "other-prior", "--output",
+                     tmp_path / "bad", expect_success=False, capsys=capsys)
+    assert "trained on codes of tokenizer" in err and not (tmp_path / "bad").exists()
+    # A folder holding something else is not written into.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
+                     tmp_path / "notes", expect_success=False, capsys=capsys)
+    assert "--overwrite" in err and sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["a.txt"]
