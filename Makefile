@@ -17,9 +17,16 @@ setup:
 	  fi; \
 	fi
 
+# The whole pipeline on Fashion-MNIST, on the CPU: tokenizer -> token dataset -> prior -> pipeline folder -> samples.
+QUICK = outputs
+LAUNCH = $(PYTHON) -m accelerate.commands.launch --config_file recipes/accelerate_configs/cpu.yaml
 quickstart: setup
-	$(PYTHON) -m accelerate.commands.launch --config_file recipes/accelerate_configs/cpu.yaml \
-	  recipes/train_vqvae.py --config recipes/configs/vqvae_fashion_mnist_quick.yaml --overwrite_output_dir
+	$(LAUNCH) recipes/train_vqvae.py --config recipes/configs/vqvae_fashion_mnist_quick.yaml --overwrite_output_dir
+	$(PYTHON) recipes/encode_dataset.py --vqvae $(QUICK)/vqvae-fashion-mnist-quick --output_dir $(QUICK)/tokens-fashion-mnist-quick
+	$(LAUNCH) recipes/train_prior.py --config recipes/configs/prior_fashion_mnist_quick.yaml --overwrite_output_dir
+	larp-hf assemble --vqvae $(QUICK)/vqvae-fashion-mnist-quick --prior $(QUICK)/prior-fashion-mnist-quick \
+	  --output $(QUICK)/larp-fashion-mnist-quick
+	larp-hf generate $(QUICK)/larp-fashion-mnist-quick --num-images 100 --seed 0 --output $(QUICK)/samples-fashion-mnist-quick.png
 
 test: setup
 	$(PYTHON) -m pytest

@@ -31,7 +31,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from tqdm.auto import tqdm
 from transformers import AutoModel, GPT2Config, GPT2LMHeadModel, get_scheduler
 
-from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config  # also registers the tokenizer with AutoModel
+from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config, set_sampling_defaults  # also registers the tokenizer with AutoModel
 from larp_hf.data import encode_dataset, load_image_dataset, pixels_dataset, token_dataset_metadata
 from larp_hf.prior import PRIOR_PRESETS
 from larp_hf.training import (
@@ -253,6 +253,7 @@ def main(argv=None):
         vqvae.config, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(), **args.model
     )
     model = GPT2LMHeadModel(config)
+    set_sampling_defaults(model)  # generation_config.json: sample one whole grid (temperature 1, no top-k)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     num_parameters = model.num_parameters()
