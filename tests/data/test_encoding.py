@@ -1,5 +1,4 @@
 import datasets
-import numpy as np
 import PIL.ImageOps
 import pytest
 import torch
