@@ -137,9 +137,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) 
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
     grid = make_grid(images.float().cpu(), nrow=nrow, padding=padding, pad_value=1.0)  # (3, H', W')
     array = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    if images.shape[1] == 1:
-        return PIL.Image.fromarray(array[..., 0], mode="L")
-    return PIL.Image.fromarray(array)
+    return PIL.Image.fromarray(array[..., 0] if images.shape[1] == 1 else array)  # mode L for grey, RGB otherwise
 
 
 class LarpPipeline:
@@ -471,7 +469,8 @@ class LarpPipeline:
             pipeline_tag="unconditional-image-generation",
             tags=["larp_hf", "vq-vae", "gpt2", "image-generation", "latent-autoregressive"]
             + (["class-conditional"] if conditional else []),
-            datasets=[HUB_DATASETS.get(dataset, dataset)] if dataset else None,
+            # Only Hub dataset ids belong in the metadata; a local folder is named in the text alone.
+            datasets=[HUB_DATASETS[dataset]] if dataset in HUB_DATASETS else [dataset] if _is_hub_id(dataset) else None,
         )
         vqvae_config, prior_config = self.vqvae.config, self.prior.config
         vqvae_parameters = sum(p.numel() for p in self.vqvae.parameters())
@@ -522,6 +521,10 @@ class LarpPipeline:
             lines += [f"| {name} | {_format_metric(value)} |" for name, value in metrics.items()]
             lines += [""]
         return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _is_hub_id(name: str | None) -> bool:
+    return bool(name) and name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))
 
 
 def _format_metric(value) -> str:

@@ -10,7 +10,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-from larp_hf import LarpVQVAEConfig, LarpVQVAEModel, prior_metadata, token_dataset_metadata
+from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_metadata, token_dataset_metadata
 
 from .test_train_vqvae import ROOT, launcher, run
 
@@ -105,6 +105,13 @@ def test_launch_trains_a_prior_that_stock_transformers_loads(processes, prior_co
     assert 0 <= metrics["val_top1_accuracy"] <= metrics["val_top5_accuracy"] <= metrics["val_top10_accuracy"] <= 1
     assert metrics["train_seconds"] > 0 and [entry["step"] for entry in metrics["history"]] == [1, 2]
 
+    # It pairs with its tokenizer in a pipeline, and stock generate samples one whole grid from generation_config.json.
+    assert prior.generation_config.do_sample is True and prior.generation_config.max_new_tokens == 16
+    bos = torch.full((2, 1), larp["bos_token_id"])
+    assert prior.generate(bos, attention_mask=torch.ones_like(bos)).shape == (2, 17)
+    pipeline = LarpPipeline(LarpVQVAEModel.from_pretrained(tokens[0]), prior)
+    assert pipeline(num_images=2, seed=0).codes.shape == (2, 4, 4)
+
 
 def test_resume_matches_an_uninterrupted_run(prior_config_file, tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
@@ -163,6 +170,8 @@ def test_class_conditional_prior_encoding_on_the_fly(tokens, tiny_image_dataset_
     larp = prior_metadata(prior.config)
     assert prior.config.vocab_size == 16 + 1 + 2 + 1 and prior.config.n_positions == 2 + 16
     assert (larp["class_token_offset"], larp["null_class_token_id"]) == (17, 19)
+    pipeline = LarpPipeline(LarpVQVAEModel.from_pretrained(vqvae), prior)
+    assert pipeline(num_images=2, class_labels=[0, 1], guidance_scale=2.0, seed=0).codes.shape == (2, 4, 4)
     # The same codes either way: encoding per batch trains exactly what the pre-encoded copy trains.
     metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (on_the_fly, pre_encoded)]
     assert metrics[0]["val_loss"] == pytest.approx(metrics[1]["val_loss"], rel=1e-6)
