@@ -15,7 +15,7 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from larp_hf import LarpPipeline, LarpPipelineOutput, LarpPriorCollator
+from larp_hf import LarpPipeline, LarpPipelineOutput, LarpPriorCollator, LarpVQVAEConfig, prior_config
 from larp_hf.pipelines import pipeline_larp
 
 from ..conftest import make_tiny_pipeline
@@ -211,6 +211,9 @@ def test_a_prior_from_another_tokenizer_is_refused(tiny_pipeline):
     bigger_codebook = make_tiny_pipeline(codebook_size=64)
     with pytest.raises(ValueError, match="codebook_size = 64 but the tokenizer has codebook_size = 32"):
         LarpPipeline(tiny_pipeline.vqvae, bigger_codebook.prior)
+    finer_grid = GPT2LMHeadModel(prior_config(LarpVQVAEConfig(image_size=32, hidden_channels=[16], codebook_size=K)))
+    with pytest.raises(ValueError, match="grid_size = 16 but the tokenizer has grid_size = 8"):
+        LarpPipeline(tiny_pipeline.vqvae, finer_grid)
     with pytest.raises(ValueError, match="no `larp` metadata"):
         LarpPipeline(tiny_pipeline.vqvae, GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2)))
 
