@@ -15,6 +15,7 @@ MODULES = [
     "larp_hf.data.loading",
     "larp_hf.generation.logits_process",
     "larp_hf.pipelines.pipeline_larp",
+    "larp_hf.metrics.functional",
 ]
 
 
