@@ -12,6 +12,7 @@ from .models import (
     LarpVQVAEOutput,
     LarpVQVAEPreTrainedModel,
 )
+from .models.classifier import LarpClassifierConfig, LarpClassifierModel
 from .pipelines import LarpPipeline, LarpPipelineOutput, set_sampling_defaults
 from .prior import PRIOR_PRESETS, prior_config, prior_metadata
 
@@ -21,11 +22,15 @@ __version__ = "0.1.0.dev0"
 # `import larp_hf` is all it takes for the Auto classes to load a saved tokenizer.
 AutoConfig.register(LarpVQVAEConfig.model_type, LarpVQVAEConfig, exist_ok=True)
 AutoModel.register(LarpVQVAEConfig, LarpVQVAEModel, exist_ok=True)
+AutoConfig.register(LarpClassifierConfig.model_type, LarpClassifierConfig, exist_ok=True)
+AutoModel.register(LarpClassifierConfig, LarpClassifierModel, exist_ok=True)
 AutoImageProcessor.register(LarpVQVAEConfig, image_processor_classes={"torchvision": LarpImageProcessor}, exist_ok=True)
 
 __all__ = [
     "PRIOR_PRESETS",
     "CodebookLogitsProcessor",
+    "LarpClassifierConfig",
+    "LarpClassifierModel",
     "LarpPipeline",
     "LarpPipelineOutput",
     "LarpImageProcessor",

@@ -204,6 +204,94 @@ def info(args):
         print(f"  {name}: {value}")
 
 
+# ------------------------------------------------------------------------------------------------ evaluate and sweep
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _feature_network(args):
+    from larp_hf.evaluation import FeatureNetwork
+
+    if not (Path(args.feature_network) / "config.json").is_file():
+        raise SystemExit(
+            f"error: no feature network in {args.feature_network}. Train one with `accelerate launch "
+            "recipes/train_feature_extractor.py --output_dir DIR` (Fashion-MNIST: a few minutes on a CPU)."
+        )
+    return FeatureNetwork.from_pretrained(args.feature_network)
+
+
+def evaluate(args):
+    from larp_hf.evaluation import evaluate_pipeline, evaluation_markdown
+
+    output_dir = Path(args.output_dir)
+    pipeline = _load_pipeline(args).to(args.device or _default_device())
+    network = _feature_network(args)
+    network.model.to(pipeline.device)
+    start = time.perf_counter()
+    try:
+        results = evaluate_pipeline(
+            pipeline, network, dataset=args.dataset, real_split=args.real_split, baseline_split=args.baseline_split,
+            num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, token_dataset=args.token_dataset,
+            data_dir=args.dataset_dir, cache_dir=args.cache_dir,
+            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        )  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    results["settings"]["model"] = str(args.model)
+    results["settings"]["seconds"] = round(time.perf_counter() - start, 1)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = evaluation_markdown(results)
+    (output_dir / "evaluation.md").write_text(table)
+    print(table)
+    print(f"Wrote {output_dir / 'evaluation.json'} and {output_dir / 'evaluation.md'} ({results['settings']['seconds']} s)")
+
+
+def sweep(args):
+    import csv
+
+    from larp_hf import set_sampling_defaults
+    from larp_hf.evaluation import best_setting, sweep_markdown, sweep_pipeline, sweep_plots
+
+    output_dir = Path(args.output_dir)
+    pipeline = _load_pipeline(args).to(args.device or _default_device())
+    pipeline.set_progress_bar_config(disable=True)
+    network = _feature_network(args)
+    network.model.to(pipeline.device)
+    if args.write_generation_config and not (Path(args.model) / "model_index.json").is_file():
+        raise SystemExit("error: --write-generation-config needs MODEL to be a local pipeline folder.")
+    start = time.perf_counter()
+    try:
+        rows = sweep_pipeline(
+            pipeline, network, args.temperature, args.top_k, dataset=args.dataset, real_split=args.real_split,
+            num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=args.dataset_dir,
+            cache_dir=args.cache_dir,
+        )  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "sweep.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = sweep_markdown(rows, network.name, args.num_samples)
+    (output_dir / "sweep.md").write_text(table)
+    sweep_plots(rows, network.name, output_dir)
+    print(table)
+    print(f"Wrote sweep.csv, sweep.md and sweep.png to {output_dir} ({time.perf_counter() - start:.0f} s)")
+    best = best_setting(rows)
+    if args.write_generation_config:
+        set_sampling_defaults(pipeline.prior, temperature=best["temperature"], top_k=best["top_k"])
+        pipeline.prior.generation_config.save_pretrained(Path(args.model) / "prior")
+        pipeline.model_card(has_sample_grid=(Path(args.model) / "samples.png").is_file()).save(Path(args.model) / "README.md")
+        print(f"Sampling defaults of {args.model} are now temperature {best['temperature']}, top-k {best['top_k'] or 'off'}.")
+
+
 # -------------------------------------------------------------------------------------------------------------- main
 
 
@@ -263,6 +351,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=info)
+
+    def add_evaluation_arguments(p, num_samples):
+        p.add_argument("model", help="pipeline folder or Hub repo id")
+        p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+        p.add_argument(
+            "--feature-network", default="outputs/features-fashion-mnist",
+            help="folder of a classifier from recipes/train_feature_extractor.py (default: %(default)s)",
+        )  # fmt: skip
+        p.add_argument("--dataset", default="fashion_mnist", help="real images: 'fashion_mnist', a folder or a Hub id")
+        p.add_argument("--dataset-dir", help="folder of the Fashion-MNIST IDX files")
+        p.add_argument("--real-split", default="test", help="the real set the samples are compared with")
+        p.add_argument("--num-samples", type=int, default=num_samples)
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--output-dir", required=True, help="where the tables (and plots) go")
+        p.add_argument("--cache-dir", help="real-image feature cache (default $LARP_HF_CACHE or ~/.cache/larp_hf)")
+        p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+
+    p = commands.add_parser(
+        "evaluate",
+        help="FID, precision, recall, density, coverage of samples; the tokenizer's floor; a real baseline; memorisation",
+        description="Sample NUM_SAMPLES images and score them against the real split on a feature network; score the "
+        "tokenizer's reconstructions and NUM_SAMPLES real images of the baseline split the same way; measure how close "
+        "samples come to training code grids. Writes evaluation.json and evaluation.md.",
+    )
+    add_evaluation_arguments(p, num_samples=10000)
+    p.add_argument("--baseline-split", default="train", help="real images scored as a baseline; also the training grids")
+    p.add_argument("--token-dataset", help="token dataset of the training split (default: encode it with the tokenizer)")
+    p.add_argument("--temperature", type=float, help="default: the pipeline's sampling default")
+    p.add_argument("--top-k", type=int, help="0 = off; default: the pipeline's sampling default")
+    p.add_argument("--top-p", type=float, help="default: the pipeline's sampling default")
+    p.set_defaults(func=evaluate)
+
+    p = commands.add_parser(
+        "sweep",
+        help="score a grid of temperatures and top-k values; name (and optionally store) the best by FID",
+        description="Sample NUM_SAMPLES images at every temperature/top-k pair (same seed) and score them. Writes "
+        "sweep.csv, sweep.md and sweep.png (FID against temperature per top-k; precision against recall).",
+    )
+    add_evaluation_arguments(p, num_samples=2000)
+    p.add_argument("--temperature", type=_float_list, default=[0.7, 0.8, 0.9, 1.0], help="comma-separated")
+    p.add_argument("--top-k", type=_int_list, default=[0, 50, 100, 200], help="comma-separated, 0 = off")
+    p.add_argument(
+        "--write-generation-config", action="store_true",
+        help="store the best setting as the pipeline's sampling default (prior/generation_config.json, model card)",
+    )  # fmt: skip
+    p.set_defaults(func=sweep)
     return parser
 
 

@@ -16,6 +16,8 @@ MODULES = [
     "larp_hf.generation.logits_process",
     "larp_hf.pipelines.pipeline_larp",
     "larp_hf.metrics.functional",
+    "larp_hf.models.classifier.configuration_larp_classifier",
+    "larp_hf.models.classifier.modeling_larp_classifier",
 ]
 
 

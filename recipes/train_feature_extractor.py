@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Train the feature network of the sample metrics: a small CNN classifier on a labelled image dataset.
+
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/train_feature_extractor.py \
+        --output_dir outputs/features-fashion-mnist
+    python recipes/train_feature_extractor.py --epochs 1 --output_dir /tmp/features
+
+FID and precision/recall need a feature space that knows the domain. Inception-v3 needs downloaded weights and was
+trained on ImageNet photos, not 32×32 garments; a classifier trained on the real data works offline and its
+penultimate layer separates what matters in this domain. Scores computed on it are reported under its name
+("FID (fashion_mnist classifier features)") with its weights' SHA-256.
+
+Writes to OUTPUT_DIR: the classifier and its image processor (`save_pretrained` format) and `metrics.json` (test
+accuracy per epoch, the final one at the top level, and `weights_sha256`). The model is written to a temporary folder
+and renamed, so an interrupted run never leaves a half-written one; the run is short (minutes on a CPU) and keeps no
+mid-run checkpoints: run it again.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from larp_hf import LarpImageProcessor
+from larp_hf.data import load_image_dataset, pixels_dataset
+from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id (with labels).")
+    parser.add_argument("--dataset_dir", default=None, help="Folder of the Fashion-MNIST IDX files.")
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--test_split", default="test")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Train on at most this many (for tests).")
+    parser.add_argument("--image_size", type=int, default=32, help="Input side; match the tokenizer's image_size.")
+    parser.add_argument("--in_channels", type=int, default=1, choices=(1, 3))
+    parser.add_argument("--hidden_channels", default="32,64,128", help="Channels per stage, comma-separated.")
+    parser.add_argument("--feature_dim", type=int, default=128)
+    parser.add_argument("--output_dir", default="outputs/features-fashion-mnist")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="Replace a model already in OUTPUT_DIR.")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--weight_decay", type=float, default=5e-4)
+    parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.hidden_channels = [int(c) for c in args.hidden_channels.split(",")]
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch_size must be at least 1.")
+    output = Path(args.output_dir)
+    if (output / "config.json").exists() and not args.overwrite_output_dir:
+        parser.error(f"{output} already holds a model; pass --overwrite_output_dir to replace it, or pick another folder.")
+    return args
+
+
+def model_inputs(processor: LarpImageProcessor, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) uint8 at the model's size -> normalised float inputs."""
+    return processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]
+
+
+@torch.no_grad()
+def accuracy(model, pixels: torch.Tensor, labels: torch.Tensor, processor: LarpImageProcessor, batch_size: int) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(pixels), batch_size):
+        inputs = model_inputs(processor, pixels[start : start + batch_size]).to(model.device)
+        correct += (model(inputs).logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum().item()
+    model.train()
+    return correct / len(pixels)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = Accelerator()
+    set_seed(args.seed)
+
+    # Data: decoded and resized once (cached), held in memory as uint8 tensors.
+    processor = LarpImageProcessor(num_channels=args.in_channels, size={"height": args.image_size, "width": args.image_size})
+    with accelerator.main_process_first():
+        splits = {
+            split: pixels_dataset(load_image_dataset(args.dataset, split=split, data_dir=args.dataset_dir), processor)
+            for split in (args.train_split, args.test_split)
+        }
+    tensors = {split: dataset.with_format("torch")[:] for split, dataset in splits.items()}
+    if "label" not in splits[args.train_split].column_names:
+        raise SystemExit(f"error: {args.dataset} has no `label` column; the feature network is a classifier and needs labels.")
+    train_pixels, train_labels = tensors[args.train_split]["pixels"], tensors[args.train_split]["label"]
+    if args.max_train_samples:
+        train_pixels, train_labels = train_pixels[: args.max_train_samples], train_labels[: args.max_train_samples]
+    test_pixels, test_labels = tensors[args.test_split]["pixels"], tensors[args.test_split]["label"]
+    num_classes = splits[args.train_split].features["label"].num_classes
+
+    config = LarpClassifierConfig(
+        in_channels=args.in_channels, image_size=args.image_size, num_classes=num_classes,
+        hidden_channels=args.hidden_channels, feature_dim=args.feature_dim,
+    )  # fmt: skip
+    model = LarpClassifierModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(train_pixels) / (args.batch_size * accelerator.num_processes))
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=steps_per_epoch // 4, num_training_steps=steps_per_epoch * args.epochs)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    accelerator.print(
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, {len(train_pixels)} train / {len(test_pixels)} test "
+        f"images of {num_classes} classes, {args.epochs} epochs of {steps_per_epoch} steps"
+    )
+
+    # Training: each process takes its share of a seeded permutation per epoch.
+    generator = torch.Generator().manual_seed(args.seed)
+    history, start_time = [], time.perf_counter()
+    bar = tqdm(total=steps_per_epoch * args.epochs, desc="Training", disable=not accelerator.is_local_main_process)
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(train_pixels), generator=generator)
+        flips = torch.rand(len(train_pixels), generator=generator) < 0.5
+        for step in range(steps_per_epoch):
+            batch = order[step * args.batch_size * accelerator.num_processes :][: args.batch_size * accelerator.num_processes]
+            batch = batch[accelerator.process_index :: accelerator.num_processes]
+            inputs = model_inputs(processor, train_pixels[batch]).to(accelerator.device)
+            if args.random_flip:
+                inputs = torch.where(flips[batch, None, None, None].to(inputs.device), inputs.flip(-1), inputs)
+            loss = model(inputs, labels=train_labels[batch].to(accelerator.device)).loss
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        test_accuracy = accuracy(accelerator.unwrap_model(model), test_pixels, test_labels, processor, 512)
+        history.append({"epoch": epoch + 1, "test_accuracy": test_accuracy, "train_seconds": round(time.perf_counter() - start_time, 1)})
+        accelerator.print(f"\nepoch {epoch + 1}: test accuracy {test_accuracy:.2%}")
+    bar.close()
+
+    # Save: write to a temporary folder, then rename over the output.
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        output = Path(args.output_dir)
+        temporary = output.with_name(f".tmp-{output.name}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        unwrapped.save_pretrained(temporary)
+        processor.save_pretrained(temporary)
+        metrics = {
+            **history[-1],
+            "weights_sha256": unwrapped.weights_sha256(),
+            "dataset": args.dataset,
+            "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+            "history": history,
+        }
+        (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(temporary, output)
+        accelerator.print(f"Saved the feature network to {output}: test accuracy {history[-1]['test_accuracy']:.2%}, "
+                          f"weights SHA-256 {metrics['weights_sha256'][:16]}…")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Evaluation: the feature-network recipe, `larp-hf evaluate` and `larp-hf sweep` on tiny generated data."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import PIL.Image
+import pytest
+import torch
+
+from larp_hf import LarpPipeline, cli
+from larp_hf.evaluation import FeatureNetwork, memorisation
+from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
+
+from .conftest import make_tiny_pipeline
+from .recipes.test_train_vqvae import ROOT
+
+
+def test_memorisation_counts_copies_and_hamming_distances():
+    generator = torch.Generator().manual_seed(0)
+    training = torch.randint(0, 32, (100, 64), generator=generator)
+    generated = training[:10].clone()
+    generated[5:, :3] = (generated[5:, :3] + 1) % 32  # 5 copies, 5 grids 3 codes away from their source
+    fresh = torch.randint(0, 32, (10, 64), generator=generator)
+    result = memorisation(torch.cat([generated, fresh]).view(20, 8, 8), training, chunk_size=3)
+    expected = (torch.cat([generated, fresh])[:, None] != training[None]).sum(-1).min(1).values
+    assert result["exact_copies"] == 0.25
+    assert result["hamming_to_nearest_mean"] == pytest.approx(expected.double().mean().item())
+    assert result["hamming_to_nearest_histogram"][0] == 5 and result["hamming_to_nearest_histogram"][3] == 5
+    assert sum(result["hamming_to_nearest_histogram"]) == 20 and result["hamming_to_nearest_quantiles"]["min"] == 0
+
+
+def test_feature_network_refuses_images_of_another_shape():
+    network = FeatureNetwork(LarpClassifierModel(LarpClassifierConfig(image_size=32)), "test features")
+    with pytest.raises(ValueError, match="takes 1×32×32 images but these images are 1×16×16.*--image_size 16"):
+        network(torch.rand(4, 1, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def tiny_evaluation_setup(tmp_path_factory, tiny_image_dataset_dir):
+    """A tiny pipeline folder and a feature network trained for 1 epoch by the recipe, both for 16×16 grey images."""
+    folder = tmp_path_factory.mktemp("evaluation")
+    make_tiny_pipeline().save_pretrained(folder / "pipe", sample_grid=False)
+    command = [
+        sys.executable, str(ROOT / "recipes" / "train_feature_extractor.py"), "--dataset", tiny_image_dataset_dir,
+        "--image_size", "16", "--hidden_channels", "8,16", "--feature_dim", "8", "--epochs", "1", "--batch_size", "16",
+        "--output_dir", str(folder / "features"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+def test_feature_extractor_recipe_saves_a_named_classifier(tiny_evaluation_setup):
+    features = tiny_evaluation_setup / "features"
+    metrics = json.loads((features / "metrics.json").read_text())
+    model = LarpClassifierModel.from_pretrained(features)
+    assert metrics["weights_sha256"] == model.weights_sha256()
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["history"][0]["epoch"] == 1
+    assert model.config.num_classes == 2 and model.config.feature_dim == 8
+    assert FeatureNetwork.from_pretrained(features).name.endswith("classifier features")
+
+
+def run_cli(capsys, *args, expect_success=True):
+    try:
+        cli.main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as error:
+        code = 0 if error.code in (0, None) else 1
+        if isinstance(error.code, str):
+            print(error.code, file=sys.stderr)
+    out, err = capsys.readouterr()
+    assert (code == 0) == expect_success, (out[-2000:], err[-2000:])
+    return out, err
+
+
+def test_evaluate_writes_json_and_markdown(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, capsys):
+    setup = tiny_evaluation_setup
+    common = ["--feature-network", setup / "features", "--dataset", tiny_image_dataset_dir, "--cache-dir", tmp_path / "cache"]
+    run_cli(capsys, "evaluate", setup / "pipe", *common, "--num-samples", 24, "--output-dir", tmp_path / "eval")
+    results = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    for part in ("samples", "reconstructions", "real_baseline"):
+        assert set(results[part]) == {"fid", "precision", "recall", "density", "coverage"}
+        assert results[part]["fid"] >= 0 and 0 <= results[part]["precision"] <= 1
+    assert 0 <= results["memorisation"]["exact_copies"] <= 1
+    assert sum(results["memorisation"]["hamming_to_nearest_histogram"]) == 24
+    network = LarpClassifierModel.from_pretrained(setup / "features")
+    assert results["settings"]["feature_network_sha256"] == network.weights_sha256()
+    table = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert "FID (" in table and "classifier features)" in table and "Memorisation" in table
+    assert list((tmp_path / "cache" / "features").glob("*.pt"))  # real features cached on disk
+
+    _, err = run_cli(capsys, "evaluate", setup / "pipe", *common, "--num-samples", 5, "--output-dir", tmp_path / "x",
+                     expect_success=False)
+    assert "more samples than dimensions" in err
+    wide = LarpClassifierModel(LarpClassifierConfig(image_size=32, feature_dim=8))
+    wide.save_pretrained(tmp_path / "wide")
+    _, err = run_cli(capsys, "evaluate", setup / "pipe", "--feature-network", tmp_path / "wide", "--dataset",
+                     tiny_image_dataset_dir, "--output-dir", tmp_path / "y", expect_success=False)
+    assert "takes 1×32×32 images but the pipeline's images are 1×16×16" in err
+
+
+def test_sweep_writes_its_files_and_can_store_the_best_setting(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, capsys):
+    setup = tiny_evaluation_setup
+    out, _ = run_cli(
+        capsys, "sweep", setup / "pipe", "--feature-network", setup / "features", "--dataset", tiny_image_dataset_dir,
+        "--temperature", "0.5,1.0", "--top-k", "0,4", "--num-samples", 16, "--output-dir", tmp_path / "sweep",
+        "--cache-dir", tmp_path / "cache", "--write-generation-config",
+    )  # fmt: skip
+    with open(tmp_path / "sweep" / "sweep.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [(float(r["temperature"]), int(r["top_k"])) for r in rows] == [(0.5, 0), (1.0, 0), (0.5, 4), (1.0, 4)]
+    best = min(rows, key=lambda row: float(row["fid"]))
+    assert f"Best by FID: temperature {best['temperature']}" in (tmp_path / "sweep" / "sweep.md").read_text()
+    assert PIL.Image.open(tmp_path / "sweep" / "sweep.png").size[0] > 500
+    defaults = LarpPipeline.from_pretrained(setup / "pipe").sampling_defaults()
+    assert defaults["temperature"] == float(best["temperature"]) and defaults["top_k"] == int(best["top_k"])
+
+    _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", setup / "features", "--top-k", "64",
+                     "--output-dir", tmp_path / "bad", expect_success=False)
+    assert "outside [0, 32]" in err
+    _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", tmp_path / "nothing", "--output-dir",
+                     tmp_path / "bad", expect_success=False)
+    assert "train_feature_extractor.py" in err
