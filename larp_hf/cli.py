@@ -215,14 +215,12 @@ def _float_list(text: str) -> list[float]:
 
 
 def _feature_network(args):
-    from larp_hf.evaluation import FeatureNetwork
+    from larp_hf.evaluation import load_feature_network
 
-    if not (Path(args.feature_network) / "config.json").is_file():
-        raise SystemExit(
-            f"error: no feature network in {args.feature_network}. Train one with `accelerate launch "
-            "recipes/train_feature_extractor.py --output_dir DIR` (Fashion-MNIST: a few minutes on a CPU)."
-        )
-    return FeatureNetwork.from_pretrained(args.feature_network)
+    try:
+        return load_feature_network(args.feature_network)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def evaluate(args):
@@ -357,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
         p.add_argument(
             "--feature-network", default="outputs/features-fashion-mnist",
-            help="folder of a classifier from recipes/train_feature_extractor.py (default: %(default)s)",
+            help="folder of a classifier from recipes/train_feature_extractor.py (default: %(default)s), or "
+            "'inception[:WEIGHTS.pth]' for Inception-v3 (needs torch-fidelity)",
         )  # fmt: skip
         p.add_argument("--dataset", default="fashion_mnist", help="real images: 'fashion_mnist', a folder or a Hub id")
         p.add_argument("--dataset-dir", help="folder of the Fashion-MNIST IDX files")

@@ -1,6 +1,7 @@
 """Judging a pipeline: sample metrics on a feature network, the tokenizer's floor, a real-vs-real baseline and a
 memorisation check in code space. `larp-hf evaluate` and `larp-hf sweep` are thin shells over these functions."""
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -40,6 +41,10 @@ class FeatureNetwork:
         return cls(model, f"{dataset or Path(path).name} classifier features")
 
     @property
+    def feature_dim(self) -> int:
+        return self.model.config.feature_dim
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         config = self.model.config
         return (config.in_channels, config.image_size, config.image_size)
@@ -64,6 +69,70 @@ class FeatureNetwork:
             batch = batch.float() if batch.dtype == torch.uint8 else (batch.clamp(0, 1) * 255).round()
             features.append(self.model.get_image_features((batch / 127.5 - 1).to(device)).double().cpu())
         return torch.cat(features)
+
+
+class InceptionFeatureNetwork(FeatureNetwork):
+    """
+    The standard FID feature space: Inception-v3's 2048 pool3 features (the TF-compatible network and bilinear resize
+    to 299×299 of torch-fidelity, the reference PyTorch port). Grey images are repeated to RGB. Needs
+    `pip install torch-fidelity` and either the weights file `pt_inception-2015-12-05-6726825d.pth` (`weights_path`) or
+    network access to download it.
+    """
+
+    WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+    def __init__(self, weights_path: str | os.PathLike | None = None):
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError:
+            raise ValueError(
+                "Inception-v3 features need torch-fidelity (`pip install torch-fidelity`); or use a domain classifier "
+                "from recipes/train_feature_extractor.py, which works offline."
+            ) from None
+        if weights_path is not None and not Path(weights_path).is_file():
+            raise ValueError(f"No Inception-v3 weights at {weights_path}; download {self.WEIGHTS_FILE} once and pass its path.")
+        self.model = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=None if weights_path is None else str(weights_path)
+        )
+        self.name = "Inception-v3 pool3 features"
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        self.weights_sha256 = digest.hexdigest()
+
+    @property
+    def feature_dim(self) -> int:
+        return 2048
+
+    def check_images(self, channels: int, size: int, what: str):
+        if channels not in (1, 3):
+            raise ValueError(f"Inception-v3 takes grey or RGB images, but {what} have {channels} channels.")
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, batch_size: int = 100, desc: str | None = None) -> torch.Tensor:
+        self.check_images(images.shape[1], images.shape[-1], "these images")
+        device = next(self.model.parameters()).device
+        features = []
+        for start in tqdm(range(0, len(images), batch_size), desc=desc or "Features", disable=desc is None):
+            batch = images[start : start + batch_size]
+            batch = batch if batch.dtype == torch.uint8 else (batch.clamp(0, 1) * 255).round().to(torch.uint8)
+            batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
+            features.append(self.model(batch.to(device))[0].double().cpu())
+        return torch.cat(features)
+
+
+def load_feature_network(spec: str | os.PathLike) -> FeatureNetwork:
+    """`inception` or `inception:WEIGHTS.pth` for Inception-v3, else a folder from train_feature_extractor.py."""
+    spec = str(spec)
+    if spec == "inception" or spec.startswith("inception:"):
+        return InceptionFeatureNetwork(spec.partition(":")[2] or None)
+    if not (Path(spec) / "config.json").is_file():
+        raise ValueError(
+            f"No feature network in {spec}. Train one with `accelerate launch recipes/train_feature_extractor.py "
+            "--output_dir DIR` (Fashion-MNIST: minutes on a CPU), or pass `inception[:WEIGHTS.pth]`."
+        )
+    return FeatureNetwork.from_pretrained(spec)
 
 
 def real_images(dataset: str, split: str, image_size: int, channels: int, data_dir=None) -> tuple[torch.Tensor, str]:
@@ -122,15 +191,22 @@ def memorisation(generated_codes: torch.Tensor, training_codes: torch.Tensor, ch
 
 
 def training_code_grids(token_dataset: str | os.PathLike, split: str = "train") -> torch.Tensor:
-    """(N, h·w) code grids of a token dataset split (as written by encode_dataset.py)."""
+    """
+    (N, h·w) code grids of a token dataset split (as written by encode_dataset.py), with the grids of the mirrored
+    images when the dataset has them: the prior trained on both.
+    """
     tokens = datasets.load_from_disk(str(token_dataset))
     if isinstance(tokens, datasets.DatasetDict):
         tokens = tokens[split]
-    return tokens.with_format("torch")[:]["input_ids"].long()
+    columns = [c for c in ("input_ids", "input_ids_flipped") if c in tokens.column_names]
+    table = tokens.with_format("torch", columns=columns)[:]
+    return torch.cat([table[column].long() for column in columns])
 
 
 __all__ = [
     "FeatureNetwork",
+    "InceptionFeatureNetwork",
+    "load_feature_network",
     "cached_real_features",
     "default_cache_dir",
     "memorisation",
@@ -180,10 +256,10 @@ def evaluate_pipeline(
     channels, size = pipeline.vqvae.config.in_channels, pipeline.vqvae.config.image_size
     network.check_images(channels, size, "the pipeline's images")
     images, fingerprint = real_images(dataset, real_split, size, channels, data_dir)
-    if num_samples < 2 or num_samples <= network.model.config.feature_dim:
+    if num_samples < 2 or num_samples <= network.feature_dim:
         raise ValueError(
-            f"--num-samples {num_samples} is too few for {network.model.config.feature_dim}-dimensional features: FID "
-            f"needs more samples than dimensions (at least {network.model.config.feature_dim + 1}; thousands for "
+            f"--num-samples {num_samples} is too few for {network.feature_dim}-dimensional features: FID "
+            f"needs more samples than dimensions (at least {network.feature_dim + 1}; thousands for "
             "stable numbers)."
         )
     real_features = cached_real_features(network, images, fingerprint, cache_dir, desc=f"{dataset} {real_split}")
@@ -274,10 +350,10 @@ def sweep_pipeline(
     """Sample scores for every (temperature, top-k) pair, the same seed for each; top-k 0 = off."""
     channels, size = pipeline.vqvae.config.in_channels, pipeline.vqvae.config.image_size
     network.check_images(channels, size, "the pipeline's images")
-    if num_samples <= network.model.config.feature_dim:
+    if num_samples <= network.feature_dim:
         raise ValueError(
-            f"--num-samples {num_samples} is too few for {network.model.config.feature_dim}-dimensional features "
-            f"(FID needs at least {network.model.config.feature_dim + 1})."
+            f"--num-samples {num_samples} is too few for {network.feature_dim}-dimensional features "
+            f"(FID needs at least {network.feature_dim + 1})."
         )
     for top_k in top_ks:  # fail before hours of sampling
         if top_k < 0 or top_k > pipeline.codebook_size:

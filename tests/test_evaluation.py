@@ -123,3 +123,18 @@ def test_sweep_writes_its_files_and_can_store_the_best_setting(tiny_evaluation_s
     _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", tmp_path / "nothing", "--output-dir",
                      tmp_path / "bad", expect_success=False)
     assert "train_feature_extractor.py" in err
+
+
+def test_inception_features_say_what_they_need(tmp_path):
+    from larp_hf.evaluation import load_feature_network
+
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="pip install torch-fidelity"):
+            load_feature_network("inception")
+    else:
+        with pytest.raises(ValueError, match="pt_inception-2015-12-05"):
+            load_feature_network(f"inception:{tmp_path / 'missing.pth'}")
+    with pytest.raises(ValueError, match="No feature network in"):
+        load_feature_network(tmp_path)
