@@ -10,10 +10,10 @@ trained on ImageNet photos, not 32×32 garments; a classifier trained on the rea
 penultimate layer separates what matters in this domain. Scores computed on it are reported under its name
 ("FID (fashion_mnist classifier features)") with its weights' SHA-256.
 
-Writes to OUTPUT_DIR: the classifier and its image processor (`save_pretrained` format) and `metrics.json` (test
-accuracy per epoch, the final one at the top level, and `weights_sha256`). The model is written to a temporary folder
-and renamed, so an interrupted run never leaves a half-written one; the run is short (minutes on a CPU) and keeps no
-mid-run checkpoints: run it again.
+Writes to OUTPUT_DIR: the classifier and its image processor (`save_pretrained` format), `metrics.json` (test
+accuracy per epoch, the final one at the top level, and `weights_sha256`) and `checkpoints/checkpoint-EPOCH` after
+every epoch (written to a temporary folder and renamed); `--resume_from_checkpoint latest` continues an interrupted run
+exactly where it stopped (same shuffles, flips and random state).
 """
 
 import argparse
@@ -33,6 +33,20 @@ from transformers import get_scheduler
 from larp_hf import LarpImageProcessor
 from larp_hf.data import load_image_dataset, pixels_dataset
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
+from larp_hf.training import resolve_checkpoint, save_checkpoint
+
+
+class EpochHistory:
+    """Test accuracy after each finished epoch; saved with every checkpoint so a resumed run keeps the whole history."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def state_dict(self):
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state):
+        self.epochs = list(state["epochs"])
 
 
 def parse_args(argv=None):
@@ -54,12 +68,14 @@ def parse_args(argv=None):
     parser.add_argument("--weight_decay", type=float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many epoch checkpoints.")
     args = parser.parse_args(argv)
     args.hidden_channels = [int(c) for c in args.hidden_channels.split(",")]
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch_size must be at least 1.")
     output = Path(args.output_dir)
-    if (output / "config.json").exists() and not args.overwrite_output_dir:
+    if (output / "config.json").exists() and not args.overwrite_output_dir and not args.resume_from_checkpoint:
         parser.error(f"{output} already holds a model; pass --overwrite_output_dir to replace it, or pick another folder.")
     return args
 
@@ -115,13 +131,31 @@ def main(argv=None):
         f"images of {num_classes} classes, {args.epochs} epochs of {steps_per_epoch} steps"
     )
 
-    # Training: each process takes its share of a seeded permutation per epoch.
+    # Resume: model, optimizer, scheduler and RNG states from the checkpoint; the history from EpochHistory.
+    history = EpochHistory()
+    accelerator.register_for_checkpointing(history)
+    checkpoints_dir = Path(args.output_dir) / "checkpoints"
+    if args.overwrite_output_dir and not args.resume_from_checkpoint and accelerator.is_main_process:
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)  # a fresh run must never resume the old run's epochs
+    if args.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"Resumed from {checkpoint} after epoch {len(history.epochs)}")
+    first_epoch = len(history.epochs)
+
+    # Training: each process takes its share of a seeded permutation per epoch (drawn for skipped epochs too, so a
+    # resumed run sees the same shuffles and flips).
     generator = torch.Generator().manual_seed(args.seed)
-    history, start_time = [], time.perf_counter()
-    bar = tqdm(total=steps_per_epoch * args.epochs, desc="Training", disable=not accelerator.is_local_main_process)
+    start_time = time.perf_counter() - (history.epochs[-1]["train_seconds"] if history.epochs else 0.0)
+    bar = tqdm(
+        total=steps_per_epoch * args.epochs, initial=steps_per_epoch * first_epoch, desc="Training",
+        disable=not accelerator.is_local_main_process,
+    )  # fmt: skip
     for epoch in range(args.epochs):
         order = torch.randperm(len(train_pixels), generator=generator)
         flips = torch.rand(len(train_pixels), generator=generator) < 0.5
+        if epoch < first_epoch:
+            continue
         for step in range(steps_per_epoch):
             batch = order[step * args.batch_size * accelerator.num_processes :][: args.batch_size * accelerator.num_processes]
             batch = batch[accelerator.process_index :: accelerator.num_processes]
@@ -136,15 +170,18 @@ def main(argv=None):
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         test_accuracy = accuracy(accelerator.unwrap_model(model), test_pixels, test_labels, processor, 512)
-        history.append({"epoch": epoch + 1, "test_accuracy": test_accuracy, "train_seconds": round(time.perf_counter() - start_time, 1)})
+        seconds = round(time.perf_counter() - start_time, 1)
+        history.epochs.append({"epoch": epoch + 1, "test_accuracy": test_accuracy, "train_seconds": seconds})
         accelerator.print(f"\nepoch {epoch + 1}: test accuracy {test_accuracy:.2%}")
+        save_checkpoint(accelerator, checkpoints_dir, epoch + 1, args.checkpoints_total_limit)
     bar.close()
+    history = history.epochs
 
-    # Save: write to a temporary folder, then rename over the output.
+    # Save: write to a temporary folder, then move each file over its old version (os.replace is atomic).
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         output = Path(args.output_dir)
-        temporary = output.with_name(f".tmp-{output.name}")
+        temporary = output / ".tmp-model"
         shutil.rmtree(temporary, ignore_errors=True)
         unwrapped.save_pretrained(temporary)
         processor.save_pretrained(temporary)
@@ -156,9 +193,9 @@ def main(argv=None):
             "history": history,
         }
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(temporary, output)
+        for path in sorted(temporary.iterdir(), key=lambda p: p.name == "metrics.json"):  # metrics.json last
+            os.replace(path, output / path.name)
+        temporary.rmdir()
         accelerator.print(f"Saved the feature network to {output}: test accuracy {history[-1]['test_accuracy']:.2%}, "
                           f"weights SHA-256 {metrics['weights_sha256'][:16]}…")
     accelerator.end_training()
