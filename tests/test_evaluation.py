@@ -166,3 +166,10 @@ def test_feature_extractor_resumes_exactly_where_it_stopped(tiny_image_dataset_d
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert [entry["epoch"] for entry in metrics["history"]] == [1, 2]
     assert metrics["test_accuracy"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())["test_accuracy"]
+
+
+def test_the_evaluate_recipe_is_the_evaluate_command():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "usage: larp-hf evaluate" in result.stdout and "--num-samples" in result.stdout

@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Evaluate a LarpPipeline: the same command as `larp-hf evaluate` (see `python recipes/evaluate.py --help`).
+
+    python recipes/evaluate.py outputs/larp-fashion-mnist-quick --num-samples 10000 \
+        --token-dataset outputs/tokens-fashion-mnist-quick --output-dir outputs/eval-fashion-mnist-quick
+
+The work is in `larp_hf.evaluation.evaluate_pipeline`; this file and the console script parse the same arguments.
+"""
+
+import sys
+
+from larp_hf.cli import main
+
+
+if __name__ == "__main__":
+    main(["evaluate", *sys.argv[1:]])
