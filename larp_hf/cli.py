@@ -214,22 +214,24 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _feature_network(args):
+def _pipeline_and_feature_network(args):
+    """The pipeline on --device and the feature network beside it."""
     from larp_hf.evaluation import load_feature_network
 
+    pipeline = _load_pipeline(args).to(args.device or _default_device())
     try:
-        return load_feature_network(args.feature_network)
+        network = load_feature_network(args.feature_network)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+    network.model.to(pipeline.device)
+    return pipeline, network
 
 
 def evaluate(args):
     from larp_hf.evaluation import evaluate_pipeline, evaluation_markdown
 
     output_dir = Path(args.output_dir)
-    pipeline = _load_pipeline(args).to(args.device or _default_device())
-    network = _feature_network(args)
-    network.model.to(pipeline.device)
+    pipeline, network = _pipeline_and_feature_network(args)
     start = time.perf_counter()
     try:
         results = evaluate_pipeline(
@@ -257,10 +259,8 @@ def sweep(args):
     from larp_hf.evaluation import best_setting, sweep_markdown, sweep_pipeline, sweep_plots
 
     output_dir = Path(args.output_dir)
-    pipeline = _load_pipeline(args).to(args.device or _default_device())
+    pipeline, network = _pipeline_and_feature_network(args)
     pipeline.set_progress_bar_config(disable=True)
-    network = _feature_network(args)
-    network.model.to(pipeline.device)
     if args.write_generation_config and not (Path(args.model) / "model_index.json").is_file():
         raise SystemExit("error: --write-generation-config needs MODEL to be a local pipeline folder.")
     start = time.perf_counter()

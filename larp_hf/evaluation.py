@@ -28,17 +28,23 @@ class FeatureNetwork:
     `weights_sha256` names the exact network.
     """
 
-    def __init__(self, model: LarpClassifierModel, name: str):
+    def __init__(self, model: LarpClassifierModel, name: str, image_processor: LarpImageProcessor | None = None):
         self.model = model.eval()
         self.name = name
         self.weights_sha256 = model.weights_sha256()
+        config = model.config
+        self.image_processor = image_processor or LarpImageProcessor(
+            num_channels=config.in_channels, size={"height": config.image_size, "width": config.image_size}
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "FeatureNetwork":
         model = LarpClassifierModel.from_pretrained(path)
         metrics_path = Path(path) / "metrics.json"
         dataset = json.loads(metrics_path.read_text()).get("dataset") if metrics_path.is_file() else None
-        return cls(model, f"{dataset or Path(path).name} classifier features")
+        has_processor = (Path(path) / "preprocessor_config.json").is_file()
+        image_processor = LarpImageProcessor.from_pretrained(path) if has_processor else None
+        return cls(model, f"{dataset or Path(path).name} classifier features", image_processor)
 
     @property
     def feature_dim(self) -> int:
@@ -59,16 +65,29 @@ class FeatureNetwork:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500, desc: str | None = None) -> torch.Tensor:
-        """(N, C, H, W) images in [0, 1] (float) or [0, 255] (uint8) -> (N, D) float64 features."""
+        """(N, C, H, W) images in [0, 1] (float) or [0, 255] (any integer type) -> (N, D) float64 features."""
         self.check_images(images.shape[1], images.shape[-1], "these images")
         device = self.model.device
         features = []
         for start in tqdm(range(0, len(images), batch_size), desc=desc or "Features", disable=desc is None):
             batch = images[start : start + batch_size]
-            # Quantise like a saved PNG, then normalise to [-1, 1] like LarpImageProcessor.
-            batch = batch.float() if batch.dtype == torch.uint8 else (batch.clamp(0, 1) * 255).round()
-            features.append(self.model.get_image_features((batch / 127.5 - 1).to(device)).double().cpu())
+            # Quantise like a saved PNG, then normalise as the network was trained (its image processor).
+            batch = _as_uint8(batch)
+            pixel_values = to_pixel_values(self.image_processor, batch).to(device)
+            features.append(self.model.get_image_features(pixel_values).double().cpu())
         return torch.cat(features)
+
+
+def _as_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Integer images are 0-255 values (whatever the integer type); float images are [0, 1] and get quantised."""
+    if images.is_floating_point():
+        return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return images.clamp(0, 255).to(torch.uint8)
+
+
+def to_pixel_values(image_processor: LarpImageProcessor, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) uint8 images already at the model's size -> the model's normalised float inputs."""
+    return image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]
 
 
 class InceptionFeatureNetwork(FeatureNetwork):
@@ -116,7 +135,7 @@ class InceptionFeatureNetwork(FeatureNetwork):
         features = []
         for start in tqdm(range(0, len(images), batch_size), desc=desc or "Features", disable=desc is None):
             batch = images[start : start + batch_size]
-            batch = batch if batch.dtype == torch.uint8 else (batch.clamp(0, 1) * 255).round().to(torch.uint8)
+            batch = _as_uint8(batch)
             batch = batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch
             features.append(self.model(batch.to(device))[0].double().cpu())
         return torch.cat(features)
@@ -139,7 +158,8 @@ def real_images(dataset: str, split: str, image_size: int, channels: int, data_d
     """(N, C, H, W) uint8 images of a dataset split at the given size (cached by `datasets`), and its fingerprint."""
     processor = LarpImageProcessor(num_channels=channels, size={"height": image_size, "width": image_size})
     pixels = pixels_dataset(load_image_dataset(dataset, split=split, data_dir=data_dir), processor)
-    return pixels.with_format("torch")[:]["pixels"], pixels._fingerprint
+    # with_format("torch") gives int64 for the uint8 column: keep the 0-255 values in uint8.
+    return pixels.with_format("torch")[:]["pixels"].to(torch.uint8), pixels._fingerprint
 
 
 def cached_real_features(
@@ -229,7 +249,7 @@ def reconstruct(pipeline, images: torch.Tensor, batch_size: int = 500) -> torch.
     """(N, C, H, W) uint8 real images -> the tokenizer's reconstructions, (N, C, H, W) in [0, 1]."""
     vqvae, outputs = pipeline.vqvae, []
     for start in tqdm(range(0, len(images), batch_size), desc="Tokenizer reconstructions"):
-        pixel_values = (images[start : start + batch_size].float() / 127.5 - 1).to(vqvae.device)
+        pixel_values = to_pixel_values(pipeline.image_processor, images[start : start + batch_size]).to(vqvae.device)
         outputs.append(pipeline.image_processor.postprocess(vqvae.decode(vqvae.encode(pixel_values)), output_type="pt"))
     return torch.cat(outputs)
 
@@ -280,8 +300,11 @@ def evaluate_pipeline(
     if token_dataset is not None:
         training_codes = training_code_grids(token_dataset, baseline_split)
     else:
-        training_codes = torch.cat([pipeline.vqvae.encode((chunk.float() / 127.5 - 1).to(pipeline.vqvae.device)).flatten(1).cpu()
-                                    for chunk in tqdm(baseline_images.split(500), desc="Encoding training grids")])
+        vqvae = pipeline.vqvae
+        training_codes = torch.cat([
+            vqvae.encode(to_pixel_values(pipeline.image_processor, chunk).to(vqvae.device)).flatten(1).cpu()
+            for chunk in tqdm(baseline_images.split(500), desc="Encoding training grids")
+        ])
     results["memorisation"] = memorisation(codes, training_codes)
     results["settings"] = {
         "num_samples": num_samples,

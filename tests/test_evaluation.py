@@ -10,11 +10,12 @@ import PIL.Image
 import pytest
 import torch
 
-from larp_hf import LarpPipeline, cli
+from larp_hf import LarpPipeline
 from larp_hf.evaluation import FeatureNetwork, memorisation
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 
 from .conftest import make_tiny_pipeline
+from .test_cli import larp_hf
 from .recipes.test_train_vqvae import ROOT
 
 
@@ -64,16 +65,7 @@ def test_feature_extractor_recipe_saves_a_named_classifier(tiny_evaluation_setup
 
 
 def run_cli(capsys, *args, expect_success=True):
-    try:
-        cli.main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as error:
-        code = 0 if error.code in (0, None) else 1
-        if isinstance(error.code, str):
-            print(error.code, file=sys.stderr)
-    out, err = capsys.readouterr()
-    assert (code == 0) == expect_success, (out[-2000:], err[-2000:])
-    return out, err
+    return larp_hf(*args, expect_success=expect_success, capsys=capsys)
 
 
 def test_evaluate_writes_json_and_markdown(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, capsys):
@@ -173,3 +165,13 @@ def test_the_evaluate_recipe_is_the_evaluate_command():
         [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "usage: larp-hf evaluate" in result.stdout and "--num-samples" in result.stdout
+
+
+def test_feature_network_reads_integer_images_as_0_to_255(tiny_image_dataset_dir):
+    from larp_hf.evaluation import real_images
+
+    images, _ = real_images(tiny_image_dataset_dir, "test", 16, 1)
+    assert images.dtype == torch.uint8 and images.max() > 1
+    network = FeatureNetwork(LarpClassifierModel(LarpClassifierConfig(image_size=16, hidden_channels=[8])), "test")
+    as_uint8, as_int64, as_float = network(images), network(images.long()), network(images.float() / 255)
+    assert torch.equal(as_uint8, as_int64) and torch.equal(as_uint8, as_float)
