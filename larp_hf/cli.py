@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
         p.add_argument(
             "--feature-network", default="outputs/features-fashion-mnist",
-            help="folder of a classifier from recipes/train_feature_extractor.py (default: %(default)s), or "
+            help="folder of a classifier from recipes/train_classifier.py (default: %(default)s), or "
             "'inception[:WEIGHTS.pth]' for Inception-v3 (needs torch-fidelity)",
         )  # fmt: skip
         p.add_argument("--dataset", default="fashion_mnist", help="real images: 'fashion_mnist', a folder or a Hub id")

@@ -60,7 +60,7 @@ class FeatureNetwork:
             raise ValueError(
                 f"The feature network takes {self.image_shape[0]}×{self.image_shape[1]}×{self.image_shape[2]} images "
                 f"but {what} are {channels}×{size}×{size}. Train a feature network at this size "
-                f"(recipes/train_feature_extractor.py --image_size {size} --in_channels {channels})."
+                f"(recipes/train_classifier.py --image_size {size} --in_channels {channels})."
             )
 
     @torch.no_grad()
@@ -106,7 +106,7 @@ class InceptionFeatureNetwork(FeatureNetwork):
         except ImportError:
             raise ValueError(
                 "Inception-v3 features need torch-fidelity (`pip install torch-fidelity`); or use a domain classifier "
-                "from recipes/train_feature_extractor.py, which works offline."
+                "from recipes/train_classifier.py, which works offline."
             ) from None
         if weights_path is not None and not Path(weights_path).is_file():
             raise ValueError(f"No Inception-v3 weights at {weights_path}; download {self.WEIGHTS_FILE} once and pass its path.")
@@ -142,13 +142,13 @@ class InceptionFeatureNetwork(FeatureNetwork):
 
 
 def load_feature_network(spec: str | os.PathLike) -> FeatureNetwork:
-    """`inception` or `inception:WEIGHTS.pth` for Inception-v3, else a folder from train_feature_extractor.py."""
+    """`inception` or `inception:WEIGHTS.pth` for Inception-v3, else a folder from train_classifier.py."""
     spec = str(spec)
     if spec == "inception" or spec.startswith("inception:"):
         return InceptionFeatureNetwork(spec.partition(":")[2] or None)
     if not (Path(spec) / "config.json").is_file():
         raise ValueError(
-            f"No feature network in {spec}. Train one with `accelerate launch recipes/train_feature_extractor.py "
+            f"No feature network in {spec}. Train one with `accelerate launch recipes/train_classifier.py "
             "--output_dir DIR` (Fashion-MNIST: minutes on a CPU), or pass `inception[:WEIGHTS.pth]`."
         )
     return FeatureNetwork.from_pretrained(spec)

@@ -45,7 +45,7 @@ def tiny_evaluation_setup(tmp_path_factory, tiny_image_dataset_dir):
     folder = tmp_path_factory.mktemp("evaluation")
     make_tiny_pipeline().save_pretrained(folder / "pipe", sample_grid=False)
     command = [
-        sys.executable, str(ROOT / "recipes" / "train_feature_extractor.py"), "--dataset", tiny_image_dataset_dir,
+        sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--dataset", tiny_image_dataset_dir,
         "--image_size", "16", "--hidden_channels", "8,16", "--feature_dim", "8", "--epochs", "1", "--batch_size", "16",
         "--output_dir", str(folder / "features"),
     ]  # fmt: skip
@@ -54,7 +54,7 @@ def tiny_evaluation_setup(tmp_path_factory, tiny_image_dataset_dir):
     return folder
 
 
-def test_feature_extractor_recipe_saves_a_named_classifier(tiny_evaluation_setup):
+def test_classifier_recipe_recipe_saves_a_named_classifier(tiny_evaluation_setup):
     features = tiny_evaluation_setup / "features"
     metrics = json.loads((features / "metrics.json").read_text())
     model = LarpClassifierModel.from_pretrained(features)
@@ -115,7 +115,7 @@ def test_sweep_writes_its_files_and_can_store_the_best_setting(tiny_evaluation_s
     assert "outside [0, 32]" in err
     _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", tmp_path / "nothing", "--output-dir",
                      tmp_path / "bad", expect_success=False)
-    assert "train_feature_extractor.py" in err
+    assert "train_classifier.py" in err
 
 
 def test_inception_features_say_what_they_need(tmp_path):
@@ -133,9 +133,9 @@ def test_inception_features_say_what_they_need(tmp_path):
         load_feature_network(tmp_path)
 
 
-def test_feature_extractor_resumes_exactly_where_it_stopped(tiny_image_dataset_dir, tmp_path):
+def test_classifier_recipe_resumes_exactly_where_it_stopped(tiny_image_dataset_dir, tmp_path):
     common = [
-        sys.executable, str(ROOT / "recipes" / "train_feature_extractor.py"), "--dataset", tiny_image_dataset_dir,
+        sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--dataset", tiny_image_dataset_dir,
         "--image_size", "16", "--hidden_channels", "8", "--feature_dim", "8", "--batch_size", "16",
     ]  # fmt: skip
 

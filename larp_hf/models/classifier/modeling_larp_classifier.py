@@ -52,7 +52,7 @@ class LarpClassifierModel(PreTrainedModel):
             raise ValueError(
                 f"This feature network takes (batch, {expected[0]}, {expected[1]}, {expected[2]}) images, got "
                 f"{tuple(pixel_values.shape)}: it was trained on another image shape. Use a feature network trained "
-                "on images like these (recipes/train_feature_extractor.py)."
+                "on images like these (recipes/train_classifier.py)."
             )
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train the feature network of the sample metrics: a small CNN classifier on a labelled image dataset.
 
-    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/train_feature_extractor.py \
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/train_classifier.py \
         --output_dir outputs/features-fashion-mnist
-    python recipes/train_feature_extractor.py --epochs 1 --output_dir /tmp/features
+    python recipes/train_classifier.py --epochs 1 --output_dir /tmp/features
 
 FID and precision/recall need a feature space that knows the domain. Inception-v3 needs downloaded weights and was
 trained on ImageNet photos, not 32×32 garments; a classifier trained on the real data works offline and its
