@@ -1,8 +1,7 @@
-"""Evaluation: the feature-network recipe, `larp-hf evaluate` and `larp-hf sweep` on tiny generated data."""
+"""Evaluation: `larp-hf evaluate` and `larp-hf sweep` on tiny generated data (the classifier recipe is tested in tests/recipes)."""
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 
@@ -52,16 +51,6 @@ def tiny_evaluation_setup(tmp_path_factory, tiny_image_dataset_dir):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
-
-
-def test_classifier_recipe_recipe_saves_a_named_classifier(tiny_evaluation_setup):
-    features = tiny_evaluation_setup / "features"
-    metrics = json.loads((features / "metrics.json").read_text())
-    model = LarpClassifierModel.from_pretrained(features)
-    assert metrics["weights_sha256"] == model.weights_sha256()
-    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["history"][0]["epoch"] == 1
-    assert model.config.num_classes == 2 and model.config.feature_dim == 8
-    assert FeatureNetwork.from_pretrained(features).name.endswith("classifier features")
 
 
 def run_cli(capsys, *args, expect_success=True):
@@ -131,33 +120,6 @@ def test_inception_features_say_what_they_need(tmp_path):
             load_feature_network(f"inception:{tmp_path / 'missing.pth'}")
     with pytest.raises(ValueError, match="No feature network in"):
         load_feature_network(tmp_path)
-
-
-def test_classifier_recipe_resumes_exactly_where_it_stopped(tiny_image_dataset_dir, tmp_path):
-    common = [
-        sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--dataset", tiny_image_dataset_dir,
-        "--image_size", "16", "--hidden_channels", "8", "--feature_dim", "8", "--batch_size", "16",
-    ]  # fmt: skip
-
-    def run(*args):
-        result = subprocess.run([*common, *map(str, args)], capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result
-
-    run("--epochs", 2, "--output_dir", tmp_path / "straight")
-    checkpoints = tmp_path / "straight" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2"]
-    # A run interrupted after its first epoch: only that epoch's checkpoint exists.
-    shutil.copytree(checkpoints / "checkpoint-1", tmp_path / "resumed" / "checkpoints" / "checkpoint-1")
-    result = run("--epochs", 2, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest")
-    assert "after epoch 1" in result.stdout
-
-    straight = LarpClassifierModel.from_pretrained(tmp_path / "straight").state_dict()
-    resumed = LarpClassifierModel.from_pretrained(tmp_path / "resumed").state_dict()
-    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
-    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2]
-    assert metrics["test_accuracy"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())["test_accuracy"]
 
 
 def test_the_evaluate_recipe_is_the_evaluate_command():
