@@ -13,8 +13,8 @@ from .models import (
     LarpVQVAEPreTrainedModel,
 )
 from .models.classifier import LarpClassifierConfig, LarpClassifierModel
-from .pipelines import LarpPipeline, LarpPipelineOutput, set_sampling_defaults
-from .prior import PRIOR_PRESETS, prior_config, prior_metadata
+from .pipelines import LarpPipeline, LarpPipelineOutput
+from .prior import PRIOR_PRESETS, check_pair, prior_config, prior_metadata, sampling_defaults, set_sampling_defaults
 
 
 __version__ = "0.1.0.dev0"
@@ -40,10 +40,12 @@ __all__ = [
     "LarpVQVAEOutput",
     "LarpVQVAEPreTrainedModel",
     "LarpVectorQuantizer",
+    "check_pair",
     "encode_dataset",
     "load_image_dataset",
     "prior_config",
     "prior_metadata",
+    "sampling_defaults",
     "set_sampling_defaults",
     "token_dataset_metadata",
 ]

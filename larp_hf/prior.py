@@ -14,8 +14,9 @@ the tokenizer the prior was trained on are stored under `larp` in the prior's `c
 
 import copy
 
-from transformers import GPT2Config
+from transformers import GPT2Config, PreTrainedModel
 
+from .generation import CodebookLogitsProcessor
 from .models.vqvae.configuration_larp_vqvae import LarpVQVAEConfig
 
 
@@ -102,4 +103,90 @@ def prior_metadata(config) -> dict:
     return copy.deepcopy(larp)
 
 
-__all__ = ["PRIOR_PRESETS", "prior_config", "prior_metadata"]
+# "Off" for each sampling setting: one convention for the processor, the generation config, the CLI and the YAML.
+NEUTRAL_SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def sampling_defaults(prior: PreTrainedModel) -> dict:
+    """
+    The prior's stored sampling policy: `temperature`, `top_k` and `top_p` from its `generation_config.json`, with
+    `1.0` / `0` / `1.0` (off) for a setting it does not store.
+    """
+    config = prior.generation_config
+    stored = {"temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
+    return {name: NEUTRAL_SAMPLING[name] if value is None else value for name, value in stored.items()}
+
+
+def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, top_p=None):
+    """
+    Store the whole sampling policy in `prior.generation_config` (saved as `generation_config.json`), so that stock
+    `prior.generate(bos_ids)` — in a process that never imports larp_hf, a serving engine, a user's own loop — samples
+    exactly one code grid of code ids: `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` =
+    `min_new_tokens` = grid length, and `suppress_tokens` = every id that is not a code (BOS, class tokens, null class).
+
+    A setting left as `None` keeps the value already stored (off if none is). `top_k=0` and `top_p=1.0` mean off.
+
+    Example:
+
+    ```python
+    >>> from transformers import GPT2LMHeadModel
+    >>> from larp_hf import LarpVQVAEConfig, prior_config, set_sampling_defaults
+    >>> prior = GPT2LMHeadModel(prior_config(LarpVQVAEConfig(codebook_size=16), preset="tiny", num_classes=2))
+    >>> set_sampling_defaults(prior, temperature=0.9, top_k=8)
+    >>> config = prior.generation_config
+    >>> config.temperature, config.top_k, config.top_p, config.max_new_tokens, config.suppress_tokens
+    (0.9, 8, 1.0, 64, [16, 17, 18, 19])
+    ```
+    """
+    larp = prior_metadata(prior.config)
+    current = sampling_defaults(prior)
+    settings = {
+        "temperature": current["temperature"] if temperature is None else temperature,
+        "top_k": current["top_k"] if top_k is None else top_k,
+        "top_p": current["top_p"] if top_p is None else top_p,
+    }
+    CodebookLogitsProcessor(larp["codebook_size"], **settings)  # validates the values
+    num_codes = larp["grid_size"] ** 2
+    config = prior.generation_config
+    config.do_sample = True
+    config.max_new_tokens = num_codes
+    config.min_new_tokens = num_codes
+    config.bos_token_id = larp["bos_token_id"]
+    config.pad_token_id = larp["bos_token_id"]  # never used: sequences have a fixed length
+    config.eos_token_id = None
+    config.suppress_tokens = list(range(larp["codebook_size"], prior.config.vocab_size))
+    config.temperature = float(settings["temperature"])
+    config.top_k = int(settings["top_k"])
+    config.top_p = float(settings["top_p"])
+
+
+def check_pair(vqvae, prior: PreTrainedModel, prior_name: str = "prior", vqvae_name: str = "tokenizer"):
+    """Raise a `ValueError` naming both sides when `prior` was not trained on `vqvae`'s codes."""
+    larp = prior_metadata(prior.config)
+    vqvae_config = vqvae.config
+    for key, tokenizer_value in (("codebook_size", vqvae_config.codebook_size), ("grid_size", vqvae_config.grid_size)):
+        if larp[key] != tokenizer_value:
+            raise ValueError(
+                f"The {prior_name} models {key} = {larp[key]} but the {vqvae_name} has {key} = {tokenizer_value}: "
+                "they do not belong together. Pair a prior with the tokenizer whose token dataset it was trained on."
+            )
+    expected = larp.get("tokenizer_hash")
+    if expected is not None:
+        actual = vqvae.tokenizer_hash()
+        if actual != expected:
+            raise ValueError(
+                f"The {prior_name} was trained on codes of tokenizer {expected[:16]}…, but the {vqvae_name} is "
+                f"{actual[:16]}… (LarpVQVAEModel.tokenizer_hash()). Its codes mean something else to this tokenizer; "
+                "pair the prior with the tokenizer its token dataset was encoded with."
+            )
+
+
+__all__ = [
+    "NEUTRAL_SAMPLING",
+    "PRIOR_PRESETS",
+    "check_pair",
+    "prior_config",
+    "prior_metadata",
+    "sampling_defaults",
+    "set_sampling_defaults",
+]

@@ -1,4 +1,5 @@
+from .guidance import sample_with_guidance
 from .logits_process import CodebookLogitsProcessor
 
 
-__all__ = ["CodebookLogitsProcessor"]
+__all__ = ["CodebookLogitsProcessor", "sample_with_guidance"]

@@ -1,7 +1,14 @@
 """Sampling policy for the prior: code tokens only, temperature, top-k and top-p, as one `LogitsProcessor`."""
 
+import math
+import numbers
+
 import torch
 from transformers import LogitsProcessor
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class CodebookLogitsProcessor(LogitsProcessor):
@@ -17,8 +24,14 @@ class CodebookLogitsProcessor(LogitsProcessor):
     Args:
         codebook_size (`int`): number of code tokens, K; ids `>= K` are never sampled.
         temperature (`float`, *optional*, defaults to 1.0): > 0; below 1 sharpens the distribution, above 1 flattens it.
-        top_k (`int`, *optional*): keep only the `top_k` most likely codes (1 ≤ top_k ≤ K); `None` keeps all.
-        top_p (`float`, *optional*): nucleus sampling mass in (0, 1]; `None` (or 1.0) keeps all.
+        top_k (`int`, *optional*, defaults to 0): keep only the `top_k` most likely codes (0 ≤ top_k ≤ K); 0 is off.
+        top_p (`float`, *optional*, defaults to 1.0): nucleus sampling mass in (0, 1]; 1.0 is off.
+
+    The conventions (`top_k=0` and `top_p=1.0` mean off) are those of `transformers.GenerationConfig`, so the values
+    stored in a prior's `generation_config.json` (`larp_hf.set_sampling_defaults`) build this processor unchanged:
+    `CodebookLogitsProcessor(K, **larp_hf.sampling_defaults(prior))`. Stock `generate` applies those stored values
+    itself; `LarpPipeline` turns generate's own warpers off and lets this processor apply them, so each setting is
+    applied once either way.
 
     Example:
 
@@ -34,25 +47,24 @@ class CodebookLogitsProcessor(LogitsProcessor):
     ```
     """
 
-    def __init__(self, codebook_size: int, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
+    def __init__(self, codebook_size: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
         if not isinstance(codebook_size, int) or codebook_size < 1:
             raise ValueError(f"`codebook_size` must be a positive integer, got {codebook_size!r}.")
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
+        if not _is_number(temperature) or not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(
-                f"`temperature` must be a number > 0, got {temperature!r}. Use a small value (e.g. 0.1) for nearly "
-                "greedy sampling."
+                f"`temperature` must be a finite number > 0, got {temperature!r}. Use a small value (e.g. 0.1) for "
+                "nearly greedy sampling."
             )
-        if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= codebook_size):
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= codebook_size:
             raise ValueError(
-                f"`top_k` must be an integer between 1 and the codebook size ({codebook_size}), got {top_k!r}; "
-                "use None to keep every code."
+                f"`top_k` must be an integer between 0 (off) and the codebook size ({codebook_size}), got {top_k!r}."
             )
-        if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-            raise ValueError(f"`top_p` must be in (0, 1], got {top_p!r}; use None (or 1.0) to keep every code.")
+        if not _is_number(top_p) or not 0 < top_p <= 1:
+            raise ValueError(f"`top_p` must be a number in (0, 1] (1.0 = off), got {top_p!r}.")
         self.codebook_size = codebook_size
         self.temperature = float(temperature)
         self.top_k = top_k
-        self.top_p = None if top_p is None else float(top_p)
+        self.top_p = float(top_p)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape[-1] < self.codebook_size:
@@ -61,10 +73,10 @@ class CodebookLogitsProcessor(LogitsProcessor):
                 f"({self.codebook_size}): this processor belongs to a prior over a larger codebook."
             )
         codes = scores[:, : self.codebook_size] / self.temperature  # (B, K), a new tensor
-        if self.top_k is not None and self.top_k < self.codebook_size:
+        if 0 < self.top_k < self.codebook_size:
             kth_best = torch.topk(codes, self.top_k, dim=-1).values[:, -1:]  # (B, 1)
             codes = codes.masked_fill(codes < kth_best, float("-inf"))
-        if self.top_p is not None and self.top_p < 1:
+        if self.top_p < 1:
             sorted_codes, order = torch.sort(codes, dim=-1, descending=True)
             probabilities = sorted_codes.softmax(dim=-1)
             # Drop a code when the codes ranked above it already hold `top_p` of the mass; the best one always stays.

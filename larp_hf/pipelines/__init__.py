@@ -1,4 +1,15 @@
-from .pipeline_larp import LarpPipeline, LarpPipelineOutput, check_pair, image_grid, set_sampling_defaults
+from .image_grid import image_grid
+from .model_card import card_info_from_training_runs, hub_dataset_id, pipeline_model_card
+from .pipeline_larp import PIPELINE_CONFIG_NAME, LarpPipeline, LarpPipelineOutput, is_pipeline_folder
 
 
-__all__ = ["LarpPipeline", "LarpPipelineOutput", "check_pair", "image_grid", "set_sampling_defaults"]
+__all__ = [
+    "PIPELINE_CONFIG_NAME",
+    "LarpPipeline",
+    "LarpPipelineOutput",
+    "card_info_from_training_runs",
+    "hub_dataset_id",
+    "image_grid",
+    "is_pipeline_folder",
+    "pipeline_model_card",
+]

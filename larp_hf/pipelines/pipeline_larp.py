@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -12,32 +13,32 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
-from torchvision.utils import make_grid
+from huggingface_hub import HfApi, snapshot_download
 from tqdm.auto import tqdm
-from transformers import (
-    AutoModelForCausalLM,
-    ClassifierFreeGuidanceLogitsProcessor,
-    GenerationConfig,
-    LogitsProcessorList,
-    PreTrainedModel,
-)
+from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList, PreTrainedModel
 
-from ..generation import CodebookLogitsProcessor
+from ..generation import CodebookLogitsProcessor, sample_with_guidance
 from ..models import LarpImageProcessor, LarpVQVAEModel
-from ..prior import prior_metadata
+from ..prior import NEUTRAL_SAMPLING, check_pair, prior_metadata, sampling_defaults, set_sampling_defaults
+from .image_grid import image_grid
+from .model_card import evaluation_record, merge_evaluation, pipeline_model_card
 
 
-MODEL_INDEX_NAME = "model_index.json"
+logger = logging.getLogger(__name__)
+
+# The pipeline's own file. Not diffusers' `model_index.json`: `DiffusionPipeline` cannot load a LarpPipeline, so the
+# folder does not pretend it can. Folders saved before under that name still load.
+PIPELINE_CONFIG_NAME = "larp_pipeline.json"
+LEGACY_CONFIG_NAME = "model_index.json"
 SAMPLE_GRID_NAME = "samples.png"
+PARTS = ("vqvae", "prior", "image_processor")
 OUTPUT_TYPES = ("pil", "np", "pt")
-# Hub dataset ids of the seed datasets, for the model card's metadata.
-HUB_DATASETS = {
-    "fashion_mnist": "zalando-datasets/fashion_mnist",
-    "cifar10": "uoft-cs/cifar10",
-    "stl10": "tanganke/stl10",
-    "faces": "Dmini/FFHQ-64x64",
-}
+
+
+def is_pipeline_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder written by `LarpPipeline.save_pretrained`."""
+    path = Path(path)
+    return (path / PIPELINE_CONFIG_NAME).is_file() or (path / LEGACY_CONFIG_NAME).is_file()
 
 
 @dataclass
@@ -55,99 +56,16 @@ class LarpPipelineOutput:
     codes: torch.Tensor
 
 
-def check_pair(vqvae: LarpVQVAEModel, prior: PreTrainedModel, prior_name: str = "prior", vqvae_name: str = "tokenizer"):
-    """Raise a `ValueError` naming both sides when `prior` was not trained on `vqvae`'s codes."""
-    larp = prior_metadata(prior.config)
-    vqvae_config = vqvae.config
-    for key, tokenizer_value in (("codebook_size", vqvae_config.codebook_size), ("grid_size", vqvae_config.grid_size)):
-        if larp[key] != tokenizer_value:
-            raise ValueError(
-                f"The {prior_name} models {key} = {larp[key]} but the {vqvae_name} has {key} = {tokenizer_value}: "
-                "they do not belong together. Pair a prior with the tokenizer whose token dataset it was trained on."
-            )
-    expected = larp.get("tokenizer_hash")
-    if expected is not None:
-        actual = vqvae.tokenizer_hash()
-        if actual != expected:
-            raise ValueError(
-                f"The {prior_name} was trained on codes of tokenizer {expected[:16]}…, but the {vqvae_name} is "
-                f"{actual[:16]}… (LarpVQVAEModel.tokenizer_hash()). Its codes mean something else to this tokenizer; "
-                "pair the prior with the tokenizer its token dataset was encoded with."
-            )
-
-
-def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, top_p=None):
-    """
-    Write sampling defaults into `prior.generation_config` (saved as `generation_config.json`).
-
-    `LarpPipeline` reads them when a call leaves `temperature`/`top_k`/`top_p` unset; stock
-    `prior.generate(bos_ids)` samples a whole grid with them too (without the code-only restriction). `top_k=0` and
-    `top_p=1.0` mean "off".
-    """
-    larp = prior_metadata(prior.config)
-    CodebookLogitsProcessor(  # validates the values
-        larp["codebook_size"],
-        1.0 if temperature is None else temperature,
-        top_k or None,
-        top_p,
-    )
-    config = prior.generation_config
-    config.do_sample = True
-    config.max_new_tokens = larp["grid_size"] ** 2
-    config.bos_token_id = larp["bos_token_id"]
-    config.pad_token_id = larp["bos_token_id"]  # never used: sequences have a fixed length
-    config.temperature = 1.0 if temperature is None else float(temperature)
-    config.top_k = int(top_k or 0)
-    config.top_p = 1.0 if top_p is None else float(top_p)
-
-
-@contextlib.contextmanager
-def _null_class_in_the_same_batch(prior: PreTrainedModel, null_class_token_id: int):
-    """
-    Classifier-free guidance in one batched forward per step (as MusicGen does it): while this is active, every
-    forward of `generate` runs the B sequences twice, as given and with their class token (position 1) replaced by the
-    null class. The logits come back as 2B rows, which `ClassifierFreeGuidanceLogitsProcessor` mixes back into B rows;
-    the KV cache holds all 2B rows, so both halves cost one step each, together.
-    """
-    prepare = prior.prepare_inputs_for_generation
-
-    def prepare_with_null_class(input_ids, *args, **kwargs):
-        model_inputs = prepare(input_ids, *args, **kwargs)
-        step_ids = model_inputs["input_ids"]  # (B, t): the whole prefix first, then one new token per step
-        cache = model_inputs.get("past_key_values")
-        seen = cache.get_seq_length() if cache is not None else 0
-        unconditional = step_ids.clone()
-        if seen <= 1 < seen + step_ids.shape[1]:
-            unconditional[:, 1 - seen] = null_class_token_id
-        model_inputs["input_ids"] = torch.cat([step_ids, unconditional])  # (2B, t)
-        for key in ("attention_mask", "position_ids"):
-            if isinstance(model_inputs.get(key), torch.Tensor):
-                model_inputs[key] = torch.cat([model_inputs[key], model_inputs[key]])
-        return model_inputs
-
-    prior.prepare_inputs_for_generation = prepare_with_null_class
-    try:
-        yield
-    finally:
-        del prior.prepare_inputs_for_generation  # the class's method again
-
-
-def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> PIL.Image.Image:
-    """(N, C, H, W) images in [0, 1] -> one PIL image, `nrow` per row (default: a square-ish grid), white gaps."""
-    nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
-    grid = make_grid(images.float().cpu(), nrow=nrow, padding=padding, pad_value=1.0)  # (3, H', W')
-    array = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return PIL.Image.fromarray(array[..., 0] if images.shape[1] == 1 else array)  # mode L for grey, RGB otherwise
-
-
 class LarpPipeline:
     r"""
     Image generation with a latent-autoregressive model: the prior (a stock `GPT2LMHeadModel`) samples a grid of
-    codebook indices with `generate`, the tokenizer (`LarpVQVAEModel`) decodes it to pixels.
+    codebook indices with `generate` (or, with classifier-free guidance, `larp_hf.generation.sample_with_guidance`),
+    the tokenizer (`LarpVQVAEModel`) decodes it to pixels.
 
-    A saved pipeline is one folder (or Hub repo): `vqvae/`, `prior/`, `image_processor/`, `model_index.json` naming
-    the parts, `README.md` (the model card) and `samples.png`. The parts load on their own with stock `transformers`
-    (`AutoModelForCausalLM.from_pretrained(path, subfolder="prior")`; the tokenizer with `AutoModel` after
+    A saved pipeline is one folder (or Hub repo): `vqvae/`, `prior/`, `image_processor/`, `larp_pipeline.json` naming
+    the parts, `README.md` (the model card) and `samples.png`. The parts load on their own with stock `transformers`:
+    `AutoModelForCausalLM.from_pretrained(path, subfolder="prior")`, whose `generate` samples code ids only, and the
+    tokenizer with `AutoModel.from_pretrained(path, subfolder="vqvae", trust_remote_code=True)` (natively after
     `import larp_hf`).
 
     Args:
@@ -182,8 +100,8 @@ class LarpPipeline:
         self.prior = prior.eval()
         self.image_processor = image_processor or LarpImageProcessor.from_vqvae_config(vqvae.config)
         self.larp = prior_metadata(prior.config)
-        # What the model card says beyond the parts' configs: training dataset and measured metrics.
-        self.card_info = {"dataset": None, "metrics": {}}
+        # What the model card says beyond the parts' configs: training dataset, training metrics, evaluations.
+        self.card_info = {"dataset": None, "metrics": {}, "evaluations": []}
         self._progress_bar_config = {}
 
     # ------------------------------------------------------------------ properties
@@ -191,6 +109,10 @@ class LarpPipeline:
     @property
     def device(self) -> torch.device:
         return self.prior.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.prior.dtype
 
     @property
     def codebook_size(self) -> int:
@@ -204,9 +126,26 @@ class LarpPipeline:
     def num_classes(self) -> int:
         return self.larp["num_classes"]
 
-    def to(self, device) -> "LarpPipeline":
-        self.vqvae.to(device)
-        self.prior.to(device)
+    def to(self, *args, **kwargs) -> "LarpPipeline":
+        """
+        Move both models, as diffusers' pipelines do: `pipe.to("cuda")`, `pipe.to(torch.bfloat16)`,
+        `pipe.to("cuda", torch.float16)` or `pipe.to(device=..., dtype=...)`. The tokenizer's quantizer and codebook
+        stay in float32 whatever the dtype, so the codes (and the tokenizer hash) do not change.
+        """
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        if kwargs:
+            raise TypeError(f"LarpPipeline.to() got unexpected keyword arguments {sorted(kwargs)}.")
+        for arg in args:
+            if isinstance(arg, torch.dtype):
+                dtype = arg
+            elif isinstance(arg, (str, torch.device, int)):
+                device = arg
+            else:
+                raise TypeError(f"LarpPipeline.to() takes a device and/or a dtype, got {arg!r}.")
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"`dtype` must be a floating-point dtype, got {dtype}.")
+        for model in (self.vqvae, self.prior):
+            model.to(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None})
         return self
 
     def set_progress_bar_config(self, **kwargs):
@@ -214,13 +153,8 @@ class LarpPipeline:
         self._progress_bar_config = kwargs
 
     def sampling_defaults(self) -> dict:
-        """`temperature`, `top_k` (0 = off) and `top_p` from the prior's generation config, 1.0 / 0 / 1.0 if unset."""
-        config = self.prior.generation_config
-        return {
-            "temperature": 1.0 if config.temperature is None else config.temperature,
-            "top_k": config.top_k or 0,
-            "top_p": 1.0 if config.top_p is None else config.top_p,
-        }
+        """`temperature`, `top_k` (0 = off) and `top_p` (1.0 = off) stored in the prior's generation config."""
+        return sampling_defaults(self.prior)
 
     # ------------------------------------------------------------------ sampling
 
@@ -273,15 +207,15 @@ class LarpPipeline:
         temperature = defaults["temperature"] if temperature is None else temperature
         top_k = defaults["top_k"] if top_k is None else top_k
         top_p = defaults["top_p"] if top_p is None else top_p
-        if isinstance(top_k, int) and top_k == 0:
-            top_k = None
         codes_processor = CodebookLogitsProcessor(self.codebook_size, temperature, top_k, top_p)
 
         class_tokens = self._class_tokens(class_labels, num_images)  # (N,) or None
         guidance_scale = 1.0 if guidance_scale is None else guidance_scale
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 1:
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not (
+            math.isfinite(guidance_scale) and guidance_scale >= 1
+        ):
             raise ValueError(
-                f"`guidance_scale` must be a number >= 1 (1 = no guidance), got {guidance_scale!r}. To sample from "
+                f"`guidance_scale` must be a finite number >= 1 (1 = no guidance), got {guidance_scale!r}. To sample from "
                 "the unconditional model, leave `class_labels` out."
             )
         if guidance_scale > 1 and class_labels is None:
@@ -303,7 +237,7 @@ class LarpPipeline:
             all_codes.append(self._sample_codes(input_ids, codes_processor, guidance_scale, batch_seed))
         codes = torch.cat(all_codes).view(num_images, self.grid_size, self.grid_size)  # (N, h, w)
 
-        pixel_values = torch.cat([self.vqvae.decode(chunk) for chunk in codes.split(batch_size)])
+        pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
         images = self.image_processor.postprocess(pixel_values, output_type=output_type)
         codes = codes.cpu()
         if not return_dict:
@@ -338,102 +272,144 @@ class LarpPipeline:
         return labels.long() + self.larp["class_token_offset"]
 
     def _sample_codes(self, input_ids, codes_processor, guidance_scale: float, seed: int | None) -> torch.Tensor:
-        """One `generate` call with plain sampling: (b, prefix) -> (b, h·w) codes."""
+        """(b, prefix) -> (b, h·w) codes: stock `generate` with the KV cache, or the guided loop when guidance is on."""
         num_codes = self.grid_size**2
-        # Sampling policy lives in the processors; the stock warpers stay off so nothing is applied twice.
-        generation_config = GenerationConfig(
-            do_sample=True,
-            max_new_tokens=num_codes,
-            min_new_tokens=None,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            bos_token_id=self.larp["bos_token_id"],
-            pad_token_id=self.larp["bos_token_id"],
-            eos_token_id=None,
-            use_cache=True,
-        )
-        processors = [codes_processor]
-        guided = contextlib.nullcontext()
-        if guidance_scale > 1:
-            processors.insert(0, ClassifierFreeGuidanceLogitsProcessor(guidance_scale))
-            guided = _null_class_in_the_same_batch(self.prior, self.larp["null_class_token_id"])
         devices = [self.device] if self.device.type == "cuda" else []
-        # `generate` draws from the global RNG; a seeded fork of it makes the batch reproducible and leaves the
+        # Both paths draw from the global RNG; a seeded fork of it makes the batch reproducible and leaves the
         # caller's RNG state as it was.
         rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
-        with rng, guided:
+        with rng:
             if seed is not None:
                 torch.manual_seed(seed)
-            sequences = self.prior.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=generation_config,
-                logits_processor=LogitsProcessorList(processors),
-            )
-        codes = sequences[:, input_ids.shape[1] :]
+            if guidance_scale > 1:
+                null_input_ids = input_ids.clone()
+                null_input_ids[:, 1] = self.larp["null_class_token_id"]
+                codes = sample_with_guidance(
+                    self.prior, input_ids, null_input_ids, codes_processor, guidance_scale, max_new_tokens=num_codes
+                )
+            else:
+                # The processor is the whole policy here: generate's own warpers stay off (neutral values), so no
+                # setting is applied twice, and its code-only restriction makes `suppress_tokens` redundant.
+                generation_config = GenerationConfig(
+                    **NEUTRAL_SAMPLING,
+                    do_sample=True,
+                    max_new_tokens=num_codes,
+                    bos_token_id=self.larp["bos_token_id"],
+                    pad_token_id=self.larp["bos_token_id"],
+                    eos_token_id=None,
+                    use_cache=True,
+                )
+                sequences = self.prior.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    generation_config=generation_config,
+                    logits_processor=LogitsProcessorList([codes_processor]),
+                )
+                codes = sequences[:, input_ids.shape[1] :]
         if codes.shape[1] != num_codes or codes.max() >= self.codebook_size:  # cannot happen with the processor above
-            raise RuntimeError(f"generate returned {tuple(codes.shape)} tokens outside the codebook.")
+            raise RuntimeError(f"Sampling returned {tuple(codes.shape)} tokens outside the codebook.")
         return codes
 
     # ------------------------------------------------------------------ saving and loading
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, revision: str | None = None, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+    ) -> "LarpPipeline":
         """
-        Load a pipeline saved with `save_pretrained` from a folder, or from the Hub (`"org/name"`, cached by
-        `huggingface_hub`; works offline with `HF_HUB_OFFLINE=1` once cached). `kwargs` (e.g. `token`, `cache_dir`)
-        go to `huggingface_hub.snapshot_download`.
+        Load a pipeline saved with `save_pretrained` from a folder, or from the Hub (`"org/name"`, downloaded once
+        with `huggingface_hub.snapshot_download`, then offline with `HF_HUB_OFFLINE=1`).
+
+        Args:
+            pretrained_model_name_or_path: a pipeline folder or a Hub repo id.
+            dtype: load both models in this dtype (e.g. `torch.bfloat16`); the tokenizer's quantizer stays float32.
+            device: move the pipeline there after loading (`"cuda"`, `"cpu"`, ...).
+            revision, token, cache_dir, local_files_only: as for `snapshot_download` (Hub ids only).
         """
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
-            path = Path(snapshot_download(str(pretrained_model_name_or_path), revision=revision, **kwargs))
-        index_path = path / MODEL_INDEX_NAME
-        if not index_path.is_file():
-            raise ValueError(
-                f"{pretrained_model_name_or_path} has no {MODEL_INDEX_NAME}, so it is not a LarpPipeline. Build one from "
-                "a trained tokenizer and prior with `larp-hf assemble --vqvae DIR --prior DIR --output DIR`."
-            )
-        index = json.loads(index_path.read_text())
-        if index.get("_class_name") != cls.__name__:
-            raise ValueError(f"{index_path} describes a {index.get('_class_name')!r}, not a {cls.__name__}.")
-        for part in ("vqvae", "prior", "image_processor"):
-            if not (path / part).is_dir():
-                raise ValueError(f"{path} lacks the `{part}/` folder that {MODEL_INDEX_NAME} names.")
-        vqvae = LarpVQVAEModel.from_pretrained(path / "vqvae")
-        prior = AutoModelForCausalLM.from_pretrained(path / "prior")
+            path = Path(
+                snapshot_download(
+                    str(pretrained_model_name_or_path), revision=revision, token=token, cache_dir=cache_dir,
+                    local_files_only=local_files_only,
+                )
+            )  # fmt: skip
+        index = cls._read_index(path, pretrained_model_name_or_path)
+        load_kwargs = {} if dtype is None else {"dtype": dtype}
+        vqvae = LarpVQVAEModel.from_pretrained(path / "vqvae", **load_kwargs)
+        prior = AutoModelForCausalLM.from_pretrained(path / "prior", **load_kwargs)
         image_processor = LarpImageProcessor.from_pretrained(path / "image_processor")
         try:
             pipeline = cls(vqvae, prior, image_processor)
         except ValueError as error:
             raise ValueError(f"{pretrained_model_name_or_path}: {error}") from None
-        pipeline.card_info = {"dataset": None, "metrics": {}, **index.get("model_card", {})}
-        return pipeline
+        pipeline.card_info = {**pipeline.card_info, **index.get("model_card", {})}
+        return pipeline.to(device) if device is not None else pipeline
+
+    @classmethod
+    def _read_index(cls, path: Path, name) -> dict:
+        index_path = path / PIPELINE_CONFIG_NAME
+        if not index_path.is_file():
+            index_path = path / LEGACY_CONFIG_NAME  # folders saved by larp_hf 0.1.0.dev0 before the rename
+        if not index_path.is_file():
+            raise ValueError(
+                f"{name} has no {PIPELINE_CONFIG_NAME}, so it is not a LarpPipeline. Build one from a trained tokenizer "
+                "and prior with `larp-hf assemble --vqvae DIR --prior DIR --output DIR`."
+            )
+        index = json.loads(index_path.read_text())
+        class_name = index.get("pipeline_class", index.get("_class_name"))
+        if class_name != cls.__name__:
+            raise ValueError(f"{index_path} describes a {class_name!r}, not a {cls.__name__}.")
+        for part in PARTS:
+            if not (path / part).is_dir():
+                raise ValueError(f"{path} lacks the `{part}/` folder that {index_path.name} names.")
+        return index
 
     def save_pretrained(self, save_directory: str | os.PathLike, sample_grid: bool = True):
         """
-        Write the pipeline to `save_directory`: `vqvae/`, `prior/` (with the sampling defaults in its
-        `generation_config.json`), `image_processor/`, `model_index.json`, `README.md` (the model card) and, with
+        Write the pipeline to `save_directory`: `vqvae/`, `prior/` (with the whole sampling policy in its
+        `generation_config.json`), `image_processor/`, `larp_pipeline.json`, `README.md` (the model card) and, with
         `sample_grid=True`, `samples.png`: 64 images sampled with seed 0 at the sampling defaults.
         """
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
+        set_sampling_defaults(self.prior)  # the whole policy in generation_config.json, stored values kept
         self.vqvae.save_pretrained(save_directory / "vqvae")
         self.prior.save_pretrained(save_directory / "prior")
         self.image_processor.save_pretrained(save_directory / "image_processor")
-        index = {
-            "_class_name": type(self).__name__,
-            "_larp_hf_version": version("larp_hf"),
-            "vqvae": ["larp_hf", type(self.vqvae).__name__],
-            "prior": ["transformers", type(self.prior).__name__],
-            "image_processor": ["larp_hf", type(self.image_processor).__name__],
-            "model_card": self.card_info,
-        }
-        (save_directory / MODEL_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        if (save_directory / LEGACY_CONFIG_NAME).is_file():
+            (save_directory / LEGACY_CONFIG_NAME).unlink()
         if sample_grid:
             images = self(num_images=64, seed=0, output_type="pt").images
             image_grid(images, nrow=8).save(save_directory / SAMPLE_GRID_NAME)
-        self.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file()).save(save_directory / "README.md")
+        elif (save_directory / SAMPLE_GRID_NAME).is_file():
+            (save_directory / SAMPLE_GRID_NAME).unlink()  # a grid of an earlier pipeline would mislead
+        self.save_model_card(save_directory)
+
+    def save_model_card(self, save_directory: str | os.PathLike):
+        """Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info` (the weights are untouched)."""
+        save_directory = Path(save_directory)
+        index = {
+            "pipeline_class": type(self).__name__,
+            "larp_hf_version": version("larp_hf"),
+            "parts": {
+                "vqvae": {"library": "larp_hf", "class": type(self.vqvae).__name__},
+                "prior": {"library": "transformers", "class": type(self.prior).__name__},
+                "image_processor": {"library": "larp_hf", "class": type(self.image_processor).__name__},
+            },
+            "model_card": self.card_info,
+        }
+        _write_text_atomic(save_directory / PIPELINE_CONFIG_NAME, json.dumps(index, indent=2) + "\n")
+        card = self.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file())
+        _write_text_atomic(save_directory / "README.md", str(card))
 
     def push_to_hub(
         self,
@@ -456,81 +432,59 @@ class LarpPipeline:
                 repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message, repo_type="model"
             )
 
-    # ------------------------------------------------------------------ model card
+    # ------------------------------------------------------------------ description and model card
 
-    def model_card(self, has_sample_grid: bool = False) -> ModelCard:
-        """The pipeline's model card: Hub metadata header, what the model is, data, sizes, sampling defaults, metrics."""
-        dataset = self.card_info.get("dataset")
-        metrics = self.card_info.get("metrics") or {}
-        conditional = self.num_classes > 0
-        card_data = ModelCardData(
-            library_name="larp_hf",
-            license="apache-2.0",
-            pipeline_tag="unconditional-image-generation",
-            tags=["larp_hf", "vq-vae", "gpt2", "image-generation", "latent-autoregressive"]
-            + (["class-conditional"] if conditional else []),
-            # Only Hub dataset ids belong in the metadata; a local folder is named in the text alone.
-            datasets=[HUB_DATASETS[dataset]] if dataset in HUB_DATASETS else [dataset] if _is_hub_id(dataset) else None,
-        )
+    def describe(self) -> dict:
+        """The pipeline in plain values: the parts and their sizes, the sampling defaults and the card's records."""
         vqvae_config, prior_config = self.vqvae.config, self.prior.config
-        vqvae_parameters = sum(p.numel() for p in self.vqvae.parameters())
-        prior_parameters = sum(p.numel() for p in self.prior.parameters())
-        defaults = self.sampling_defaults()
-        side = vqvae_config.image_size
-        lines = [
-            "# LARP latent-autoregressive image model",
-            "",
-            f"A `larp_hf` pipeline{f' trained on `{dataset}`' if dataset else ''}: "
-            f"a VQ-VAE tokenizer turns {side}×{side} images with {vqvae_config.in_channels} channel(s) into "
-            f"{self.grid_size}×{self.grid_size} grids of indices into a {self.codebook_size}-code codebook, and a GPT-2 "
-            f"prior samples such grids{' given a class (classifier-free guidance available)' if conditional else ''}; "
-            "the tokenizer decodes them back to pixels.",
-            "",
-        ]
-        if has_sample_grid:
-            lines += ["![64 samples, seed 0, sampling defaults](samples.png)", ""]
-        lines += [
-            "| part | class | parameters | details |",
-            "|---|---|---|---|",
-            f"| `vqvae/` | `LarpVQVAEModel` | {vqvae_parameters:,} | {self.codebook_size} codes of dimension "
-            f"{vqvae_config.codebook_dim}, {self.grid_size}×{self.grid_size} grid, downsampling "
-            f"{vqvae_config.downsample_factor}× |",
-            f"| `prior/` | `{type(self.prior).__name__}` | {prior_parameters:,} | {prior_config.n_layer} layers, width "
-            f"{prior_config.n_embd}, {prior_config.n_head} heads, {prior_config.n_positions} positions, "
-            f"{self.num_classes or 'no'} classes |",
-            "",
-            f"Sampling defaults (`prior/generation_config.json`): temperature {defaults['temperature']}, top-k "
-            f"{defaults['top_k'] or 'off'}, top-p {defaults['top_p']}.",
-            "",
-            "## Use",
-            "",
-            "```python",
-            "from larp_hf import LarpPipeline",
-            "",
-            'pipe = LarpPipeline.from_pretrained("path/or/repo_id")',
-            "images = pipe(num_images=16, seed=0).images"
-            if not conditional
-            else "images = pipe(num_images=16, class_labels=0, guidance_scale=2.0, seed=0).images",
-            "```",
-            "",
-            "or `larp-hf generate path/or/repo_id --num-images 64 --seed 0 --output grid.png`.",
-            "",
-        ]
-        if metrics:
-            lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
-            lines += [f"| {name} | {_format_metric(value)} |" for name, value in metrics.items()]
-            lines += [""]
-        return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
+        return {
+            "vqvae": {
+                "class": type(self.vqvae).__name__,
+                "parameters": sum(p.numel() for p in self.vqvae.parameters()),
+                "image_size": vqvae_config.image_size,
+                "channels": vqvae_config.in_channels,
+                "codebook_size": self.codebook_size,
+                "codebook_dim": vqvae_config.codebook_dim,
+                "grid_size": self.grid_size,
+                "downsample_factor": vqvae_config.downsample_factor,
+                "tokenizer_hash": self.vqvae.tokenizer_hash(),
+            },
+            "prior": {
+                "class": type(self.prior).__name__,
+                "architecture": prior_config.model_type,
+                "parameters": sum(p.numel() for p in self.prior.parameters()),
+                "layers": prior_config.num_hidden_layers,
+                "width": prior_config.hidden_size,
+                "heads": prior_config.num_attention_heads,
+                "positions": prior_config.max_position_embeddings,
+                "vocab_size": prior_config.vocab_size,
+                "num_classes": self.num_classes,
+                "preset": self.larp.get("preset"),
+            },
+            "sampling_defaults": self.sampling_defaults(),
+            "dataset": self.card_info.get("dataset"),
+            "metrics": self.card_info.get("metrics") or {},
+            "evaluations": self.card_info.get("evaluations") or [],
+        }
+
+    def model_card(self, has_sample_grid: bool = False):
+        """The pipeline's model card (a `huggingface_hub.ModelCard`); see `larp_hf.pipelines.model_card`."""
+        return pipeline_model_card(self.describe(), has_sample_grid=has_sample_grid)
+
+    def record_evaluation(self, command: str, scores: dict, **details):
+        """
+        Add one evaluation of this pipeline's samples to `card_info` (shown on the card's table and as model-index
+        entries); `details` are `evaluation_record`'s keyword arguments. An earlier record of the same command, data,
+        feature network and settings is replaced. Call `save_model_card(folder)` to write it.
+        """
+        record = evaluation_record(command, scores, **details)
+        self.card_info["evaluations"] = merge_evaluation(self.card_info.get("evaluations") or [], record)
 
 
-def _is_hub_id(name: str | None) -> bool:
-    return bool(name) and name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/"))
+def _write_text_atomic(path: Path, text: str):
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
-def _format_metric(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-__all__ = ["LarpPipeline", "LarpPipelineOutput", "check_pair", "image_grid", "set_sampling_defaults"]
+__all__ = ["LarpPipeline", "LarpPipelineOutput", "PIPELINE_CONFIG_NAME", "is_pipeline_folder"]

@@ -10,7 +10,7 @@ from larp_hf import CodebookLogitsProcessor
 K = 32  # codebook size; the scores below have 4 special tokens after the codes
 
 
-def reference_probabilities(scores: np.ndarray, codebook_size: int, temperature: float, top_k=None, top_p=None):
+def reference_probabilities(scores: np.ndarray, codebook_size: int, temperature: float, top_k=0, top_p=1.0):
     """softmax(logits / T) over the top-k codes (then the smallest nucleus holding top_p), zero elsewhere."""
     probabilities = np.zeros_like(scores, dtype=np.float64)
     for row, logits in enumerate(scores.astype(np.float64)):
@@ -18,7 +18,7 @@ def reference_probabilities(scores: np.ndarray, codebook_size: int, temperature:
         kept = np.argsort(-codes, kind="stable")[: top_k or codebook_size]
         weights = np.exp(codes[kept] - codes[kept].max())
         weights /= weights.sum()
-        if top_p is not None:
+        if top_p < 1.0:
             # Keep codes in order of probability until their mass reaches top_p (the one crossing it stays).
             mass_before = np.cumsum(weights) - weights
             kept, weights = kept[mass_before < top_p], weights[mass_before < top_p]
@@ -36,8 +36,8 @@ def random_scores(rows=8, seed=0, special_boost=0.0):
 
 @pytest.mark.parametrize(
     "temperature, top_k, top_p",
-    [(1.0, None, None), (0.7, None, None), (1.3, 5, None), (0.9, 1, None), (1.0, K, None), (0.8, None, 0.5),
-     (1.0, 10, 0.9), (2.0, None, 1.0)],
+    [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 5, 1.0), (0.9, 1, 1.0), (1.0, K, 1.0), (0.8, 0, 0.5),
+     (1.0, 10, 0.9), (2.0, 0, 1.0)],
 )
 def test_distribution_matches_reference(temperature, top_k, top_p):
     scores = random_scores()
@@ -87,7 +87,13 @@ def test_never_lets_a_special_token_through_over_many_sampled_steps():
     [
         ({"temperature": 0}, "temperature"),
         ({"temperature": -1.0}, "temperature"),
-        ({"top_k": 0}, "top_k"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_k": None}, "top_k"),
+        ({"top_k": True}, "top_k"),
+        ({"top_p": None}, "top_p"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"top_p": float("nan")}, "top_p"),
         ({"top_k": K + 1}, "top_k"),
         ({"top_k": 2.5}, "top_k"),
         ({"top_p": 0.0}, "top_p"),

@@ -15,7 +15,15 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from larp_hf import LarpPipeline, LarpPipelineOutput, LarpPriorCollator, LarpVQVAEConfig, prior_config
+from larp_hf import (
+    CodebookLogitsProcessor,
+    LarpPipeline,
+    LarpPipelineOutput,
+    LarpPriorCollator,
+    LarpVQVAEConfig,
+    prior_config,
+    set_sampling_defaults,
+)
 from larp_hf.pipelines import pipeline_larp
 
 from ..conftest import make_tiny_pipeline
@@ -85,7 +93,7 @@ def test_no_special_token_comes_out_even_when_the_prior_prefers_them():
 
 
 def test_sampling_defaults_come_from_the_generation_config(tiny_pipeline):
-    pipeline_larp.set_sampling_defaults(tiny_pipeline.prior, temperature=0.5, top_k=3)
+    set_sampling_defaults(tiny_pipeline.prior, temperature=0.5, top_k=3)
     assert tiny_pipeline.sampling_defaults() == {"temperature": 0.5, "top_k": 3, "top_p": 1.0}
     codes_default = tiny_pipeline(num_images=4, seed=0).codes
     codes_explicit = tiny_pipeline(num_images=4, seed=0, temperature=0.5, top_k=3).codes
@@ -113,6 +121,7 @@ def test_guidance_mixes_class_and_null_logits_in_one_batched_forward_per_step():
     hook = prior.register_forward_pre_hook(
         lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
     )
+    instance_attributes = set(vars(prior))
     original = pipeline_larp.CodebookLogitsProcessor
     pipeline_larp.CodebookLogitsProcessor = RecordingProcessor
     try:
@@ -121,7 +130,7 @@ def test_guidance_mixes_class_and_null_logits_in_one_batched_forward_per_step():
         pipeline_larp.CodebookLogitsProcessor = original
         hook.remove()
     assert batch_sizes == [6] * 64  # class and null rows together, one forward per sampled token
-    assert "prepare_inputs_for_generation" not in vars(prior)  # the class's method again
+    assert set(vars(prior)) == instance_attributes  # nothing was patched onto the model instance
 
     class_prefix = torch.tensor([[larp["bos_token_id"], larp["class_token_offset"] + c] for c in range(3)])
     null_prefix = torch.tensor([[larp["bos_token_id"], larp["null_class_token_id"]]] * 3)
@@ -222,16 +231,20 @@ def test_a_prior_from_another_tokenizer_is_refused(tiny_pipeline):
 
 
 def test_save_load_gives_the_same_images_and_the_folder_is_complete(tiny_pipeline, tmp_path):
-    tiny_pipeline.card_info = {"dataset": "fashion_mnist", "metrics": {"prior validation loss (nats/token)": 3.2}}
+    tiny_pipeline.card_info = {
+        "dataset": "fashion_mnist", "metrics": {"prior validation loss (nats/token)": 3.2}, "evaluations": []
+    }
     tiny_pipeline.save_pretrained(tmp_path / "pipe")
     names = {path.relative_to(tmp_path / "pipe").as_posix() for path in (tmp_path / "pipe").rglob("*") if path.is_file()}
     assert {
-        "model_index.json", "README.md", "samples.png", "vqvae/config.json", "vqvae/model.safetensors",
+        "larp_pipeline.json", "README.md", "samples.png", "vqvae/config.json", "vqvae/model.safetensors",
         "prior/config.json", "prior/generation_config.json", "prior/model.safetensors",
         "image_processor/preprocessor_config.json",
     } <= names
-    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
-    assert index["_class_name"] == "LarpPipeline" and index["prior"] == ["transformers", "GPT2LMHeadModel"]
+    assert not (tmp_path / "pipe" / "model_index.json").exists()  # not diffusers' file: DiffusionPipeline cannot load it
+    index = json.loads((tmp_path / "pipe" / "larp_pipeline.json").read_text())
+    assert index["pipeline_class"] == "LarpPipeline"
+    assert index["parts"]["prior"] == {"library": "transformers", "class": "GPT2LMHeadModel"}
     assert PIL.Image.open(tmp_path / "pipe" / "samples.png").size == (8 * 18 + 2, 8 * 18 + 2)
 
     card = ModelCard.load(tmp_path / "pipe" / "README.md")
@@ -249,7 +262,7 @@ def test_save_load_gives_the_same_images_and_the_folder_is_complete(tiny_pipelin
 
 
 def test_loading_refuses_folders_that_are_not_pipelines_or_hold_a_mismatched_pair(tiny_pipeline, tmp_path):
-    with pytest.raises(ValueError, match="no model_index.json.*larp-hf assemble"):
+    with pytest.raises(ValueError, match="no larp_pipeline.json.*larp-hf assemble"):
         LarpPipeline.from_pretrained(tmp_path)
     tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
     make_tiny_pipeline(seed=1).prior.save_pretrained(tmp_path / "pipe" / "prior")

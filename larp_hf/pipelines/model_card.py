@@ -1,0 +1,203 @@
+"""The pipeline's model card (README.md), built from plain values: Hub metadata, sizes, sampling defaults, metrics and
+evaluation results as model-index entries that the Hub and `ModelCard.load` read back."""
+
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+
+MODEL_NAME = "LARP latent-autoregressive image model"
+TASK_TYPE = "unconditional-image-generation"
+# Hub dataset ids of the seed datasets, for the model card's metadata.
+HUB_DATASETS = {
+    "fashion_mnist": "zalando-datasets/fashion_mnist",
+    "cifar10": "uoft-cs/cifar10",
+    "stl10": "tanganke/stl10",
+    "faces": "Dmini/FFHQ-64x64",
+}
+SCORE_NAMES = {"fid": "FID", "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+def hub_dataset_id(dataset: str | None) -> str | None:
+    """The Hub id of a dataset named by a recipe, or `None` for a local folder (or nothing): metadata names Hub ids only."""
+    if not dataset:
+        return None
+    if dataset in HUB_DATASETS:
+        return HUB_DATASETS[dataset]
+    looks_local = dataset.startswith((".", "/", "~")) or ".." in dataset or Path(dataset).exists()
+    return dataset if _HUB_ID.match(dataset) and not looks_local else None
+
+
+def evaluation_record(
+    command: str, scores: dict, *, feature_network: str, feature_network_sha256: str, dataset: str, split: str,
+    num_samples: int, sampling: dict,
+) -> dict:  # fmt: skip
+    """One evaluation of the pipeline's samples, as stored in the pipeline folder and shown on its card."""
+    return {
+        "command": command,
+        "scores": {name: float(scores[name]) for name in SCORE_NAMES if name in scores},
+        "feature_network": feature_network,
+        "feature_network_sha256": feature_network_sha256,
+        "dataset": dataset,
+        "split": split,
+        "num_samples": int(num_samples),
+        "sampling": dict(sampling),
+    }
+
+
+def merge_evaluation(evaluations: list[dict], record: dict) -> list[dict]:
+    """`evaluations` with `record` added; an earlier record of the same command, data, network and settings is replaced."""
+    key = ("command", "feature_network_sha256", "dataset", "split", "num_samples", "sampling")
+    kept = [old for old in evaluations if any(old.get(name) != record[name] for name in key)]
+    return kept + [record]
+
+
+def _sampling_text(sampling: dict) -> str:
+    parts = [f"temperature {sampling.get('temperature')}", f"top-k {sampling.get('top_k') or 'off'}"]
+    parts.append(f"top-p {sampling.get('top_p')}")
+    if sampling.get("guidance_scale") not in (None, 1, 1.0):
+        parts.append(f"guidance {sampling['guidance_scale']}")
+    return ", ".join(parts)
+
+
+def _eval_results(evaluations: list[dict]) -> list[EvalResult]:
+    results = []
+    for record in evaluations:
+        dataset = record["dataset"]
+        for name, value in record["scores"].items():
+            results.append(
+                EvalResult(
+                    task_type=TASK_TYPE,
+                    dataset_type=hub_dataset_id(dataset) or dataset,
+                    dataset_name=dataset,
+                    dataset_split=record["split"],
+                    metric_type=name,
+                    metric_name=f"{SCORE_NAMES[name]} ({record['feature_network']})",
+                    metric_value=round(value, 4),
+                    metric_config=f"{_sampling_text(record['sampling'])}; {record['num_samples']} samples",
+                    source_name=record["command"],
+                )
+            )
+    return results
+
+
+def _format_metric(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> ModelCard:
+    """
+    The model card of a pipeline described by `LarpPipeline.describe()` (plain values only): Hub metadata header
+    (with model-index entries for every recorded evaluation), what the model is, sizes, sampling defaults, the
+    training runs' metrics and the evaluation table.
+    """
+    vqvae, prior = description["vqvae"], description["prior"]
+    dataset = description.get("dataset")
+    metrics = description.get("metrics") or {}
+    evaluations = description.get("evaluations") or []
+    defaults = description["sampling_defaults"]
+    conditional = prior["num_classes"] > 0
+    hub_id = hub_dataset_id(dataset)
+    architecture = prior.get("architecture", "gpt2")
+    card_data = ModelCardData(
+        model_name=MODEL_NAME if evaluations else None,
+        library_name="larp_hf",
+        license="apache-2.0",
+        pipeline_tag=TASK_TYPE,
+        tags=["larp_hf", "vq-vae", architecture, "image-generation", "latent-autoregressive"]
+        + (["class-conditional"] if conditional else []),
+        datasets=[hub_id] if hub_id else None,
+        eval_results=_eval_results(evaluations) or None,
+    )
+    side, grid = vqvae["image_size"], vqvae["grid_size"]
+    lines = [
+        f"# {MODEL_NAME}",
+        "",
+        f"A `larp_hf` pipeline{f' trained on `{dataset}`' if dataset else ''}: "
+        f"a VQ-VAE tokenizer turns {side}×{side} images with {vqvae['channels']} channel(s) into "
+        f"{grid}×{grid} grids of indices into a {vqvae['codebook_size']}-code codebook, and a {prior['class']} "
+        f"prior samples such grids{' given a class (classifier-free guidance available)' if conditional else ''}; "
+        "the tokenizer decodes them back to pixels.",
+        "",
+    ]
+    if has_sample_grid:
+        lines += ["![64 samples, seed 0, sampling defaults](samples.png)", ""]
+    lines += [
+        "| part | class | parameters | details |",
+        "|---|---|---|---|",
+        f"| `vqvae/` | `{vqvae['class']}` | {vqvae['parameters']:,} | {vqvae['codebook_size']} codes of dimension "
+        f"{vqvae['codebook_dim']}, {grid}×{grid} grid, downsampling {vqvae['downsample_factor']}× |",
+        f"| `prior/` | `{prior['class']}` | {prior['parameters']:,} | {prior['layers']} layers, width "
+        f"{prior['width']}, {prior['heads']} heads, {prior['positions']} positions, {prior['num_classes'] or 'no'} "
+        "classes |",
+        "",
+        f"Sampling defaults (`prior/generation_config.json`, which stock `generate` reads too): temperature "
+        f"{defaults['temperature']}, top-k {defaults['top_k'] or 'off'}, top-p {defaults['top_p']}.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from larp_hf import LarpPipeline",
+        "",
+        'pipe = LarpPipeline.from_pretrained("path/or/repo_id")',
+        "images = pipe(num_images=16, seed=0).images"
+        if not conditional
+        else "images = pipe(num_images=16, class_labels=0, guidance_scale=2.0, seed=0).images",
+        "```",
+        "",
+        "or `larp-hf generate path/or/repo_id --num-images 64 --seed 0 --output grid.png`.",
+        "",
+    ]
+    if metrics:
+        lines += ["## Training metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {_format_metric(value)} |" for name, value in metrics.items()]
+        lines += [""]
+    if evaluations:
+        lines += [
+            "## Evaluation",
+            "",
+            "| command | real images | samples | sampling | feature network | FID | precision | recall | density | coverage |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for record in evaluations:
+            scores = [_format_metric(record["scores"][name]) if name in record["scores"] else "" for name in SCORE_NAMES]
+            lines.append(
+                f"| `{record['command']}` | {record['dataset']} {record['split']} | {record['num_samples']:,} | "
+                f"{_sampling_text(record['sampling'])} | {record['feature_network']} "
+                f"(`{record['feature_network_sha256'][:12]}…`) | " + " | ".join(scores) + " |"
+            )
+        lines += ["", "Scores on different feature networks or sample counts are not comparable with each other.", ""]
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+__all__ = ["HUB_DATASETS", "evaluation_record", "hub_dataset_id", "merge_evaluation", "pipeline_model_card"]
+
+
+def card_info_from_training_runs(vqvae_dir, prior_dir, dataset: str | None = None) -> dict:
+    """
+    What the card says about training: the dataset and the final validation numbers that `train_vqvae.py` and
+    `train_prior.py` wrote to their folders' `metrics.json` (missing files or keys are left out).
+    """
+    import json
+
+    def read(folder) -> dict:
+        path = Path(folder) / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    vqvae_metrics, prior_metrics = read(vqvae_dir), read(prior_dir)
+    metrics = {}
+    if "val_psnr" in vqvae_metrics:
+        metrics["tokenizer reconstruction PSNR (dB, validation split)"] = round(vqvae_metrics["val_psnr"], 2)
+    if "codebook_usage" in vqvae_metrics:
+        metrics["tokenizer codebook usage (validation split)"] = round(vqvae_metrics["codebook_usage"], 4)
+    if "val_loss" in prior_metrics:
+        metrics["prior validation loss (nats/token)"] = round(prior_metrics["val_loss"], 4)
+    for k in (1, 5, 10):
+        if f"val_top{k}_accuracy" in prior_metrics:
+            metrics[f"prior validation top-{k} accuracy"] = round(prior_metrics[f"val_top{k}_accuracy"], 4)
+    return {"dataset": dataset or vqvae_metrics.get("dataset"), "metrics": metrics, "evaluations": []}
+
+
+__all__ += ["card_info_from_training_runs"]
