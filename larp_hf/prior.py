@@ -14,6 +14,7 @@ the tokenizer the prior was trained on are stored under `larp` in the prior's `c
 
 import copy
 
+import torch
 from transformers import GPT2Config, PreTrainedModel
 
 from .generation import CodebookLogitsProcessor
@@ -181,10 +182,43 @@ def check_pair(vqvae, prior: PreTrainedModel, prior_name: str = "prior", vqvae_n
             )
 
 
+def class_token_ids(larp: dict, class_labels, num_images: int) -> torch.Tensor | None:
+    """
+    (N,) prefix class tokens for `num_images` sequences of the prior whose `larp` metadata is given: `class_labels`
+    (one label for all, or one per image) as token ids, the null class when they are left out, or `None` for an
+    unconditional prior. Out-of-range, non-integer or miscounted labels raise a `ValueError` that says so.
+    """
+    if larp["num_classes"] == 0:
+        if class_labels is not None:
+            raise ValueError(
+                "This prior is unconditional (trained without classes); leave `class_labels` out or load a "
+                "class-conditional prior (train_prior.py --num_classes N)."
+            )
+        return None
+    if class_labels is None:
+        return torch.full((num_images,), larp["null_class_token_id"], dtype=torch.long)
+    labels = torch.as_tensor(class_labels).reshape(-1)
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"`class_labels` must be integers, got {labels.dtype}.")
+    if labels.numel() == 1:
+        labels = labels.expand(num_images)
+    if labels.numel() != num_images:
+        raise ValueError(
+            f"`class_labels` has {labels.numel()} entries for {num_images} images; pass one label, or one per image."
+        )
+    if labels.min() < 0 or labels.max() >= larp["num_classes"]:
+        raise ValueError(
+            f"`class_labels` must be in [0, {larp['num_classes']}) for this prior, got values from {int(labels.min())} "
+            f"to {int(labels.max())}."
+        )
+    return labels.long() + larp["class_token_offset"]
+
+
 __all__ = [
     "NEUTRAL_SAMPLING",
     "PRIOR_PRESETS",
     "check_pair",
+    "class_token_ids",
     "prior_config",
     "prior_metadata",
     "sampling_defaults",

@@ -4,9 +4,19 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 
-from larp_hf import PRIOR_PRESETS, LarpVQVAEConfig, LarpVQVAEModel, prior_config, prior_metadata
+from larp_hf import (
+    PRIOR_PRESETS,
+    CodebookLogitsProcessor,
+    LarpVQVAEConfig,
+    LarpVQVAEModel,
+    prior_config,
+    prior_metadata,
+    sampling_defaults,
+    set_sampling_defaults,
+)
+from larp_hf.prior import NEUTRAL_SAMPLING
 
 
 VQVAE = LarpVQVAEConfig(in_channels=1, image_size=32, codebook_size=512)
@@ -92,3 +102,101 @@ def test_saved_prior_loads_with_stock_transformers_in_a_process_without_larp_hf(
     assert loaded["larp"] == prior_metadata(config)
     torch.testing.assert_close(torch.tensor(loaded["logits"]), expected, rtol=1e-5, atol=1e-5)
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), GPT2LMHeadModel)
+
+
+# ------------------------------------------------------------------------------------------ the sampling policy
+
+
+def prior_that_prefers_special_tokens(num_classes=3, codebook_size=16):
+    """An untrained prior whose raw scores put nearly all mass on the special tokens (BOS, classes, null)."""
+    torch.manual_seed(0)
+    vqvae_config = LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[8], codebook_size=codebook_size)
+    prior = GPT2LMHeadModel(
+        prior_config(vqvae_config, preset="tiny", num_classes=num_classes, tie_word_embeddings=False)
+    ).eval()
+    with torch.no_grad():
+        prior.transformer.ln_f.weight.zero_()
+        prior.transformer.ln_f.bias.fill_(1.0)  # constant final hidden state
+        prior.lm_head.weight[:codebook_size] = 0.01 * torch.randn(codebook_size, prior.config.n_embd)
+        prior.lm_head.weight[codebook_size:] = 1.0  # logit 64 for every special token against ~0 for codes
+    return prior
+
+
+def test_set_sampling_defaults_stores_the_whole_policy_and_keeps_what_is_not_given():
+    prior = prior_that_prefers_special_tokens()
+    set_sampling_defaults(prior)
+    config = prior.generation_config
+    assert config.do_sample and config.max_new_tokens == config.min_new_tokens == 64
+    assert config.suppress_tokens == list(range(16, 16 + 1 + 3 + 1))  # BOS, 3 classes, null
+    assert sampling_defaults(prior) == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    set_sampling_defaults(prior, temperature=0.8, top_k=5, top_p=0.9)
+    set_sampling_defaults(prior, top_k=7)  # e.g. `larp-hf sweep --write-generation-config` over top-k only
+    assert sampling_defaults(prior) == {"temperature": 0.8, "top_k": 7, "top_p": 0.9}
+    for bad in ({"top_k": -1}, {"top_p": 0.0}, {"temperature": float("nan")}):
+        with pytest.raises(ValueError):
+            set_sampling_defaults(prior, **bad)
+    assert sampling_defaults(prior) == {"temperature": 0.8, "top_k": 7, "top_p": 0.9}  # nothing half-written
+
+
+STOCK_GENERATE = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM
+
+prior = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+bos = torch.full((int(sys.argv[2]), 1), prior.generation_config.bos_token_id)
+torch.manual_seed(0)
+with torch.no_grad():
+    sequences = prior.generate(bos)  # nothing but the saved generation_config.json
+assert "larp_hf" not in sys.modules
+print(json.dumps({"shape": list(sequences.shape), "largest_id": int(sequences[:, 1:].max()),
+                  "distinct_codes": int(sequences[:, 1:].unique().numel())}))
+"""
+
+
+def test_stock_generate_in_a_process_without_larp_hf_samples_only_code_ids(tmp_path):
+    prior = prior_that_prefers_special_tokens()
+    bos = torch.full((4, 1), 16)
+    with torch.no_grad():  # without the saved policy, stock sampling emits nothing but special tokens
+        raw = prior.generate(bos, attention_mask=torch.ones_like(bos), do_sample=True, max_new_tokens=64)
+    assert (raw[:, 1:] >= 16).all()
+    set_sampling_defaults(prior, temperature=1.5)
+    prior.save_pretrained(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", STOCK_GENERATE, str(tmp_path), "256"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    sampled = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sampled["shape"] == [256, 65]  # BOS + one whole 8x8 grid each, no more, no less
+    assert sampled["largest_id"] < 16  # 0 non-code ids in 256 x 64 sampled tokens
+    assert sampled["distinct_codes"] > 1
+
+
+def test_the_processor_and_the_stored_defaults_apply_each_setting_once():
+    prior = prior_that_prefers_special_tokens(num_classes=0)
+    with torch.no_grad():
+        prior.lm_head.weight[:16] = torch.randn(16, prior.config.n_embd)  # codes with distinct scores
+        raw = prior(torch.full((1, 1), 16)).logits[0, -1, :16].double()
+    set_sampling_defaults(prior, temperature=0.5, top_k=5)
+    once = torch.full((16,), float("-inf"), dtype=torch.float64)
+    kept = raw.topk(5).indices
+    once[kept] = raw[kept] / 0.5
+    expected = once.softmax(-1)
+
+    def first_step_distribution(**kwargs):
+        bos = torch.full((1, 1), 16)
+        with torch.no_grad():
+            out = prior.generate(bos, max_new_tokens=1, min_new_tokens=1, output_scores=True,
+                                 return_dict_in_generate=True, **kwargs)  # fmt: skip
+        return out.scores[0][0].double().softmax(-1)
+
+    stock = first_step_distribution()  # the stored policy alone
+    with_processor = first_step_distribution(logits_processor=LogitsProcessorList([CodebookLogitsProcessor(16)]))
+    # The pipeline's way: the processor carries the settings, generate's own warpers are off.
+    processor_only = first_step_distribution(
+        logits_processor=LogitsProcessorList([CodebookLogitsProcessor(16, **sampling_defaults(prior))]),
+        **NEUTRAL_SAMPLING,
+    )
+    for distribution in (stock, with_processor, processor_only):
+        torch.testing.assert_close(distribution[:16], expected, atol=1e-5, rtol=0)
+        assert distribution[16:].sum() == 0

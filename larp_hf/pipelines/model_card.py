@@ -87,6 +87,40 @@ def _format_metric(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def describe_pipeline(pipeline) -> dict:
+    """A `LarpPipeline` in plain values: the parts and their sizes, the sampling defaults and the card's records."""
+    vqvae_config, prior_config = pipeline.vqvae.config, pipeline.prior.config
+    return {
+        "vqvae": {
+            "class": type(pipeline.vqvae).__name__,
+            "parameters": sum(p.numel() for p in pipeline.vqvae.parameters()),
+            "image_size": vqvae_config.image_size,
+            "channels": vqvae_config.in_channels,
+            "codebook_size": pipeline.codebook_size,
+            "codebook_dim": vqvae_config.codebook_dim,
+            "grid_size": pipeline.grid_size,
+            "downsample_factor": vqvae_config.downsample_factor,
+            "tokenizer_hash": pipeline.vqvae.tokenizer_hash(),
+        },
+        "prior": {
+            "class": type(pipeline.prior).__name__,
+            "architecture": prior_config.model_type,
+            "parameters": sum(p.numel() for p in pipeline.prior.parameters()),
+            "layers": prior_config.num_hidden_layers,
+            "width": prior_config.hidden_size,
+            "heads": prior_config.num_attention_heads,
+            "positions": prior_config.max_position_embeddings,
+            "vocab_size": prior_config.vocab_size,
+            "num_classes": pipeline.num_classes,
+            "preset": pipeline.larp.get("preset"),
+        },
+        "sampling_defaults": pipeline.sampling_defaults(),
+        "dataset": pipeline.card_info.get("dataset"),
+        "metrics": pipeline.card_info.get("metrics") or {},
+        "evaluations": pipeline.card_info.get("evaluations") or [],
+    }
+
+
 def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> ModelCard:
     """
     The model card of a pipeline described by `LarpPipeline.describe()` (plain values only): Hub metadata header
@@ -172,7 +206,7 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
-__all__ = ["HUB_DATASETS", "evaluation_record", "hub_dataset_id", "merge_evaluation", "pipeline_model_card"]
+__all__ = ["HUB_DATASETS", "describe_pipeline", "evaluation_record", "hub_dataset_id", "merge_evaluation", "pipeline_model_card"]
 
 
 def card_info_from_training_runs(vqvae_dir, prior_dir, dataset: str | None = None) -> dict:

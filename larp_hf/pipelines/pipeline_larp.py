@@ -19,9 +19,16 @@ from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor
 
 from ..generation import CodebookLogitsProcessor, sample_with_guidance
 from ..models import LarpImageProcessor, LarpVQVAEModel
-from ..prior import NEUTRAL_SAMPLING, check_pair, prior_metadata, sampling_defaults, set_sampling_defaults
+from ..prior import (
+    NEUTRAL_SAMPLING,
+    check_pair,
+    class_token_ids,
+    prior_metadata,
+    sampling_defaults,
+    set_sampling_defaults,
+)
 from .image_grid import image_grid
-from .model_card import evaluation_record, merge_evaluation, pipeline_model_card
+from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card
 
 
 logger = logging.getLogger(__name__)
@@ -209,7 +216,7 @@ class LarpPipeline:
         top_p = defaults["top_p"] if top_p is None else top_p
         codes_processor = CodebookLogitsProcessor(self.codebook_size, temperature, top_k, top_p)
 
-        class_tokens = self._class_tokens(class_labels, num_images)  # (N,) or None
+        class_tokens = class_token_ids(self.larp, class_labels, num_images)  # (N,) or None
         guidance_scale = 1.0 if guidance_scale is None else guidance_scale
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not (
             math.isfinite(guidance_scale) and guidance_scale >= 1
@@ -243,33 +250,6 @@ class LarpPipeline:
         if not return_dict:
             return images, codes
         return LarpPipelineOutput(images=images, codes=codes)
-
-    def _class_tokens(self, class_labels, num_images: int) -> torch.Tensor | None:
-        """(N,) prefix class tokens: the requested classes, the null class, or `None` for an unconditional prior."""
-        if self.num_classes == 0:
-            if class_labels is not None:
-                raise ValueError(
-                    "This prior is unconditional (trained without classes); leave `class_labels` out or load a "
-                    "class-conditional prior (train_prior.py --num_classes N)."
-                )
-            return None
-        if class_labels is None:
-            return torch.full((num_images,), self.larp["null_class_token_id"], dtype=torch.long)
-        labels = torch.as_tensor(class_labels).reshape(-1)
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"`class_labels` must be integers, got {labels.dtype}.")
-        if labels.numel() == 1:
-            labels = labels.expand(num_images)
-        if labels.numel() != num_images:
-            raise ValueError(
-                f"`class_labels` has {labels.numel()} entries for {num_images} images; pass one label, or one per image."
-            )
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(
-                f"`class_labels` must be in [0, {self.num_classes}) for this prior, got values from {int(labels.min())} "
-                f"to {int(labels.max())}."
-            )
-        return labels.long() + self.larp["class_token_offset"]
 
     def _sample_codes(self, input_ids, codes_processor, guidance_scale: float, seed: int | None) -> torch.Tensor:
         """(b, prefix) -> (b, h·w) codes: stock `generate` with the KV cache, or the guided loop when guidance is on."""
@@ -436,36 +416,7 @@ class LarpPipeline:
 
     def describe(self) -> dict:
         """The pipeline in plain values: the parts and their sizes, the sampling defaults and the card's records."""
-        vqvae_config, prior_config = self.vqvae.config, self.prior.config
-        return {
-            "vqvae": {
-                "class": type(self.vqvae).__name__,
-                "parameters": sum(p.numel() for p in self.vqvae.parameters()),
-                "image_size": vqvae_config.image_size,
-                "channels": vqvae_config.in_channels,
-                "codebook_size": self.codebook_size,
-                "codebook_dim": vqvae_config.codebook_dim,
-                "grid_size": self.grid_size,
-                "downsample_factor": vqvae_config.downsample_factor,
-                "tokenizer_hash": self.vqvae.tokenizer_hash(),
-            },
-            "prior": {
-                "class": type(self.prior).__name__,
-                "architecture": prior_config.model_type,
-                "parameters": sum(p.numel() for p in self.prior.parameters()),
-                "layers": prior_config.num_hidden_layers,
-                "width": prior_config.hidden_size,
-                "heads": prior_config.num_attention_heads,
-                "positions": prior_config.max_position_embeddings,
-                "vocab_size": prior_config.vocab_size,
-                "num_classes": self.num_classes,
-                "preset": self.larp.get("preset"),
-            },
-            "sampling_defaults": self.sampling_defaults(),
-            "dataset": self.card_info.get("dataset"),
-            "metrics": self.card_info.get("metrics") or {},
-            "evaluations": self.card_info.get("evaluations") or [],
-        }
+        return describe_pipeline(self)
 
     def model_card(self, has_sample_grid: bool = False):
         """The pipeline's model card (a `huggingface_hub.ModelCard`); see `larp_hf.pipelines.model_card`."""

@@ -326,3 +326,41 @@ def test_the_pipeline_and_its_parts_load_by_repo_id_from_the_hub_cache_offline(t
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "home")}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_a_folder_saved_with_the_old_model_index_json_still_loads(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    index = json.loads((tmp_path / "pipe" / "larp_pipeline.json").read_text())
+    legacy = {"_class_name": "LarpPipeline", "vqvae": ["larp_hf", "LarpVQVAEModel"], "model_card": index["model_card"]}
+    (tmp_path / "pipe" / "larp_pipeline.json").unlink()
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(legacy))
+    reloaded = LarpPipeline.from_pretrained(tmp_path / "pipe")
+    assert torch.equal(reloaded(num_images=4, seed=0).codes, tiny_pipeline(num_images=4, seed=0).codes)
+    reloaded.save_pretrained(tmp_path / "pipe", sample_grid=False)  # saving again moves it to the new file
+    assert (tmp_path / "pipe" / "larp_pipeline.json").is_file() and not (tmp_path / "pipe" / "model_index.json").exists()
+
+
+# -------------------------------------------------------------------------------------------- dtypes and devices
+
+
+def test_from_pretrained_with_a_dtype_and_to_behave_like_diffusers(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    expected_hash = tiny_pipeline.vqvae.tokenizer_hash()
+    for dtype in (torch.bfloat16, torch.float16):
+        pipe = LarpPipeline.from_pretrained(tmp_path / "pipe", dtype=dtype, device="cpu")
+        assert pipe.dtype == dtype and pipe.device.type == "cpu"
+        assert pipe.vqvae.quantizer.codebook.dtype == torch.float32  # codes do not depend on the dtype
+        assert pipe.vqvae.tokenizer_hash() == expected_hash
+        output = pipe(num_images=4, seed=0, output_type="pt")
+        assert output.images.dtype == torch.float32 and output.codes.max() < K
+    pipe = LarpPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipe.to(torch.bfloat16) is pipe and pipe.dtype == torch.bfloat16
+    assert pipe.vqvae.quantizer.codebook.dtype == torch.float32
+    pipe.to("cpu", torch.float32)
+    assert pipe.dtype == torch.float32
+    pipe.to(device="cpu", dtype=torch.bfloat16)
+    assert pipe.dtype == torch.bfloat16 and len(pipe(num_images=2, seed=0).images) == 2
+    with pytest.raises(ValueError, match="floating-point"):
+        pipe.to(torch.int64)
+    with pytest.raises(TypeError, match="device and/or a dtype"):
+        pipe.to(3.5)
