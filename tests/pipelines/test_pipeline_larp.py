@@ -316,6 +316,8 @@ def test_the_pipeline_and_its_parts_load_by_repo_id_from_the_hub_cache_offline(t
         repo = "larp-test/tiny-pipeline"
         pipe = LarpPipeline.from_pretrained(repo)
         assert torch.equal(pipe(num_images=4, seed=0).codes, torch.load({str(tmp_path / "expected.pt")!r}))
+        half = LarpPipeline.from_pretrained(repo, dtype=torch.bfloat16, device="cpu", revision="main", token=False)
+        assert half.dtype == torch.bfloat16 and half(num_images=2, seed=0).codes.shape == (2, 8, 8)
         prior = AutoModelForCausalLM.from_pretrained(repo, subfolder="prior")
         vqvae = AutoModel.from_pretrained(repo, subfolder="vqvae")
         assert type(prior) is GPT2LMHeadModel and type(vqvae) is LarpVQVAEModel
