@@ -46,9 +46,10 @@ def assemble(args):
     from transformers import AutoModelForCausalLM
 
     from larp_hf import LarpImageProcessor, LarpPipeline, LarpVQVAEModel, set_sampling_defaults
+    from larp_hf.pipelines import is_pipeline_folder
 
     output = Path(args.output)
-    if output.is_dir() and any(output.iterdir()) and not (output / "model_index.json").is_file() and not args.overwrite:
+    if output.is_dir() and any(output.iterdir()) and not is_pipeline_folder(output) and not args.overwrite:
         raise SystemExit(
             f"error: {output} is not empty and holds no pipeline; pick another --output or pass --overwrite."
         )
@@ -223,12 +224,12 @@ def _pipeline_and_feature_network(args):
         network = load_feature_network(args.feature_network)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    network.model.to(pipeline.device)
+    network.to(pipeline.device)
     return pipeline, network
 
 
 def evaluate(args):
-    from larp_hf.evaluation import evaluate_pipeline, evaluation_markdown
+    from larp_hf.evaluation import evaluate_pipeline, evaluation_markdown, write_evaluation_reports
 
     output_dir = Path(args.output_dir)
     pipeline, network = _pipeline_and_feature_network(args)
@@ -244,45 +245,34 @@ def evaluate(args):
         raise SystemExit(f"error: {error}") from None
     results["settings"]["model"] = str(args.model)
     results["settings"]["seconds"] = round(time.perf_counter() - start, 1)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = evaluation_markdown(results)
-    (output_dir / "evaluation.md").write_text(table)
-    print(table)
+    write_evaluation_reports(results, output_dir)
+    print(evaluation_markdown(results))
     print(f"Wrote {output_dir / 'evaluation.json'} and {output_dir / 'evaluation.md'} ({results['settings']['seconds']} s)")
 
 
 def sweep(args):
-    import csv
-
     from larp_hf import set_sampling_defaults
-    from larp_hf.evaluation import best_setting, sweep_markdown, sweep_pipeline, sweep_plots
+    from larp_hf.evaluation import sweep_markdown, sweep_pipeline, write_sweep_reports
+    from larp_hf.pipelines import is_pipeline_folder
 
     output_dir = Path(args.output_dir)
     pipeline, network = _pipeline_and_feature_network(args)
     pipeline.set_progress_bar_config(disable=True)
-    if args.write_generation_config and not (Path(args.model) / "model_index.json").is_file():
+    if args.write_generation_config and not is_pipeline_folder(args.model):
         raise SystemExit("error: --write-generation-config needs MODEL to be a local pipeline folder.")
     start = time.perf_counter()
     try:
-        rows = sweep_pipeline(
+        results = sweep_pipeline(
             pipeline, network, args.temperature, args.top_k, dataset=args.dataset, real_split=args.real_split,
             num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=args.dataset_dir,
             cache_dir=args.cache_dir,
         )  # fmt: skip
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "sweep.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    table = sweep_markdown(rows, network.name, args.num_samples)
-    (output_dir / "sweep.md").write_text(table)
-    sweep_plots(rows, network.name, output_dir)
-    print(table)
-    print(f"Wrote sweep.csv, sweep.md and sweep.png to {output_dir} ({time.perf_counter() - start:.0f} s)")
-    best = best_setting(rows)
+    write_sweep_reports(results, output_dir)
+    print(sweep_markdown(results))
+    print(f"Wrote sweep.json, sweep.csv, sweep.md and sweep.png to {output_dir} ({time.perf_counter() - start:.0f} s)")
+    best = results["best"]
     if args.write_generation_config:
         set_sampling_defaults(pipeline.prior, temperature=best["temperature"], top_k=best["top_k"])
         pipeline.prior.generation_config.save_pretrained(Path(args.model) / "prior")

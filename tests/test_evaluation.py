@@ -101,7 +101,7 @@ def test_sweep_writes_its_files_and_can_store_the_best_setting(tiny_evaluation_s
 
     _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", setup / "features", "--top-k", "64",
                      "--output-dir", tmp_path / "bad", expect_success=False)
-    assert "outside [0, 32]" in err
+    assert "between 0 (off) and the codebook size (32), got 64" in err
     _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", tmp_path / "nothing", "--output-dir",
                      tmp_path / "bad", expect_success=False)
     assert "train_classifier.py" in err

@@ -1,0 +1,55 @@
+"""
+Judging a pipeline: sample scores on a feature network, the tokenizer's floor, a real-vs-real baseline, memorisation
+in code space and sampling sweeps. `larp-hf evaluate` and `larp-hf sweep` are thin shells over these functions.
+
+- `feature_networks`: the feature spaces (a domain classifier, Inception-v3).
+- `real_data`: real images of a split, their cached features, training code grids.
+- `scores`: `evaluate_pipeline`, `sweep_pipeline` and the scores they are made of (plain dicts).
+- `reports`: tables, files, plots and model-card records of those results.
+"""
+
+from .feature_networks import FeatureNetwork, InceptionFeatureNetwork, load_feature_network
+from .real_data import cached_real_features, default_cache_dir, real_images, training_code_grids
+from .reports import (
+    evaluation_markdown,
+    record_evaluation_in_card,
+    record_sweep_in_card,
+    sweep_markdown,
+    sweep_plots,
+    write_evaluation_reports,
+    write_sweep_reports,
+)
+from .scores import (
+    best_setting,
+    encode_images,
+    evaluate_pipeline,
+    memorisation,
+    reconstruct,
+    sample_scores,
+    sweep_pipeline,
+)
+
+
+__all__ = [
+    "FeatureNetwork",
+    "InceptionFeatureNetwork",
+    "best_setting",
+    "cached_real_features",
+    "default_cache_dir",
+    "encode_images",
+    "evaluate_pipeline",
+    "evaluation_markdown",
+    "load_feature_network",
+    "memorisation",
+    "real_images",
+    "reconstruct",
+    "record_evaluation_in_card",
+    "record_sweep_in_card",
+    "sample_scores",
+    "sweep_markdown",
+    "sweep_pipeline",
+    "sweep_plots",
+    "training_code_grids",
+    "write_evaluation_reports",
+    "write_sweep_reports",
+]

@@ -1,0 +1,159 @@
+"""
+What `evaluate_pipeline` and `sweep_pipeline` results become: markdown tables, JSON and CSV files, the sweep's plot,
+and records on the pipeline's model card.
+"""
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+
+logger = logging.getLogger(__name__)
+SCORE_COLUMNS = ("fid", "precision", "recall", "density", "coverage")
+
+
+def _scores_cells(scores: dict, bold_fid: bool = False) -> str:
+    bold = "**" if bold_fid else ""
+    fid, *others = (f"{scores[name]:.3f}" for name in SCORE_COLUMNS)
+    return " | ".join([f"{bold}{fid}{bold}", *others])
+
+
+def evaluation_markdown(results: dict) -> str:
+    """The results of `evaluate_pipeline` as a markdown table and a memorisation sentence."""
+    settings = results["settings"]
+    sampling = settings["sampling"]
+    name = settings["feature_network"]
+    n = settings["num_samples"]
+    rows = [
+        (f"samples (temperature {sampling['temperature']}, top-k {sampling['top_k'] or 'off'}, top-p "
+         f"{sampling['top_p']}), n = {n}", results["samples"]),
+        (f"tokenizer reconstructions of {settings['real_split']} (the floor), n = {settings['reconstructed_images']}",
+         results["reconstructions"]),
+        (f"real {settings['baseline_split']} images (baseline), n = {settings.get('baseline_images', n)}",
+         results["real_baseline"]),
+    ]  # fmt: skip
+    lines = [
+        f"Against {settings['real_images']:,} real `{settings['dataset']}` {settings['real_split']} images; features: "
+        f"{name} (weights SHA-256 `{settings['feature_network_sha256'][:16]}…`).",
+        "",
+        f"| | FID ({name}) | precision | recall | density | coverage |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {label} | {_scores_cells(scores)} |" for label, scores in rows]
+    memo = results["memorisation"]
+    q = memo["hamming_to_nearest_quantiles"]
+    lines += [
+        "",
+        f"Memorisation (code space, {memo['codes_per_grid']} codes per grid): {memo['exact_copies']:.2%} of the samples "
+        f"are identical to a training grid; Hamming distance to the nearest training grid: mean "
+        f"{memo['hamming_to_nearest_mean']:.1f}, min {q['min']:.0f}, 5% {q['p5']:.0f}, median {q['median']:.0f}, "
+        f"max {q['max']:.0f}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(results: dict) -> str:
+    """The rows of `sweep_pipeline` as a markdown table, the best FID in bold."""
+    rows, best, settings = results["rows"], results["best"], results["settings"]
+    lines = [
+        f"| temperature | top-k | FID ({settings['feature_network']}) | precision | recall | density | coverage |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(f"| {row['temperature']} | {row['top_k'] or 'off'} | {_scores_cells(row, row is best)} |")
+    lines += ["", f"{settings['num_samples']} samples per setting, top-p {best['top_p']}. Best by FID: temperature "
+              f"{best['temperature']}, top-k {best['top_k'] or 'off'} (FID {best['fid']:.3f})."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def sweep_plots(results: dict, output_dir: str | Path) -> list[Path]:
+    """sweep.png: FID against temperature (one line per top-k) beside precision against recall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, feature_name = results["rows"], results["settings"]["feature_network"]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for top_k in sorted({row["top_k"] for row in rows}):
+        series = sorted((row for row in rows if row["top_k"] == top_k), key=lambda row: row["temperature"])
+        label = f"top-k {top_k or 'off'}"
+        axes[0].plot([r["temperature"] for r in series], [r["fid"] for r in series], marker="o", label=label)
+        axes[1].plot([r["recall"] for r in series], [r["precision"] for r in series], marker="o", label=label)
+        for row in series:
+            axes[1].annotate(f"T={row['temperature']}", (row["recall"], row["precision"]), fontsize=7,
+                             textcoords="offset points", xytext=(3, 3))  # fmt: skip
+    axes[0].set(xlabel="temperature", ylabel=f"FID ({feature_name})", title="FID (lower is better)")
+    axes[1].set(xlabel="recall (diversity)", ylabel="precision (quality)", title="precision against recall")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(output_dir) / "sweep.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path]
+
+
+def write_evaluation_reports(results: dict, output_dir: str | Path) -> list[Path]:
+    """evaluation.json (everything) and evaluation.md (the table) in `output_dir`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output_dir / "evaluation.md").write_text(evaluation_markdown(results))
+    return [output_dir / "evaluation.json", output_dir / "evaluation.md"]
+
+
+def write_sweep_reports(results: dict, output_dir: str | Path) -> list[Path]:
+    """sweep.json (everything), sweep.csv (one row per setting), sweep.md and sweep.png in `output_dir`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
+    with open(output_dir / "sweep.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(results["rows"][0]))
+        writer.writeheader()
+        writer.writerows(results["rows"])
+    (output_dir / "sweep.md").write_text(sweep_markdown(results))
+    return [output_dir / "sweep.json", output_dir / "sweep.csv", output_dir / "sweep.md", *sweep_plots(results, output_dir)]
+
+
+def _record(pipeline, command: str, scores: dict, settings: dict, sampling: dict):
+    pipeline.record_evaluation(
+        command,
+        {name: scores[name] for name in SCORE_COLUMNS},
+        feature_network=settings["feature_network"],
+        feature_network_sha256=settings["feature_network_sha256"],
+        dataset=settings["dataset"],
+        split=settings["real_split"],
+        num_samples=settings["num_samples"],
+        sampling=sampling,
+    )
+    logger.info("%s: FID %.4f recorded for the model card", command, scores["fid"])
+
+
+def record_evaluation_in_card(pipeline, results: dict, command: str = "larp-hf evaluate"):
+    """
+    Add the sample scores of an `evaluate_pipeline` result, with the sampling settings, n and feature network they
+    were measured with, to the pipeline's card records (`LarpPipeline.record_evaluation`). Write the card with
+    `pipeline.save_model_card(folder)`.
+    """
+    _record(pipeline, command, results["samples"], results["settings"], results["settings"]["sampling"])
+
+
+def record_sweep_in_card(pipeline, results: dict, command: str = "larp-hf sweep"):
+    """As `record_evaluation_in_card`, for the best setting of a `sweep_pipeline` result."""
+    best = results["best"]
+    sampling = {name: best[name] for name in ("temperature", "top_k", "top_p")}
+    _record(pipeline, command, best, results["settings"], sampling)
+
+
+__all__ = [
+    "evaluation_markdown",
+    "record_evaluation_in_card",
+    "record_sweep_in_card",
+    "sweep_markdown",
+    "sweep_plots",
+    "write_evaluation_reports",
+    "write_sweep_reports",
+]
