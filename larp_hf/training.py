@@ -1,4 +1,9 @@
-"""What the training recipes share: atomic checkpoints, the resumable step counter and atomic JSON writes."""
+"""
+The parts of the training recipes that took debugging to get right, in one place: `--config` parsing, the Accelerator
+and learning-rate schedule set-up, exact resume (state, batches, history), the validation and checkpoint schedule,
+atomic checkpoints and metrics, and the check that every process ends with the same weights. The recipes themselves
+stay standalone scripts that read top to bottom.
+"""
 
 import argparse
 import dataclasses
@@ -8,7 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 import yaml
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from transformers import get_scheduler
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
@@ -51,10 +60,54 @@ def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Na
         )
 
 
+def make_accelerator(
+    output_dir: Path,
+    seed: int,
+    mixed_precision: str | None = None,
+    gradient_accumulation_steps: int = 1,
+    log_with: str | None = None,
+) -> Accelerator:
+    """
+    The recipes' `Accelerator`, with OUTPUT_DIR created (by the main process) and every random generator seeded.
+    `mixed_precision=None` keeps what `accelerate launch` was told; trackers log to OUTPUT_DIR/logs.
+    """
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # Seedable sampler: the shuffle order is a function of (seed, epoch), so resuming replays the same batches.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(seed)
+    return accelerator
+
+
+def get_lr_scheduler(accelerator: Accelerator, name: str, optimizer, num_warmup_steps: int, num_training_steps: int):
+    """A transformers schedule counted in optimizer steps, for `accelerator.prepare`."""
+    # A prepared scheduler steps once per process at every optimizer step, so its lengths scale with the processes.
+    return get_scheduler(
+        name,
+        optimizer=optimizer,
+        num_warmup_steps=num_warmup_steps * accelerator.num_processes,
+        num_training_steps=num_training_steps * accelerator.num_processes,
+    )
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The flags and `model.FIELD`s that trackers such as TensorBoard accept: scalars only."""
+    scalar = (int, float, str, bool)
+    config = {name: value for name, value in vars(args).items() if isinstance(value, scalar)}
+    config.update({f"model.{name}": value for name, value in args.model.items() if isinstance(value, scalar)})
+    return config
+
+
 class TrainingState:
     """
-    What `Accelerator.save_state` does not know about: the step count, the time spent and the best validation loss,
-    so a resumed run continues all three. Register it with `accelerator.register_for_checkpointing`.
+    What `Accelerator.save_state` does not know about: the step count, the time spent, the best validation loss and
+    the validation history, so a resumed run continues all four. Register it with `accelerator.register_for_checkpointing`.
     """
 
     def __init__(self):
@@ -62,6 +115,7 @@ class TrainingState:
         self.train_seconds = 0.0
         self.best_val_loss = math.inf
         self.best_step = 0
+        self.history = []  # one entry per validation: its metrics, `step` and `train_seconds`
 
     def state_dict(self):
         return {
@@ -69,6 +123,7 @@ class TrainingState:
             "train_seconds": self.train_seconds,
             "best_val_loss": self.best_val_loss,
             "best_step": self.best_step,
+            "history": self.history,
         }
 
     def load_state_dict(self, state):
@@ -76,6 +131,8 @@ class TrainingState:
         self.train_seconds = float(state["train_seconds"])
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         self.best_step = int(state.get("best_step", 0))
+        # None for a checkpoint written before the history was saved with it: `resume_or_start_afresh` reads metrics.json.
+        self.history = list(state["history"]) if "history" in state else None
 
 
 def checkpoint_step(path: Path) -> int:
@@ -104,6 +161,76 @@ def resolve_checkpoint(resume_from_checkpoint: str, checkpoints_dir: Path) -> Pa
     return checkpoint
 
 
+def resume_or_start_afresh(
+    accelerator: Accelerator, resume_from_checkpoint: str | None, output_dir: Path, state: TrainingState
+) -> Path | None:
+    """
+    Restore everything a checkpoint in OUTPUT_DIR/checkpoints holds (weights, optimizer, schedule, random states and
+    `state`, which must be registered for checkpointing) and return its folder; or, for a fresh run, delete the old
+    checkpoints so a later `resume_from_checkpoint="latest"` can never pick one of another run.
+    """
+    checkpoints_dir = output_dir / "checkpoints"
+    checkpoint = None
+    if resume_from_checkpoint is not None:
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, checkpoints_dir)
+        accelerator.print(f"Resuming from {checkpoint}")
+        accelerator.load_state(str(checkpoint))
+        metrics_path = output_dir / "metrics.json"
+        if state.history is None:
+            history = json.loads(metrics_path.read_text()).get("history", []) if metrics_path.exists() else []
+            state.history = [entry for entry in history if entry["step"] <= state.step]
+    elif accelerator.is_main_process and checkpoints_dir.exists():
+        shutil.rmtree(checkpoints_dir)
+    accelerator.wait_for_everyone()
+    return checkpoint
+
+
+def optimizer_steps_per_epoch(accelerator: Accelerator, train_dataloader) -> int:
+    """Optimizer steps in one pass over a prepared dataloader; a last, partial accumulation is a step too."""
+    # Accelerate syncs gradients at the end of the dataloader whatever the accumulation count.
+    steps = math.ceil(len(train_dataloader) / accelerator.gradient_accumulation_steps)
+    if steps == 0:
+        raise ValueError("The training dataloader yields no batches: the training split is empty.")
+    return steps
+
+
+def train_batches(accelerator: Accelerator, train_dataloader, state: TrainingState, max_steps: int):
+    """
+    Yield training batches, epoch after epoch, until `state.step` (which the loop counts up at each optimizer step)
+    reaches `max_steps`. The epoch and the place in it follow from `state.step`, so a resumed run sees the very
+    batches the interrupted one would have seen next.
+    """
+    epoch, step_in_epoch = divmod(state.step, optimizer_steps_per_epoch(accelerator, train_dataloader))
+    while state.step < max_steps:
+        train_dataloader.set_epoch(epoch)
+        # After a resume, skip the batches of this epoch that were already trained on.
+        skip = step_in_epoch * accelerator.gradient_accumulation_steps
+        for batch in accelerator.skip_first_batches(train_dataloader, skip):
+            yield batch
+            if state.step >= max_steps:
+                return
+        step_in_epoch = 0
+        epoch += 1
+
+
+def is_due(step: int, every: int, max_steps: int) -> bool:
+    """Validation and checkpoint schedule: every `every` steps, and always at the last one."""
+    return step % every == 0 or step == max_steps
+
+
+def record_validation(accelerator: Accelerator, state: TrainingState, metrics: dict, metrics_path: Path) -> dict:
+    """
+    Stamp validation metrics (already reduced over the processes) with the step and training time, add them to the
+    history, log them to the trackers and write metrics.json (the latest at the top level). Returns the entry.
+    """
+    entry = {**metrics, "step": state.step, "train_seconds": round(state.train_seconds, 1)}
+    state.history.append(entry)
+    accelerator.log({name: value for name, value in entry.items() if name != "step"}, step=state.step)
+    if accelerator.is_main_process:
+        write_json_atomic(metrics_path, {**entry, "history": state.history})
+    return entry
+
+
 def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, total_limit: int | None):
     """Write the state to a temporary folder, then rename it: a crash never leaves a broken latest checkpoint."""
     final = checkpoints_dir / f"checkpoint-{step}"
@@ -124,6 +251,27 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, total_limit: 
     accelerator.wait_for_everyone()
 
 
+def check_weights_identical(accelerator: Accelerator, model: torch.nn.Module):
+    """Data parallelism must leave every process with the same weights: check it rather than assume it."""
+    unwrapped = accelerator.unwrap_model(model)
+    checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()]).sum().reshape(1)
+    checksums = accelerator.gather(checksum.to(accelerator.device))
+    if not torch.all(checksums == checksums[0]):
+        raise RuntimeError(f"The processes ended with different weights (parameter sums {checksums.tolist()}).")
+    accelerator.print(f"Parameters identical across {accelerator.num_processes} process(es).")
+
+
+def write_final_metrics(metrics_path: Path, state: TrainingState, **extra) -> dict:
+    """
+    metrics.json of a finished run: the last validation at the top level (also when a resumed run had nothing left
+    to train), the step count, the training time, `extra` and the history. Returns what it wrote.
+    """
+    latest = state.history[-1] if state.history else {}
+    final = {**latest, "step": state.step, "train_seconds": round(state.train_seconds, 1), **extra, "history": state.history}
+    write_json_atomic(metrics_path, final)
+    return final
+
+
 def write_json_atomic(path: Path, payload: dict):
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -133,10 +281,20 @@ def write_json_atomic(path: Path, payload: dict):
 
 __all__ = [
     "TrainingState",
-    "parse_args_with_config",
-    "refuse_to_overwrite_a_run",
+    "check_weights_identical",
     "find_latest_checkpoint",
+    "get_lr_scheduler",
+    "is_due",
+    "make_accelerator",
+    "optimizer_steps_per_epoch",
+    "parse_args_with_config",
+    "record_validation",
+    "refuse_to_overwrite_a_run",
     "resolve_checkpoint",
+    "resume_or_start_afresh",
     "save_checkpoint",
+    "tracker_config",
+    "train_batches",
+    "write_final_metrics",
     "write_json_atomic",
 ]

@@ -16,9 +16,7 @@ token, top-1/5/10 accuracy; the history under `history`) and `checkpoints/checkp
 """
 
 import argparse
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -26,21 +24,26 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
-from transformers import AutoModel, GPT2Config, GPT2LMHeadModel, get_scheduler
+from transformers import AutoModel, GPT2Config, GPT2LMHeadModel
 
 from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config, set_sampling_defaults  # also registers the tokenizer with AutoModel
 from larp_hf.data import encode_dataset, load_image_dataset, pixels_dataset, token_dataset_metadata
 from larp_hf.prior import PRIOR_PRESETS
 from larp_hf.training import (
     TrainingState,
+    check_weights_identical,
+    get_lr_scheduler,
+    is_due,
+    make_accelerator,
     parse_args_with_config,
+    record_validation,
     refuse_to_overwrite_a_run,
-    resolve_checkpoint,
+    resume_or_start_afresh,
     save_checkpoint,
-    write_json_atomic,
+    tracker_config,
+    train_batches,
+    write_final_metrics,
 )
 
 
@@ -222,18 +225,12 @@ def evaluate(model, dataloader, accelerator) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    checkpoints_dir = output_dir / "checkpoints"
+    metrics_path = output_dir / "metrics.json"
 
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    # Accelerator: mixed precision, gradient accumulation and trackers come from here.
+    accelerator = make_accelerator(
+        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
     )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
 
     # Tokenizer and token data (encoded once on the main process, then read from the cache by the others).
     vqvae = AutoModel.from_pretrained(args.vqvae).eval()
@@ -300,109 +297,69 @@ def main(argv=None):
         betas=(args.adam_beta1, args.adam_beta2),
         fused=accelerator.device.type == "cuda",
     )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_steps * accelerator.num_processes,
-    )
+    lr_scheduler = get_lr_scheduler(accelerator, args.lr_scheduler, optimizer, args.lr_warmup_steps, args.max_steps)
     if args.torch_compile:
         model = torch.compile(model)
     model, optimizer, train_dataloader, val_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, val_dataloader, lr_scheduler
     )
+    accelerator.init_trackers("train_prior", config=tracker_config(args))
+
+    # Resume: weights, optimizer, schedule, RNG states, step count, history and best loss so far.
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
-    hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-    accelerator.init_trackers("train_prior", config=hparams)
+    resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir, state)
 
-    # Resume: weights, optimizer, schedule, RNG states, step count and best loss so far.
-    if args.resume_from_checkpoint is not None:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
-        accelerator.print(f"Resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-    elif accelerator.is_main_process and checkpoints_dir.exists():
-        shutil.rmtree(checkpoints_dir)  # --overwrite_output_dir: never resume into the old run later
-    accelerator.wait_for_everyone()
-    history_path = output_dir / "metrics.json"
-    history = json.loads(history_path.read_text()).get("history", []) if history_path.exists() else []
-    history = [entry for entry in history if entry["step"] <= state.step]
-
-    # Training loop.
-    batches_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    epoch, step_in_epoch = divmod(state.step, batches_per_epoch)
+    # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process)
     model.train()
     start = time.perf_counter() - state.train_seconds
-    latest = {}
-    while state.step < args.max_steps:
-        train_dataloader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(train_dataloader, step_in_epoch * args.gradient_accumulation_steps)
-        step_in_epoch = 0
-        for batch in batches:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            state.train_seconds = time.perf_counter() - start
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-            accelerator.log({"train_loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0]}, step=state.step)
+    for batch in train_batches(accelerator, train_dataloader, state, args.max_steps):
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        state.train_seconds = time.perf_counter() - start
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        accelerator.log({"train_loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0]}, step=state.step)
 
-            if state.step % args.validation_steps == 0 or state.step == args.max_steps:
-                latest = evaluate(model, val_dataloader, accelerator)
-                latest.update(step=state.step, train_seconds=round(state.train_seconds, 1))
-                accelerator.log({k: v for k, v in latest.items() if k != "step"}, step=state.step)
-                history.append(latest)
-                if latest["val_loss"] < state.best_val_loss:
-                    state.best_val_loss, state.best_step = latest["val_loss"], state.step
-                    if accelerator.is_main_process:
-                        accelerator.unwrap_model(model).save_pretrained(output_dir / "best")
+        if is_due(state.step, args.validation_steps, args.max_steps):
+            latest = record_validation(accelerator, state, evaluate(model, val_dataloader, accelerator), metrics_path)
+            if latest["val_loss"] < state.best_val_loss:
+                state.best_val_loss, state.best_step = latest["val_loss"], state.step
                 if accelerator.is_main_process:
-                    progress.write(
-                        f"step {state.step}: val loss {latest['val_loss']:.4f} nats/token "
-                        f"({latest['val_bits_per_token']:.3f} bits), top-1 {latest['val_top1_accuracy']:.1%}, "
-                        f"top-5 {latest['val_top5_accuracy']:.1%}"
-                    )
-                    write_json_atomic(history_path, {**latest, "history": history})
-            if state.step % args.checkpointing_steps == 0 or state.step == args.max_steps:
-                save_checkpoint(accelerator, checkpoints_dir, state.step, args.checkpoints_total_limit)
-            if state.step >= args.max_steps:
-                break
-        epoch += 1
+                    accelerator.unwrap_model(model).save_pretrained(output_dir / "best")
+            if accelerator.is_main_process:
+                progress.write(
+                    f"step {state.step}: val loss {latest['val_loss']:.4f} nats/token "
+                    f"({latest['val_bits_per_token']:.3f} bits), top-1 {latest['val_top1_accuracy']:.1%}, "
+                    f"top-5 {latest['val_top5_accuracy']:.1%}"
+                )
+        if is_due(state.step, args.checkpointing_steps, args.max_steps):
+            save_checkpoint(accelerator, output_dir / "checkpoints", state.step, args.checkpoints_total_limit)
     progress.close()
-
-    # Data parallelism must leave every process with the same weights: check it rather than assume it.
-    unwrapped = accelerator.unwrap_model(model)
-    checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()]).sum().reshape(1)
-    checksums = accelerator.gather(checksum.to(accelerator.device))
-    if not torch.all(checksums == checksums[0]):
-        raise RuntimeError(f"The processes ended with different weights (parameter sums {checksums.tolist()}).")
-    accelerator.print(f"Parameters identical across {accelerator.num_processes} process(es).")
+    check_weights_identical(accelerator, model)
 
     # The last prior and the metrics.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(output_dir)
-        if not latest:
-            latest = {**(history[-1] if history else {}), "step": state.step}
-        final = {
-            **latest,
-            "train_seconds": round(state.train_seconds, 1),
-            "num_parameters": num_parameters,
-            "best_val_loss": state.best_val_loss,
-            "best_step": state.best_step,
-            "preset": args.preset,
-            "history": history,
-        }
-        write_json_atomic(history_path, final)
+        accelerator.unwrap_model(model).save_pretrained(output_dir)
+        final = write_final_metrics(
+            metrics_path,
+            state,
+            num_parameters=num_parameters,
+            best_val_loss=state.best_val_loss,
+            best_step=state.best_step,
+            preset=args.preset,
+        )
         accelerator.print(
             f"Saved the prior to {output_dir}: val loss {final.get('val_loss', float('nan')):.4f} nats/token, top-5 "
             f"{final.get('val_top5_accuracy', float('nan')):.1%}, {final['train_seconds']:.0f} s of training."

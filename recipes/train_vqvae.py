@@ -13,29 +13,31 @@ the top level, the history under `history`), `reconstructions.png` (originals ov
 """
 
 import argparse
-import json
 import math
-import shutil
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
 from larp_hf.data import load_image_dataset, pixels_dataset
 from larp_hf.training import (
     TrainingState,
+    check_weights_identical,
+    get_lr_scheduler,
+    is_due,
+    make_accelerator,
     parse_args_with_config,
+    record_validation,
     refuse_to_overwrite_a_run,
-    resolve_checkpoint,
+    resume_or_start_afresh,
     save_checkpoint,
-    write_json_atomic,
+    tracker_config,
+    train_batches,
+    write_final_metrics,
 )
 
 
@@ -160,20 +162,12 @@ def random_horizontal_flip(pixel_values: torch.Tensor) -> torch.Tensor:
 def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    checkpoints_dir = output_dir / "checkpoints"
+    metrics_path = output_dir / "metrics.json"
 
     # Accelerator: mixed precision, gradient accumulation and trackers come from here.
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        # Seedable sampler: the shuffle order is a function of (seed, epoch), so resuming replays the same batches.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    accelerator = make_accelerator(
+        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
     )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
 
     # Model and image processor.
     model_config = LarpVQVAEConfig(**args.model)
@@ -230,95 +224,61 @@ def main(argv=None):
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.weight_decay,
     )
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_steps * accelerator.num_processes,
-    )
+    lr_scheduler = get_lr_scheduler(accelerator, args.lr_scheduler, optimizer, args.lr_warmup_steps, args.max_steps)
     model, optimizer, train_dataloader, val_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, val_dataloader, lr_scheduler
     )
+    accelerator.init_trackers("train_vqvae", config=tracker_config(args))
+
+    # Resume: restores weights, codebook, optimizer, schedule, RNG states, the step count and the history.
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
-    # Trackers such as TensorBoard take scalar hyperparameters only.
-    hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-    hparams.update({f"model.{k}": v for k, v in args.model.items() if isinstance(v, (int, float, str, bool))})
-    accelerator.init_trackers("train_vqvae", config=hparams)
+    resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir, state)
 
-    # Resume: restores weights, codebook, optimizer, schedule, RNG states and the step count.
-    if args.resume_from_checkpoint is not None:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
-        accelerator.print(f"Resuming from {checkpoint}")
-        accelerator.load_state(str(checkpoint))
-    elif accelerator.is_main_process and checkpoints_dir.exists():
-        # A fresh run (--overwrite_output_dir) must not leave old checkpoints for a later `--resume_from_checkpoint latest`.
-        shutil.rmtree(checkpoints_dir)
-    accelerator.wait_for_everyone()
-    history_path = output_dir / "metrics.json"
-    history = json.loads(history_path.read_text()).get("history", []) if history_path.exists() else []
-    history = [entry for entry in history if entry["step"] <= state.step]
-
-    # Training loop.
-    # Accelerate syncs gradients at the end of the dataloader, so a last partial accumulation is a step too.
-    batches_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    if batches_per_epoch == 0:
-        raise SystemExit(f"The train split of {args.dataset} has no examples.")
-    epoch, step_in_epoch = divmod(state.step, batches_per_epoch)
+    # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(
         total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process
     )
     model.train()
     start = time.perf_counter() - state.train_seconds
-    latest = {}
-    while state.step < args.max_steps:
-        train_dataloader.set_epoch(epoch)
-        # After a resume, skip the batches of this epoch that were already trained on.
-        batches = accelerator.skip_first_batches(train_dataloader, step_in_epoch * args.gradient_accumulation_steps)
-        step_in_epoch = 0
-        for batch in batches:
-            pixel_values = batch["pixel_values"]
-            if args.random_flip:
-                pixel_values = random_horizontal_flip(pixel_values)
-            with accelerator.accumulate(model):
-                output = model(pixel_values)
-                accelerator.backward(output.loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            state.train_seconds = time.perf_counter() - start
-            logs = {
-                "train_loss": output.loss.item(),
-                "train_reconstruction_loss": output.reconstruction_loss.item(),
-                "train_perplexity": output.perplexity.item(),
-                "lr": lr_scheduler.get_last_lr()[0],
-            }
-            progress.update(1)
-            progress.set_postfix(loss=f"{logs['train_loss']:.4f}", ppl=f"{logs['train_perplexity']:.0f}")
-            accelerator.log(logs, step=state.step)
+    for batch in train_batches(accelerator, train_dataloader, state, args.max_steps):
+        pixel_values = batch["pixel_values"]
+        if args.random_flip:
+            pixel_values = random_horizontal_flip(pixel_values)
+        with accelerator.accumulate(model):
+            output = model(pixel_values)
+            accelerator.backward(output.loss)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        state.train_seconds = time.perf_counter() - start
+        logs = {
+            "train_loss": output.loss.item(),
+            "train_reconstruction_loss": output.reconstruction_loss.item(),
+            "train_perplexity": output.perplexity.item(),
+            "lr": lr_scheduler.get_last_lr()[0],
+        }
+        progress.update(1)
+        progress.set_postfix(loss=f"{logs['train_loss']:.4f}", ppl=f"{logs['train_perplexity']:.0f}")
+        accelerator.log(logs, step=state.step)
 
-            if state.step % args.validation_steps == 0 or state.step == args.max_steps:
-                latest = evaluate(model, val_dataloader, accelerator, model_config.codebook_size)
-                latest.update(step=state.step, train_seconds=round(state.train_seconds, 1))
-                accelerator.log({k: v for k, v in latest.items() if k != "step"}, step=state.step)
-                history.append(latest)
-                if accelerator.is_main_process:
-                    progress.write(
-                        f"step {state.step}: val PSNR {latest['val_psnr']:.2f} dB, codebook usage "
-                        f"{latest['codebook_usage']:.1%}, perplexity {latest['perplexity']:.0f}"
-                    )
-                    write_json_atomic(history_path, {**latest, "history": history})
-            if state.step % args.checkpointing_steps == 0 or state.step == args.max_steps:
-                save_checkpoint(accelerator, checkpoints_dir, state.step, args.checkpoints_total_limit)
-            if state.step >= args.max_steps:
-                break
-        epoch += 1
+        if is_due(state.step, args.validation_steps, args.max_steps):
+            metrics = evaluate(model, val_dataloader, accelerator, model_config.codebook_size)
+            latest = record_validation(accelerator, state, metrics, metrics_path)
+            if accelerator.is_main_process:
+                progress.write(
+                    f"step {state.step}: val PSNR {latest['val_psnr']:.2f} dB, codebook usage "
+                    f"{latest['codebook_usage']:.1%}, perplexity {latest['perplexity']:.0f}"
+                )
+        if is_due(state.step, args.checkpointing_steps, args.max_steps):
+            save_checkpoint(accelerator, output_dir / "checkpoints", state.step, args.checkpoints_total_limit)
     progress.close()
+    check_weights_identical(accelerator, model)
 
     # Final model in save_pretrained format, the metrics and the reconstruction grid.
     accelerator.wait_for_everyone()
@@ -326,16 +286,9 @@ def main(argv=None):
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.save_pretrained(output_dir)
         image_processor.save_pretrained(output_dir)
-        if not latest:  # resumed at max_steps: nothing was trained, evaluate what we have
-            latest = {**(history[-1] if history else {}), "step": state.step}
-        final = {
-            **latest,
-            "train_seconds": round(state.train_seconds, 1),
-            "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
-            "dataset": args.dataset,
-            "history": history,
-        }
-        write_json_atomic(history_path, final)
+        final = write_final_metrics(
+            metrics_path, state, num_parameters=unwrapped.num_parameters(), dataset=args.dataset
+        )
         grid_batch = collate([(pixels,) for pixels in val_pixels[: args.num_grid_images]], image_processor)
         grid_path = output_dir / "reconstructions.png"
         save_reconstruction_grid(unwrapped, image_processor, grid_batch["pixel_values"].to(accelerator.device), grid_path)
