@@ -1,5 +1,8 @@
 """Classifier-free guidance as an explicit decoding loop: one batched forward of 2B rows per step, one KV cache."""
 
+import math
+import numbers
+
 import torch
 from transformers import LogitsProcessor, PreTrainedModel
 
@@ -55,4 +58,21 @@ def sample_with_guidance(
     return sequences[:, prefix_length:]
 
 
-__all__ = ["sample_with_guidance"]
+def check_guidance_scale(guidance_scale, class_labels, num_classes: int) -> float:
+    """`guidance_scale` (None = 1.0, no guidance) checked against the request; a `ValueError` says what is wrong."""
+    guidance_scale = 1.0 if guidance_scale is None else guidance_scale
+    is_number = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
+    if not is_number or not (math.isfinite(guidance_scale) and guidance_scale >= 1):
+        raise ValueError(
+            f"`guidance_scale` must be a finite number >= 1 (1 = no guidance), got {guidance_scale!r}. To sample from "
+            "the unconditional model, leave `class_labels` out."
+        )
+    if guidance_scale > 1 and class_labels is None:
+        raise ValueError(
+            f"`guidance_scale` > 1 steers samples towards `class_labels`; pass `class_labels` (this prior has "
+            f"{num_classes} classes)."
+        )
+    return float(guidance_scale)
+
+
+__all__ = ["check_guidance_scale", "sample_with_guidance"]

@@ -1,6 +1,7 @@
+from .folder import PIPELINE_CONFIG_NAME, is_pipeline_folder
 from .image_grid import image_grid
 from .model_card import card_info_from_training_runs, hub_dataset_id, pipeline_model_card
-from .pipeline_larp import PIPELINE_CONFIG_NAME, LarpPipeline, LarpPipelineOutput, is_pipeline_folder
+from .pipeline_larp import LarpPipeline, LarpPipelineOutput
 
 
 __all__ = [

@@ -1,13 +1,9 @@
 """`LarpPipeline`: a tokenizer and a prior in one folder; `__call__` samples code grids and decodes them to images."""
 
 import contextlib
-import json
-import logging
-import math
 import os
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +13,7 @@ from huggingface_hub import HfApi, snapshot_download
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList, PreTrainedModel
 
-from ..generation import CodebookLogitsProcessor, sample_with_guidance
+from ..generation import CodebookLogitsProcessor, check_guidance_scale, sample_with_guidance
 from ..models import LarpImageProcessor, LarpVQVAEModel
 from ..prior import (
     NEUTRAL_SAMPLING,
@@ -27,25 +23,16 @@ from ..prior import (
     sampling_defaults,
     set_sampling_defaults,
 )
+from .folder import (
+    SAMPLE_GRID_NAME,
+    read_pipeline_index,
+    write_pipeline_index,
+    write_text_atomic,
+)
 from .image_grid import image_grid
 from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card
 
-
-logger = logging.getLogger(__name__)
-
-# The pipeline's own file. Not diffusers' `model_index.json`: `DiffusionPipeline` cannot load a LarpPipeline, so the
-# folder does not pretend it can. Folders saved before under that name still load.
-PIPELINE_CONFIG_NAME = "larp_pipeline.json"
-LEGACY_CONFIG_NAME = "model_index.json"
-SAMPLE_GRID_NAME = "samples.png"
-PARTS = ("vqvae", "prior", "image_processor")
 OUTPUT_TYPES = ("pil", "np", "pt")
-
-
-def is_pipeline_folder(path: str | os.PathLike) -> bool:
-    """Whether `path` is a folder written by `LarpPipeline.save_pretrained`."""
-    path = Path(path)
-    return (path / PIPELINE_CONFIG_NAME).is_file() or (path / LEGACY_CONFIG_NAME).is_file()
 
 
 @dataclass
@@ -217,19 +204,7 @@ class LarpPipeline:
         codes_processor = CodebookLogitsProcessor(self.codebook_size, temperature, top_k, top_p)
 
         class_tokens = class_token_ids(self.larp, class_labels, num_images)  # (N,) or None
-        guidance_scale = 1.0 if guidance_scale is None else guidance_scale
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not (
-            math.isfinite(guidance_scale) and guidance_scale >= 1
-        ):
-            raise ValueError(
-                f"`guidance_scale` must be a finite number >= 1 (1 = no guidance), got {guidance_scale!r}. To sample from "
-                "the unconditional model, leave `class_labels` out."
-            )
-        if guidance_scale > 1 and class_labels is None:
-            raise ValueError(
-                "`guidance_scale` > 1 steers samples towards `class_labels`; pass `class_labels` (this prior has "
-                f"{self.num_classes} classes)."
-            )
+        guidance_scale = check_guidance_scale(guidance_scale, class_labels, self.num_classes)
 
         all_codes = []
         starts = range(0, num_images, batch_size)
@@ -322,7 +297,7 @@ class LarpPipeline:
                     local_files_only=local_files_only,
                 )
             )  # fmt: skip
-        index = cls._read_index(path, pretrained_model_name_or_path)
+        index = read_pipeline_index(path, cls.__name__, pretrained_model_name_or_path)
         load_kwargs = {} if dtype is None else {"dtype": dtype}
         vqvae = LarpVQVAEModel.from_pretrained(path / "vqvae", **load_kwargs)
         prior = AutoModelForCausalLM.from_pretrained(path / "prior", **load_kwargs)
@@ -333,25 +308,6 @@ class LarpPipeline:
             raise ValueError(f"{pretrained_model_name_or_path}: {error}") from None
         pipeline.card_info = {**pipeline.card_info, **index.get("model_card", {})}
         return pipeline.to(device) if device is not None else pipeline
-
-    @classmethod
-    def _read_index(cls, path: Path, name) -> dict:
-        index_path = path / PIPELINE_CONFIG_NAME
-        if not index_path.is_file():
-            index_path = path / LEGACY_CONFIG_NAME  # folders saved by larp_hf 0.1.0.dev0 before the rename
-        if not index_path.is_file():
-            raise ValueError(
-                f"{name} has no {PIPELINE_CONFIG_NAME}, so it is not a LarpPipeline. Build one from a trained tokenizer "
-                "and prior with `larp-hf assemble --vqvae DIR --prior DIR --output DIR`."
-            )
-        index = json.loads(index_path.read_text())
-        class_name = index.get("pipeline_class", index.get("_class_name"))
-        if class_name != cls.__name__:
-            raise ValueError(f"{index_path} describes a {class_name!r}, not a {cls.__name__}.")
-        for part in PARTS:
-            if not (path / part).is_dir():
-                raise ValueError(f"{path} lacks the `{part}/` folder that {index_path.name} names.")
-        return index
 
     def save_pretrained(self, save_directory: str | os.PathLike, sample_grid: bool = True):
         """
@@ -365,8 +321,6 @@ class LarpPipeline:
         self.vqvae.save_pretrained(save_directory / "vqvae")
         self.prior.save_pretrained(save_directory / "prior")
         self.image_processor.save_pretrained(save_directory / "image_processor")
-        if (save_directory / LEGACY_CONFIG_NAME).is_file():
-            (save_directory / LEGACY_CONFIG_NAME).unlink()
         if sample_grid:
             images = self(num_images=64, seed=0, output_type="pt").images
             image_grid(images, nrow=8).save(save_directory / SAMPLE_GRID_NAME)
@@ -377,19 +331,10 @@ class LarpPipeline:
     def save_model_card(self, save_directory: str | os.PathLike):
         """Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info` (the weights are untouched)."""
         save_directory = Path(save_directory)
-        index = {
-            "pipeline_class": type(self).__name__,
-            "larp_hf_version": version("larp_hf"),
-            "parts": {
-                "vqvae": {"library": "larp_hf", "class": type(self.vqvae).__name__},
-                "prior": {"library": "transformers", "class": type(self.prior).__name__},
-                "image_processor": {"library": "larp_hf", "class": type(self.image_processor).__name__},
-            },
-            "model_card": self.card_info,
-        }
-        _write_text_atomic(save_directory / PIPELINE_CONFIG_NAME, json.dumps(index, indent=2) + "\n")
+        parts = {"vqvae": self.vqvae, "prior": self.prior, "image_processor": self.image_processor}
+        write_pipeline_index(save_directory, type(self).__name__, parts, self.card_info)
         card = self.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file())
-        _write_text_atomic(save_directory / "README.md", str(card))
+        write_text_atomic(save_directory / "README.md", str(card))
 
     def push_to_hub(
         self,
@@ -432,10 +377,4 @@ class LarpPipeline:
         self.card_info["evaluations"] = merge_evaluation(self.card_info.get("evaluations") or [], record)
 
 
-def _write_text_atomic(path: Path, text: str):
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-__all__ = ["LarpPipeline", "LarpPipelineOutput", "PIPELINE_CONFIG_NAME", "is_pipeline_folder"]
+__all__ = ["LarpPipeline", "LarpPipelineOutput"]

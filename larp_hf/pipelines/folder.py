@@ -1,0 +1,67 @@
+"""The layout of a saved pipeline folder: `larp_pipeline.json` naming the parts, one sub-folder per part."""
+
+import json
+import logging
+import os
+from importlib.metadata import version
+from pathlib import Path
+
+
+logger = logging.getLogger(__name__)
+
+# The pipeline's own file. Not diffusers' `model_index.json`: `DiffusionPipeline` cannot load a LarpPipeline, so the
+# folder does not pretend it can. Folders saved under that name by larp_hf 0.1.0.dev0 still load.
+PIPELINE_CONFIG_NAME = "larp_pipeline.json"
+LEGACY_CONFIG_NAME = "model_index.json"
+SAMPLE_GRID_NAME = "samples.png"
+PARTS = {"vqvae": "larp_hf", "prior": "transformers", "image_processor": "larp_hf"}  # sub-folder -> its library
+
+
+def is_pipeline_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder written by `LarpPipeline.save_pretrained`."""
+    path = Path(path)
+    return (path / PIPELINE_CONFIG_NAME).is_file() or (path / LEGACY_CONFIG_NAME).is_file()
+
+
+def read_pipeline_index(path: Path, class_name: str, name) -> dict:
+    """The folder's index, checked: it describes a `class_name` and every part's sub-folder is there."""
+    index_path = path / PIPELINE_CONFIG_NAME
+    if not index_path.is_file() and (path / LEGACY_CONFIG_NAME).is_file():
+        index_path = path / LEGACY_CONFIG_NAME
+        logger.info("%s uses the old %s; save_pretrained writes %s.", name, LEGACY_CONFIG_NAME, PIPELINE_CONFIG_NAME)
+    if not index_path.is_file():
+        raise ValueError(
+            f"{name} has no {PIPELINE_CONFIG_NAME}, so it is not a LarpPipeline. Build one from a trained tokenizer "
+            "and prior with `larp-hf assemble --vqvae DIR --prior DIR --output DIR`."
+        )
+    index = json.loads(index_path.read_text())
+    found = index.get("pipeline_class", index.get("_class_name"))
+    if found != class_name:
+        raise ValueError(f"{index_path} describes a {found!r}, not a {class_name}.")
+    for part in PARTS:
+        if not (path / part).is_dir():
+            raise ValueError(f"{path} lacks the `{part}/` folder that {index_path.name} names.")
+    return index
+
+
+def write_pipeline_index(folder: Path, class_name: str, parts: dict, card_info: dict):
+    """Write `larp_pipeline.json` (and drop an old `model_index.json`): the pipeline class, its parts, the card info."""
+    index = {
+        "pipeline_class": class_name,
+        "larp_hf_version": version("larp_hf"),
+        "parts": {name: {"library": PARTS[name], "class": type(part).__name__} for name, part in parts.items()},
+        "model_card": card_info,
+    }
+    write_text_atomic(folder / PIPELINE_CONFIG_NAME, json.dumps(index, indent=2) + "\n")
+    if (folder / LEGACY_CONFIG_NAME).is_file():
+        (folder / LEGACY_CONFIG_NAME).unlink()
+
+
+def write_text_atomic(path: Path, text: str):
+    """Write through a temporary file and a rename, so readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+__all__ = ["PIPELINE_CONFIG_NAME", "is_pipeline_folder", "read_pipeline_index", "write_pipeline_index"]
