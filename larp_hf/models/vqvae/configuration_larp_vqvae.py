@@ -129,4 +129,10 @@ class LarpVQVAEConfig(PreTrainedConfig):
             raise ValueError(f"`codebook_init` must be one of {CODEBOOK_INITS}, got {self.codebook_init!r}.")
 
 
+# `save_pretrained` copies this file next to config.json and writes `auto_map`, so the folder loads without larp_hf
+# (`AutoConfig.from_pretrained(folder, trust_remote_code=True)`). The file may import only from the vqvae folder
+# (relatively), transformers, huggingface_hub, torch and the standard library.
+LarpVQVAEConfig.register_for_auto_class()
+
+
 __all__ = ["LarpVQVAEConfig"]

@@ -258,4 +258,10 @@ class LarpImageProcessor(TorchvisionBackend):
         return [PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in array]
 
 
+# `save_pretrained` copies this file next to preprocessor_config.json and writes `auto_map`, so
+# `AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)` works without larp_hf. Keep the imports to
+# transformers, torch, torchvision, NumPy, PIL and the standard library.
+LarpImageProcessor.register_for_auto_class()
+
+
 __all__ = ["LarpImageProcessor"]

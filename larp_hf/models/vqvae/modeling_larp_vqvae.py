@@ -404,4 +404,10 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
+# `save_pretrained` copies this file and the files it imports relatively (configuration_larp_vqvae.py) into the folder
+# and writes `auto_map`, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without larp_hf. Keep
+# the imports to `.configuration_larp_vqvae`, transformers, torch and the standard library.
+LarpVQVAEModel.register_for_auto_class("AutoModel")
+
+
 __all__ = ["LarpVQVAEModel", "LarpVQVAEPreTrainedModel", "LarpVQVAEOutput", "LarpVectorQuantizer"]

@@ -1,9 +1,16 @@
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
-from larp_hf import LarpVQVAEConfig, LarpVQVAEModel, LarpVQVAEOutput
+from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel, LarpVQVAEOutput
 from larp_hf.models.vqvae.modeling_larp_vqvae import LarpVectorQuantizer
+from tests.conftest import make_images
 
 
 class LarpVQVAEModelTester:
@@ -33,6 +40,14 @@ class LarpVQVAEModelTester:
         generator = torch.Generator().manual_seed(seed)
         shape = (self.batch_size, self.in_channels, self.image_size, self.image_size)
         return torch.rand(shape, generator=generator) * 2 - 1
+
+    def images(self, num_images=64, seed=0):
+        """Real-looking PIL images (a bright rectangle on a dark background), as a dataset would hold them."""
+        return make_images(num_images, size=self.image_size, channels=self.in_channels, seed=seed)
+
+    def image_pixel_values(self, num_images=64, seed=0):
+        processor = LarpImageProcessor.from_vqvae_config(self.get_config())
+        return processor(self.images(num_images, seed), return_tensors="pt")["pixel_values"]
 
 
 @pytest.fixture(name="tester")
@@ -265,3 +280,92 @@ def test_bad_code_shapes_and_dtypes_are_refused(tester):
 def test_invalid_configs_are_refused(tester, overrides, message):
     with pytest.raises(Exception, match=message):
         tester.get_config(**overrides)
+
+
+# ------------------------------------------------------------------------------ loading through the Auto classes
+
+# What the copied code may import: a folder loaded with trust_remote_code has only transformers' dependencies.
+STOCK_IMPORTS = {"dataclasses", "hashlib", "json", "math", "numpy", "PIL", "torch", "torchvision", "transformers", "huggingface_hub"}
+
+
+def save_tokenizer_folder(model, folder):
+    """What train_vqvae.py writes: the model and its image processor in one folder."""
+    model.save_pretrained(folder)
+    LarpImageProcessor.from_vqvae_config(model.config).save_pretrained(folder)
+
+
+def test_saved_folder_carries_auto_map_and_self_contained_code(tester, tmp_path):
+    save_tokenizer_folder(LarpVQVAEModel(tester.get_config()), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_larp_vqvae.LarpVQVAEConfig",
+        "AutoModel": "modeling_larp_vqvae.LarpVQVAEModel",
+    }
+    preprocessor = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert preprocessor["auto_map"] == {"AutoImageProcessor": "image_processing_larp_vqvae.LarpImageProcessor"}
+    code = sorted(path.name for path in tmp_path.glob("*.py"))
+    assert code == ["configuration_larp_vqvae.py", "image_processing_larp_vqvae.py", "modeling_larp_vqvae.py"]
+    for name in code:
+        assert set(get_imports(tmp_path / name)) <= STOCK_IMPORTS, name
+        assert {f"{module}.py" for module in get_relative_imports(tmp_path / name)} <= set(code), name
+
+
+def test_folder_loads_with_trust_remote_code_in_a_process_without_larp_hf(tester, tmp_path):
+    model = trained_model(tester)
+    save_tokenizer_folder(model, tmp_path / "tokenizer")
+    images = tester.images(seed=3)
+    (tmp_path / "images").mkdir()
+    for index, image in enumerate(images):
+        image.save(tmp_path / "images" / f"{index:03d}.png")
+    script = """
+import sys
+from pathlib import Path
+
+import PIL.Image
+import torch
+from transformers import AutoImageProcessor, AutoModel
+
+folder, images, out, threads = sys.argv[1:]
+torch.set_num_threads(int(threads))
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+pixel_values = processor([PIL.Image.open(p) for p in sorted(Path(images).glob("*.png"))], return_tensors="pt")["pixel_values"]
+codes = model.encode(pixel_values)
+torch.save({
+    "classes": [type(model).__module__, type(processor).__module__],
+    "larp_hf_imported": any(name.split(".")[0] == "larp_hf" for name in sys.modules),
+    "pixel_values": pixel_values, "codes": codes, "decoded": model.decode(codes).detach(),
+}, out)
+"""
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}  # the dynamic modules land in tmp_path
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "tokenizer"), str(tmp_path / "images"), str(tmp_path / "out.pt"),
+         str(torch.get_num_threads())],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "out.pt")
+    assert not remote["larp_hf_imported"]
+    assert all(module.startswith("transformers_modules.") for module in remote["classes"]), remote["classes"]
+
+    processor = LarpImageProcessor.from_vqvae_config(model.config)
+    pixel_values = processor(images, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(remote["pixel_values"], pixel_values, rtol=0, atol=0)
+    codes = model.encode(pixel_values)
+    assert codes.unique().numel() > 1  # the comparison means something
+    assert torch.equal(remote["codes"], codes)
+    torch.testing.assert_close(remote["decoded"], model.decode(codes).detach())
+
+
+@pytest.mark.parametrize("trust_remote_code", [None, True])
+def test_with_larp_hf_imported_the_auto_classes_give_the_library_classes(tester, tmp_path, trust_remote_code):
+    model = trained_model(tester)
+    save_tokenizer_folder(model, tmp_path)
+    save_tokenizer_folder(model, tmp_path)  # saving again over the copied code is fine
+    kwargs = {} if trust_remote_code is None else {"trust_remote_code": trust_remote_code}
+    assert type(AutoConfig.from_pretrained(tmp_path, **kwargs)) is LarpVQVAEConfig
+    loaded = AutoModel.from_pretrained(tmp_path, **kwargs).eval()
+    assert type(loaded) is LarpVQVAEModel
+    assert type(AutoImageProcessor.from_pretrained(tmp_path, **kwargs)) is LarpImageProcessor
+    pixel_values = tester.image_pixel_values()
+    assert torch.equal(loaded.encode(pixel_values), model.encode(pixel_values))
