@@ -55,7 +55,7 @@ def test_console_script_is_installed_and_every_command_has_help(capsys):
 def test_generate_writes_a_grid_of_the_expected_size_pngs_and_a_dataset(pipeline_dir, tmp_path, capsys):
     result = run_console_script(
         "generate", pipeline_dir, "--num-images", 6, "--nrow", 3, "--seed", 1, "--temperature", 0.9, "--top-k", 10,
-        "--output", tmp_path / "grid.png", "--image-dir", tmp_path / "images", "--dataset-dir", tmp_path / "dataset",
+        "--output", tmp_path / "grid.png", "--image-dir", tmp_path / "images", "--output-dataset", tmp_path / "dataset",
     )
     assert "images/s" in result.stdout
     # 3 columns and 2 rows of 16×16 images with 2-pixel gaps around each.
@@ -76,7 +76,7 @@ def test_generate_reports_bad_input_clearly(pipeline_dir, tmp_path, capsys):
     def error_of(*args):
         return larp_hf("generate", *args, expect_success=False, capsys=capsys)[1]
 
-    assert "top_k" in error_of(pipeline_dir, "--top-k", 1000, "--output", tmp_path / "g.png")
+    assert "`--top-k` must be an integer" in error_of(pipeline_dir, "--top-k", 1000, "--output", tmp_path / "g.png")
     assert "unconditional" in error_of(pipeline_dir, "--class-label", 0, "--output", tmp_path / "g.png")
     assert "not a LarpPipeline" in error_of(tmp_path, "--output", tmp_path / "g.png")
     assert "must end in .png" in error_of(pipeline_dir, "--output", tmp_path / "g.jpg")
@@ -90,7 +90,7 @@ def test_generate_reports_bad_input_clearly(pipeline_dir, tmp_path, capsys):
 
 def test_info_describes_the_parts(pipeline_dir, capsys):
     text, _ = larp_hf("info", pipeline_dir, capsys=capsys)
-    assert "codebook_size   32" in text and "grid            8x8" in text and "temperature=1.0" in text
+    assert "codebook_size   32" in text and "grid_size       8" in text and "temperature=1.0" in text
     described = json.loads(larp_hf("info", pipeline_dir, "--json", capsys=capsys)[0])
     assert described["vqvae"]["codebook_size"] == 32 and described["prior"]["num_classes"] == 0
     assert described["sampling_defaults"] == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
@@ -125,3 +125,20 @@ def test_assemble_builds_a_pipeline_from_recipe_outputs(tmp_path, capsys):
     _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
                      tmp_path / "notes", expect_success=False, capsys=capsys)
     assert "--overwrite" in err and sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["a.txt"]
+
+
+def test_generate_loads_the_pipeline_in_the_dtype_asked_for(pipeline_dir, tmp_path, capsys):
+    larp_hf("generate", pipeline_dir, "--dtype", "bfloat16", "--num-images", 4, "--output-dataset", tmp_path / "ds",
+            capsys=capsys)  # fmt: skip
+    dataset = datasets.load_from_disk(str(tmp_path / "ds"))
+    assert len(dataset) == 4 and all(0 <= code < 32 for row in dataset["codes"] for code in row)
+    assert "invalid choice" in larp_hf("generate", pipeline_dir, "--dtype", "int8", expect_success=False, capsys=capsys)[1]
+
+
+def test_a_flag_means_one_thing_in_every_command(capsys):
+    """--dataset-dir is the Fashion-MNIST IDX input folder (as the recipes' --dataset_dir); generate writes --output-dataset."""
+    for command in ("evaluate", "sweep"):
+        out, _ = larp_hf(command, "--help", capsys=capsys)
+        assert "--dataset-dir DATASET_DIR" in out and "IDX files (input)" in out.replace("\n", " ").replace("  ", " ")
+    out, _ = larp_hf("generate", "--help", capsys=capsys)
+    assert "--output-dataset" in out and "--dataset-dir" not in out

@@ -8,6 +8,9 @@ import json
 import logging
 from pathlib import Path
 
+from ..pipelines.folder import SAMPLE_GRID_NAME
+from ..prior import set_sampling_defaults
+
 
 logger = logging.getLogger(__name__)
 SCORE_COLUMNS = ("fid", "precision", "recall", "density", "coverage")
@@ -148,10 +151,23 @@ def record_sweep_in_card(pipeline, results: dict, command: str = "larp-hf sweep"
     _record(pipeline, command, best, results["settings"], sampling)
 
 
+def save_best_setting(pipeline, results: dict, folder: str | Path):
+    """
+    Make the best setting of a `sweep_pipeline` result the pipeline's sampling default (top-p, not swept, keeps its
+    stored value) and save the pipeline to `folder` again: generation config, a new sample grid if the folder had one,
+    and the model card with its records.
+    """
+    best = results["best"]
+    set_sampling_defaults(pipeline.prior, temperature=best["temperature"], top_k=best["top_k"])
+    pipeline.save_pretrained(folder, sample_grid=(Path(folder) / SAMPLE_GRID_NAME).is_file())
+    logger.info("Sampling defaults of %s: %s", folder, pipeline.sampling_defaults())
+
+
 __all__ = [
     "evaluation_markdown",
     "record_evaluation_in_card",
     "record_sweep_in_card",
+    "save_best_setting",
     "sweep_markdown",
     "sweep_plots",
     "write_evaluation_reports",

@@ -52,6 +52,22 @@ def _is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _keep_float32(fn):
+    """
+    Wrap a function of `nn.Module._apply` (what `.to`, `.half()`, `.bfloat16()`, `.cuda()` run on every tensor) so
+    that it still moves float tensors but leaves them float32: the float32 values themselves are moved, never rounded
+    to the narrower dtype and cast back.
+    """
+
+    def apply(tensor):
+        moved = fn(tensor)
+        if tensor.is_floating_point() and moved.dtype != torch.float32:
+            return tensor.detach().to(device=moved.device, dtype=torch.float32)
+        return moved
+
+    return apply
+
+
 class LarpVectorQuantizer(nn.Module):
     """
     Nearest-neighbour quantizer whose codebook follows exponential moving averages of the encoder outputs assigned to
@@ -76,15 +92,24 @@ class LarpVectorQuantizer(nn.Module):
         self.dead_code_threshold = config.dead_code_threshold
         self.codebook_init = config.codebook_init
         self.kmeans_iters = config.kmeans_iters
-        # Buffers, not parameters: the codebook moves by EMA, and buffers are saved with the weights.
-        self.register_buffer("codebook", torch.randn(config.codebook_size, config.codebook_dim))  # (K, D)
-        self.register_buffer("cluster_size", torch.zeros(config.codebook_size))  # (K,) EMA of assignments
-        self.register_buffer("embed_sum", torch.zeros(config.codebook_size, config.codebook_dim))  # (K, D) EMA of sums
+        # Buffers, not parameters: the codebook moves by EMA, and buffers are saved with the weights. They are float32
+        # whatever the model's dtype (see `_apply`), so the dtype is explicit: `from_pretrained(dtype=torch.bfloat16)`
+        # builds the model with bfloat16 as the default dtype.
+        fp32 = torch.float32
+        self.register_buffer("codebook", torch.randn(config.codebook_size, config.codebook_dim, dtype=fp32))  # (K, D)
+        self.register_buffer("cluster_size", torch.zeros(config.codebook_size, dtype=fp32))  # (K,) EMA of assignments
+        self.register_buffer("embed_sum", torch.zeros(config.codebook_size, config.codebook_dim, dtype=fp32))  # (K, D)
         self.register_buffer("initialized", torch.tensor(config.codebook_init == "random"))
         self.register_buffer("num_restarts", torch.zeros((), dtype=torch.long))
 
+    def _apply(self, fn, recurse=True):
+        # The codebook and its statistics stay float32 in `.to(torch.bfloat16)`/`.half()`: a bf16 codebook rounds every
+        # code to 8 bits of mantissa, and bf16 EMA sums of thousands of vectors drift.
+        return super()._apply(_keep_float32(fn), recurse)
+
     def nearest_codes(self, flat: torch.Tensor) -> torch.Tensor:
-        """(N, D) vectors -> (N,) index of the closest code in squared Euclidean distance."""
+        """(N, D) vectors of any float dtype -> (N,) index of the closest code in squared Euclidean distance."""
+        flat = flat.float()  # the distances are float32 like the codebook: bf16 distances tie between close codes
         # ‖x − e‖² = ‖x‖² − 2 x·e + ‖e‖²; ‖x‖² is the same for every code so it is left out of the argmin.
         distances = torch.addmm(self.codebook.pow(2).sum(1)[None, :], flat, self.codebook.t(), alpha=-2.0)
         return distances.argmin(dim=1)
@@ -208,6 +233,13 @@ class LarpResidualBlock(nn.Module):
 
 
 class LarpVQVAEEncoder(nn.Module):
+    """
+    (B, C, H, W) images -> (B, D, h, w) latents. Float32 in every model dtype (see `_apply`): in bfloat16 the latents
+    move by ~0.3%, which changed 0.6-4% of the codes of briefly trained tokenizers (the tests' tiny configs and the
+    quick config's architecture, on synthetic blob images; 15% for one seed) while `tokenizer_hash` would say the
+    tokenizer is the same. Under `torch.autocast` it runs in the autocast dtype: that is an explicit choice.
+    """
+
     def __init__(self, config: LarpVQVAEConfig):
         super().__init__()
         self.conv_in = nn.Conv2d(config.in_channels, config.stem_channels, kernel_size=3, padding=1)
@@ -228,6 +260,9 @@ class LarpVQVAEEncoder(nn.Module):
         for block in self.res_blocks:
             hidden_states = block(hidden_states)  # (B, c_last, h, w)
         return self.conv_out(F.relu(hidden_states))  # (B, D, h, w)
+
+    def _apply(self, fn, recurse=True):
+        return super()._apply(_keep_float32(fn), recurse)
 
 
 class LarpVQVAEDecoder(nn.Module):
@@ -260,6 +295,11 @@ class LarpVQVAEPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vqvae"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # What decides the codes stays float32 in every dtype; only the decoder follows `dtype`. These entries are for
+    # `from_pretrained(dtype=torch.bfloat16 or torch.float16)`; `.to(dtype)` is covered by the modules' `_apply`. The
+    # quantizer's buffers are named one by one: the name "quantizer" would also turn its `initialized` (bool) and
+    # `num_restarts` (int64) into float32.
+    _keep_in_fp32_modules_strict = ["encoder", "quantizer.codebook", "quantizer.cluster_size", "quantizer.embed_sum"]
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -283,6 +323,10 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
     The LARP image tokenizer: `encode` turns images into a grid of codebook indices, `decode` turns such a grid back
     into images, and `forward` does both and returns the training losses.
 
+    In bfloat16 or float16 (`from_pretrained(..., dtype=torch.bfloat16)`, `.to(torch.float16)`, `.half()`) only the
+    decoder changes dtype: the encoder and the quantizer stay float32, so `encode` gives the codes of the float32 model
+    and `tokenizer_hash` does not change. `model.dtype` is the decoder's, the dtype `decode` returns.
+
     Example:
 
     ```python
@@ -302,7 +346,14 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         self.encoder = LarpVQVAEEncoder(config)
         self.quantizer = LarpVectorQuantizer(config)
         self.decoder = LarpVQVAEDecoder(config)
+        # hash of weights rounded by a cast -> hash of the weights they were rounded from (see `tokenizer_hash`)
+        self._hashes_before_cast: dict[str, str] = {}
         self.post_init()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model was loaded or cast in: the decoder's (the encoder and quantizer are float32 always)."""
+        return self.decoder.conv_in.weight.dtype
 
     # The fields that decide which codes an image gets; training-only settings (EMA decay, restarts) are left out.
     _IDENTITY_FIELDS = (
@@ -314,18 +365,70 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         """
         SHA-256 (hex) of the architecture fields of the config, the weights and the codebook: equal exactly when two
         tokenizers give the same codes. Token datasets and priors record it so that mismatched pairs can be refused.
+
+        The hash names the stored tokenizer, not the dtype it runs in. Weights are hashed as float32 values. The encoder
+        and codebook stay float32 in every dtype, but a cast to bfloat16/float16 (`from_pretrained(dtype=...)`,
+        `.to(dtype)`, `.half()`) rounds the decoder's weights, so the cast remembers the hash of the weights it
+        started from and the cast model answers with it. (No rounding rule could do this alone: a value, its bf16
+        and its fp16 rounding do not all round to one value.) `from_pretrained` with a narrow `dtype` therefore
+        loads the stored weights first and casts them in memory. The memory lasts while the weights are exactly the
+        cast ones. Once they change (training after the cast) the hash is that of the current values upcast to
+        float32, which is also what a float32 load of their saved checkpoint gives.
         """
+        current = self._hash_tensors(self._hashed_tensors())
+        return self._hashes_before_cast.get(current, current)
+
+    def _hashed_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {name: p.detach() for name, p in self.named_parameters()}
+        tensors["quantizer.codebook"] = self.quantizer.codebook
+        return tensors
+
+    def _hash_tensors(self, tensors: dict[str, torch.Tensor]) -> str:
         digest = hashlib.sha256()
         fields = {name: getattr(self.config, name) for name in self._IDENTITY_FIELDS}
         digest.update(json.dumps(fields, sort_keys=True).encode())
-        tensors = {name: p for name, p in self.named_parameters()}
-        tensors["quantizer.codebook"] = self.quantizer.codebook
         for name in sorted(tensors):
             digest.update(name.encode())
             digest.update(tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def _check_pixel_values(self, pixel_values: torch.Tensor):
+    def _apply(self, fn, recurse=True):
+        # `.to(dtype)`, `.half()`, `.bfloat16()` all come through here. Before the cast rounds the weights, note which
+        # tokenizer they are, so `tokenizer_hash` can still name it afterwards.
+        if "quantizer" not in self._modules:  # still inside __init__
+            return super()._apply(fn, recurse)
+        before = self._hashed_tensors()  # detached: these keep the pre-cast values alive through the cast
+        super()._apply(fn, recurse)
+        after = self._hashed_tensors()
+        cast = any(after[name].dtype != tensor.dtype for name, tensor in before.items())
+        on_meta = any(tensor.is_meta for tensor in (*before.values(), *after.values()))
+        if cast and not on_meta:
+            source = self._hash_tensors(before)
+            self._hashes_before_cast[self._hash_tensors(after)] = self._hashes_before_cast.get(source, source)
+        return self
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """
+        [`PreTrainedModel.from_pretrained`]. A narrow float `dtype` (`torch.bfloat16`, `torch.float16` or their names)
+        loads the stored weights, then casts them, so that `tokenizer_hash` names the stored tokenizer. Only the
+        decoder takes that dtype; the encoder and the quantizer stay float32.
+        """
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype, dtype)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype.itemsize < 4):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        kwargs.pop("torch_dtype", None)
+        kwargs["dtype"] = torch.float32  # a narrower checkpoint widens exactly, and narrows back to the same values
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+        model.to(dtype)
+        model.config.dtype = dtype
+        return loaded
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Refuse what the tokenizer cannot read; return `pixel_values` in the encoder's dtype."""
         config = self.config
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
             shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
@@ -351,6 +454,8 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
                 f"grid, which needs {config.image_size}×{config.image_size} inputs. Resize (or pad) them with "
                 "LarpImageProcessor, which does this for you."
             )
+        # float64 / float16 / bfloat16 inputs are read in the encoder's dtype, float32.
+        return pixel_values.to(self.encoder.conv_in.weight.dtype)
 
     def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         grid = self.config.grid_size
@@ -372,25 +477,31 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
 
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
-        """(B, C, H, W) normalised images -> (B, h, w) codebook indices. Never updates the codebook."""
-        self._check_pixel_values(pixel_values)
+        """
+        (B, C, H, W) normalised images of any float dtype (read as float32) -> (B, h, w) codebook indices. Never
+        updates the codebook.
+        """
+        pixel_values = self._check_pixel_values(pixel_values)
         latents = self.encoder(pixel_values)  # (B, D, h, w)
         with torch.autocast(device_type=latents.device.type, enabled=False):
-            flat = latents.float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-            indices = self.quantizer.nearest_codes(flat)
+            flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+            indices = self.quantizer.nearest_codes(flat)  # float32 distances to the float32 codebook
         return indices.view(latents.shape[0], latents.shape[2], latents.shape[3])
 
     def decode(self, codes: torch.LongTensor) -> torch.FloatTensor:
-        """(B, h, w) or (B, h*w) codebook indices -> (B, C, H, W) images in the normalised pixel space."""
+        """
+        (B, h, w) or (B, h*w) codebook indices -> (B, C, H, W) images in the normalised pixel space, in the model's
+        dtype (`LarpImageProcessor.postprocess` takes any).
+        """
         codes = self._check_codes(codes)
-        quantized = self.quantizer.codebook[codes].permute(0, 3, 1, 2)  # (B, D, h, w)
-        return self.decoder(quantized.to(self.decoder.conv_in.weight.dtype))
+        quantized = self.quantizer.codebook[codes].permute(0, 3, 1, 2)  # (B, D, h, w) float32
+        return self.decoder(quantized.to(self.dtype))
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> LarpVQVAEOutput:
-        self._check_pixel_values(pixel_values)
+        pixel_values = self._check_pixel_values(pixel_values)
         latents = self.encoder(pixel_values)  # (B, D, h, w)
         quantized, codes, commitment, perplexity = self.quantizer(latents)
-        reconstruction = self.decoder(quantized.to(latents.dtype))  # (B, C, H, W)
+        reconstruction = self.decoder(quantized.to(self.dtype))  # (B, C, H, W)
         reconstruction_loss = F.mse_loss(reconstruction.float(), pixel_values.float())
         commitment_loss = self.config.commitment_weight * commitment
         output = LarpVQVAEOutput(

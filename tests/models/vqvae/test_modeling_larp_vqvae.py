@@ -331,10 +331,12 @@ model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
 processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
 pixel_values = processor([PIL.Image.open(p) for p in sorted(Path(images).glob("*.png"))], return_tensors="pt")["pixel_values"]
 codes = model.encode(pixel_values)
+bf16 = AutoModel.from_pretrained(folder, trust_remote_code=True, dtype=torch.bfloat16).eval()
 torch.save({
     "classes": [type(model).__module__, type(processor).__module__],
     "larp_hf_imported": any(name.split(".")[0] == "larp_hf" for name in sys.modules),
     "pixel_values": pixel_values, "codes": codes, "decoded": model.decode(codes).detach(),
+    "hashes": [model.tokenizer_hash(), bf16.tokenizer_hash()], "codes_bf16": bf16.encode(pixel_values),
 }, out)
 """
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}  # the dynamic modules land in tmp_path
@@ -355,6 +357,9 @@ torch.save({
     assert codes.unique().numel() > 1  # the comparison means something
     assert torch.equal(remote["codes"], codes)
     torch.testing.assert_close(remote["decoded"], model.decode(codes).detach())
+    # The copied code is the library's: bfloat16 loading and the hash behave the same there.
+    assert torch.equal(remote["codes_bf16"], codes)
+    assert remote["hashes"] == [model.tokenizer_hash()] * 2
 
 
 @pytest.mark.parametrize("trust_remote_code", [None, True])
@@ -369,3 +374,130 @@ def test_with_larp_hf_imported_the_auto_classes_give_the_library_classes(tester,
     assert type(AutoImageProcessor.from_pretrained(tmp_path, **kwargs)) is LarpImageProcessor
     pixel_values = tester.image_pixel_values()
     assert torch.equal(loaded.encode(pixel_values), model.encode(pixel_values))
+
+
+# ----------------------------------------------------------------------------------------------- dtypes and hash
+
+NARROW_DTYPES = [torch.bfloat16, torch.float16]
+
+
+def assert_codes_are_computed_in_float32(model, dtype):
+    assert model.dtype == dtype
+    assert all(p.dtype == torch.float32 for p in model.encoder.parameters())
+    assert all(p.dtype == dtype for p in model.decoder.parameters())
+    buffers = dict(model.quantizer.named_buffers())
+    assert {name: buffers[name].dtype for name in ("codebook", "cluster_size", "embed_sum")} == dict.fromkeys(
+        ("codebook", "cluster_size", "embed_sum"), torch.float32
+    )
+    assert buffers["initialized"].dtype == torch.bool and buffers["num_restarts"].dtype == torch.long
+
+
+@pytest.mark.parametrize("dtype", NARROW_DTYPES, ids=str)
+def test_narrow_dtype_loading_encodes_like_float32(tester, tmp_path, dtype):
+    model = trained_model(tester, steps=10)
+    model.save_pretrained(tmp_path)
+    pixel_values = tester.image_pixel_values(num_images=128, seed=3)
+    codes = model.encode(pixel_values)
+    assert codes.unique().numel() > 1
+
+    loaded = LarpVQVAEModel.from_pretrained(tmp_path, dtype=dtype).eval()
+    assert_codes_are_computed_in_float32(loaded, dtype)
+    assert torch.equal(loaded.quantizer.codebook, model.quantizer.codebook)  # loaded as stored, never rounded
+    # The encoder and quantizer are the float32 ones, so the codes are not just mostly equal: they are equal.
+    assert torch.equal(loaded.encode(pixel_values), codes)
+    # decode runs the decoder in the requested dtype and returns that dtype.
+    images = loaded.decode(codes)
+    assert images.dtype == dtype
+    torch.testing.assert_close(images.float(), model.decode(codes).detach(), atol=0.05, rtol=0)
+    # Same through the Auto class and by the dtype's name.
+    assert AutoModel.from_pretrained(tmp_path, dtype=str(dtype).split(".")[1]).dtype == dtype
+
+
+@pytest.mark.parametrize("cast", [".to(bfloat16)", ".half()", ".bfloat16()"])
+def test_casting_in_memory_keeps_the_codebook_and_encoder_float32(tester, cast):
+    model = trained_model(tester, steps=10)
+    codebook = model.quantizer.codebook.clone()
+    pixel_values = tester.image_pixel_values(seed=3)
+    codes = model.encode(pixel_values)
+    dtype = torch.float16 if cast == ".half()" else torch.bfloat16
+    {".to(bfloat16)": lambda: model.to(torch.bfloat16), ".half()": model.half, ".bfloat16()": model.bfloat16}[cast]()
+    assert_codes_are_computed_in_float32(model, dtype)
+    assert torch.equal(model.quantizer.codebook, codebook)  # moved as float32, not rounded and widened back
+    assert torch.equal(model.encode(pixel_values), codes)  # before the fix: "mat1 and mat2 must have the same dtype"
+    assert model.decode(codes).dtype == dtype
+    model.float()
+    assert model.dtype == torch.float32 and torch.equal(model.encode(pixel_values), codes)
+
+
+def test_training_step_in_bfloat16(tester):
+    model = trained_model(tester).to(torch.bfloat16).train()
+    output = model(tester.image_pixel_values(num_images=8))
+    assert output.reconstruction.dtype == torch.bfloat16 and output.loss.dtype == torch.float32
+    output.loss.backward()
+    assert model.encoder.conv_in.weight.grad.dtype == torch.float32
+    assert model.decoder.conv_in.weight.grad.dtype == torch.bfloat16
+    assert model.quantizer.codebook.dtype == torch.float32  # the EMA update kept it float32
+
+
+def test_autocast_runs_the_encoder_in_bfloat16_and_the_quantizer_in_float32(tester):
+    model = trained_model(tester, steps=10)
+    pixel_values = tester.image_pixel_values(seed=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codes = model.encode(pixel_values)
+    assert codes.dtype == torch.long and codes.shape == (64, 4, 4)
+
+
+def test_tokenizer_hash_does_not_depend_on_the_dtype(tester, tmp_path):
+    model = trained_model(tester, steps=10)
+    model.save_pretrained(tmp_path / "a")
+    expected = model.tokenizer_hash()
+    loads = {dtype: LarpVQVAEModel.from_pretrained(tmp_path / "a", dtype=dtype) for dtype in (torch.float32, *NARROW_DTYPES)}
+    assert {dtype: loaded.tokenizer_hash() for dtype, loaded in loads.items()} == dict.fromkeys(loads, expected)
+    # Casts in memory, chained casts and widening back keep it too.
+    assert LarpVQVAEModel.from_pretrained(tmp_path / "a").to(torch.bfloat16).tokenizer_hash() == expected
+    assert loads[torch.bfloat16].to(torch.float16).tokenizer_hash() == expected
+    assert LarpVQVAEModel.from_pretrained(tmp_path / "a").half().float().tokenizer_hash() == expected
+    assert AutoModel.from_pretrained(tmp_path / "a", dtype=torch.bfloat16).tokenizer_hash() == expected
+
+    # A decoder weight moved by less than bf16 can see: the bf16 weights are identical, the hashes still differ.
+    other = trained_model(tester, steps=10)
+    with torch.no_grad():
+        weight = other.decoder.conv_out.weight
+        weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(float("inf")))
+    other.save_pretrained(tmp_path / "b")
+    other_bf16 = LarpVQVAEModel.from_pretrained(tmp_path / "b", dtype=torch.bfloat16)
+    assert torch.equal(other_bf16.decoder.conv_out.weight, loads[torch.bfloat16].decoder.conv_out.weight)
+    assert other_bf16.tokenizer_hash() == other.tokenizer_hash() != expected
+
+
+def test_tokenizer_hash_after_training_in_bfloat16_is_that_of_the_new_weights(tester, tmp_path):
+    model = trained_model(tester, steps=10)
+    expected = model.tokenizer_hash()
+    model.to(torch.bfloat16).train()
+    model(tester.image_pixel_values(num_images=8)).loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert model.tokenizer_hash() != expected
+    # Saved in bfloat16 and loaded back in float32, the new weights hash the same: no information was lost.
+    model.save_pretrained(tmp_path)
+    assert LarpVQVAEModel.from_pretrained(tmp_path, dtype=torch.float32).tokenizer_hash() == model.tokenizer_hash()
+
+
+def test_tokenizer_hash_of_float32_weights_is_pinned():
+    # Token datasets and priors already on disk record this hash: its definition for float32 weights must not move.
+    model = LarpVQVAEModel(LarpVQVAEModelTester().get_config())
+    tensors = sorted([*model.named_parameters(), ("quantizer.codebook", model.quantizer.codebook)])
+    with torch.no_grad():
+        for index, (_, tensor) in enumerate(tensors):
+            tensor.copy_(torch.linspace(-1, 1, tensor.numel()).view_as(tensor) * (index + 1) / 7)
+    assert model.tokenizer_hash() == "edb3511def0bed3755e23fabe96f3a17e9d07e8b0d1efefe31050825cd0e5ab4"
+
+
+# ----------------------------------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_encode_reads_any_float_dtype(tester, dtype):
+    model = trained_model(tester, steps=10)
+    pixel_values = tester.image_pixel_values(seed=3).to(dtype)
+    assert torch.equal(model.encode(pixel_values), model.encode(pixel_values.float()))
+    assert model(pixel_values).reconstruction.dtype == torch.float32
