@@ -2,20 +2,24 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
+import huggingface_hub
 import PIL.Image
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
-from larp_hf import LarpPipeline
-from larp_hf.evaluation import FeatureNetwork, memorisation
+from larp_hf import LarpPipeline, set_sampling_defaults
+from larp_hf.evaluation import FeatureNetwork, evaluate_pipeline, memorisation
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 
 from .conftest import make_tiny_pipeline
-from .test_cli import larp_hf
+from .pipelines.test_pipeline_larp import fake_hub_snapshot
 from .recipes.test_train_vqvae import ROOT
+from .test_cli import larp_hf
 
 
 def test_memorisation_counts_copies_and_hamming_distances():
@@ -39,17 +43,17 @@ def test_feature_network_refuses_images_of_another_shape():
 
 
 @pytest.fixture(scope="module")
-def tiny_evaluation_setup(tmp_path_factory, tiny_image_dataset_dir):
-    """A tiny pipeline folder and a feature network trained for 1 epoch by the recipe, both for 16×16 grey images."""
+def tiny_evaluation_setup(tmp_path_factory):
+    """
+    A tiny pipeline folder and a feature network folder (untrained, 8 features), both for 16×16 grey images. The
+    network recipes/train_classifier.py trains, and its loading as a FeatureNetwork, are tested in tests/recipes.
+    """
     folder = tmp_path_factory.mktemp("evaluation")
     make_tiny_pipeline().save_pretrained(folder / "pipe", sample_grid=False)
-    command = [
-        sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--dataset", tiny_image_dataset_dir,
-        "--image_size", "16", "--hidden_channels", "8,16", "--feature_dim", "8", "--epochs", "1", "--batch_size", "16",
-        "--output_dir", str(folder / "features"),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torch.manual_seed(0)
+    config = LarpClassifierConfig(image_size=16, hidden_channels=[8, 16], feature_dim=8, num_classes=2)
+    LarpClassifierModel(config).save_pretrained(folder / "features")
+    (folder / "features" / "metrics.json").write_text(json.dumps({"dataset": "tiny"}))  # as the recipe names it
     return folder
 
 
@@ -75,7 +79,7 @@ def test_evaluate_writes_json_and_markdown(tiny_evaluation_setup, tiny_image_dat
 
     _, err = run_cli(capsys, "evaluate", setup / "pipe", *common, "--num-samples", 5, "--output-dir", tmp_path / "x",
                      expect_success=False)
-    assert "more samples than dimensions" in err
+    assert "`--num-samples` = 5 is too few" in err and "more samples than dimensions" in err  # the flag, not `num_samples`
     wide = LarpClassifierModel(LarpClassifierConfig(image_size=32, feature_dim=8))
     wide.save_pretrained(tmp_path / "wide")
     _, err = run_cli(capsys, "evaluate", setup / "pipe", "--feature-network", tmp_path / "wide", "--dataset",
@@ -85,8 +89,12 @@ def test_evaluate_writes_json_and_markdown(tiny_evaluation_setup, tiny_image_dat
 
 def test_sweep_writes_its_files_and_can_store_the_best_setting(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, capsys):
     setup = tiny_evaluation_setup
+    pipeline = make_tiny_pipeline()  # setup / "pipe" without the records other tests leave on its card
+    set_sampling_defaults(pipeline.prior, top_p=0.95)  # not swept: must survive --write-generation-config
+    pipeline.save_pretrained(tmp_path / "pipe", sample_grid=True)
+    grid_before = PIL.Image.open(tmp_path / "pipe" / "samples.png").tobytes()
     out, _ = run_cli(
-        capsys, "sweep", setup / "pipe", "--feature-network", setup / "features", "--dataset", tiny_image_dataset_dir,
+        capsys, "sweep", tmp_path / "pipe", "--feature-network", setup / "features", "--dataset", tiny_image_dataset_dir,
         "--temperature", "0.5,1.0", "--top-k", "0,4", "--num-samples", 16, "--output-dir", tmp_path / "sweep",
         "--cache-dir", tmp_path / "cache", "--write-generation-config",
     )  # fmt: skip
@@ -96,15 +104,88 @@ def test_sweep_writes_its_files_and_can_store_the_best_setting(tiny_evaluation_s
     best = min(rows, key=lambda row: float(row["fid"]))
     assert f"Best by FID: temperature {best['temperature']}" in (tmp_path / "sweep" / "sweep.md").read_text()
     assert PIL.Image.open(tmp_path / "sweep" / "sweep.png").size[0] > 500
-    defaults = LarpPipeline.from_pretrained(setup / "pipe").sampling_defaults()
-    assert defaults["temperature"] == float(best["temperature"]) and defaults["top_k"] == int(best["top_k"])
+    defaults = LarpPipeline.from_pretrained(tmp_path / "pipe").sampling_defaults()
+    assert defaults == {"temperature": float(best["temperature"]), "top_k": int(best["top_k"]), "top_p": 0.95}
+    assert float(best["top_p"]) == 0.95  # what the sweep sampled with
+    if (defaults["temperature"], defaults["top_k"]) != (1.0, 0):  # the card's grid shows the new defaults
+        assert PIL.Image.open(tmp_path / "pipe" / "samples.png").tobytes() != grid_before
+    # The best setting's scores are on the model card, with the setting they were sampled with.
+    (record,) = [r for r in ModelCard.load(tmp_path / "pipe" / "README.md").data.eval_results if r.metric_type == "fid"]
+    assert record.metric_value == round(float(best["fid"]), 4)
+    assert f"temperature {best['temperature']}" in record.metric_config and "top-p 0.95" in record.metric_config
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["best"]["fid"] == pytest.approx(float(best["fid"]))
 
+    _, err = run_cli(capsys, "sweep", tmp_path / "pipe", "--feature-network", setup / "features", "--dtype", "bfloat16",
+                     "--write-generation-config", "--output-dir", tmp_path / "bad", expect_success=False)
+    assert "loaded without --dtype" in err  # saving a bfloat16 copy over the float32 weights would lose them
     _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", setup / "features", "--top-k", "64",
                      "--output-dir", tmp_path / "bad", expect_success=False)
     assert "between 0 (off) and the codebook size (32), got 64" in err
     _, err = run_cli(capsys, "sweep", setup / "pipe", "--feature-network", tmp_path / "nothing", "--output-dir",
                      tmp_path / "bad", expect_success=False)
     assert "train_classifier.py" in err
+
+
+def test_evaluate_records_its_fid_on_the_model_card(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, capsys):
+    setup = tiny_evaluation_setup
+    pipeline = make_tiny_pipeline()
+    pipeline.card_info["dataset"] = "fashion_mnist"  # trained on the Hub's Fashion-MNIST, evaluated on a local folder
+    pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    common = ["--feature-network", setup / "features", "--dataset", tiny_image_dataset_dir, "--cache-dir", tmp_path / "cache",
+              "--num-samples", 24, "--top-k", 8]  # fmt: skip
+    out, _ = run_cli(capsys, "evaluate", tmp_path / "pipe", *common, "--output-dir", tmp_path / "eval")
+    fid = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["samples"]["fid"]
+    assert f"{fid:.3f}" in out
+
+    card = ModelCard.load(tmp_path / "pipe" / "README.md")
+    by_metric = {result.metric_type: result for result in card.data.eval_results}
+    assert set(by_metric) == {"fid", "precision", "recall", "density", "coverage"}
+    assert by_metric["fid"].metric_value == round(fid, 4)
+    assert by_metric["fid"].dataset_split == "test" and "top-k 8" in by_metric["fid"].metric_config
+    assert "24 samples" in by_metric["fid"].metric_config
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]  # Hub ids only: not the local evaluation folder
+    assert "| `larp-hf evaluate` |" in card.text and tiny_image_dataset_dir in card.text
+    info, _ = run_cli(capsys, "info", tmp_path / "pipe")
+    assert f"larp-hf evaluate ({tiny_image_dataset_dir} test, n = 24): fid {fid:.4g}" in info
+
+    before = (tmp_path / "pipe" / "README.md").read_text()
+    run_cli(capsys, "evaluate", tmp_path / "pipe", *common, "--seed", 1, "--output-dir", tmp_path / "x", "--no-record-in-card")
+    assert (tmp_path / "pipe" / "README.md").read_text() == before
+
+
+def test_evaluate_leaves_the_card_of_a_hub_model_alone(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, capsys,
+                                                      monkeypatch):  # fmt: skip
+    setup = tiny_evaluation_setup
+    fake_hub_snapshot(tmp_path / "hub", "larp-test/tiny-pipeline", setup / "pipe")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    card_files = sorted((tmp_path / "hub").rglob("README.md"))
+    before = [path.read_text() for path in card_files]
+    args = ["evaluate", "larp-test/tiny-pipeline", "--feature-network", setup / "features", "--dataset",
+            tiny_image_dataset_dir, "--cache-dir", tmp_path / "cache", "--num-samples", 24]  # fmt: skip
+    _, err = run_cli(capsys, *args, "--output-dir", tmp_path / "a", "--record-in-card", expect_success=False)
+    assert "is not a local pipeline folder" in err and not (tmp_path / "a").exists()
+    out, _ = run_cli(capsys, *args, "--output-dir", tmp_path / "b")
+    assert "Note: larp-test/tiny-pipeline is not a local pipeline folder" in out
+    assert (tmp_path / "b" / "evaluation.json").is_file() and [path.read_text() for path in card_files] == before
+
+
+def test_library_errors_name_the_functions_arguments(tiny_evaluation_setup):
+    pipeline = make_tiny_pipeline()
+    network = FeatureNetwork.from_pretrained(tiny_evaluation_setup / "features")
+    with pytest.raises(ValueError, match=r"^`num_samples` = 5 is too few for 8-dimensional features") as error:
+        evaluate_pipeline(pipeline, network, num_samples=5)
+    assert "--" not in str(error.value)
+    with pytest.raises(ValueError, match="`top_k` must be an integer between 0") as error:
+        evaluate_pipeline(pipeline, network, num_samples=24, top_k=99)
+    assert "--" not in str(error.value)
+
+
+def test_one_batching_loop_gives_the_same_features_whatever_the_batch_size():
+    network = FeatureNetwork(LarpClassifierModel(LarpClassifierConfig(image_size=16, hidden_channels=[8])), "test")
+    images = torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    whole, batched = network(images), network(images, batch_size=3)
+    assert whole.shape == (10, network.feature_dim) and whole.dtype == torch.float64
+    torch.testing.assert_close(whole, batched)
 
 
 def test_inception_features_say_what_they_need(tmp_path):
