@@ -454,6 +454,14 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
                 f"grid, which needs {config.image_size}×{config.image_size} inputs. Resize (or pad) them with "
                 "LarpImageProcessor, which does this for you."
             )
+        finite = torch.isfinite(pixel_values)
+        if not bool(finite.all()):
+            num_nan = int(torch.isnan(pixel_values).sum())
+            raise ValueError(
+                f"`pixel_values` hold non-finite values ({num_nan} NaN, {int((~finite).sum()) - num_nan} infinite) "
+                f"in {int((~finite).flatten(1).any(1).sum())} of {pixel_values.shape[0]} images; a tokenizer has no "
+                "code for them. LarpImageProcessor never produces them: look at what was done to the tensor after it."
+            )
         # float64 / float16 / bfloat16 inputs are read in the encoder's dtype, float32.
         return pixel_values.to(self.encoder.conv_in.weight.dtype)
 
@@ -479,7 +487,7 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
     def encode(self, pixel_values: torch.Tensor) -> torch.LongTensor:
         """
         (B, C, H, W) normalised images of any float dtype (read as float32) -> (B, h, w) codebook indices. Never
-        updates the codebook.
+        updates the codebook. Refuses NaN and infinite pixels.
         """
         pixel_values = self._check_pixel_values(pixel_values)
         latents = self.encoder(pixel_values)  # (B, D, h, w)

@@ -501,3 +501,14 @@ def test_encode_reads_any_float_dtype(tester, dtype):
     pixel_values = tester.image_pixel_values(seed=3).to(dtype)
     assert torch.equal(model.encode(pixel_values), model.encode(pixel_values.float()))
     assert model(pixel_values).reconstruction.dtype == torch.float32
+
+
+@pytest.mark.parametrize("method", ["encode", "forward"])
+def test_non_finite_pixel_values_are_refused(tester, method):
+    model = LarpVQVAEModel(tester.get_config())
+    pixel_values = tester.pixel_values()
+    pixel_values[1, 0, 2, 3] = float("nan")
+    pixel_values[3, 0, 0, 0] = float("inf")
+    pixel_values[3, 0, 0, 1] = float("-inf")
+    with pytest.raises(ValueError, match=r"non-finite values \(1 NaN, 2 infinite\) in 2 of 4 images"):
+        getattr(model, method)(pixel_values)
