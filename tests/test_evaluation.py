@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import types
 
 import huggingface_hub
 import PIL.Image
@@ -186,6 +187,42 @@ def test_one_batching_loop_gives_the_same_features_whatever_the_batch_size():
     whole, batched = network(images), network(images, batch_size=3)
     assert whole.shape == (10, network.feature_dim) and whole.dtype == torch.float64
     torch.testing.assert_close(whole, batched)
+
+
+def test_inception_features_go_through_the_same_batching_loop(monkeypatch):
+    """torch-fidelity's network replaced by a stand-in that records what it is given: uint8 RGB batches of 100."""
+    seen = []
+
+    class StandInInception(torch.nn.Module):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, pixels):
+            seen.append((pixels.dtype, tuple(pixels.shape)))
+            return (pixels.float().mean(dim=(2, 3)).repeat(1, 683)[:, :2048] * self.weight,)  # (B, 2048)
+
+    module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    module.FeatureExtractorInceptionV3 = StandInInception
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
+    from larp_hf.evaluation import load_feature_network
+
+    network = load_feature_network("inception")
+    features = network(torch.rand(250, 1, 16, 16))
+    assert features.shape == (250, 2048) and features.dtype == torch.float64 and len(network.weights_sha256) == 64
+    assert seen == [(torch.uint8, (100, 3, 16, 16)), (torch.uint8, (100, 3, 16, 16)), (torch.uint8, (50, 3, 16, 16))]
+    with pytest.raises(ValueError, match="grey or RGB images, but these images have 2 channels"):
+        network(torch.rand(4, 2, 16, 16))
+
+
+def test_evaluate_pipeline_in_bfloat16(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path):
+    """What `--dtype bfloat16` gives evaluate: sampling, reconstructions and encoded training grids in bfloat16."""
+    pipeline = make_tiny_pipeline().to(torch.bfloat16)
+    network = FeatureNetwork.from_pretrained(tiny_evaluation_setup / "features")
+    results = evaluate_pipeline(pipeline, network, dataset=tiny_image_dataset_dir, num_samples=24, cache_dir=tmp_path)
+    assert all(torch.isfinite(torch.tensor(results[part]["fid"])) for part in ("samples", "reconstructions", "real_baseline"))
+    assert sum(results["memorisation"]["hamming_to_nearest_histogram"]) == 24 and results["settings"]["dtype"] == "bfloat16"
 
 
 def test_inception_features_say_what_they_need(tmp_path):

@@ -125,9 +125,8 @@ class InceptionFeatureNetwork(FeatureNetwork):
             raise ValueError(
                 f"`weights_path` {weights_path} is not a file; download {self.WEIGHTS_FILE} once and pass its path."
             )
-        self.model = FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048"], feature_extractor_weights_path=None if weights_path is None else str(weights_path)
-        )
+        weights = None if weights_path is None else str(weights_path)
+        self.model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=weights)
         self.name = "Inception-v3 pool3 features"
         digest = hashlib.sha256()
         for key, tensor in sorted(self.model.state_dict().items()):

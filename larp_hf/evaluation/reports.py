@@ -118,7 +118,7 @@ def write_sweep_reports(results: dict, output_dir: str | Path) -> list[Path]:
         writer.writeheader()
         writer.writerows(results["rows"])
     (output_dir / "sweep.md").write_text(sweep_markdown(results))
-    return [output_dir / "sweep.json", output_dir / "sweep.csv", output_dir / "sweep.md", *sweep_plots(results, output_dir)]
+    return [output_dir / name for name in ("sweep.json", "sweep.csv", "sweep.md")] + sweep_plots(results, output_dir)
 
 
 def _record(pipeline, command: str, scores: dict, settings: dict, sampling: dict):

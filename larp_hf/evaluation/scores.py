@@ -68,7 +68,8 @@ def reconstruct(pipeline, images: torch.Tensor, batch_size: int = 500) -> torch.
     """(N, C, H, W) uint8 real images -> the tokenizer's reconstructions, (N, C, H, W) in [0, 1]."""
     codes = encode_images(pipeline, images, batch_size, desc="Tokenizer reconstructions")
     vqvae, postprocess = pipeline.vqvae, pipeline.image_processor.postprocess
-    return torch.cat([postprocess(vqvae.decode(chunk.to(vqvae.device)), output_type="pt") for chunk in codes.split(batch_size)])
+    chunks = codes.split(batch_size)
+    return torch.cat([postprocess(vqvae.decode(chunk.to(vqvae.device)), output_type="pt") for chunk in chunks])
 
 
 def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
@@ -94,8 +95,9 @@ def _sample_features(pipeline, network: FeatureNetwork, num_samples: int, seed: 
     return network(output.images, desc="Features of samples"), output.codes
 
 
-def _settings(network: FeatureNetwork, dataset: str, real_split: str, num_samples: int, seed: int) -> dict:
+def _settings(pipeline, network: FeatureNetwork, dataset: str, real_split: str, num_samples: int, seed: int) -> dict:
     return {
+        "dtype": str(pipeline.dtype).removeprefix("torch."),  # bfloat16 scores differ a little from float32 ones
         "num_samples": num_samples,
         "seed": seed,
         "dataset": dataset,
@@ -150,7 +152,7 @@ def evaluate_pipeline(
         training_codes = encode_images(pipeline, baseline_images, desc="Encoding training grids")
     results["memorisation"] = memorisation(codes, training_codes)
     results["settings"] = {
-        **_settings(network, dataset, real_split, num_samples, seed),
+        **_settings(pipeline, network, dataset, real_split, num_samples, seed),
         "sampling": sampling,
         "real_images": len(images),
         "reconstructed_images": len(floor_images),
@@ -187,14 +189,14 @@ def sweep_pipeline(
         try:
             CodebookLogitsProcessor(pipeline.codebook_size, temperature, top_k, top_p)
         except ValueError as error:
-            raise ValueError(f"`temperatures` × `top_ks` holds a setting this pipeline cannot sample: {error}") from None
+            raise ValueError(f"`temperatures` × `top_ks` holds a setting the pipeline cannot sample: {error}") from None
     images, real_features = _real_features(pipeline, network, dataset, real_split, data_dir, cache_dir)
     rows = []
     for temperature, top_k in tqdm(pairs, desc="Sweep"):
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
         features, _ = _sample_features(pipeline, network, num_samples, seed, batch_size, **sampling)
         rows.append({**sampling, **sample_scores(real_features, features)})
-    settings = {**_settings(network, dataset, real_split, num_samples, seed), "real_images": len(images)}
+    settings = {**_settings(pipeline, network, dataset, real_split, num_samples, seed), "real_images": len(images)}
     return {"rows": rows, "best": best_setting(rows), "settings": settings}
 
 
@@ -203,4 +205,12 @@ def best_setting(rows: list[dict]) -> dict:
     return min(rows, key=lambda row: row["fid"])
 
 
-__all__ = ["best_setting", "encode_images", "evaluate_pipeline", "memorisation", "reconstruct", "sample_scores", "sweep_pipeline"]
+__all__ = [
+    "best_setting",
+    "encode_images",
+    "evaluate_pipeline",
+    "memorisation",
+    "reconstruct",
+    "sample_scores",
+    "sweep_pipeline",
+]
