@@ -4,7 +4,8 @@
     python recipes/evaluate.py outputs/larp-fashion-mnist-quick --num-samples 10000 \
         --token-dataset outputs/tokens-fashion-mnist-quick --output-dir outputs/eval-fashion-mnist-quick
 
-The work is in `larp_hf.evaluation.evaluate_pipeline`; this file and the console script parse the same arguments.
+The work is in `larp_hf.evaluation` (`evaluate_pipeline`, then `write_evaluation_reports` and, for a local pipeline
+folder, `record_evaluation_in_card`); this file and the console script parse the same arguments.
 """
 
 import sys
