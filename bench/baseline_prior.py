@@ -13,11 +13,12 @@ import json
 import math
 import time
 
-import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
+
+from larp_hf.data import load_token_dataset, token_dataset_metadata
 
 
 def batches(codes: np.ndarray, bos: int, batch_size: int, generator: torch.Generator):
@@ -54,10 +55,10 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
-    splits = datasets.load_from_disk(args.token_dataset)
+    splits = load_token_dataset(args.token_dataset)
     train = np.asarray(splits["train"].with_format("numpy")["input_ids"])
     test = np.asarray(splits["test"].with_format("numpy")["input_ids"])
-    codebook_size = json.loads(splits["train"].info.description)["larp_token_dataset"]["codebook_size"]
+    codebook_size = token_dataset_metadata(splits["train"])["codebook_size"]
     bos = codebook_size
     config = GPT2Config(
         vocab_size=codebook_size + 1, n_positions=train.shape[1] + 1, n_embd=256, n_layer=4, n_head=8,

@@ -1,13 +1,16 @@
 from .collator import LarpPriorCollator
-from .encoding import encode_dataset, pixels_dataset, smallest_code_dtype, token_dataset_metadata
+from .encoding import encode_dataset, pixels_dataset
 from .loading import fashion_mnist_dir, load_image_dataset, read_idx
+from .token_dataset import check_token_dataset, load_token_dataset, smallest_code_dtype, token_dataset_metadata
 
 
 __all__ = [
     "LarpPriorCollator",
+    "check_token_dataset",
     "encode_dataset",
     "fashion_mnist_dir",
     "load_image_dataset",
+    "load_token_dataset",
     "pixels_dataset",
     "read_idx",
     "smallest_code_dtype",

@@ -1,36 +1,12 @@
 """Encoding image datasets into token datasets: the codes of every image, once, cached by `datasets`."""
 
-import json
-
 import datasets
 import torch
 from datasets.fingerprint import Hasher
 
 from ..models.vqvae.image_processing_larp_vqvae import LarpImageProcessor
 from ..models.vqvae.modeling_larp_vqvae import LarpVQVAEModel
-
-
-METADATA_KEY = "larp_token_dataset"
-
-
-def smallest_code_dtype(codebook_size: int) -> str:
-    """The narrowest unsigned integer type that holds every code."""
-    if codebook_size <= 2**8:
-        return "uint8"
-    if codebook_size <= 2**16:
-        return "uint16"
-    return "uint32"
-
-
-def token_dataset_metadata(dataset: datasets.Dataset) -> dict:
-    """What `encode_dataset` recorded: tokenizer hash, grid size, codebook size, flips. Clear error when absent."""
-    try:
-        return json.loads(dataset.info.description or "{}")[METADATA_KEY]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(
-            "This dataset carries no larp_hf token-dataset metadata: make token datasets with "
-            "larp_hf.data.encode_dataset or recipes/encode_dataset.py."
-        ) from None
+from .token_dataset import code_feature, make_metadata
 
 
 def pixels_dataset(dataset: datasets.Dataset, image_processor: LarpImageProcessor, batch_size: int = 1000) -> datasets.Dataset:
@@ -71,9 +47,10 @@ def encode_dataset(
 
     Columns: `input_ids` (the h·w codes of each image in raster order, in the smallest fitting unsigned integer type),
     `input_ids_flipped` (the codes of the horizontally flipped image, when `flip_augment`) and `label` when the source
-    has one. The tokenizer's hash, grid and codebook size are stored in `dataset.info.description` (see
-    `token_dataset_metadata`). A second call with the same tokenizer, processor and data is a cache hit: the cache
-    key is built from the source's fingerprint and the tokenizer's hash, not from pickling the model.
+    has one. The tokenizer's hash, grid and codebook size are stored in the `input_ids` feature, where they survive
+    `save_to_disk`, parquet and `push_to_hub` (see `larp_hf.data.token_dataset`). A second call with the same
+    tokenizer, processor and data is a cache hit: the cache key is built from the source's fingerprint and the
+    tokenizer's hash, not from pickling the model.
 
     Args:
         vqvae: the tokenizer (put it on the device you want the encoding to run on).
@@ -87,11 +64,10 @@ def encode_dataset(
     config = vqvae.config
     image_processor = image_processor or LarpImageProcessor.from_vqvae_config(config)
     tokenizer_hash = vqvae.tokenizer_hash()
-    num_codes = config.grid_size**2
-    code_feature = datasets.Sequence(datasets.Value(smallest_code_dtype(config.codebook_size)), length=num_codes)
-    features = {"input_ids": code_feature}
+    metadata = make_metadata(tokenizer_hash, config.grid_size, config.codebook_size, flip_augment)
+    features = {"input_ids": code_feature(metadata)}
     if flip_augment:
-        features["input_ids_flipped"] = code_feature
+        features["input_ids_flipped"] = code_feature(metadata)
     if "label" in dataset.column_names:
         features["label"] = dataset.features["label"]
     vqvae = vqvae.eval()
@@ -105,7 +81,7 @@ def encode_dataset(
         return encoded
 
     fingerprint = Hasher.hash(
-        [dataset._fingerprint, tokenizer_hash, image_processor.to_dict(), flip_augment, sorted(features)]
+        [dataset._fingerprint, tokenizer_hash, image_processor.to_dict(), flip_augment, datasets.Features(features).to_dict()]
     )
     with torch.no_grad():
         encoded = dataset.map(
@@ -117,17 +93,7 @@ def encode_dataset(
             new_fingerprint=fingerprint,
             desc="Encoding images into codes",
         )
-    encoded.info.description = json.dumps(
-        {
-            METADATA_KEY: {
-                "tokenizer_hash": tokenizer_hash,
-                "grid_size": config.grid_size,
-                "codebook_size": config.codebook_size,
-                "flip_augment": flip_augment,
-            }
-        }
-    )
     return encoded
 
 
-__all__ = ["encode_dataset", "pixels_dataset", "smallest_code_dtype", "token_dataset_metadata"]
+__all__ = ["encode_dataset", "pixels_dataset"]

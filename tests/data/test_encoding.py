@@ -2,9 +2,10 @@ import datasets
 import PIL.ImageOps
 import pytest
 import torch
+import yaml
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel, encode_dataset, token_dataset_metadata
-from larp_hf.data import load_image_dataset, smallest_code_dtype
+from larp_hf.data import check_token_dataset, load_image_dataset, load_token_dataset, smallest_code_dtype
 
 
 def tiny_vqvae(codebook_size=16, seed=0):
@@ -31,7 +32,10 @@ def test_schema_dtype_and_metadata(train_split):
     assert encoded.features["label"] == train_split.features["label"]
     assert encoded["label"] == train_split["label"]
     metadata = token_dataset_metadata(encoded)
-    assert metadata == {"tokenizer_hash": vqvae.tokenizer_hash(), "grid_size": 4, "codebook_size": 16, "flip_augment": True}
+    assert metadata == {
+        "tokenizer_hash": vqvae.tokenizer_hash(), "grid_size": 4, "codebook_size": 16, "flip_augment": True,
+        "vocabulary": {"codes": [0, 16], "bos_token_id": 16, "class_token_offset": 17},
+    }  # fmt: skip
 
 
 def test_input_ids_are_the_codes_of_each_image_and_its_mirror(train_split):
@@ -75,3 +79,67 @@ def test_errors_name_the_problem():
         encode_dataset(tiny_vqvae(), no_images)
     with pytest.raises(ValueError, match="no larp_hf token-dataset metadata"):
         token_dataset_metadata(no_images)
+
+
+# ------------------------------------------------------------------------------ token datasets as Hub artefacts
+
+
+@pytest.fixture
+def token_splits(train_split, tiny_image_dataset_dir):
+    vqvae = tiny_vqvae()
+    test_split = load_image_dataset(tiny_image_dataset_dir, split="test")
+    return vqvae, datasets.DatasetDict({"train": encode_dataset(vqvae, train_split), "test": encode_dataset(vqvae, test_split)})
+
+
+def test_the_metadata_survives_save_to_disk_parquet_and_a_hub_style_folder(token_splits, tmp_path):
+    vqvae, splits = token_splits
+    expected = token_dataset_metadata(splits["train"])
+    # save_to_disk
+    splits.save_to_disk(tmp_path / "disk")
+    # a plain parquet round trip, one file per split
+    for name, split in splits.items():
+        split.to_parquet(tmp_path / f"{name}.parquet")
+    # the layout push_to_hub uploads (data/<split>-*.parquet) with a dataset card, as a Hub snapshot would hold it
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    for name, split in splits.items():
+        split.to_parquet(tmp_path / "hub" / "data" / f"{name}-00000-of-00001.parquet")
+    features = splits["train"].features._to_yaml_list()  # the card's dataset_info, in push_to_hub's key order
+    card = yaml.safe_dump({"dataset_info": {"features": features}}, sort_keys=False)
+    (tmp_path / "hub" / "README.md").write_text(f"---\n{card}---\n")
+    for source in (tmp_path / "disk", tmp_path / "train.parquet", tmp_path / "hub"):
+        loaded = load_token_dataset(source)
+        assert token_dataset_metadata(loaded["train"]) == expected, source
+        assert loaded["train"]["input_ids"] == splits["train"]["input_ids"]
+        check_token_dataset(loaded["train"], tokenizer_hash=vqvae.tokenizer_hash(), num_classes=2)
+    assert set(load_token_dataset(tmp_path / "hub")) == {"train", "test"}
+    streamed = load_token_dataset(tmp_path / "hub", streaming=True)
+    assert token_dataset_metadata(streamed["train"]) == expected
+    # Cast to plain integers, the metadata is gone: such a file is not a token dataset any more.
+    splits["train"].cast_column("input_ids", datasets.List(datasets.Value("int64"))).to_parquet(tmp_path / "plain.parquet")
+    with pytest.raises(ValueError, match="plain.parquet.*no larp_hf token-dataset metadata"):
+        load_token_dataset(tmp_path / "plain.parquet")
+
+
+def test_check_token_dataset_refuses_what_a_prior_must_not_train_on(token_splits):
+    vqvae, splits = token_splits
+    train = splits["train"]
+    metadata = token_dataset_metadata(train)
+    check_token_dataset(train, tokenizer_hash=vqvae.tokenizer_hash(), grid_size=4, codebook_size=16, num_classes=2)
+    with pytest.raises(ValueError, match="made by tokenizer"):
+        check_token_dataset(train, tokenizer_hash=tiny_vqvae(seed=1).tokenizer_hash())
+    plain_labels = train.cast_column("label", datasets.Value("int64"))
+    for bad_label in (-1, 2):
+        with pytest.raises(ValueError, match=rf"label {bad_label}, outside \[0, 2\)"):
+            check_token_dataset(plain_labels.map(lambda row: {"label": bad_label}), num_classes=2)
+    with pytest.raises(ValueError, match="no `label` column"):
+        check_token_dataset(train.remove_columns("label"), num_classes=2)
+
+    def rebuilt(rows, length):
+        feature = datasets.List(datasets.Value("uint16", id=train.features["input_ids"].feature.id), length=length)
+        return datasets.Dataset.from_dict({"input_ids": rows}, features=datasets.Features({"input_ids": feature}))
+
+    with pytest.raises(ValueError, match="15 codes long, but a 4×4 grid has 16"):
+        check_token_dataset(rebuilt([[0] * 15] * 3, 15))
+    with pytest.raises(ValueError, match=r"code 40, outside the codebook's \[0, 16\)"):
+        check_token_dataset(rebuilt([[0] * 15 + [40]] * 3, 16), batch_size=2)
+    assert metadata["grid_size"] == 4
