@@ -1,0 +1,4 @@
+from .commands import main
+
+
+main()

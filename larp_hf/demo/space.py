@@ -1,0 +1,175 @@
+"""A Hugging Face Space folder for a pipeline's demo: `app.py`, `requirements.txt`, a README with the Spaces header."""
+
+import os
+import shutil
+import sys
+from importlib.metadata import requires
+from pathlib import Path
+
+from huggingface_hub import SpaceCard, SpaceCardData, snapshot_download
+
+from .. import __version__
+from ..pipelines import PIPELINE_CONFIG_NAME, hub_dataset_id, is_pipeline_folder
+from ..pipelines.folder import read_pipeline_index
+from .app import API_NAME, HUB_ID_PATTERN, import_gradio
+
+
+SHIPPED_PIPELINE_DIR = "pipeline"
+# What export_space writes, and so what `overwrite=True` replaces.
+SPACE_FILES = ("app.py", "requirements.txt", "README.md", "larp_hf", SHIPPED_PIPELINE_DIR)
+
+APP_TEMPLATE = '''"""The Gradio demo of the LARP pipeline {name}: `python app.py` serves it (a Hugging Face Space runs it so).
+
+Written by `larp-hf export-space` with larp_hf {version}, which is the `larp_hf/` folder beside this file.
+"""
+
+from pathlib import Path
+
+import torch
+
+from larp_hf import LarpPipeline
+from larp_hf.demo import build_demo, launch_demo
+
+
+# {pipeline_comment}
+PIPELINE = {pipeline}
+REVISION = {revision!r}
+
+pipeline = LarpPipeline.from_pretrained(
+    PIPELINE, revision=REVISION, device="cuda" if torch.cuda.is_available() else "cpu"
+)
+demo = build_demo(pipeline, title={title!r}, model_id={model_id!r})
+
+if __name__ == "__main__":
+    launch_demo(demo)  # Gradio reads GRADIO_SERVER_NAME and GRADIO_SERVER_PORT, as Spaces set them
+'''
+
+README_BODY = """
+# {title}
+
+A Gradio demo of the LARP latent-autoregressive image pipeline {model}: pick the number of images, a seed (or a
+random one), the temperature, top-k and top-p (and, for a class-conditional prior, a class and the guidance scale),
+press **Generate**, and download the grid PNG and the sampled codes (`.npy`).
+
+Written by `larp-hf export-space` with larp_hf {version}. The folder is the whole Space:
+
+- `app.py` loads the pipeline once and serves the page (`python app.py`);
+- `larp_hf/` is the library that wrote it (it is not on PyPI), `requirements.txt` its dependencies; the Space installs
+  Gradio {gradio_version} itself, from `sdk_version` above;{pipeline_text}
+
+Run it locally with `pip install -r requirements.txt "gradio=={gradio_version}"` and `python app.py`. Publish it with
+
+```python
+from huggingface_hub import HfApi
+
+api = HfApi()
+api.create_repo("you/larp-demo", repo_type="space", space_sdk="gradio", exist_ok=True)
+api.upload_folder(folder_path=".", repo_id="you/larp-demo", repo_type="space")
+```
+
+Programs call it with `gradio_client`: `Client("you/larp-demo").predict(num_images=16, seed=0, api_name="/{api_name}")`
+returns the images, the grid, the time it took and the two files; the other settings (`random_seed`, `temperature`,
+`top_k`, `top_p`, `class_label` (-1 = any), `guidance_scale`) default to the page's.
+"""
+
+
+def _requirements() -> str:
+    """larp_hf's own dependencies (those of no extra), as the installed package declares them."""
+    lines = [requirement for requirement in requires("larp_hf") or [] if "extra ==" not in requirement]
+    header = "# larp_hf's dependencies (larp_hf itself is the folder beside app.py); Gradio comes from sdk_version.\n"
+    return header + "\n".join(lines) + "\n"
+
+
+def export_space(
+    pipeline: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    ship_pipeline: bool = False,
+    revision: str | None = None,
+    title: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """
+    Write a folder that `HfApi().upload_folder(repo_type="space", ...)` publishes as a working demo of `pipeline`:
+    `app.py` (the page of `build_demo`), `requirements.txt`, `README.md` whose header says `sdk: gradio`,
+    `app_file: app.py` and links the model, and a copy of the `larp_hf` package that wrote it.
+
+    Args:
+        pipeline: a Hub model repo id, which the Space loads at start-up, or a local pipeline folder, which must be
+            shipped.
+        output_dir: the Space folder to write.
+        ship_pipeline: copy the pipeline into `output_dir/pipeline/` (a Hub id is downloaded first), so the Space
+            needs no model repo.
+        revision: the Hub revision to load or download (Hub ids only).
+        title: the Space's and the page's title (default: "LARP: " and the pipeline's name).
+        overwrite: replace what an earlier export wrote in `output_dir`; otherwise `output_dir` must be empty.
+
+    Returns the folder.
+    """
+    gradio = import_gradio()  # the Space runs the Gradio version the app was written against
+    source = Path(pipeline)
+    is_local = source.is_dir()
+    if is_local and not is_pipeline_folder(source):
+        raise ValueError(f"{source} is a folder but holds no LarpPipeline ({PIPELINE_CONFIG_NAME} is missing).")
+    if is_local and not ship_pipeline:
+        raise ValueError(
+            f"`pipeline` {source} is a local folder, which a Space cannot read: pass `ship_pipeline` to copy it into "
+            "the Space, or the Hub id it was pushed to."
+        )
+    if not is_local and not HUB_ID_PATTERN.match(str(pipeline)):
+        raise ValueError(f"`pipeline` {pipeline!r} is neither a pipeline folder nor a Hub repo id (`org/name`).")
+    if is_local and revision is not None:
+        raise ValueError("`revision` names a Hub revision; leave it out for a local pipeline folder.")
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{output_dir} is not empty; pick another `output_dir` or pass `overwrite`.")
+        for name in SPACE_FILES:
+            path = output_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    model_id = None if is_local else str(pipeline)
+    name = source.resolve().name if is_local else str(pipeline)
+    title = title or f"LARP: {name}"
+    if ship_pipeline:
+        folder = source if is_local else Path(snapshot_download(str(pipeline), revision=revision))
+        shutil.copytree(folder, output_dir / SHIPPED_PIPELINE_DIR, ignore=shutil.ignore_patterns(".*"))
+        index = read_pipeline_index(output_dir / SHIPPED_PIPELINE_DIR, "LarpPipeline", pipeline)
+        card_info = index.get("model_card") or {}
+        pipeline_line = f"Path(__file__).parent / {SHIPPED_PIPELINE_DIR!r}"
+        comment = "The pipeline folder shipped beside this file."
+    else:
+        card_info = {}
+        pipeline_line = repr(model_id)
+        comment = "The pipeline's Hub model repo, downloaded when the Space starts."
+    package = Path(__file__).resolve().parents[1]
+    shutil.copytree(package, output_dir / "larp_hf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+    (output_dir / "app.py").write_text(
+        APP_TEMPLATE.format(
+            name=name, version=__version__, pipeline_comment=comment, pipeline=pipeline_line,
+            revision=None if ship_pipeline else revision, title=title, model_id=model_id or name,
+        )
+    )  # fmt: skip
+    (output_dir / "requirements.txt").write_text(_requirements())
+
+    dataset = hub_dataset_id(card_info.get("dataset"))
+    card_data = SpaceCardData(
+        title=title, emoji="🧵", colorFrom="indigo", colorTo="gray", sdk="gradio",
+        sdk_version=gradio.__version__, python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        app_file="app.py", pinned=False, license="apache-2.0", models=[model_id] if model_id else None,
+        datasets=[dataset] if dataset else None, short_description="Sample images from a LARP pipeline",
+    )  # fmt: skip
+    body = README_BODY.format(
+        title=title, version=__version__, gradio_version=gradio.__version__, api_name=API_NAME,
+        model=f"[{model_id}](https://huggingface.co/{model_id})" if model_id else f"`{name}`",
+        pipeline_text=f"\n- `{SHIPPED_PIPELINE_DIR}/` is the pipeline (a `LarpPipeline.save_pretrained` folder)."
+        if ship_pipeline else f"\n- the pipeline is the Hub model `{model_id}`, loaded when the Space starts.",
+    )  # fmt: skip
+    SpaceCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(output_dir / "README.md")
+    return output_dir
+
+
+__all__ = ["export_space"]

@@ -1,0 +1,93 @@
+"""The demo page in-process: the missing-extra message, class names, the controls and what one Generate returns."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from larp_hf import set_sampling_defaults
+from larp_hf.data.loading import FASHION_MNIST_LABELS
+from larp_hf.demo import build_demo, class_names, export_space, import_gradio, sample
+from larp_hf.demo.commands import main as demo_main
+from larp_hf.pipelines import image_grid
+
+from ..conftest import make_tiny_pipeline
+
+
+def test_without_gradio_every_entry_point_names_the_demo_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now raises ImportError
+    extra = 'pip install "larp_hf[demo]"'
+    with pytest.raises(ImportError, match=extra.replace("[", r"\[").replace("]", r"\]")):
+        import_gradio()
+    with pytest.raises(ImportError, match="larp_hf demo needs Gradio"):
+        build_demo(make_tiny_pipeline())
+    with pytest.raises(ImportError, match="larp_hf demo needs Gradio"):
+        export_space("org/name", tmp_path / "space")
+    # The commands say it before loading anything: this pipeline folder does not even exist.
+    for argv in (["demo", str(tmp_path / "missing")], ["export-space", "org/name", str(tmp_path / "space")]):
+        with pytest.raises(SystemExit) as error:
+            demo_main(argv)
+        assert str(error.value) == f"error: The larp_hf demo needs Gradio, an optional dependency: {extra}"
+
+
+def test_class_names_are_the_datasets_where_known():
+    assert class_names(10, "fashion_mnist") == FASHION_MNIST_LABELS
+    assert class_names(10, "zalando-datasets/fashion_mnist") == FASHION_MNIST_LABELS
+    assert class_names(3, "fashion_mnist") == ["class 0", "class 1", "class 2"]  # not Fashion-MNIST's 10 classes
+    assert class_names(2, None) == ["class 0", "class 1"]
+    assert class_names(0, "fashion_mnist") == []
+
+
+def test_one_generate_is_the_pipeline_call_with_the_same_seed():
+    pipeline = make_tiny_pipeline(num_classes=3)
+    # The page sends whole numbers as floats; they reach the pipeline as ints.
+    result = sample(pipeline, 6.0, 11.0, 0.9, 8.0, 0.95, class_label=2.0, guidance_scale=1.5)
+    expected = pipeline(num_images=6, seed=11, temperature=0.9, top_k=8, top_p=0.95, class_labels=2, guidance_scale=1.5)
+    assert [np.asarray(image).tolist() for image in result["images"]] == [np.asarray(i).tolist() for i in expected.images]
+    assert np.array_equal(result["codes"], expected.codes.numpy()) and result["codes"].shape == (6, 8, 8)
+    pixels = torch.stack([torch.from_numpy(np.array(image)) for image in expected.images])[:, None] / 255
+    assert np.array_equal(np.asarray(result["grid"]), np.asarray(image_grid(pixels)))
+    assert result["seconds"] > 0
+    # class_label -1 is the selector's "any": the unconditional (null-class) model.
+    unconditional = sample(pipeline, 2, 0, 1.0, 0, 1.0, class_label=-1, guidance_scale=1.0)
+    assert np.array_equal(unconditional["codes"], pipeline(num_images=2, seed=0).codes.numpy())
+    with pytest.raises(ValueError, match="`top_p` must be a number in"):
+        sample(pipeline, 2, 0, 1.0, 0, 0.0)
+
+
+def _components(demo) -> dict:
+    return {getattr(block, "label", None): block for block in demo.blocks.values() if getattr(block, "label", None)}
+
+
+def test_the_controls_start_at_the_pipelines_sampling_defaults_and_classes_show_only_when_there_are_some():
+    pytest.importorskip("gradio", reason='the demo tests need Gradio: pip install -e ".[test]"')
+    pipeline = make_tiny_pipeline(num_classes=10)
+    pipeline.card_info["dataset"] = "fashion_mnist"
+    set_sampling_defaults(pipeline.prior, temperature=0.8, top_k=5, top_p=0.9)
+    controls = _components(build_demo(pipeline, model_id="org/tiny"))
+    assert controls["Temperature"].value == 0.8
+    assert controls["Top-k (0 = off)"].value == 5 and controls["Top-k (0 = off)"].maximum == pipeline.codebook_size
+    assert controls["Top-p (1.0 = off)"].value == 0.9
+    assert controls["Class"].visible and controls["Guidance scale (1 = none; needs a class)"].visible
+    assert [label for label, _ in controls["Class"].choices][1:] == FASHION_MNIST_LABELS
+    assert "[org/tiny](https://huggingface.co/org/tiny)" in next(
+        block.value for block in build_demo(pipeline, model_id="org/tiny").blocks.values() if type(block).__name__ == "Markdown"
+    )
+
+    unconditional = _components(build_demo(make_tiny_pipeline()))
+    assert not unconditional["Class"].visible and not unconditional["Guidance scale (1 = none; needs a class)"].visible
+    assert unconditional["Temperature"].value == 1.0 and unconditional["Top-k (0 = off)"].value == 0
+
+
+def test_the_cli_wires_the_demo_commands(capsys):
+    from larp_hf import cli
+
+    parser = cli.build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command").choices
+    if "demo" not in commands:
+        pytest.skip("larp_hf/cli.py does not call larp_hf.demo.add_demo_commands yet")
+    for command in ("demo", "export-space"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert f"usage: larp-hf {command}" in capsys.readouterr().out
