@@ -127,7 +127,7 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
         try:
             result = sample(pipeline, num_images, seed, temperature, top_k, top_p, class_label, guidance_scale)
         except ValueError as error:
-            raise gr.Error(str(error), title="Invalid settings", print_exception=False) from None
+            raise gr.Error(str(error), print_exception=False) from None
         grid_path, codes_path = downloads / "larp_samples.png", downloads / "larp_codes.npy"
         result["grid"].save(grid_path)
         np.save(codes_path, result["codes"])
