@@ -16,6 +16,15 @@ setup:
 	    exit 1; \
 	  fi; \
 	fi
+	@# The demo's browser test drives Debian's Chromium; without root it skips and says why.
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Chromium for the demo's browser test (Debian packages chromium, chromium-driver)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else \
+	    echo "Note: the demo's browser test will skip: it needs 'sudo apt-get install chromium chromium-driver'." >&2; \
+	  fi; \
+	fi
 
 # The whole pipeline on Fashion-MNIST, on the CPU: tokenizer -> token dataset -> prior -> pipeline folder -> samples.
 QUICK = outputs
