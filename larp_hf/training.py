@@ -1,8 +1,8 @@
 """
-The parts of the training recipes that took debugging to get right, in one place: `--config` parsing, the Accelerator
-and learning-rate schedule set-up, exact resume (state, batches, history), the validation and checkpoint schedule,
-atomic checkpoints and metrics, and the check that every process ends with the same weights. The recipes themselves
-stay standalone scripts that read top to bottom.
+The parts of the training recipes that took debugging to get right, in one place: `--config` parsing, the Accelerator,
+learning-rate schedule and train/validation split set-up, exact resume (state, batches, history), the validation and
+checkpoint schedule, atomic checkpoints and metrics, and the check that every process ends with the same weights. The
+recipes themselves stay standalone scripts that read top to bottom (recipes/train_*.py).
 """
 
 import argparse
@@ -11,13 +11,21 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
+import datasets
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from transformers import get_scheduler
+
+
+# A run's folder, OUTPUT_DIR, holds the final model, METRICS_FILE (the latest validation at the top level, every one
+# under `history`) and CHECKPOINTS_DIR/checkpoint-STEP folders.
+METRICS_FILE = "metrics.json"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
@@ -52,7 +60,7 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
 def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """A folder with metrics.json or checkpoints holds a run: continue it or replace it explicitly, never by accident."""
     output_dir = Path(args.output_dir)
-    has_run = (output_dir / "metrics.json").exists() or any((output_dir / "checkpoints").glob("checkpoint-*"))
+    has_run = (output_dir / METRICS_FILE).exists() or any((output_dir / CHECKPOINTS_DIR).glob("checkpoint-*"))
     if has_run and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
         parser.error(
             f"{output_dir} already holds a run. Pass --resume_from_checkpoint latest to continue it, "
@@ -96,6 +104,40 @@ def get_lr_scheduler(accelerator: Accelerator, name: str, optimizer, num_warmup_
     )
 
 
+def select_splits(
+    splits: datasets.Dataset | datasets.DatasetDict,
+    train_split: str,
+    validation_split: str,
+    validation_size: int | None = None,
+    seed: int = 0,
+    max_train_samples: int | None = None,
+    max_validation_samples: int | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """
+    The training and validation sets of a run. A lone `Dataset` is the training split. Without `validation_split`,
+    `validation_size` examples of the training split are held out (a seeded draw), or, when it is None, the missing
+    split is an error. `max_train_samples` and `max_validation_samples` keep the first ones only.
+    """
+    if isinstance(splits, datasets.Dataset):
+        splits = datasets.DatasetDict({"train": splits})
+    if train_split not in splits:
+        raise ValueError(f"There is no {train_split!r} split to train on; the splits are {sorted(splits)}.")
+    train = splits[train_split]
+    if validation_split in splits:
+        validation = splits[validation_split]
+    elif validation_size is None:
+        raise ValueError(f"There is no {validation_split!r} split; the splits are {sorted(splits)}.")
+    else:
+        held_out = train.train_test_split(test_size=validation_size, seed=seed)
+        train, validation = held_out["train"], held_out["test"]
+        PartialState().print(f"No {validation_split!r} split: holding out {len(validation)} training examples.")
+    if max_train_samples is not None:
+        train = train.select(range(min(max_train_samples, len(train))))
+    if max_validation_samples is not None:
+        validation = validation.select(range(min(max_validation_samples, len(validation))))
+    return train, validation
+
+
 def tracker_config(args: argparse.Namespace) -> dict:
     """The flags and `model.FIELD`s that trackers such as TensorBoard accept: scalars only."""
     scalar = (int, float, str, bool)
@@ -107,7 +149,8 @@ def tracker_config(args: argparse.Namespace) -> dict:
 class TrainingState:
     """
     What `Accelerator.save_state` does not know about: the step count, the time spent, the best validation loss and
-    the validation history, so a resumed run continues all four. Register it with `accelerator.register_for_checkpointing`.
+    the validation history, so a resumed run continues all four. Register it with
+    `accelerator.register_for_checkpointing`.
     """
 
     def __init__(self):
@@ -116,6 +159,16 @@ class TrainingState:
         self.best_val_loss = math.inf
         self.best_step = 0
         self.history = []  # one entry per validation: its metrics, `step` and `train_seconds`
+        self._clock_start = None
+
+    def start_clock(self):
+        """Start timing the training loop, counting on from the time a resumed run had spent already."""
+        self._clock_start = time.perf_counter() - self.train_seconds
+
+    def count_step(self):
+        """Count an optimizer step and the time spent up to it."""
+        self.step += 1
+        self.train_seconds = time.perf_counter() - self._clock_start
 
     def state_dict(self):
         return {
@@ -131,7 +184,7 @@ class TrainingState:
         self.train_seconds = float(state["train_seconds"])
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         self.best_step = int(state.get("best_step", 0))
-        # None for a checkpoint written before the history was saved with it: `resume_or_start_afresh` reads metrics.json.
+        # None for a checkpoint written before the history was saved with it: resume_or_start_afresh reads metrics.json.
         self.history = list(state["history"]) if "history" in state else None
 
 
@@ -162,27 +215,29 @@ def resolve_checkpoint(resume_from_checkpoint: str, checkpoints_dir: Path) -> Pa
 
 
 def resume_or_start_afresh(
-    accelerator: Accelerator, resume_from_checkpoint: str | None, output_dir: Path, state: TrainingState
-) -> Path | None:
+    accelerator: Accelerator, resume_from_checkpoint: str | None, output_dir: Path
+) -> TrainingState:
     """
-    Restore everything a checkpoint in OUTPUT_DIR/checkpoints holds (weights, optimizer, schedule, random states and
-    `state`, which must be registered for checkpointing) and return its folder; or, for a fresh run, delete the old
-    checkpoints so a later `resume_from_checkpoint="latest"` can never pick one of another run.
+    Call after `accelerator.prepare`. Returns a `TrainingState`, registered for checkpointing. With
+    `resume_from_checkpoint` (`latest` or a folder), everything the checkpoint holds is restored: weights, optimizer,
+    schedule, random states and the state. Without, the old checkpoints in OUTPUT_DIR are deleted, so
+    that a later `resume_from_checkpoint="latest"` can never pick one of another run.
     """
-    checkpoints_dir = output_dir / "checkpoints"
-    checkpoint = None
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)  # before load_state, which restores what is registered
+    checkpoints_dir = output_dir / CHECKPOINTS_DIR
     if resume_from_checkpoint is not None:
         checkpoint = resolve_checkpoint(resume_from_checkpoint, checkpoints_dir)
         accelerator.print(f"Resuming from {checkpoint}")
         accelerator.load_state(str(checkpoint))
-        metrics_path = output_dir / "metrics.json"
+        metrics_path = output_dir / METRICS_FILE
         if state.history is None:
             history = json.loads(metrics_path.read_text()).get("history", []) if metrics_path.exists() else []
             state.history = [entry for entry in history if entry["step"] <= state.step]
     elif accelerator.is_main_process and checkpoints_dir.exists():
         shutil.rmtree(checkpoints_dir)
     accelerator.wait_for_everyone()
-    return checkpoint
+    return state
 
 
 def optimizer_steps_per_epoch(accelerator: Accelerator, train_dataloader) -> int:
@@ -213,26 +268,43 @@ def train_batches(accelerator: Accelerator, train_dataloader, state: TrainingSta
         epoch += 1
 
 
+def backward_and_step(accelerator: Accelerator, loss, model, optimizer, lr_scheduler, max_grad_norm: float = 0.0):
+    """
+    Backward, then (inside `accelerator.accumulate(model)`) the optimizer and schedule steps, which Accelerate skips
+    until the gradients are synced; gradients are clipped to `max_grad_norm` (0: not clipped) when they are.
+    """
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def is_due(step: int, every: int, max_steps: int) -> bool:
     """Validation and checkpoint schedule: every `every` steps, and always at the last one."""
     return step % every == 0 or step == max_steps
 
 
-def record_validation(accelerator: Accelerator, state: TrainingState, metrics: dict, metrics_path: Path) -> dict:
+def record_validation(accelerator: Accelerator, state: TrainingState, metrics: dict, output_dir: Path) -> dict:
     """
     Stamp validation metrics (already reduced over the processes) with the step and training time, add them to the
-    history, log them to the trackers and write metrics.json (the latest at the top level). Returns the entry.
+    history, log them to the trackers and write OUTPUT_DIR/metrics.json. Returns the entry.
     """
     entry = {**metrics, "step": state.step, "train_seconds": round(state.train_seconds, 1)}
     state.history.append(entry)
     accelerator.log({name: value for name, value in entry.items() if name != "step"}, step=state.step)
     if accelerator.is_main_process:
-        write_json_atomic(metrics_path, {**entry, "history": state.history})
+        write_json_atomic(output_dir / METRICS_FILE, {**entry, "history": state.history})
     return entry
 
 
-def save_checkpoint(accelerator, checkpoints_dir: Path, step: int, total_limit: int | None):
-    """Write the state to a temporary folder, then rename it: a crash never leaves a broken latest checkpoint."""
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None):
+    """
+    Save the state as OUTPUT_DIR/checkpoints/checkpoint-STEP, keeping the newest `total_limit`. It is written to a
+    temporary folder, then renamed: a crash never leaves a broken latest checkpoint.
+    """
+    checkpoints_dir = output_dir / CHECKPOINTS_DIR
     final = checkpoints_dir / f"checkpoint-{step}"
     partial = checkpoints_dir / f".tmp-checkpoint-{step}"
     if accelerator.is_main_process:
@@ -261,14 +333,29 @@ def check_weights_identical(accelerator: Accelerator, model: torch.nn.Module):
     accelerator.print(f"Parameters identical across {accelerator.num_processes} process(es).")
 
 
-def write_final_metrics(metrics_path: Path, state: TrainingState, **extra) -> dict:
+def save_final_model(accelerator: Accelerator, model: torch.nn.Module, output_dir: Path, *processors):
     """
-    metrics.json of a finished run: the last validation at the top level (also when a resumed run had nothing left
-    to train), the step count, the training time, `extra` and the history. Returns what it wrote.
+    Check that every process ends with the same weights, then save them (and any processors) once, in
+    `save_pretrained` format. Returns the unwrapped model.
+    """
+    check_weights_identical(accelerator, model)
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        for part in (unwrapped, *processors):
+            part.save_pretrained(output_dir)
+    return unwrapped
+
+
+def write_final_metrics(output_dir: Path, state: TrainingState, **extra) -> dict:
+    """
+    OUTPUT_DIR/metrics.json of a finished run: the last validation at the top level (also when a resumed run had
+    nothing left to train), the step count, the training time, `extra` and the history. Returns what it wrote.
     """
     latest = state.history[-1] if state.history else {}
-    final = {**latest, "step": state.step, "train_seconds": round(state.train_seconds, 1), **extra, "history": state.history}
-    write_json_atomic(metrics_path, final)
+    final = {**latest, "step": state.step, "train_seconds": round(state.train_seconds, 1), **extra}
+    final["history"] = state.history
+    write_json_atomic(output_dir / METRICS_FILE, final)
     return final
 
 
@@ -281,6 +368,7 @@ def write_json_atomic(path: Path, payload: dict):
 
 __all__ = [
     "TrainingState",
+    "backward_and_step",
     "check_weights_identical",
     "find_latest_checkpoint",
     "get_lr_scheduler",
@@ -293,6 +381,8 @@ __all__ = [
     "resolve_checkpoint",
     "resume_or_start_afresh",
     "save_checkpoint",
+    "save_final_model",
+    "select_splits",
     "tracker_config",
     "train_batches",
     "write_final_metrics",

@@ -173,7 +173,7 @@ def main(argv=None):
         seconds = round(time.perf_counter() - start_time, 1)
         history.epochs.append({"epoch": epoch + 1, "test_accuracy": test_accuracy, "train_seconds": seconds})
         accelerator.print(f"\nepoch {epoch + 1}: test accuracy {test_accuracy:.2%}")
-        save_checkpoint(accelerator, checkpoints_dir, epoch + 1, args.checkpoints_total_limit)
+        save_checkpoint(accelerator, Path(args.output_dir), epoch + 1, args.checkpoints_total_limit)
     bar.close()
     history = history.epochs
 

@@ -17,7 +17,6 @@ token, top-1/5/10 accuracy; the history under `history`) and `checkpoints/checkp
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import datasets
@@ -31,21 +30,7 @@ from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config, set_sam
 from larp_hf.data import encode_dataset, load_image_dataset, pixels_dataset, token_dataset_metadata
 from larp_hf.metrics import top_k_accuracy
 from larp_hf.prior import PRIOR_PRESETS
-from larp_hf.training import (
-    TrainingState,
-    check_weights_identical,
-    get_lr_scheduler,
-    is_due,
-    make_accelerator,
-    parse_args_with_config,
-    record_validation,
-    refuse_to_overwrite_a_run,
-    resume_or_start_afresh,
-    save_checkpoint,
-    tracker_config,
-    train_batches,
-    write_final_metrics,
-)
+from larp_hf import training
 
 
 TOP_K = (1, 5, 10)
@@ -96,7 +81,7 @@ def parse_args(argv=None):
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     parser.add_argument("--report_to", type=str, default=None)
 
-    args = parse_args_with_config(parser, argv, GPT2Config)
+    args = training.parse_args_with_config(parser, argv, GPT2Config)
 
     # Sanity checks.
     if args.vqvae is None:
@@ -109,7 +94,7 @@ def parse_args(argv=None):
         parser.error("--max_steps, --train_batch_size and --gradient_accumulation_steps must be at least 1.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
         parser.error("--attention_dropout must be in [0, 1) and --class_dropout_prob in [0, 1].")
-    refuse_to_overwrite_a_run(parser, args)
+    training.refuse_to_overwrite_a_run(parser, args)
     return args
 
 
@@ -150,7 +135,7 @@ class EncodingCollator:
         return self.collator(examples)
 
 
-def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dataset, datasets.Dataset]:
+def load_splits(args, vqvae, image_processor) -> tuple[datasets.Dataset, datasets.Dataset]:
     """The train and validation splits: token datasets checked against the tokenizer, or pixels to encode per batch."""
     expected_hash = vqvae.tokenizer_hash()
     if args.encode_on_the_fly:
@@ -177,17 +162,15 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
         splits = datasets.DatasetDict(
             {name: encode_dataset(vqvae, split, flip_augment=args.flip_augment) for name, split in images.items()}
         )
-    train = splits[args.train_split]
-    if args.validation_split in splits:
-        validation = splits[args.validation_split]
-    else:
-        held_out = train.train_test_split(test_size=args.validation_size, seed=args.seed)
-        train, validation = held_out["train"], held_out["test"]
-        accelerator.print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    if args.max_validation_samples is not None:
-        validation = validation.select(range(min(args.max_validation_samples, len(validation))))
+    train, validation = training.select_splits(
+        splits,
+        args.train_split,
+        args.validation_split,
+        validation_size=args.validation_size,
+        seed=args.seed,
+        max_train_samples=args.max_train_samples,
+        max_validation_samples=args.max_validation_samples,
+    )
     for name, split in (("train", train), ("validation", validation)):
         if args.encode_on_the_fly:
             break  # codes come straight from the tokenizer
@@ -233,10 +216,9 @@ def evaluate(model, dataloader, accelerator) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    metrics_path = output_dir / "metrics.json"
 
     # Accelerator: mixed precision, gradient accumulation and trackers come from here.
-    accelerator = make_accelerator(
+    accelerator = training.make_accelerator(
         output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
     )
 
@@ -244,7 +226,7 @@ def main(argv=None):
     vqvae = AutoModel.from_pretrained(args.vqvae).eval()
     image_processor = LarpImageProcessor.from_vqvae_config(vqvae.config)
     with accelerator.main_process_first():
-        train_tokens, val_tokens = load_splits(args, vqvae, image_processor, accelerator)
+        train_tokens, val_tokens = load_splits(args, vqvae, image_processor)
     if args.num_classes > 0:
         label_feature = train_tokens.features.get("label")
         if not isinstance(label_feature, datasets.ClassLabel) or label_feature.num_classes != args.num_classes:
@@ -305,42 +287,37 @@ def main(argv=None):
         betas=(args.adam_beta1, args.adam_beta2),
         fused=accelerator.device.type == "cuda",
     )
-    lr_scheduler = get_lr_scheduler(accelerator, args.lr_scheduler, optimizer, args.lr_warmup_steps, args.max_steps)
+    lr_scheduler = training.get_lr_scheduler(
+        accelerator, args.lr_scheduler, optimizer, args.lr_warmup_steps, args.max_steps
+    )
     if args.torch_compile:
         model = torch.compile(model)
     model, optimizer, train_dataloader, val_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, val_dataloader, lr_scheduler
     )
-    accelerator.init_trackers("train_prior", config=tracker_config(args))
+    accelerator.init_trackers("train_prior", config=training.tracker_config(args))
 
     # Resume: weights, optimizer, schedule, RNG states, step count, history and best loss so far.
-    state = TrainingState()
-    accelerator.register_for_checkpointing(state)
-    resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir, state)
+    state = training.resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir)
 
     # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process)
     model.train()
-    start = time.perf_counter() - state.train_seconds
-    for batch in train_batches(accelerator, train_dataloader, state, args.max_steps):
+    state.start_clock()
+    for batch in training.train_batches(accelerator, train_dataloader, state, args.max_steps):
         with accelerator.accumulate(model):
             loss = model(**batch).loss
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            training.backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
         if not accelerator.sync_gradients:
-            continue
-        state.step += 1
-        state.train_seconds = time.perf_counter() - start
+            continue  # still accumulating gradients
+        state.count_step()
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.3f}")
         accelerator.log({"train_loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0]}, step=state.step)
 
-        if is_due(state.step, args.validation_steps, args.max_steps):
-            latest = record_validation(accelerator, state, evaluate(model, val_dataloader, accelerator), metrics_path)
+        if training.is_due(state.step, args.validation_steps, args.max_steps):
+            metrics = evaluate(model, val_dataloader, accelerator)
+            latest = training.record_validation(accelerator, state, metrics, output_dir)
             if latest["val_loss"] < state.best_val_loss:
                 state.best_val_loss, state.best_step = latest["val_loss"], state.step
                 if accelerator.is_main_process:
@@ -351,17 +328,15 @@ def main(argv=None):
                     f"({latest['val_bits_per_token']:.3f} bits), top-1 {latest['val_top1_accuracy']:.1%}, "
                     f"top-5 {latest['val_top5_accuracy']:.1%}"
                 )
-        if is_due(state.step, args.checkpointing_steps, args.max_steps):
-            save_checkpoint(accelerator, output_dir / "checkpoints", state.step, args.checkpoints_total_limit)
+        if training.is_due(state.step, args.checkpointing_steps, args.max_steps):
+            training.save_checkpoint(accelerator, output_dir, state.step, args.checkpoints_total_limit)
     progress.close()
-    check_weights_identical(accelerator, model)
 
     # The last prior and the metrics.
-    accelerator.wait_for_everyone()
+    training.save_final_model(accelerator, model, output_dir)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(output_dir)
-        final = write_final_metrics(
-            metrics_path,
+        final = training.write_final_metrics(
+            output_dir,
             state,
             num_parameters=num_parameters,
             best_val_loss=state.best_val_loss,

@@ -14,7 +14,6 @@ the top level, the history under `history`), `reconstructions.png` (originals ov
 
 import argparse
 import math
-import time
 from functools import partial
 from pathlib import Path
 
@@ -24,21 +23,7 @@ from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
 from larp_hf.data import load_image_dataset, pixels_dataset
-from larp_hf.training import (
-    TrainingState,
-    check_weights_identical,
-    get_lr_scheduler,
-    is_due,
-    make_accelerator,
-    parse_args_with_config,
-    record_validation,
-    refuse_to_overwrite_a_run,
-    resume_or_start_afresh,
-    save_checkpoint,
-    tracker_config,
-    train_batches,
-    write_final_metrics,
-)
+from larp_hf import training
 
 
 def parse_args(argv=None):
@@ -87,7 +72,7 @@ def parse_args(argv=None):
     parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
     parser.add_argument("--num_grid_images", type=int, default=32, help="Images in reconstructions.png.")
 
-    args = parse_args_with_config(parser, argv, LarpVQVAEConfig)
+    args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)
 
     # Sanity checks.
     if args.max_steps < 1:
@@ -98,7 +83,7 @@ def parse_args(argv=None):
         parser.error("--learning_rate must be positive.")
     if args.validation_steps < 1 or args.checkpointing_steps < 1:
         parser.error("--validation_steps and --checkpointing_steps must be at least 1.")
-    refuse_to_overwrite_a_run(parser, args)
+    training.refuse_to_overwrite_a_run(parser, args)
     return args
 
 
@@ -162,10 +147,9 @@ def random_horizontal_flip(pixel_values: torch.Tensor) -> torch.Tensor:
 def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    metrics_path = output_dir / "metrics.json"
 
     # Accelerator: mixed precision, gradient accumulation and trackers come from here.
-    accelerator = make_accelerator(
+    accelerator = training.make_accelerator(
         output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
     )
 
@@ -184,17 +168,15 @@ def main(argv=None):
     # and normalise per batch. Reading Arrow rows costs about half a training step per batch on a 2-core CPU,
     # the tensor in memory 1.5% (bench/bench_vqvae_dataloading.py).
     with accelerator.main_process_first():
-        train_dataset = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
-        try:
-            val_dataset = load_image_dataset(args.dataset, split=args.validation_split, data_dir=args.dataset_dir)
-        except ValueError:
-            held_out = train_dataset.train_test_split(test_size=args.validation_size, seed=args.seed)
-            train_dataset, val_dataset = held_out["train"], held_out["test"]
-            accelerator.print(f"No {args.validation_split!r} split: holding out {len(val_dataset)} training examples.")
-        if args.max_train_samples is not None:
-            train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
-        if args.max_validation_samples is not None:
-            val_dataset = val_dataset.select(range(min(args.max_validation_samples, len(val_dataset))))
+        train_dataset, val_dataset = training.select_splits(
+            load_image_dataset(args.dataset, data_dir=args.dataset_dir),
+            args.train_split,
+            args.validation_split,
+            validation_size=args.validation_size,
+            seed=args.seed,
+            max_train_samples=args.max_train_samples,
+            max_validation_samples=args.max_validation_samples,
+        )
         train_dataset = pixels_dataset(train_dataset, image_processor)
         val_dataset = pixels_dataset(val_dataset, image_processor)
     train_pixels = train_dataset.with_format("torch")[:]["pixels"]  # (N, C, H, W) uint8
@@ -224,39 +206,33 @@ def main(argv=None):
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.weight_decay,
     )
-    lr_scheduler = get_lr_scheduler(accelerator, args.lr_scheduler, optimizer, args.lr_warmup_steps, args.max_steps)
+    lr_scheduler = training.get_lr_scheduler(
+        accelerator, args.lr_scheduler, optimizer, args.lr_warmup_steps, args.max_steps
+    )
     model, optimizer, train_dataloader, val_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, val_dataloader, lr_scheduler
     )
-    accelerator.init_trackers("train_vqvae", config=tracker_config(args))
+    accelerator.init_trackers("train_vqvae", config=training.tracker_config(args))
 
     # Resume: restores weights, codebook, optimizer, schedule, RNG states, the step count and the history.
-    state = TrainingState()
-    accelerator.register_for_checkpointing(state)
-    resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir, state)
+    state = training.resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir)
 
     # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(
         total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process
     )
     model.train()
-    start = time.perf_counter() - state.train_seconds
-    for batch in train_batches(accelerator, train_dataloader, state, args.max_steps):
+    state.start_clock()
+    for batch in training.train_batches(accelerator, train_dataloader, state, args.max_steps):
         pixel_values = batch["pixel_values"]
         if args.random_flip:
             pixel_values = random_horizontal_flip(pixel_values)
         with accelerator.accumulate(model):
             output = model(pixel_values)
-            accelerator.backward(output.loss)
-            if accelerator.sync_gradients and args.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            training.backward_and_step(accelerator, output.loss, model, optimizer, lr_scheduler, args.max_grad_norm)
         if not accelerator.sync_gradients:
-            continue
-        state.step += 1
-        state.train_seconds = time.perf_counter() - start
+            continue  # still accumulating gradients
+        state.count_step()
         logs = {
             "train_loss": output.loss.item(),
             "train_reconstruction_loss": output.reconstruction_loss.item(),
@@ -267,27 +243,23 @@ def main(argv=None):
         progress.set_postfix(loss=f"{logs['train_loss']:.4f}", ppl=f"{logs['train_perplexity']:.0f}")
         accelerator.log(logs, step=state.step)
 
-        if is_due(state.step, args.validation_steps, args.max_steps):
+        if training.is_due(state.step, args.validation_steps, args.max_steps):
             metrics = evaluate(model, val_dataloader, accelerator, model_config.codebook_size)
-            latest = record_validation(accelerator, state, metrics, metrics_path)
+            latest = training.record_validation(accelerator, state, metrics, output_dir)
             if accelerator.is_main_process:
                 progress.write(
                     f"step {state.step}: val PSNR {latest['val_psnr']:.2f} dB, codebook usage "
                     f"{latest['codebook_usage']:.1%}, perplexity {latest['perplexity']:.0f}"
                 )
-        if is_due(state.step, args.checkpointing_steps, args.max_steps):
-            save_checkpoint(accelerator, output_dir / "checkpoints", state.step, args.checkpoints_total_limit)
+        if training.is_due(state.step, args.checkpointing_steps, args.max_steps):
+            training.save_checkpoint(accelerator, output_dir, state.step, args.checkpoints_total_limit)
     progress.close()
-    check_weights_identical(accelerator, model)
 
     # Final model in save_pretrained format, the metrics and the reconstruction grid.
-    accelerator.wait_for_everyone()
+    unwrapped = training.save_final_model(accelerator, model, output_dir, image_processor)
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(output_dir)
-        image_processor.save_pretrained(output_dir)
-        final = write_final_metrics(
-            metrics_path, state, num_parameters=unwrapped.num_parameters(), dataset=args.dataset
+        final = training.write_final_metrics(
+            output_dir, state, num_parameters=unwrapped.num_parameters(), dataset=args.dataset
         )
         grid_batch = collate([(pixels,) for pixels in val_pixels[: args.num_grid_images]], image_processor)
         grid_path = output_dir / "reconstructions.png"
