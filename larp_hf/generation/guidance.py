@@ -21,10 +21,10 @@ def sample_with_guidance(
 
     Each step runs the B conditional rows and the B null-class rows through the prior together (2B rows, one forward,
     one KV cache for all of them), mixes their next-token logits into `null + guidance_scale · (class − null)`, lets
-    `logits_processor` (the sampling policy, e.g. `CodebookLogitsProcessor`) shape them and draws one token per row
-    from the global RNG, as `generate` does. The same token is appended to both halves. Only public model outputs are
-    used (`logits` and the `past_key_values` the forward returns), so this loop does not depend on `generate`'s
-    internals.
+    `logits_processor` (the sampling policy: `CodebookLogitsProcessor`, and `PerImageSamplingLogitsProcessor` for
+    per-image random streams) shape them and draws one token per row from their softmax, as `generate` does. The same
+    token is appended to both halves. Only public model outputs are used (`logits` and the `past_key_values` a forward
+    returns), so this loop does not depend on `generate`'s internals.
 
     Args:
         prior: a causal LM (`GPT2LMHeadModel` or any `*ForCausalLM`) in eval mode.

@@ -3,6 +3,7 @@
 import math
 import numbers
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
@@ -94,4 +95,49 @@ class CodebookLogitsProcessor(LogitsProcessor):
         )
 
 
-__all__ = ["CodebookLogitsProcessor"]
+def image_generators(seed: int, first_index: int, count: int) -> list[torch.Generator]:
+    """
+    One CPU generator per image: image `i` of a request seeded with `seed` always gets the same stream, whatever the
+    batch it falls in (`numpy.random.SeedSequence([seed, i])` spreads the seeds).
+    """
+    states = [np.random.SeedSequence([seed, first_index + i]).generate_state(2) for i in range(count)]
+    return [torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])) for state in states]
+
+
+class PerImageSamplingLogitsProcessor(LogitsProcessor):
+    r"""
+    Draws each row's next token from that row's own random stream, so an image does not depend on the rest of its
+    batch: keeps only `argmax(scores + g)` with Gumbel(0, 1) noise `g` from `generators[row]` (the Gumbel-max trick:
+    an exact draw from `softmax(scores)`), every other token gets `-inf`. Put it last: `generate`'s own sampling then
+    has a single token to pick. Returns a new tensor.
+
+    Args:
+        generators (`list[torch.Generator]`): one CPU generator per row of the batch (see `image_generators`).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from larp_hf.generation import PerImageSamplingLogitsProcessor, image_generators
+    >>> scores = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    >>> first = PerImageSamplingLogitsProcessor(image_generators(seed=0, first_index=0, count=2))(None, scores)
+    >>> alone = PerImageSamplingLogitsProcessor(image_generators(seed=0, first_index=1, count=1))(None, scores[1:])
+    >>> bool(torch.equal(first[1:], alone))  # row 1 drew the same token in a batch of two as on its own
+    True
+    ```
+    """
+
+    def __init__(self, generators: list[torch.Generator]):
+        self.generators = list(generators)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"The scores have {scores.shape[0]} rows but there are {len(self.generators)} generators.")
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(torch.float64).tiny)))  # (B, V)
+        chosen = (scores.double() + gumbel.to(scores.device)).argmax(dim=-1, keepdim=True)  # (B, 1)
+        kept = torch.full_like(scores, float("-inf"))
+        return kept.scatter(1, chosen, 0.0)
+
+
+__all__ = ["CodebookLogitsProcessor", "PerImageSamplingLogitsProcessor", "image_generators"]

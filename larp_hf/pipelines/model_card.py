@@ -76,8 +76,9 @@ def _eval_results(evaluations: list[dict]) -> list[EvalResult]:
                     metric_type=name,
                     metric_name=f"{SCORE_NAMES[name]} ({record['feature_network']})",
                     metric_value=round(value, 4),
-                    metric_config=f"{_sampling_text(record['sampling'])}; {record['num_samples']} samples",
-                    source_name=record["command"],
+                    metric_config=(
+                        f"{_sampling_text(record['sampling'])}; {record['num_samples']} samples; {record['command']}"
+                    ),
                 )
             )
     return results

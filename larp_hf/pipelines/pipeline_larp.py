@@ -1,6 +1,5 @@
 """`LarpPipeline`: a tokenizer and a prior in one folder; `__call__` samples code grids and decodes them to images."""
 
-import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -13,7 +12,13 @@ from huggingface_hub import HfApi, snapshot_download
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList, PreTrainedModel
 
-from ..generation import CodebookLogitsProcessor, check_guidance_scale, sample_with_guidance
+from ..generation import (
+    CodebookLogitsProcessor,
+    PerImageSamplingLogitsProcessor,
+    check_guidance_scale,
+    image_generators,
+    sample_with_guidance,
+)
 from ..models import LarpImageProcessor, LarpVQVAEModel
 from ..prior import (
     NEUTRAL_SAMPLING,
@@ -172,7 +177,8 @@ class LarpPipeline:
 
         Args:
             num_images: how many images.
-            batch_size: images sampled together (one `generate` call each); a tqdm bar counts the batches.
+            batch_size: images sampled together (one `generate` call each); a tqdm bar counts the batches. It
+                changes the speed and the memory used, not the images.
             temperature: > 0; defaults to the prior's generation config (1.0 if unset).
             top_k: sample among the `top_k` most likely codes; 0 turns it off; defaults to the generation config.
             top_p: nucleus mass in (0, 1]; defaults to the generation config (1.0, off, if unset).
@@ -180,7 +186,9 @@ class LarpPipeline:
                 out, a class-conditional prior samples from its null class (the unconditional model).
             guidance_scale: classifier-free guidance, >= 1 (1 = none): the logits become
                 `null + guidance_scale · (class - null)`, with both halves computed in one batched forward per step.
-            generator: a `torch.Generator` that makes the result reproducible; the same seed gives the same images.
+            generator: a `torch.Generator` that makes the result reproducible: the call draws one seed s from it,
+                and image i draws from its own stream seeded by (s, i), so image i is the same whatever `batch_size`
+                and `num_images` (`num_images=4` gives the first four images of `num_images=8`).
             seed: shorthand for `generator=torch.Generator().manual_seed(seed)`.
             output_type: `"pil"` (list of PIL images), `"np"` ((N, H, W, C) in [0, 1]) or `"pt"` ((N, C, H, W) in
                 [0, 1]).
@@ -194,8 +202,13 @@ class LarpPipeline:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         if seed is not None and generator is not None:
             raise ValueError("Pass either `seed` or `generator`, not both.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+        # Image i draws from its own stream, seeded by (base seed, i): the same seed gives the same image i whatever
+        # the batch size and however many images are asked for.
         if seed is not None:
             generator = torch.Generator().manual_seed(seed)
+        base_seed = int(torch.randint(2**62, (), generator=generator))  # the global RNG when no generator is given
 
         defaults = self.sampling_defaults()
         temperature = defaults["temperature"] if temperature is None else temperature
@@ -215,8 +228,8 @@ class LarpPipeline:
             if class_tokens is not None:
                 prefix.append(class_tokens[start : start + size, None])
             input_ids = torch.cat(prefix, dim=1).to(self.device)  # (b, prefix_length)
-            batch_seed = None if generator is None else int(torch.randint(2**62, (), generator=generator))
-            all_codes.append(self._sample_codes(input_ids, codes_processor, guidance_scale, batch_seed))
+            processors = [codes_processor, PerImageSamplingLogitsProcessor(image_generators(base_seed, start, size))]
+            all_codes.append(self._sample_codes(input_ids, LogitsProcessorList(processors), guidance_scale))
         codes = torch.cat(all_codes).view(num_images, self.grid_size, self.grid_size)  # (N, h, w)
 
         pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
@@ -226,25 +239,22 @@ class LarpPipeline:
             return images, codes
         return LarpPipelineOutput(images=images, codes=codes)
 
-    def _sample_codes(self, input_ids, codes_processor, guidance_scale: float, seed: int | None) -> torch.Tensor:
+    def _sample_codes(self, input_ids, logits_processor: LogitsProcessorList, guidance_scale: float) -> torch.Tensor:
         """(b, prefix) -> (b, h·w) codes: stock `generate` with the KV cache, or the guided loop when guidance is on."""
         num_codes = self.grid_size**2
         devices = [self.device] if self.device.type == "cuda" else []
-        # Both paths draw from the global RNG; a seeded fork of it makes the batch reproducible and leaves the
-        # caller's RNG state as it was.
-        rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
-        with rng:
-            if seed is not None:
-                torch.manual_seed(seed)
+        # The draws come from the per-image generators; the sampling step's own use of the global RNG happens in a
+        # fork of it, so the caller's random state is left as it was.
+        with torch.random.fork_rng(devices=devices):
             if guidance_scale > 1:
                 null_input_ids = input_ids.clone()
                 null_input_ids[:, 1] = self.larp["null_class_token_id"]
                 codes = sample_with_guidance(
-                    self.prior, input_ids, null_input_ids, codes_processor, guidance_scale, max_new_tokens=num_codes
+                    self.prior, input_ids, null_input_ids, logits_processor, guidance_scale, max_new_tokens=num_codes
                 )
             else:
-                # The processor is the whole policy here: generate's own warpers stay off (neutral values), so no
-                # setting is applied twice, and its code-only restriction makes `suppress_tokens` redundant.
+                # The processors are the whole policy here: generate's own warpers stay off (neutral values), so no
+                # setting is applied twice, and the code-only restriction makes `suppress_tokens` redundant.
                 generation_config = GenerationConfig(
                     **NEUTRAL_SAMPLING,
                     do_sample=True,
@@ -258,7 +268,7 @@ class LarpPipeline:
                     input_ids,
                     attention_mask=torch.ones_like(input_ids),
                     generation_config=generation_config,
-                    logits_processor=LogitsProcessorList([codes_processor]),
+                    logits_processor=logits_processor,
                 )
                 codes = sequences[:, input_ids.shape[1] :]
         if codes.shape[1] != num_codes or codes.max() >= self.codebook_size:  # cannot happen with the processor above

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from larp_hf import CodebookLogitsProcessor
+from larp_hf.generation import PerImageSamplingLogitsProcessor, image_generators
 
 
 K = 32  # codebook size; the scores below have 4 special tokens after the codes
@@ -109,3 +110,21 @@ def test_invalid_settings_raise(kwargs, message):
 def test_scores_narrower_than_the_codebook_are_refused():
     with pytest.raises(ValueError, match="codebook size"):
         CodebookLogitsProcessor(K)(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, K - 1))
+
+
+def test_per_image_sampling_draws_each_row_from_softmax_with_its_own_stream():
+    scores = torch.tensor([[2.0, 1.0, 0.0, float("-inf")]])
+    expected = scores.softmax(-1)[0]
+    draws = torch.cat([
+        PerImageSamplingLogitsProcessor(image_generators(seed, 0, 1))(None, scores).argmax(-1) for seed in range(4000)
+    ])  # fmt: skip
+    frequencies = torch.bincount(draws, minlength=4).double() / len(draws)
+    torch.testing.assert_close(frequencies, expected.double(), atol=0.025, rtol=0)  # ~4 standard errors
+    assert frequencies[3] == 0  # a removed token is never drawn
+    # A row's draw depends on its own generator only, not on its neighbours in the batch.
+    batch = torch.randn(5, K)
+    together = PerImageSamplingLogitsProcessor(image_generators(3, 10, 5))(None, batch)
+    for row in range(5):
+        alone = PerImageSamplingLogitsProcessor(image_generators(3, 10 + row, 1))(None, batch[row : row + 1])
+        assert torch.equal(together[row : row + 1], alone)
+    assert (together.isfinite().sum(-1) == 1).all()

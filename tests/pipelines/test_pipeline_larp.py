@@ -63,6 +63,18 @@ def test_same_seed_same_images_and_the_global_rng_is_left_alone(tiny_pipeline):
     assert not torch.equal(first.codes, other.codes)
 
 
+def test_image_i_of_a_seed_is_the_same_whatever_the_batch_size_and_the_number_asked_for(tiny_pipeline):
+    reference = tiny_pipeline(num_images=8, batch_size=8, seed=7).codes
+    assert torch.equal(tiny_pipeline(num_images=8, batch_size=3, seed=7).codes, reference)
+    assert torch.equal(tiny_pipeline(num_images=4, batch_size=1, seed=7).codes, reference[:4])
+    assert len({tuple(codes.flatten().tolist()) for codes in reference}) == 8  # each image has its own stream
+    guided = make_tiny_pipeline(num_classes=3)
+    labels = [0, 1, 2, 0, 1]
+    together = guided(num_images=5, class_labels=labels, guidance_scale=2.0, batch_size=5, seed=1).codes
+    apart = guided(num_images=5, class_labels=labels, guidance_scale=2.0, batch_size=2, seed=1).codes
+    assert torch.equal(together, apart)
+
+
 def test_sampling_uses_the_kv_cache_one_token_per_forward(tiny_pipeline):
     lengths = []
     hook = tiny_pipeline.prior.register_forward_pre_hook(
@@ -186,6 +198,8 @@ def test_guidance_moves_samples_towards_the_requested_class():
         ({"batch_size": 0}, "batch_size"),
         ({"output_type": "jpg"}, "output_type"),
         ({"seed": 0, "generator": torch.Generator()}, "either `seed` or `generator`"),
+        ({"seed": -1}, "non-negative integer"),
+        ({"seed": 1.5}, "non-negative integer"),
         ({"temperature": 0.0}, "temperature"),
         ({"top_k": K + 1}, "top_k"),
         ({"top_p": 0.0}, "top_p"),
