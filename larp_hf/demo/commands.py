@@ -27,10 +27,14 @@ def demo(args):
 
 def export_space_command(args):
     _gradio_or_exit()
-    folder = export_space(
-        args.pipeline, args.output_dir, ship_pipeline=args.ship_pipeline, revision=args.revision, title=args.title,
-        overwrite=args.overwrite,
-    )  # fmt: skip
+    try:
+        folder = export_space(
+            args.pipeline, args.output_dir, ship_pipeline=args.ship_pipeline, revision=args.revision, title=args.title,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+    except ValueError as error:
+        # The library names its arguments; here the first two are positionals, not `--` flags.
+        raise ValueError(str(error).replace("`pipeline`", "PIPELINE").replace("`output_dir`", "OUTPUT_DIR")) from None
     shipped = ", pipeline/" if args.ship_pipeline else ""
     print(f"Wrote the Space to {folder}: app.py, requirements.txt, README.md, larp_hf/{shipped}")
     print(f"Run it with `python {folder / 'app.py'}`; publish it with `HfApi().upload_folder(folder_path=...,")

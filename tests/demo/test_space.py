@@ -75,5 +75,5 @@ def test_export_space_refuses_what_would_not_make_a_working_space(class_conditio
         export_space("org/name", tmp_path / "taken")
     export_space("org/name", tmp_path / "taken", overwrite=True)  # replaces only what an export writes
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine" and (tmp_path / "taken" / "app.py").is_file()
-    with pytest.raises(SystemExit, match="error: .*is a local folder"):
+    with pytest.raises(SystemExit, match="error: PIPELINE .* is a local folder, which a Space cannot read"):
         demo_main(["export-space", str(class_conditional_pipeline_dir), str(tmp_path / "space2")])
