@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
 from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_metadata, token_dataset_metadata
 
-from .test_train_vqvae import ROOT, launcher, run
+from .test_train_vqvae import ROOT, import_recipe, launcher, run
 
 
 ENCODE = ROOT / "recipes" / "encode_dataset.py"
@@ -147,11 +147,7 @@ def test_mismatched_tokenizer_unknown_preset_and_out_of_range_codes_are_refused(
 @pytest.mark.parametrize("config_path", sorted((ROOT / "recipes" / "configs").glob("prior_*.yaml")), ids=lambda p: p.stem)
 def test_shipped_prior_configs_parse(config_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs' relative output_dir must not meet a run of the user's
-    sys.path.insert(0, str(TRAIN_PRIOR.parent))
-    try:
-        import train_prior
-    finally:
-        sys.path.remove(str(TRAIN_PRIOR.parent))
+    train_prior = import_recipe("train_prior")
     args = train_prior.parse_args(["--config", str(config_path)])
     assert args.preset in ("small", "medium", "base", "large")
     assert args.output_dir.startswith("outputs/") and args.vqvae.startswith("outputs/vqvae-")

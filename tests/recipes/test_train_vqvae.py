@@ -1,5 +1,6 @@
 """The tokenizer recipe, run as users run it: in a subprocess, through `accelerate launch` or plain `python`."""
 
+import importlib
 import json
 import os
 import socket
@@ -60,6 +61,15 @@ def run(command: list[str], expect_success: bool = True) -> subprocess.Completed
 
 def python_recipe(*args) -> list[str]:
     return [sys.executable, str(RECIPE), *map(str, args)]
+
+
+def import_recipe(name: str):
+    """A recipe script imported as a module, to call its parse_args in this process."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
 
 
 def free_port() -> int:
@@ -173,11 +183,7 @@ def test_a_finished_run_is_not_overwritten_by_accident(tiny_config, tmp_path):
 @pytest.mark.parametrize("config_path", sorted((ROOT / "recipes" / "configs").glob("vqvae_*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_parse_and_build_8x8_tokenizers(config_path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs' relative output_dir must not meet a run of the user's
-    sys.path.insert(0, str(RECIPE.parent))
-    try:
-        import train_vqvae
-    finally:
-        sys.path.remove(str(RECIPE.parent))
+    train_vqvae = import_recipe("train_vqvae")
     args = train_vqvae.parse_args(["--config", str(config_path)])
     model = LarpVQVAEModel(train_vqvae.LarpVQVAEConfig(**args.model))
     assert model.config.grid_size == 8
