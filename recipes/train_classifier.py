@@ -2,7 +2,7 @@
 """Train the feature network of the sample metrics: a small CNN classifier on a labelled image dataset.
 
     accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/train_classifier.py \
-        --output_dir outputs/features-fashion-mnist
+        --config recipes/configs/classifier_fashion_mnist.yaml
     python recipes/train_classifier.py --epochs 1 --output_dir /tmp/features
 
 FID and precision/recall need a feature space that knows the domain. Inception-v3 needs downloaded weights and was
@@ -10,194 +10,236 @@ trained on ImageNet photos, not 32×32 garments; a classifier trained on the rea
 penultimate layer separates what matters in this domain. Scores computed on it are reported under its name
 ("FID (fashion_mnist classifier features)") with its weights' SHA-256.
 
+Every flag can also be set in the YAML config (same name); flags given on the command line win. The YAML's `model`
+mapping holds `LarpClassifierConfig` fields and `--model.FIELD VALUE` overrides one of them; --image_size,
+--in_channels, --hidden_channels and --feature_dim are short for theirs. `num_classes` comes from the dataset.
+
 Writes to OUTPUT_DIR: the classifier and its image processor (`save_pretrained` format), `metrics.json` (test
 accuracy per epoch, the final one at the top level, and `weights_sha256`) and `checkpoints/checkpoint-EPOCH` after
-every epoch (written to a temporary folder and renamed); `--resume_from_checkpoint latest` continues an interrupted run
-exactly where it stopped (same shuffles, flips and random state).
+every epoch; `--resume_from_checkpoint latest` continues an interrupted run exactly where it stopped (same shuffles,
+flips and random state).
 """
 
 import argparse
-import json
 import math
-import os
-import shutil
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from huggingface_hub.errors import StrictDataclassError
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from larp_hf import LarpImageProcessor
 from larp_hf.data import load_image_dataset, pixels_dataset
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
-from larp_hf.training import resolve_checkpoint, save_checkpoint
+from larp_hf import training
 
 
-class EpochHistory:
-    """Test accuracy after each finished epoch; saved with every checkpoint so a resumed run keeps the whole history."""
-
-    def __init__(self):
-        self.epochs = []
-
-    def state_dict(self):
-        return {"epochs": self.epochs}
-
-    def load_state_dict(self, state):
-        self.epochs = list(state["epochs"])
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
     parser.add_argument("--dataset", default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id (with labels).")
     parser.add_argument("--dataset_dir", default=None, help="Folder of the Fashion-MNIST IDX files.")
     parser.add_argument("--train_split", default="train")
-    parser.add_argument("--test_split", default="test")
+    parser.add_argument("--test_split", default="test", help="Split the test accuracy is measured on after each epoch.")
     parser.add_argument("--max_train_samples", type=int, default=None, help="Train on at most this many (for tests).")
-    parser.add_argument("--image_size", type=int, default=32, help="Input side; match the tokenizer's image_size.")
-    parser.add_argument("--in_channels", type=int, default=1, choices=(1, 3))
-    parser.add_argument("--hidden_channels", default="32,64,128", help="Channels per stage, comma-separated.")
-    parser.add_argument("--feature_dim", type=int, default=128)
+    parser.add_argument("--image_size", type=int, default=None, help="Input side; match the tokenizer's image_size.")
+    parser.add_argument("--in_channels", type=int, default=None, choices=(1, 3))
+    parser.add_argument("--hidden_channels", type=int_list, default=None, help="Channels per stage, e.g. 32,64,128.")
+    parser.add_argument("--feature_dim", type=int, default=None, help="Width of the features the metrics use.")
     parser.add_argument("--output_dir", default="outputs/features-fashion-mnist")
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="Replace a model already in OUTPUT_DIR.")
+    parser.add_argument(
+        "--overwrite_output_dir", action="store_true",
+        help="Start afresh in a folder that holds a finished run or checkpoints (they are replaced).",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=128, help="Per-process batch size.")
+    parser.add_argument("--eval_batch_size", type=int, default=512)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--lr_scheduler", default="cosine", help="Any transformers scheduler name.")
     parser.add_argument("--weight_decay", type=float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
+    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
     parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many epoch checkpoints.")
-    args = parser.parse_args(argv)
-    args.hidden_channels = [int(c) for c in args.hidden_channels.split(",")]
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch_size must be at least 1.")
-    output = Path(args.output_dir)
-    if (output / "config.json").exists() and not args.overwrite_output_dir and not args.resume_from_checkpoint:
-        parser.error(f"{output} already holds a model; pass --overwrite_output_dir to replace it, or pick another folder.")
+    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
+
+    args = training.parse_args_with_config(parser, argv, LarpClassifierConfig)
+    # The model flags of the recipe's first version stay as shorthands for --model.FIELD.
+    for field in ("image_size", "in_channels", "hidden_channels", "feature_dim"):
+        value = vars(args).pop(field)
+        if value is not None:
+            args.model[field] = value
+
+    # Sanity checks.
+    if args.epochs < 1 or args.batch_size < 1 or args.eval_batch_size < 1 or args.gradient_accumulation_steps < 1:
+        parser.error("--epochs, --batch_size, --eval_batch_size and --gradient_accumulation_steps must be at least 1.")
+    if args.learning_rate <= 0:
+        parser.error("--learning_rate must be positive.")
+    if "num_classes" in args.model:
+        parser.error("num_classes comes from the dataset's `label` column; drop it from `model:`.")
+    try:
+        LarpClassifierConfig(**args.model)
+    except (StrictDataclassError, TypeError, ValueError) as error:
+        parser.error(f"invalid model configuration: {error}")
+    training.refuse_to_overwrite_a_run(parser, args)
     return args
 
 
-def model_inputs(processor: LarpImageProcessor, pixels: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) uint8 at the model's size -> normalised float inputs."""
-    return processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]
+def collate(examples, image_processor):
+    pixels = torch.stack([pixels for pixels, _ in examples])  # (B, C, H, W) uint8, already at the model's size
+    return {
+        "pixel_values": image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"],
+        "labels": torch.stack([label for _, label in examples]),
+    }
+
+
+def random_horizontal_flip(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Light augmentation: flip a random half of the batch left-right."""
+    flipped = torch.rand(len(pixel_values), device=pixel_values.device) < 0.5
+    return torch.where(flipped[:, None, None, None], pixel_values.flip(-1), pixel_values)
 
 
 @torch.no_grad()
-def accuracy(model, pixels: torch.Tensor, labels: torch.Tensor, processor: LarpImageProcessor, batch_size: int) -> float:
+def evaluate(model, dataloader, accelerator) -> dict:
+    """Accuracy over the whole test split."""
     model.eval()
-    correct = 0
-    for start in range(0, len(pixels), batch_size):
-        inputs = model_inputs(processor, pixels[start : start + batch_size]).to(model.device)
-        correct += (model(inputs).logits.argmax(-1).cpu() == labels[start : start + batch_size]).sum().item()
+    correct, total = 0, 0
+    for batch in dataloader:
+        predictions = model(batch["pixel_values"]).logits.argmax(-1)
+        predictions, labels = accelerator.gather_for_metrics((predictions, batch["labels"]))
+        correct += (predictions == labels).sum().item()
+        total += len(labels)
     model.train()
-    return correct / len(pixels)
+    return {"test_accuracy": correct / max(total, 1)}
 
 
 def main(argv=None):
     args = parse_args(argv)
-    accelerator = Accelerator()
-    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
 
-    # Data: decoded and resized once (cached), held in memory as uint8 tensors.
-    processor = LarpImageProcessor(num_channels=args.in_channels, size={"height": args.image_size, "width": args.image_size})
-    with accelerator.main_process_first():
-        splits = {
-            split: pixels_dataset(load_image_dataset(args.dataset, split=split, data_dir=args.dataset_dir), processor)
-            for split in (args.train_split, args.test_split)
-        }
-    tensors = {split: dataset.with_format("torch")[:] for split, dataset in splits.items()}
-    if "label" not in splits[args.train_split].column_names:
-        raise SystemExit(f"error: {args.dataset} has no `label` column; the feature network is a classifier and needs labels.")
-    train_pixels, train_labels = tensors[args.train_split]["pixels"], tensors[args.train_split]["label"]
-    if args.max_train_samples:
-        train_pixels, train_labels = train_pixels[: args.max_train_samples], train_labels[: args.max_train_samples]
-    test_pixels, test_labels = tensors[args.test_split]["pixels"], tensors[args.test_split]["label"]
-    num_classes = splits[args.train_split].features["label"].num_classes
-
-    config = LarpClassifierConfig(
-        in_channels=args.in_channels, image_size=args.image_size, num_classes=num_classes,
-        hidden_channels=args.hidden_channels, feature_dim=args.feature_dim,
-    )  # fmt: skip
-    model = LarpClassifierModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(train_pixels) / (args.batch_size * accelerator.num_processes))
-    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=steps_per_epoch // 4, num_training_steps=steps_per_epoch * args.epochs)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    accelerator.print(
-        f"{sum(p.numel() for p in model.parameters()):,} parameters, {len(train_pixels)} train / {len(test_pixels)} test "
-        f"images of {num_classes} classes, {args.epochs} epochs of {steps_per_epoch} steps"
+    # Accelerator: mixed precision, gradient accumulation and trackers come from here.
+    accelerator = training.make_accelerator(
+        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
     )
 
-    # Resume: model, optimizer, scheduler and RNG states from the checkpoint; the history from EpochHistory.
-    history = EpochHistory()
-    accelerator.register_for_checkpointing(history)
-    checkpoints_dir = Path(args.output_dir) / "checkpoints"
-    if args.overwrite_output_dir and not args.resume_from_checkpoint and accelerator.is_main_process:
-        shutil.rmtree(checkpoints_dir, ignore_errors=True)  # a fresh run must never resume the old run's epochs
-    if args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoints_dir)
-        accelerator.load_state(str(checkpoint))
-        accelerator.print(f"Resumed from {checkpoint} after epoch {len(history.epochs)}")
-    first_epoch = len(history.epochs)
+    # Data: decoded and resized once (cached by datasets), held in memory as uint8 tensors, normalised per batch.
+    model_config = LarpClassifierConfig(**args.model)  # num_classes is the dataset's, set below
+    size = {"height": model_config.image_size, "width": model_config.image_size}
+    image_processor = LarpImageProcessor(num_channels=model_config.in_channels, size=size)
+    with accelerator.main_process_first():
+        train_dataset, test_dataset = training.select_splits(
+            load_image_dataset(args.dataset, data_dir=args.dataset_dir),
+            args.train_split,
+            args.test_split,
+            max_train_samples=args.max_train_samples,
+        )
+        if "label" not in train_dataset.column_names:
+            raise SystemExit(f"error: {args.dataset} has no `label` column; the classifier needs labels.")
+        model_config.num_classes = train_dataset.features["label"].num_classes
+        train_dataset = pixels_dataset(train_dataset, image_processor).with_format("torch")[:]
+        test_dataset = pixels_dataset(test_dataset, image_processor).with_format("torch")[:]
+    train_dataloader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(train_dataset["pixels"], train_dataset["label"]),  # (N, C, H, W) uint8, (N,)
+        batch_size=args.batch_size,
+        shuffle=True,
+        collate_fn=partial(collate, image_processor=image_processor),
+        num_workers=args.dataloader_num_workers,
+        # Its own generator, so a new iterator after a resume draws nothing from the restored global RNG (the flips
+        # and dropout do); the flips are drawn in the loop because accelerate prefetches a batch ahead.
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    test_dataloader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(test_dataset["pixels"], test_dataset["label"]),
+        batch_size=args.eval_batch_size,
+        collate_fn=partial(collate, image_processor=image_processor),
+    )
 
-    # Training: each process takes its share of a seeded permutation per epoch (drawn for skipped epochs too, so a
-    # resumed run sees the same shuffles and flips).
-    generator = torch.Generator().manual_seed(args.seed)
-    start_time = time.perf_counter() - (history.epochs[-1]["train_seconds"] if history.epochs else 0.0)
-    bar = tqdm(
-        total=steps_per_epoch * args.epochs, initial=steps_per_epoch * first_epoch, desc="Training",
-        disable=not accelerator.is_local_main_process,
-    )  # fmt: skip
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(train_pixels), generator=generator)
-        flips = torch.rand(len(train_pixels), generator=generator) < 0.5
-        if epoch < first_epoch:
-            continue
-        for step in range(steps_per_epoch):
-            batch = order[step * args.batch_size * accelerator.num_processes :][: args.batch_size * accelerator.num_processes]
-            batch = batch[accelerator.process_index :: accelerator.num_processes]
-            inputs = model_inputs(processor, train_pixels[batch]).to(accelerator.device)
-            if args.random_flip:
-                inputs = torch.where(flips[batch, None, None, None].to(inputs.device), inputs.flip(-1), inputs)
-            loss = model(inputs, labels=train_labels[batch].to(accelerator.device)).loss
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        test_accuracy = accuracy(accelerator.unwrap_model(model), test_pixels, test_labels, processor, 512)
-        seconds = round(time.perf_counter() - start_time, 1)
-        history.epochs.append({"epoch": epoch + 1, "test_accuracy": test_accuracy, "train_seconds": seconds})
-        accelerator.print(f"\nepoch {epoch + 1}: test accuracy {test_accuracy:.2%}")
-        save_checkpoint(accelerator, Path(args.output_dir), epoch + 1, args.checkpoints_total_limit)
-    bar.close()
-    history = history.epochs
+    # Model, optimizer and a cosine schedule after a quarter-epoch warmup. The schedule counts optimizer steps per
+    # process: accelerate shards the batches and evens out the processes' counts (diffusers' examples count the same).
+    model = LarpClassifierModel(model_config)
+    num_parameters = model.num_parameters()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(
+        math.ceil(len(train_dataloader) / accelerator.num_processes) / args.gradient_accumulation_steps
+    )
+    lr_scheduler = training.get_lr_scheduler(
+        accelerator, args.lr_scheduler, optimizer, steps_per_epoch // 4, steps_per_epoch * args.epochs
+    )
+    model, optimizer, train_dataloader, test_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, test_dataloader, lr_scheduler
+    )
+    # The prepared dataloader is what the epochs are made of (the same count; read it rather than trust the sum).
+    steps_per_epoch = training.optimizer_steps_per_epoch(accelerator, train_dataloader)
+    max_steps = steps_per_epoch * args.epochs
+    accelerator.init_trackers("train_classifier", config=training.tracker_config(args))
+    accelerator.print(
+        f"LarpClassifierModel: {num_parameters:,} parameters, {len(train_dataset['label'])} train / "
+        f"{len(test_dataset['label'])} test images of {model_config.num_classes} classes, {args.epochs} epochs of "
+        f"{steps_per_epoch} steps; {accelerator.num_processes} process(es) on {accelerator.device.type}"
+    )
 
-    # Save: write to a temporary folder, then move each file over its old version (os.replace is atomic).
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        output = Path(args.output_dir)
-        temporary = output / ".tmp-model"
-        shutil.rmtree(temporary, ignore_errors=True)
-        unwrapped.save_pretrained(temporary)
-        processor.save_pretrained(temporary)
-        metrics = {
-            **history[-1],
-            "weights_sha256": unwrapped.weights_sha256(),
-            "dataset": args.dataset,
-            "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
-            "history": history,
+    # Resume: weights, optimizer, schedule, RNG states, the step count and the per-epoch history.
+    state = training.resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir)
+    if args.resume_from_checkpoint is not None:
+        accelerator.print(f"Resumed after epoch {state.step // steps_per_epoch}")
+
+    # Training loop: train_batches picks up at the epoch where a resumed run stopped; test and checkpoint per epoch.
+    progress = tqdm(total=max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process)
+    model.train()
+    state.start_clock()
+    for batch in training.train_batches(accelerator, train_dataloader, state, max_steps):
+        pixel_values = batch["pixel_values"]
+        if args.random_flip:
+            pixel_values = random_horizontal_flip(pixel_values)
+        with accelerator.accumulate(model):
+            output = model(pixel_values, labels=batch["labels"])
+            training.backward_and_step(accelerator, output.loss, model, optimizer, lr_scheduler)
+        if not accelerator.sync_gradients:
+            continue  # still accumulating gradients
+        state.count_step()
+        logs = {
+            "train_loss": output.loss.item(),
+            "train_accuracy": (output.logits.argmax(-1) == batch["labels"]).float().mean().item(),
+            "lr": lr_scheduler.get_last_lr()[0],
         }
-        (temporary / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        for path in sorted(temporary.iterdir(), key=lambda p: p.name == "metrics.json"):  # metrics.json last
-            os.replace(path, output / path.name)
-        temporary.rmdir()
-        accelerator.print(f"Saved the feature network to {output}: test accuracy {history[-1]['test_accuracy']:.2%}, "
-                          f"weights SHA-256 {metrics['weights_sha256'][:16]}…")
+        progress.update(1)
+        progress.set_postfix(loss=f"{logs['train_loss']:.3f}", accuracy=f"{logs['train_accuracy']:.1%}")
+        accelerator.log(logs, step=state.step)
+
+        if state.step % steps_per_epoch == 0:
+            epoch = state.step // steps_per_epoch
+            metrics = {"epoch": epoch, **evaluate(model, test_dataloader, accelerator)}
+            latest = training.record_validation(accelerator, state, metrics, output_dir)
+            if accelerator.is_main_process:
+                progress.write(f"epoch {epoch}: test accuracy {latest['test_accuracy']:.2%}")
+            training.save_checkpoint(accelerator, output_dir, epoch, args.checkpoints_total_limit)
+    progress.close()
+
+    # The classifier and its image processor in save_pretrained format, then the metrics naming its weights.
+    unwrapped = training.save_final_model(accelerator, model, output_dir, image_processor)
+    if accelerator.is_main_process:
+        final = training.write_final_metrics(
+            output_dir,
+            state,
+            weights_sha256=unwrapped.weights_sha256(),
+            dataset=args.dataset,
+            num_parameters=num_parameters,
+        )
+        accelerator.print(
+            f"Saved the feature network to {output_dir}: test accuracy {final['test_accuracy']:.2%}, "
+            f"weights SHA-256 {final['weights_sha256'][:16]}…"
+        )
     accelerator.end_training()
 
 

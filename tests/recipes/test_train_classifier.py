@@ -7,11 +7,15 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from larp_hf.evaluation import FeatureNetwork
 from larp_hf.models.classifier import LarpClassifierModel
 
-from .test_train_vqvae import ROOT
+from .test_train_vqvae import ROOT, import_recipe, launcher, run
+
+
+RECIPE = ROOT / "recipes" / "train_classifier.py"
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +23,7 @@ def trained_classifier(tmp_path_factory, tiny_image_dataset_dir):
     """A classifier trained for 1 epoch by the recipe on 16×16 grey images."""
     folder = tmp_path_factory.mktemp("classifier") / "features"
     command = [
-        sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--dataset", tiny_image_dataset_dir,
+        sys.executable, str(RECIPE), "--dataset", tiny_image_dataset_dir,
         "--image_size", "16", "--hidden_channels", "8,16", "--feature_dim", "8", "--epochs", "1", "--batch_size", "16",
         "--output_dir", str(folder),
     ]  # fmt: skip
@@ -40,7 +44,7 @@ def test_classifier_recipe_saves_a_named_classifier(trained_classifier):
 
 def test_classifier_recipe_resumes_exactly_where_it_stopped(tiny_image_dataset_dir, tmp_path):
     common = [
-        sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--dataset", tiny_image_dataset_dir,
+        sys.executable, str(RECIPE), "--dataset", tiny_image_dataset_dir,
         "--image_size", "16", "--hidden_channels", "8", "--feature_dim", "8", "--batch_size", "16",
     ]  # fmt: skip
 
@@ -63,3 +67,60 @@ def test_classifier_recipe_resumes_exactly_where_it_stopped(tiny_image_dataset_d
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert [entry["epoch"] for entry in metrics["history"]] == [1, 2]
     assert metrics["test_accuracy"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())["test_accuracy"]
+
+
+def test_two_processes_train_from_a_config_and_end_with_the_same_weights(tiny_image_dataset_dir, tmp_path):
+    model = {"image_size": 16, "hidden_channels": [8], "feature_dim": 8}
+    config = {"dataset": tiny_image_dataset_dir, "epochs": 2, "batch_size": 8, "model": model}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    output_dir = tmp_path / "out"
+    result = run([*launcher(2), str(RECIPE), "--config", str(tmp_path / "tiny.yaml"), "--output_dir", str(output_dir)])
+    assert "2 process(es) on cpu" in result.stdout and "Parameters identical across 2 process(es)." in result.stdout
+    # 64 images in batches of 8 on each of 2 processes: 4 optimizer steps an epoch, a checkpoint named by its epoch.
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert [(entry["epoch"], entry["step"]) for entry in metrics["history"]] == [(1, 4), (2, 8)]
+    assert metrics["dataset"] == tiny_image_dataset_dir and (output_dir / "preprocessor_config.json").is_file()
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    model = LarpClassifierModel.from_pretrained(output_dir)
+    assert model.config.hidden_channels == [8] and metrics["weights_sha256"] == model.weights_sha256()
+
+
+def test_another_run_is_not_overwritten_by_accident(trained_classifier, tiny_image_dataset_dir, tmp_path):
+    common = [sys.executable, str(RECIPE), "--dataset", tiny_image_dataset_dir, "--image_size", "16"]
+    common += ["--hidden_channels", "8"]
+    before = (trained_classifier / "model.safetensors").read_bytes()
+    result = run([*common, "--output_dir", str(trained_classifier)], expect_success=False)
+    assert result.returncode != 0 and "already holds a run" in result.stderr and "--overwrite_output_dir" in result.stderr
+    assert (trained_classifier / "model.safetensors").read_bytes() == before
+    # Checkpoints alone (a run interrupted before it wrote metrics.json) hold a run too.
+    (tmp_path / "interrupted" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    result = run([*common, "--output_dir", str(tmp_path / "interrupted")], expect_success=False)
+    assert result.returncode != 0 and "already holds a run" in result.stderr
+    run([*common, "--epochs", "1", "--output_dir", str(tmp_path / "interrupted"), "--overwrite_output_dir"])
+    assert json.loads((tmp_path / "interrupted" / "metrics.json").read_text())["epoch"] == 1
+
+
+def test_model_fields_are_checked_against_the_classifier_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    train_classifier = import_recipe("train_classifier")
+    for argv, message in [
+        (["--model.feature_dm", "8"], "unknown LarpClassifierConfig fields ['feature_dm']"),
+        (["--image_size", "18", "--hidden_channels", "8,16"], "must be divisible by 2**len(hidden_channels)"),
+        (["--model.num_classes", "3"], "num_classes comes from the dataset"),
+    ]:
+        with pytest.raises(SystemExit):
+            train_classifier.parse_args(argv)
+        assert message in capsys.readouterr().err
+    # The old model flags are shorthands for --model.FIELD.
+    args = train_classifier.parse_args(["--image_size", "16", "--model.feature_dim", "8", "--hidden_channels", "4,8"])
+    assert args.model == {"image_size": 16, "feature_dim": 8, "hidden_channels": [4, 8]}
+
+
+def test_the_shipped_config_parses_to_the_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's relative output_dir must not meet a run of the user's
+    train_classifier = import_recipe("train_classifier")
+    config = ROOT / "recipes" / "configs" / "classifier_fashion_mnist.yaml"
+    from_config, defaults = train_classifier.parse_args(["--config", str(config)]), train_classifier.parse_args([])
+    assert vars(from_config) == {**vars(defaults), "config": str(config), "model": from_config.model}
+    config_class = train_classifier.LarpClassifierConfig
+    assert config_class(**from_config.model).to_dict() == config_class().to_dict()
