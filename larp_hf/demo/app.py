@@ -20,7 +20,10 @@ MAX_SEED = 2**31 - 1
 NO_CLASS = -1  # the class selector's "any" entry: no class label, the prior's null class
 DEMO_EXTRA = 'pip install "larp_hf[demo]"'
 # Decoded images are small (28×28 for Fashion-MNIST); the browser upscales them, so keep the pixels sharp.
-CSS = "#larp-gallery img, #larp-grid img { image-rendering: pixelated; } #larp-grid img { width: 100%; height: 100%; object-fit: contain; }"
+CSS = """
+#larp-gallery img, #larp-grid img { image-rendering: pixelated; }
+#larp-grid img { width: 100%; height: 100%; object-fit: contain; }
+"""
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -41,7 +44,7 @@ def class_names(num_classes: int, dataset: str | None) -> list[str]:
 
 
 def _whole_to_int(value):
-    """Browsers and JSON send 16 as 16.0; a whole float becomes an int, anything else goes on for the pipeline to judge."""
+    """The page sends 16 as 16.0: a whole float becomes an int; anything else goes on for the pipeline to judge."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
@@ -161,11 +164,16 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
                 button = gr.Button("Generate", variant="primary", elem_id="larp-generate")
             with gr.Column(scale=2):
                 info = gr.Markdown(elem_id="larp-info")
-                gallery = gr.Gallery(label="Images", columns=6, format="png", object_fit="contain", elem_id="larp-gallery")
+                gallery = gr.Gallery(
+                    label="Images", columns=6, format="png", object_fit="contain", elem_id="larp-gallery"
+                )
                 with gr.Row():
                     grid = gr.Image(label="Grid", type="pil", format="png", height=280, elem_id="larp-grid")
                     files = gr.File(
-                        label="Downloads: grid PNG, codes (.npy)", file_count="multiple", height=280, elem_id="larp-files"
+                        label="Downloads: grid PNG, codes (.npy)",
+                        file_count="multiple",
+                        height=280,
+                        elem_id="larp-files",
                     )
         button.click(
             generate,

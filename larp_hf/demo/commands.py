@@ -65,7 +65,9 @@ def add_demo_commands(commands: "argparse._SubParsersAction"):
         "of PIPELINE: app.py, requirements.txt, README.md with the Spaces header (sdk: gradio, app_file, the model "
         "linked by id) and the larp_hf package; with --ship-pipeline, the pipeline itself in pipeline/.",
     )
-    p.add_argument("pipeline", help="Hub repo id (loaded when the Space starts) or a pipeline folder (needs --ship-pipeline)")
+    p.add_argument(
+        "pipeline", help="Hub repo id (loaded when the Space starts) or a pipeline folder (needs --ship-pipeline)"
+    )
     p.add_argument("output_dir", help="the Space folder to write")
     p.add_argument("--ship-pipeline", action="store_true", help="copy the pipeline into OUTPUT_DIR/pipeline/")
     p.add_argument("--revision", help="Hub revision of PIPELINE (Hub ids only)")

@@ -18,7 +18,7 @@ SHIPPED_PIPELINE_DIR = "pipeline"
 # What export_space writes, and so what `overwrite=True` replaces.
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", "larp_hf", SHIPPED_PIPELINE_DIR)
 
-APP_TEMPLATE = '''"""The Gradio demo of the LARP pipeline {name}: `python app.py` serves it (a Hugging Face Space runs it so).
+APP_TEMPLATE = '''"""The Gradio demo of the LARP pipeline {name}: `python app.py` serves it, as a Space does.
 
 Written by `larp-hf export-space` with larp_hf {version}, which is the `larp_hf/` folder beside this file.
 """

@@ -37,14 +37,18 @@ def served(args: list, log_path, cwd=None):
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "w") as log:
         launched_at = time.monotonic()
-        process = subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, *map(str, args)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             deadline = launched_at + SERVER_START_TIMEOUT_S
             while True:
                 if process.poll() is not None:
                     pytest.fail(f"the demo exited with code {process.returncode}:\n{open(log_path).read()[-3000:]}")
                 if time.monotonic() > deadline:
-                    pytest.fail(f"the demo did not answer within {SERVER_START_TIMEOUT_S} s:\n{open(log_path).read()[-3000:]}")
+                    pytest.fail(
+                        f"the demo did not answer within {SERVER_START_TIMEOUT_S} s:\n{open(log_path).read()[-3000:]}"
+                    )
                 try:
                     urllib.request.urlopen(url, timeout=2).close()
                     break

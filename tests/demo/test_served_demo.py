@@ -1,4 +1,4 @@
-"""`python -m larp_hf.demo demo FOLDER` served on localhost, driven by real clients: gradio_client and a headless Chromium."""
+"""`python -m larp_hf.demo demo FOLDER` served on localhost, driven by gradio_client and by a headless Chromium."""
 
 import os
 import re
@@ -11,7 +11,6 @@ import PIL.Image
 import pytest
 
 from larp_hf import LarpPipeline
-from larp_hf.pipelines import image_grid
 
 from .conftest import served
 
@@ -31,7 +30,9 @@ def _pixels(path) -> list:
     return np.asarray(PIL.Image.open(path)).tolist()
 
 
-def test_gradio_client_gets_the_pipelines_images_for_a_seed_and_the_app_survives_invalid_settings(pipeline_dir, tmp_path):
+def test_gradio_client_gets_the_pipelines_images_for_a_seed_and_the_app_survives_invalid_settings(
+    pipeline_dir, tmp_path
+):
     pipeline = LarpPipeline.from_pretrained(pipeline_dir)
     size = pipeline.vqvae.config.image_size
     with served(["-m", "larp_hf.demo", "demo", pipeline_dir], tmp_path / "demo.log") as (url, _):
@@ -47,26 +48,34 @@ def test_gradio_client_gets_the_pipelines_images_for_a_seed_and_the_app_survives
         assert np.array_equal(np.load(codes_npy), expected.codes.numpy())
 
         # The pipeline's own message, no traceback; then the app goes on serving.
-        with pytest.raises(gradio_client.exceptions.AppError, match=r"`temperature` must be a finite number > 0, got 0"):
+        with pytest.raises(
+            gradio_client.exceptions.AppError, match=r"`temperature` must be a finite number > 0, got 0"
+        ):
             client.predict(num_images=2, temperature=0.0, api_name="/generate")
         with pytest.raises(gradio_client.exceptions.AppError, match=r"`guidance_scale` > 1 steers samples towards"):
             client.predict(num_images=2, guidance_scale=3.0, api_name="/generate")  # class "any" cannot be guided
 
         # A random seed is reported, and it reproduces the images; a class with guidance is the pipeline's too.
-        _, _, info, files = client.predict(num_images=2, random_seed=True, class_label=1, guidance_scale=2.0, api_name="/generate")
+        _, _, info, files = client.predict(
+            num_images=2, random_seed=True, class_label=1, guidance_scale=2.0, api_name="/generate"
+        )
         seed = int(info.rsplit("seed ", 1)[1])
         codes = np.load(next(path for path in files if path.endswith(".npy")))
-        assert np.array_equal(codes, pipeline(num_images=2, seed=seed, class_labels=1, guidance_scale=2.0).codes.numpy())
+        assert np.array_equal(
+            codes, pipeline(num_images=2, seed=seed, class_labels=1, guidance_scale=2.0).codes.numpy()
+        )
 
 
 def _chromium():
     """A headless Debian Chromium driven by Selenium, or a skip that says what is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason='the browser test needs Selenium: pip install -e ".[test]"')
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason='the browser test needs Selenium: pip install -e ".[test]"'
+    )
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
     if missing:
         pytest.skip(
-            f"the browser test needs Debian's chromium and chromium-driver ({', '.join(missing)} missing): `make setup` "
-            "installs them when run as root, or `sudo apt-get install chromium chromium-driver`"
+            f"the browser test needs Debian's chromium and chromium-driver ({', '.join(missing)} missing): "
+            "`make setup` installs them when run as root, or `sudo apt-get install chromium chromium-driver`"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -113,4 +122,7 @@ def test_browser_moves_a_slider_generates_shows_the_gallery_and_an_invalid_value
     finally:
         browser.quit()
     with capsys.disabled():
-        print(f"\n[demo] time to first image: {first_image:.1f} s from launch (server answering after {server_ready:.1f} s)")
+        print(
+            f"\n[demo] time to first image: {first_image:.1f} s from launch "
+            f"(server answering after {server_ready:.1f} s)"
+        )

@@ -17,20 +17,34 @@ from .conftest import served
 gradio = pytest.importorskip("gradio", reason='the demo tests need Gradio: pip install -e ".[test]"')
 
 
-def test_a_shipped_pipelines_space_folder_serves_it_with_its_own_copy_of_larp_hf(class_conditional_pipeline_dir, tmp_path):
+def test_a_shipped_pipelines_space_folder_serves_it_with_its_own_copy_of_larp_hf(
+    class_conditional_pipeline_dir, tmp_path
+):
     space = tmp_path / "space"
     demo_main(["export-space", str(class_conditional_pipeline_dir), str(space), "--ship-pipeline", "--title", "Tiny"])
-    assert sorted(path.name for path in space.iterdir()) == ["README.md", "app.py", "larp_hf", "pipeline", "requirements.txt"]
+    assert sorted(path.name for path in space.iterdir()) == [
+        "README.md",
+        "app.py",
+        "larp_hf",
+        "pipeline",
+        "requirements.txt",
+    ]
     card = SpaceCard.load(space / "README.md")
     assert card.data.sdk == "gradio" and card.data.app_file == "app.py" and card.data.sdk_version == gradio.__version__
     assert card.data.title == "Tiny" and card.data.models is None  # a shipped folder has no model repo to link
     requirements = (space / "requirements.txt").read_text().splitlines()
-    assert any(line.startswith("torch>=") for line in requirements) and any(line.startswith("transformers") for line in requirements)
+    assert any(line.startswith("torch>=") for line in requirements) and any(
+        line.startswith("transformers") for line in requirements
+    )
     assert not any(line.startswith(("pytest", "gradio")) for line in requirements)  # no extras; Gradio is sdk_version's
 
     # Run from the folder, `import larp_hf` finds the copy beside app.py, as it would on the Space.
     found = subprocess.run(
-        [sys.executable, "-c", "import larp_hf; print(larp_hf.__file__)"], cwd=space, capture_output=True, text=True, check=True
+        [sys.executable, "-c", "import larp_hf; print(larp_hf.__file__)"],
+        cwd=space,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert found.stdout.strip() == str(space / "larp_hf" / "__init__.py")
 
@@ -38,24 +52,36 @@ def test_a_shipped_pipelines_space_folder_serves_it_with_its_own_copy_of_larp_hf
 
     with served(["app.py"], tmp_path / "space.log", cwd=space) as (url, _):
         client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
-        gallery, _, info, files = client.predict(num_images=3, seed=5, class_label=2, guidance_scale=2.0, api_name="/generate")
-    expected = LarpPipeline.from_pretrained(class_conditional_pipeline_dir)(num_images=3, seed=5, class_labels=2, guidance_scale=2.0)
+        gallery, _, info, files = client.predict(
+            num_images=3, seed=5, class_label=2, guidance_scale=2.0, api_name="/generate"
+        )
+    expected = LarpPipeline.from_pretrained(class_conditional_pipeline_dir)(
+        num_images=3, seed=5, class_labels=2, guidance_scale=2.0
+    )
     assert len(gallery) == 3 and info.startswith("3 images in")
     assert np.array_equal(np.load(next(path for path in files if path.endswith(".npy"))), expected.codes.numpy())
 
 
-def test_a_hub_ids_space_links_the_model_and_loads_it_at_start_up(class_conditional_pipeline_dir, tmp_path, monkeypatch):
+def test_a_hub_ids_space_links_the_model_and_loads_it_at_start_up(
+    class_conditional_pipeline_dir, tmp_path, monkeypatch
+):
     space = export_space("org/larp-tiny", tmp_path / "space", revision="v1")
     card = SpaceCard.load(space / "README.md")
     assert card.data.models == ["org/larp-tiny"] and card.data.title == "LARP: org/larp-tiny"
     app = (space / "app.py").read_text()
-    assert "PIPELINE = 'org/larp-tiny'\nREVISION = 'v1'\n" in app and "https://huggingface.co/org/larp-tiny" in (space / "README.md").read_text()
+    assert (
+        "PIPELINE = 'org/larp-tiny'\nREVISION = 'v1'\n" in app
+        and "https://huggingface.co/org/larp-tiny" in (space / "README.md").read_text()
+    )
     compile(app, "app.py", "exec")
     assert not (space / "pipeline").exists()
 
     # Shipping a Hub id downloads it (here: from a stand-in for snapshot_download) and copies it in.
     downloads = []
-    monkeypatch.setattr("larp_hf.demo.space.snapshot_download", lambda repo, revision: downloads.append((repo, revision)) or str(class_conditional_pipeline_dir))
+    monkeypatch.setattr(
+        "larp_hf.demo.space.snapshot_download",
+        lambda repo, revision: downloads.append((repo, revision)) or str(class_conditional_pipeline_dir),
+    )
     space = export_space("org/larp-tiny", tmp_path / "space", ship_pipeline=True, overwrite=True)
     assert downloads == [("org/larp-tiny", None)] and (space / "pipeline" / "larp_pipeline.json").is_file()
     assert SpaceCard.load(space / "README.md").data.models == ["org/larp-tiny"]
