@@ -138,7 +138,8 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
         info = f"{count} images in {result['seconds']:.2f} s ({count / result['seconds']:.1f} images/s) · seed {seed}"
         return result["images"], result["grid"], info, [str(grid_path), str(codes_path)]
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    # A Space serves for weeks: every hour, Gradio deletes the files it cached more than an hour ago.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(_header(description, title, model_id))
         with gr.Row():
             with gr.Column(scale=1, min_width=300):

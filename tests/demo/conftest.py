@@ -14,6 +14,8 @@ import torch
 from ..conftest import make_tiny_pipeline
 
 
+# Gradio reports usage unless told not to (it reads this when a page is built); tests never touch the network.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 SERVER_START_TIMEOUT_S = 90
 
 
