@@ -15,7 +15,7 @@ from ..pipelines import image_grid
 
 # The generate endpoint's name for API clients: `gradio_client.Client(url).predict(..., api_name="/generate")`.
 API_NAME = "generate"
-MAX_IMAGES = 64  # one batch of the pipeline's default batch size, so a seed gives what `pipe(seed=...)` gives
+MAX_IMAGES = 64  # a page answers in seconds on a CPU; the CLI and `pipe(...)` are there for more
 MAX_SEED = 2**31 - 1
 NO_CLASS = -1  # the class selector's "any" entry: no class label, the prior's null class
 DEMO_EXTRA = 'pip install "larp_hf[demo]"'
