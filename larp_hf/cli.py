@@ -271,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_list_of(int), default=[0, 50, 100, 200], help="comma-separated, 0 = off")
     p.add_argument("--write-generation-config", action="store_true",
                    help="store the best setting as the pipeline's sampling default (generation config, model card)")
+
+    from larp_hf.demo import add_demo_commands
+
+    add_demo_commands(commands)  # `demo` and `export-space`; Gradio is imported only when they run
     return parser  # fmt: skip
 
 
