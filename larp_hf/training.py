@@ -291,7 +291,8 @@ def record_validation(accelerator: Accelerator, state: TrainingState, metrics: d
     Stamp validation metrics (already reduced over the processes) with the step and training time, add them to the
     history, log them to the trackers and write OUTPUT_DIR/metrics.json. Returns the entry.
     """
-    entry = {**metrics, "step": state.step, "train_seconds": round(state.train_seconds, 1)}
+    # Milliseconds: a short run's seconds must not round to 0.
+    entry = {**metrics, "step": state.step, "train_seconds": round(state.train_seconds, 3)}
     state.history.append(entry)
     accelerator.log({name: value for name, value in entry.items() if name != "step"}, step=state.step)
     if accelerator.is_main_process:
@@ -353,7 +354,7 @@ def write_final_metrics(output_dir: Path, state: TrainingState, **extra) -> dict
     nothing left to train), the step count, the training time, `extra` and the history. Returns what it wrote.
     """
     latest = state.history[-1] if state.history else {}
-    final = {**latest, "step": state.step, "train_seconds": round(state.train_seconds, 1), **extra}
+    final = {**latest, "step": state.step, "train_seconds": round(state.train_seconds, 3), **extra}
     final["history"] = state.history
     write_json_atomic(output_dir / METRICS_FILE, final)
     return final
