@@ -69,6 +69,8 @@ def frechet_distance(real_features: torch.Tensor, generated_features: torch.Tens
 
 def _pairwise_min_rows(features: torch.Tensor, others: torch.Tensor, chunk_size: int):
     """Yields (start, distances) for `chunk_size` rows of `features` at a time: (chunk, len(others)) float64."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer (rows per distance block), got {chunk_size!r}.")
     for start in range(0, len(features), chunk_size):
         yield start, torch.cdist(features[start : start + chunk_size], others)
 
@@ -78,8 +80,8 @@ def nearest_neighbour_radii(features: torch.Tensor, k: int = 3, chunk_size: int 
     (N,) distance from each sample to its k-th nearest *other* sample: the (k+1)-th smallest distance, since the
     nearest is the sample itself at distance 0.
     """
-    if not 1 <= k < len(features):
-        raise ValueError(f"`k`={k} needs 1 <= k < number of samples ({len(features)}).")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < len(features):
+        raise ValueError(f"`k`={k!r} needs an integer with 1 <= k < number of samples ({len(features)}).")
     features = features.double()
     radii = torch.empty(len(features), dtype=torch.float64)
     for start, distances in _pairwise_min_rows(features, features, chunk_size):

@@ -123,6 +123,10 @@ def test_top_k_accuracy_matches_brute_force():
         (lambda: density_coverage(torch.full((10, 2), float("nan")), torch.randn(10, 2)), "NaN"),
         (lambda: top_k_accuracy(torch.randn(3, 5), torch.tensor([1, 2]), k=1), "do not match"),
         (lambda: top_k_accuracy(torch.randn(3, 5), torch.tensor([1, 2, 3]), k=6), "between 1"),
+        (lambda: precision_recall(torch.randn(20, 4), torch.randn(20, 4), chunk_size=-1), "chunk_size"),
+        (lambda: precision_recall(torch.randn(20, 4), torch.randn(20, 4), chunk_size=0), "chunk_size"),
+        (lambda: density_coverage(torch.randn(20, 4), torch.randn(20, 4), chunk_size=2.5), "chunk_size"),
+        (lambda: precision_recall(torch.randn(20, 4), torch.randn(20, 4), k=2.5), "integer"),
     ],
 )
 def test_clear_errors(call, message):
