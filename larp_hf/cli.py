@@ -11,6 +11,8 @@ from pathlib import Path
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
 FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-dir", "temperatures": "--temperature",
                       "top_ks": "--top-k", "pretrained_model_name_or_path": "MODEL"}  # fmt: skip
+MAX_GRID_IMAGES = 4096  # one --output PNG
+GENERATE_PART_IMAGES = 1024  # images sampled and written at a time by `generate`
 
 
 def _list_of(kind):
@@ -60,6 +62,9 @@ def assemble(args):
 
 
 def generate(args):
+    import shutil
+    import tempfile
+
     import datasets
     import PIL.Image
     import torch
@@ -69,6 +74,11 @@ def generate(args):
     output = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
     if output is not None and Path(output).suffix.lower() != ".png":
         raise ValueError(f"--output names the grid image and must end in .png, got {output}.")
+    if output is not None and args.num_images > MAX_GRID_IMAGES:
+        raise ValueError(
+            f"--output draws one grid of at most {MAX_GRID_IMAGES} images, not {args.num_images}; write larger "
+            "requests with --image-dir or --output-dataset (they are written as sampling goes)."
+        )
     for folder, flag in ((args.image_dir, "--image-dir"), (args.output_dataset, "--output-dataset")):
         taken = folder and Path(folder).exists() and (Path(folder).is_file() or any(Path(folder).iterdir()))
         if taken and not args.overwrite:
@@ -76,33 +86,55 @@ def generate(args):
 
     pipeline = _load_pipeline(args)
     labels = args.class_label[0] if args.class_label and len(args.class_label) == 1 else args.class_label
-    start = time.perf_counter()
-    result = pipeline(
-        num_images=args.num_images, batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, class_labels=labels, guidance_scale=args.guidance_scale, seed=args.seed, output_type="pt",
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    print(f"Sampled {args.num_images} images in {seconds:.1f} s ({args.num_images / seconds:.1f} images/s)")
-
-    arrays = (result.images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-    pil_images = [PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
-    if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        image_grid(result.images, nrow=args.nrow).save(output)
-        print(f"Grid: {output}")
     if args.image_dir:
         Path(args.image_dir).mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(pil_images):
-            image.save(Path(args.image_dir) / f"{index:05d}.png")
-        print(f"{len(pil_images)} PNG files: {args.image_dir}")
+    parts_dir = None
     if args.output_dataset:
-        columns = {"image": pil_images, "codes": result.codes.flatten(1).tolist()}
-        features = {"image": datasets.Image(), "codes": datasets.Sequence(datasets.Value("int32"))}
-        if labels is not None:
-            columns["label"] = torch.as_tensor(labels).expand(args.num_images).tolist()
-            features["label"] = datasets.Value("int64")
-        dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+        Path(args.output_dataset).parent.mkdir(parents=True, exist_ok=True)
+        parts_dir = Path(tempfile.mkdtemp(prefix=".larp-generate-", dir=Path(args.output_dataset).parent))
+    features = {"image": datasets.Image(), "codes": datasets.Sequence(datasets.Value("int32"))}
+    if labels is not None:
+        features["label"] = datasets.Value("int64")
+    # Images are sampled, written and dropped a part at a time, so memory does not grow with --num-images; with
+    # per-image seeds, the parts give exactly the images one call would.
+    part_size = max(args.batch_size, GENERATE_PART_IMAGES)
+    grid_parts, parts, seconds = [], [], 0.0
+    for first in range(0, args.num_images, part_size):
+        size = min(part_size, args.num_images - first)
+        part_labels = labels[first : first + size] if isinstance(labels, list) else labels
+        start = time.perf_counter()
+        result = pipeline(
+            num_images=size, batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
+            top_p=args.top_p, class_labels=part_labels, guidance_scale=args.guidance_scale, seed=args.seed,
+            output_type="pt", first_image_index=first,
+        )  # fmt: skip
+        seconds += time.perf_counter() - start
+        arrays = (result.images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (n, H, W, C)
+        pil_images = [PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
+        if output is not None:
+            grid_parts.append(result.images)
+        if args.image_dir:
+            for index, image in enumerate(pil_images, start=first):
+                image.save(Path(args.image_dir) / f"{index:05d}.png")
+        if parts_dir is not None:
+            columns = {"image": pil_images, "codes": result.codes.flatten(1).tolist()}
+            if labels is not None:
+                columns["label"] = torch.as_tensor(part_labels).expand(size).tolist()
+            part = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+            part.save_to_disk(str(parts_dir / f"part-{len(parts):05d}"))
+            parts.append(str(parts_dir / f"part-{len(parts):05d}"))
+    print(f"Sampled {args.num_images} images in {seconds:.1f} s ({args.num_images / seconds:.1f} images/s)")
+
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        image_grid(torch.cat(grid_parts), nrow=args.nrow).save(output)
+        print(f"Grid: {output}")
+    if args.image_dir:
+        print(f"{args.num_images} PNG files: {args.image_dir}")
+    if parts_dir is not None:
+        dataset = datasets.concatenate_datasets([datasets.load_from_disk(part) for part in parts])  # memory-mapped
         dataset.save_to_disk(args.output_dataset)
+        shutil.rmtree(parts_dir)
         print(f"Image dataset ({len(dataset)} rows, columns {dataset.column_names}): {args.output_dataset}")
 
 

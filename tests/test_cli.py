@@ -142,3 +142,24 @@ def test_a_flag_means_one_thing_in_every_command(capsys):
         assert "--dataset-dir DATASET_DIR" in out and "IDX files (input)" in out.replace("\n", " ").replace("  ", " ")
     out, _ = larp_hf("generate", "--help", capsys=capsys)
     assert "--output-dataset" in out and "--dataset-dir" not in out
+
+
+def test_generate_writes_large_requests_in_parts_that_match_one_call(pipeline_dir, tmp_path, monkeypatch):
+    from larp_hf import LarpPipeline
+
+    monkeypatch.setattr(cli, "GENERATE_PART_IMAGES", 4)  # 10 images in parts of 4, 4 and 2
+    calls = []
+    original = LarpPipeline.__call__
+    monkeypatch.setattr(LarpPipeline, "__call__", lambda self, **kw: calls.append(kw["num_images"]) or original(self, **kw))
+    cli.main([
+        "generate", str(pipeline_dir), "--num-images", "10", "--batch-size", "3", "--seed", "2",
+        "--output-dataset", str(tmp_path / "ds"), "--image-dir", str(tmp_path / "pngs"), "--output", str(tmp_path / "g.png"),
+    ])  # fmt: skip
+    assert calls == [4, 4, 2]
+    written = datasets.load_from_disk(str(tmp_path / "ds"))
+    expected = LarpPipeline.from_pretrained(pipeline_dir)(num_images=10, seed=2).codes.flatten(1).tolist()
+    assert written["codes"] == expected
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"{i:05d}.png" for i in range(10)]
+    assert not list(tmp_path.glob(".larp-generate-*"))  # the parts are gone
+    with pytest.raises(SystemExit, match="at most 4096 images"):
+        cli.main(["generate", str(pipeline_dir), "--num-images", "5000", "--output", str(tmp_path / "big.png")])

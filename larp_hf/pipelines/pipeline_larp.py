@@ -38,6 +38,7 @@ from .image_grid import image_grid
 from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+MAX_OUTPUT_BYTES = 8 * 2**30  # one call's decoded images
 
 
 @dataclass
@@ -171,6 +172,7 @@ class LarpPipeline:
         seed: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        first_image_index: int = 0,
     ):
         r"""
         Sample `num_images` images.
@@ -193,11 +195,25 @@ class LarpPipeline:
             output_type: `"pil"` (list of PIL images), `"np"` ((N, H, W, C) in [0, 1]) or `"pt"` ((N, C, H, W) in
                 [0, 1]).
             return_dict: return a `LarpPipelineOutput` (default) or the tuple `(images, codes)`.
+            first_image_index: the index of the first image in the seeded sequence: with the same seed,
+                `first_image_index=4, num_images=4` gives images 4…7 of `num_images=8`, so a large request can be
+                sampled in parts (or split across processes) and still give the same images.
         """
-        if not isinstance(num_images, int) or num_images < 1:
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"`num_images` must be a positive integer, got {num_images!r}.")
+        config = self.vqvae.config
+        image_bytes = 4 * config.in_channels * config.image_size**2  # float32 pixels, all held until the call returns
+        if num_images * image_bytes > MAX_OUTPUT_BYTES:
+            raise ValueError(
+                f"`num_images`={num_images:,} would hold {num_images * image_bytes / 2**30:.1f} GiB of images in memory "
+                f"(at most {MAX_OUTPUT_BYTES // 2**30} GiB, {MAX_OUTPUT_BYTES // image_bytes:,} images of this size, per "
+                "call). Sample in parts with `first_image_index`, or use `larp-hf generate`, which writes images to disk as it "
+                "goes."
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        if isinstance(first_image_index, bool) or not isinstance(first_image_index, int) or first_image_index < 0:
+            raise ValueError(f"`first_image_index` must be a non-negative integer, got {first_image_index!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         if seed is not None and generator is not None:
@@ -228,7 +244,7 @@ class LarpPipeline:
             if class_tokens is not None:
                 prefix.append(class_tokens[start : start + size, None])
             input_ids = torch.cat(prefix, dim=1).to(self.device)  # (b, prefix_length)
-            processors = [codes_processor, PerImageSamplingLogitsProcessor(image_generators(base_seed, start, size))]
+            processors = [codes_processor, PerImageSamplingLogitsProcessor(image_generators(base_seed, first_image_index + start, size))]
             all_codes.append(self._sample_codes(input_ids, LogitsProcessorList(processors), guidance_scale))
         codes = torch.cat(all_codes).view(num_images, self.grid_size, self.grid_size)  # (N, h, w)
 

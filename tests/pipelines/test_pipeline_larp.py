@@ -67,6 +67,7 @@ def test_image_i_of_a_seed_is_the_same_whatever_the_batch_size_and_the_number_as
     reference = tiny_pipeline(num_images=8, batch_size=8, seed=7).codes
     assert torch.equal(tiny_pipeline(num_images=8, batch_size=3, seed=7).codes, reference)
     assert torch.equal(tiny_pipeline(num_images=4, batch_size=1, seed=7).codes, reference[:4])
+    assert torch.equal(tiny_pipeline(num_images=3, first_image_index=5, seed=7).codes, reference[5:])
     assert len({tuple(codes.flatten().tolist()) for codes in reference}) == 8  # each image has its own stream
     guided = make_tiny_pipeline(num_classes=3)
     labels = [0, 1, 2, 0, 1]
@@ -195,11 +196,15 @@ def test_guidance_moves_samples_towards_the_requested_class():
     "kwargs, message",
     [
         ({"num_images": 0}, "num_images"),
+        ({"num_images": 10**9}, "GiB of images in memory"),
+        ({"num_images": True}, "num_images"),
+        ({"guidance_scale": float("nan")}, "guidance_scale"),
         ({"batch_size": 0}, "batch_size"),
         ({"output_type": "jpg"}, "output_type"),
         ({"seed": 0, "generator": torch.Generator()}, "either `seed` or `generator`"),
         ({"seed": -1}, "non-negative integer"),
         ({"seed": 1.5}, "non-negative integer"),
+        ({"first_image_index": -1}, "first_image_index"),
         ({"temperature": 0.0}, "temperature"),
         ({"top_k": K + 1}, "top_k"),
         ({"top_p": 0.0}, "top_p"),
