@@ -47,8 +47,9 @@ def assemble(args):
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
 
     output = Path(args.output)
-    if output.is_dir() and any(output.iterdir()) and not is_pipeline_folder(output) and not args.overwrite:
-        raise ValueError(f"{output} is not empty and holds no pipeline; pick another --output or pass --overwrite.")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
+        what = "holds a pipeline" if is_pipeline_folder(output) else "is not empty"
+        raise ValueError(f"{output} {what}; pick another --output or pass --overwrite to replace it.")
     vqvae = LarpVQVAEModel.from_pretrained(args.vqvae)
     prior = AutoModelForCausalLM.from_pretrained(args.prior)
     check_pair(vqvae, prior, prior_name=f"prior in {args.prior}", vqvae_name=f"tokenizer in {args.vqvae}")
@@ -57,7 +58,7 @@ def assemble(args):
     set_sampling_defaults(prior, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     pipeline.card_info = card_info_from_training_runs(args.vqvae, args.prior, args.dataset)
     start = time.perf_counter()
-    pipeline.save_pretrained(output, sample_grid=not args.no_sample_grid)
+    pipeline.save_pretrained(output, sample_grid=not args.no_sample_grid, overwrite=args.overwrite)
     print(f"Wrote the pipeline to {output} ({time.perf_counter() - start:.1f} s)")
 
 
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="training dataset named in the model card (default: the tokenizer's metrics.json)")
     add_sampling_arguments(p, default="the prior's stored value")
     p.add_argument("--no-sample-grid", action="store_true", help="skip sampling the model card's 8x8 grid")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder that holds no pipeline")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (a pipeline too)")
 
     p = command(generate, "sample images from a pipeline (folder or Hub repo id)",
                 "Sample images and write a grid PNG, one PNG per image (--image-dir) and/or a datasets image dataset "

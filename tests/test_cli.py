@@ -125,6 +125,16 @@ def test_assemble_builds_a_pipeline_from_recipe_outputs(tmp_path, capsys):
     _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
                      tmp_path / "notes", expect_success=False, capsys=capsys)
     assert "--overwrite" in err and sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["a.txt"]
+    # An existing pipeline is not replaced by accident; with --overwrite it is, old sample grid and all.
+    before = (tmp_path / "pipe" / "larp_pipeline.json").read_text()
+    _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
+                     tmp_path / "pipe", "--no-sample-grid", expect_success=False, capsys=capsys)
+    assert "holds a pipeline" in err and "--overwrite" in err
+    assert (tmp_path / "pipe" / "larp_pipeline.json").read_text() == before and (tmp_path / "pipe" / "samples.png").exists()
+    larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output", tmp_path / "pipe",
+            "--no-sample-grid", "--overwrite", capsys=capsys)
+    assert not (tmp_path / "pipe" / "samples.png").exists()
+    assert "samples.png" not in ModelCard.load(tmp_path / "pipe" / "README.md").text
 
 
 def test_generate_loads_the_pipeline_in_the_dtype_asked_for(pipeline_dir, tmp_path, capsys):

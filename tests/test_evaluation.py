@@ -240,6 +240,21 @@ def test_inception_features_say_what_they_need(tmp_path):
         load_feature_network(tmp_path)
 
 
+def test_a_folder_that_is_not_a_feature_network_is_refused(tiny_evaluation_setup, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from larp_hf.evaluation import load_feature_network
+
+    with pytest.raises(ValueError, match="holds a 'larp_vqvae' model, not a feature network"):
+        load_feature_network(tiny_evaluation_setup / "pipe" / "vqvae")  # a tokenizer would score random features
+    shutil.copytree(tiny_evaluation_setup / "features", tmp_path / "partial")
+    weights = load_file(tmp_path / "partial" / "model.safetensors")
+    kept = {name: tensor for name, tensor in weights.items() if not name.startswith("feature_layer")}
+    save_file(kept, tmp_path / "partial" / "model.safetensors")  # the layer the features come from is missing
+    with pytest.raises(ValueError, match="lacks trained weights for .*feature_layer"):
+        load_feature_network(tmp_path / "partial")
+
+
 def test_the_evaluate_recipe_is_the_evaluate_command():
     result = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--help"], capture_output=True, text=True, timeout=120

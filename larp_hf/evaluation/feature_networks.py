@@ -52,7 +52,17 @@ class FeatureNetwork:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "FeatureNetwork":
         """A folder written by recipes/train_classifier.py; its metrics.json names the dataset it learnt."""
-        model = LarpClassifierModel.from_pretrained(path)
+        model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+        expected = LarpClassifierModel.config_class.model_type
+        if model_type != expected:
+            raise ValueError(
+                f"{path} holds a {model_type!r} model, not a feature network ({expected!r}, from "
+                "recipes/train_classifier.py): its features would be meaningless. Pass the classifier's folder."
+            )
+        model, loading_info = LarpClassifierModel.from_pretrained(path, output_loading_info=True)
+        missing = sorted(map(str, [*loading_info["missing_keys"], *loading_info["mismatched_keys"]]))
+        if missing:
+            raise ValueError(f"{path} lacks trained weights for {missing[:5]}: it is not a complete feature network.")
         metrics_path = Path(path) / "metrics.json"
         dataset = json.loads(metrics_path.read_text()).get("dataset") if metrics_path.is_file() else None
         has_processor = (Path(path) / "preprocessor_config.json").is_file()

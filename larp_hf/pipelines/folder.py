@@ -1,8 +1,11 @@
 """The layout of a saved pipeline folder: `larp_pipeline.json` naming the parts, one sub-folder per part."""
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -57,6 +60,35 @@ def write_pipeline_index(folder: Path, class_name: str, parts: dict, card_info: 
         (folder / LEGACY_CONFIG_NAME).unlink()
 
 
+@contextlib.contextmanager
+def replace_folder(target: Path, overwrite: bool = False):
+    """
+    Yield an empty folder beside `target` to write into; on success it takes `target`'s place: the old folder is
+    renamed aside, the new one renamed in, the old one removed. At every moment either the old or the new complete
+    folder is at `target` or beside it (`.old-*`); a failure leaves `target` as it was. A non-empty `target` that is
+    not a pipeline folder is refused unless `overwrite`.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{target} is a file, not a folder; pick another place for the pipeline.")
+    if target.is_dir() and any(target.iterdir()) and not is_pipeline_folder(target) and not overwrite:
+        raise ValueError(
+            f"{target} is not empty and holds no pipeline; pick another folder or pass overwrite=True to replace it."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = target.parent / f".old-{partial.name[len('.tmp-'):]}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(partial, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text_atomic(path: Path, text: str):
     """Write through a temporary file and a rename, so readers never see half a file."""
     temporary = path.with_name(f".{path.name}.tmp")
@@ -64,4 +96,4 @@ def write_text_atomic(path: Path, text: str):
     os.replace(temporary, path)
 
 
-__all__ = ["PIPELINE_CONFIG_NAME", "is_pipeline_folder", "read_pipeline_index", "write_pipeline_index"]
+__all__ = ["PIPELINE_CONFIG_NAME", "is_pipeline_folder", "read_pipeline_index", "replace_folder", "write_pipeline_index"]

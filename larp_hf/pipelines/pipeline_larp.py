@@ -31,6 +31,7 @@ from ..prior import (
 from .folder import (
     SAMPLE_GRID_NAME,
     read_pipeline_index,
+    replace_folder,
     write_pipeline_index,
     write_text_atomic,
 )
@@ -335,24 +336,26 @@ class LarpPipeline:
         pipeline.card_info = {**pipeline.card_info, **index.get("model_card", {})}
         return pipeline.to(device) if device is not None else pipeline
 
-    def save_pretrained(self, save_directory: str | os.PathLike, sample_grid: bool = True):
+    def save_pretrained(self, save_directory: str | os.PathLike, sample_grid: bool = True, overwrite: bool = False):
         """
         Write the pipeline to `save_directory`: `vqvae/`, `prior/` (with the whole sampling policy in its
         `generation_config.json`), `image_processor/`, `larp_pipeline.json`, `README.md` (the model card) and, with
         `sample_grid=True`, `samples.png`: 64 images sampled with seed 0 at the sampling defaults.
+
+        The folder is written beside the target and swapped in by renames, so a crash never leaves the old pipeline
+        gone and the new one incomplete. An existing pipeline folder is replaced; a non-empty folder that holds no
+        pipeline is refused unless `overwrite=True`.
         """
         save_directory = Path(save_directory)
-        save_directory.mkdir(parents=True, exist_ok=True)
         set_sampling_defaults(self.prior)  # the whole policy in generation_config.json, stored values kept
-        self.vqvae.save_pretrained(save_directory / "vqvae")
-        self.prior.save_pretrained(save_directory / "prior")
-        self.image_processor.save_pretrained(save_directory / "image_processor")
-        if sample_grid:
-            images = self(num_images=64, seed=0, output_type="pt").images
-            image_grid(images, nrow=8).save(save_directory / SAMPLE_GRID_NAME)
-        elif (save_directory / SAMPLE_GRID_NAME).is_file():
-            (save_directory / SAMPLE_GRID_NAME).unlink()  # a grid of an earlier pipeline would mislead
-        self.save_model_card(save_directory)
+        with replace_folder(save_directory, overwrite=overwrite) as folder:
+            self.vqvae.save_pretrained(folder / "vqvae")
+            self.prior.save_pretrained(folder / "prior")
+            self.image_processor.save_pretrained(folder / "image_processor")
+            if sample_grid:
+                images = self(num_images=64, seed=0, output_type="pt").images
+                image_grid(images, nrow=8).save(folder / SAMPLE_GRID_NAME)
+            self.save_model_card(folder)
 
     def save_model_card(self, save_directory: str | os.PathLike):
         """Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info` (the weights are untouched)."""

@@ -385,3 +385,30 @@ def test_from_pretrained_with_a_dtype_and_to_behave_like_diffusers(tiny_pipeline
         pipe.to(torch.int64)
     with pytest.raises(TypeError, match="device and/or a dtype"):
         pipe.to(3.5)
+
+
+def test_saving_over_a_pipeline_swaps_it_in_whole_and_a_failed_save_changes_nothing(tiny_pipeline, tmp_path, monkeypatch):
+    target = tmp_path / "pipe"
+    tiny_pipeline.save_pretrained(target)  # with samples.png
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    other = make_tiny_pipeline(seed=3)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(other.prior, "save_pretrained", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        other.save_pretrained(target, sample_grid=False)
+    after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert after == before  # the old pipeline, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no half-written folder left beside it
+    monkeypatch.undo()
+    other.save_pretrained(target, sample_grid=False)
+    assert not (target / "samples.png").exists()  # the old grid does not survive into the new pipeline's folder
+    assert LarpPipeline.from_pretrained(target).vqvae.tokenizer_hash() == other.vqvae.tokenizer_hash()
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds no pipeline"):
+        other.save_pretrained(tmp_path / "notes", sample_grid=False)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
