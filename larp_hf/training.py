@@ -105,36 +105,28 @@ def get_lr_scheduler(accelerator: Accelerator, name: str, optimizer, num_warmup_
 
 
 def select_splits(
-    splits: datasets.Dataset | datasets.DatasetDict,
-    train_split: str,
-    validation_split: str,
-    validation_size: int | None = None,
-    seed: int = 0,
-    max_train_samples: int | None = None,
-    max_validation_samples: int | None = None,
+    splits: datasets.Dataset | datasets.DatasetDict, args: argparse.Namespace
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """
-    The training and validation sets of a run. A lone `Dataset` is the training split. Without `validation_split`,
-    `validation_size` examples of the training split are held out (a seeded draw), or, when it is None, the missing
-    split is an error. `max_train_samples` and `max_validation_samples` keep the first ones only.
+    The training and validation sets that a recipe's data flags ask for: --train_split; --validation_split or, where
+    the data has no such split, --validation_size examples of the training split held out (a draw seeded by --seed);
+    then the first --max_train_samples and --max_validation_samples only. A lone `Dataset` is the training split.
     """
     if isinstance(splits, datasets.Dataset):
         splits = datasets.DatasetDict({"train": splits})
-    if train_split not in splits:
-        raise ValueError(f"There is no {train_split!r} split to train on; the splits are {sorted(splits)}.")
-    train = splits[train_split]
-    if validation_split in splits:
-        validation = splits[validation_split]
-    elif validation_size is None:
-        raise ValueError(f"There is no {validation_split!r} split; the splits are {sorted(splits)}.")
+    if args.train_split not in splits:
+        raise ValueError(f"There is no --train_split {args.train_split!r}; the splits are {sorted(splits)}.")
+    train = splits[args.train_split]
+    if args.validation_split in splits:
+        validation = splits[args.validation_split]
     else:
-        held_out = train.train_test_split(test_size=validation_size, seed=seed)
+        held_out = train.train_test_split(test_size=args.validation_size, seed=args.seed)
         train, validation = held_out["train"], held_out["test"]
-        PartialState().print(f"No {validation_split!r} split: holding out {len(validation)} training examples.")
-    if max_train_samples is not None:
-        train = train.select(range(min(max_train_samples, len(train))))
-    if max_validation_samples is not None:
-        validation = validation.select(range(min(max_validation_samples, len(validation))))
+        PartialState().print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if args.max_validation_samples is not None:
+        validation = validation.select(range(min(args.max_validation_samples, len(validation))))
     return train, validation
 
 

@@ -138,14 +138,12 @@ def main(argv=None):
     size = {"height": model_config.image_size, "width": model_config.image_size}
     image_processor = LarpImageProcessor(num_channels=model_config.in_channels, size=size)
     with accelerator.main_process_first():
-        train_dataset, test_dataset = training.select_splits(
-            load_image_dataset(args.dataset, data_dir=args.dataset_dir),
-            args.train_split,
-            args.test_split,
-            max_train_samples=args.max_train_samples,
-        )
+        train_dataset = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
+        test_dataset = load_image_dataset(args.dataset, split=args.test_split, data_dir=args.dataset_dir)
         if "label" not in train_dataset.column_names:
             raise SystemExit(f"error: {args.dataset} has no `label` column; the classifier needs labels.")
+        if args.max_train_samples is not None:
+            train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
         model_config.num_classes = train_dataset.features["label"].num_classes
         train_dataset = pixels_dataset(train_dataset, image_processor).with_format("torch")[:]
         test_dataset = pixels_dataset(test_dataset, image_processor).with_format("torch")[:]

@@ -162,15 +162,7 @@ def load_splits(args, vqvae, image_processor) -> tuple[datasets.Dataset, dataset
         splits = datasets.DatasetDict(
             {name: encode_dataset(vqvae, split, flip_augment=args.flip_augment) for name, split in images.items()}
         )
-    train, validation = training.select_splits(
-        splits,
-        args.train_split,
-        args.validation_split,
-        validation_size=args.validation_size,
-        seed=args.seed,
-        max_train_samples=args.max_train_samples,
-        max_validation_samples=args.max_validation_samples,
-    )
+    train, validation = training.select_splits(splits, args)
     for name, split in (("train", train), ("validation", validation)):
         if args.encode_on_the_fly:
             break  # codes come straight from the tokenizer

@@ -168,15 +168,8 @@ def main(argv=None):
     # and normalise per batch. Reading Arrow rows costs about half a training step per batch on a 2-core CPU,
     # the tensor in memory 1.5% (bench/bench_vqvae_dataloading.py).
     with accelerator.main_process_first():
-        train_dataset, val_dataset = training.select_splits(
-            load_image_dataset(args.dataset, data_dir=args.dataset_dir),
-            args.train_split,
-            args.validation_split,
-            validation_size=args.validation_size,
-            seed=args.seed,
-            max_train_samples=args.max_train_samples,
-            max_validation_samples=args.max_validation_samples,
-        )
+        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+        train_dataset, val_dataset = training.select_splits(images, args)
         train_dataset = pixels_dataset(train_dataset, image_processor)
         val_dataset = pixels_dataset(val_dataset, image_processor)
     train_pixels = train_dataset.with_format("torch")[:]["pixels"]  # (N, C, H, W) uint8

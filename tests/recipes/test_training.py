@@ -12,20 +12,25 @@ def numbers(count: int) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"x": list(range(count))})
 
 
+def data_flags(**flags) -> argparse.Namespace:
+    defaults = {"train_split": "train", "validation_split": "test", "validation_size": 4, "seed": 0}
+    return argparse.Namespace(**{**defaults, "max_train_samples": None, "max_validation_samples": None, **flags})
+
+
 def test_select_splits_holds_out_a_seeded_validation_set_only_when_there_is_none():
     splits = datasets.DatasetDict({"train": numbers(20), "test": numbers(5)})
-    train, validation = training.select_splits(splits, "train", "test", validation_size=4, max_train_samples=8)
+    train, validation = training.select_splits(splits, data_flags(max_train_samples=8))
     assert list(train["x"]) == list(range(8)) and list(validation["x"]) == list(range(5))
 
-    train, validation = training.select_splits(numbers(20), "train", "validation", validation_size=4, seed=1)
-    again = training.select_splits(numbers(20), "train", "validation", validation_size=4, seed=1)
+    train, validation = training.select_splits(numbers(20), data_flags(validation_split="validation", seed=1))
+    again = training.select_splits(numbers(20), data_flags(validation_split="validation", seed=1))
     assert (len(train), len(validation)) == (16, 4) and list(validation["x"]) == list(again[1]["x"])
     assert sorted([*train["x"], *validation["x"]]) == list(range(20))
+    _, validation = training.select_splits(numbers(20), data_flags(max_validation_samples=2))
+    assert len(validation) == 2
 
-    with pytest.raises(ValueError, match="no 'validation' split; the splits are \\['test', 'train'\\]"):
-        training.select_splits(splits, "train", "validation")
-    with pytest.raises(ValueError, match="no 'training' split to train on"):
-        training.select_splits(splits, "training", "test")
+    with pytest.raises(ValueError, match="no --train_split 'training'; the splits are \\['test', 'train'\\]"):
+        training.select_splits(splits, data_flags(train_split="training"))
 
 
 def test_a_folder_with_checkpoints_or_metrics_holds_a_run(tmp_path):
