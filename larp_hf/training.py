@@ -141,8 +141,8 @@ def tracker_config(args: argparse.Namespace) -> dict:
 class TrainingState:
     """
     What `Accelerator.save_state` does not know about: the step count, the time spent, the best validation loss and
-    the validation history, so a resumed run continues all four. Register it with
-    `accelerator.register_for_checkpointing`.
+    the validation history, so a resumed run continues all four. `resume_or_start_afresh` makes one and registers it
+    for checkpointing.
     """
 
     def __init__(self):
