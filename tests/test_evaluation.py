@@ -270,3 +270,20 @@ def test_feature_network_reads_integer_images_as_0_to_255(tiny_image_dataset_dir
     network = FeatureNetwork(LarpClassifierModel(LarpClassifierConfig(image_size=16, hidden_channels=[8])), "test")
     as_uint8, as_int64, as_float = network(images), network(images.long()), network(images.float() / 255)
     assert torch.equal(as_uint8, as_int64) and torch.equal(as_uint8, as_float)
+
+
+def test_training_grids_come_from_any_token_dataset_source_and_only_from_the_same_tokenizer(
+    tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path
+):
+    from larp_hf import LarpPipeline, encode_dataset, load_image_dataset
+    from larp_hf.evaluation import training_code_grids
+
+    pipeline = LarpPipeline.from_pretrained(tiny_evaluation_setup / "pipe")
+    tokens = encode_dataset(pipeline.vqvae, load_image_dataset(tiny_image_dataset_dir, split="train"))
+    tokens.to_parquet(tmp_path / "train.parquet")  # a parquet file: its single split is `train`
+    grids = training_code_grids(tmp_path / "train.parquet", "train", pipeline.vqvae.tokenizer_hash())
+    assert grids.shape == (2 * len(tokens), 64)  # the codes and their mirrored codes
+    with pytest.raises(ValueError, match="made by tokenizer"):
+        training_code_grids(tmp_path / "train.parquet", "train", make_tiny_pipeline(seed=4).vqvae.tokenizer_hash())
+    with pytest.raises(ValueError, match="no 'test' split"):
+        training_code_grids(tmp_path / "train.parquet", "test")

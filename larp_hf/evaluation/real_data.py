@@ -4,10 +4,9 @@ import logging
 import os
 from pathlib import Path
 
-import datasets
 import torch
 
-from ..data import load_image_dataset, pixels_dataset
+from ..data import check_token_dataset, load_image_dataset, load_token_dataset, pixels_dataset
 from ..models import LarpImageProcessor
 from .feature_networks import FeatureNetwork
 
@@ -49,14 +48,19 @@ def cached_real_features(
     return features
 
 
-def training_code_grids(token_dataset: str | os.PathLike, split: str = "train") -> torch.Tensor:
+def training_code_grids(
+    token_dataset: str | os.PathLike, split: str = "train", tokenizer_hash: str | None = None
+) -> torch.Tensor:
     """
-    (N, h·w) code grids of a token dataset split (as written by encode_dataset.py), with the grids of the mirrored
-    images when the dataset has them: the prior trained on both.
+    (N, h·w) code grids of a token dataset split (as written by encode_dataset.py, from any place
+    `load_token_dataset` reads), with the grids of the mirrored images when the dataset has them: the prior trained on
+    both. With `tokenizer_hash`, a token dataset made by another tokenizer is refused.
     """
-    tokens = datasets.load_from_disk(str(token_dataset))
-    if isinstance(tokens, datasets.DatasetDict):
-        tokens = tokens[split]
+    splits = load_token_dataset(token_dataset)
+    if split not in splits:
+        raise ValueError(f"The token dataset {token_dataset} has no {split!r} split (it has {sorted(splits)}).")
+    tokens = splits[split]
+    check_token_dataset(tokens, tokenizer_hash=tokenizer_hash, name=f"The token dataset {token_dataset}")
     columns = [c for c in ("input_ids", "input_ids_flipped") if c in tokens.column_names]
     table = tokens.with_format("torch", columns=columns)[:]
     return torch.cat([table[column].long() for column in columns])

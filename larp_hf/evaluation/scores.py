@@ -147,7 +147,7 @@ def evaluate_pipeline(
     results["real_baseline"] = sample_scores(real_features, baseline_features[chosen_rows])
 
     if token_dataset is not None:
-        training_codes = training_code_grids(token_dataset, baseline_split)
+        training_codes = training_code_grids(token_dataset, baseline_split, pipeline.vqvae.tokenizer_hash())
     else:
         training_codes = encode_images(pipeline, baseline_images, desc="Encoding training grids")
     results["memorisation"] = memorisation(codes, training_codes)
