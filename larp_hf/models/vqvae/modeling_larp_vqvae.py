@@ -197,6 +197,8 @@ class LarpVectorQuantizer(nn.Module):
         with torch.autocast(device_type=latents.device.type, enabled=False):
             latents = latents.float()
             flat = latents.permute(0, 2, 3, 1).reshape(-1, dim)  # (B*h*w, D)
+            if self.training:
+                self._refuse_non_finite(flat)
             if self.training and not bool(self.initialized):
                 self.initialize_from_data(flat.detach())
             indices = self.nearest_codes(flat.detach())  # (B*h*w,)
@@ -210,6 +212,17 @@ class LarpVectorQuantizer(nn.Module):
             probs = torch.bincount(indices, minlength=self.codebook_size).float() / indices.numel()
             perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
         return quantized, indices.view(batch, height, width), commitment, perplexity
+
+    def _refuse_non_finite(self, flat: torch.Tensor):
+        """Raise on every rank, before any codebook statistic moves, when any rank's encoder outputs are not finite."""
+        bad = (~torch.isfinite(flat).all()).to(torch.int32)
+        if _is_distributed():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bool(bad):
+            raise FloatingPointError(
+                "The encoder produced NaN or infinite vectors; the codebook was left as it was. Training has diverged "
+                "(lower the learning rate, or resume from the last checkpoint)."
+            )
 
     def codebook_usage(self) -> float:
         """Fraction of codes whose EMA cluster size is at least `dead_code_threshold` (or above 0 if that is 0)."""

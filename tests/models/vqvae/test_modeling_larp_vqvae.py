@@ -512,3 +512,17 @@ def test_non_finite_pixel_values_are_refused(tester, method):
     pixel_values[3, 0, 0, 1] = float("-inf")
     with pytest.raises(ValueError, match=r"non-finite values \(1 NaN, 2 infinite\) in 2 of 4 images"):
         getattr(model, method)(pixel_values)
+
+
+def test_the_quantizer_never_folds_non_finite_vectors_into_the_codebook(tester):
+    model = trained_model(tester, steps=5)
+    quantizer = model.quantizer.train()
+    before = {name: buffer.clone() for name, buffer in quantizer.named_buffers()}
+    latents = torch.randn(2, quantizer.codebook_dim, 4, 4)
+    latents[1, 0, 2, 2] = float("nan")  # e.g. a diverged encoder (learning rate far too high)
+    with pytest.raises(FloatingPointError, match="codebook was left as it was"):
+        quantizer(latents)
+    for name, buffer in quantizer.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+    quantizer(torch.randn(2, quantizer.codebook_dim, 4, 4))  # finite vectors still train it
+    assert not torch.equal(quantizer.embed_sum, before["embed_sum"])
