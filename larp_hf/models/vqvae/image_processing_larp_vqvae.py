@@ -152,6 +152,12 @@ class LarpImageProcessor(TorchvisionBackend):
             if array.numel() > 0 and array.max() > 255:
                 return array.double().div(65535.0 / 255.0).float()
             return array.float()
+        if not torch.isfinite(array).all():
+            num_nan = int(torch.isnan(array).sum())
+            raise ValueError(
+                f"An image holds non-finite values ({num_nan} NaN, {int((~torch.isfinite(array)).sum()) - num_nan} "
+                "infinite): fix or drop it; no code can stand for a pixel that is not a number."
+            )
         if array.numel() > 0 and array.min() < 0:
             raise ValueError(
                 f"Float images must hold values in [0, 1] (or [0, 255]), got a minimum of {array.min().item():.3f}. "

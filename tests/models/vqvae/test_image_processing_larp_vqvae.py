@@ -107,6 +107,14 @@ def test_negative_floats_are_refused_with_the_fix():
         LarpImageProcessor()(torch.rand(3, 32, 32) * 2 - 1)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_pixels_are_refused(bad):
+    image = np.random.default_rng(0).random((28, 28)).astype(np.float32)
+    image[3, 4] = bad
+    with pytest.raises(ValueError, match="non-finite values"):
+        LarpImageProcessor()(image, return_tensors="pt")
+
+
 def test_invalid_arguments_raise():
     with pytest.raises(ValueError, match="`num_channels` must be 1"):
         LarpImageProcessor(num_channels=4)
