@@ -9,6 +9,8 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
+from safetensors import safe_open
+
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,23 @@ def read_pipeline_index(path: Path, class_name: str, name) -> dict:
         if not (path / part).is_dir():
             raise ValueError(f"{path} lacks the `{part}/` folder that {index_path.name} names.")
     return index
+
+
+def load_part(loader, folder: Path, **kwargs):
+    """`loader(folder, **kwargs)`; a damaged or missing file becomes a `ValueError` that names it."""
+    try:
+        return loader(folder, **kwargs)
+    except Exception as error:
+        for weights in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                with safe_open(str(weights), framework="pt") as handle:
+                    for name in handle.keys():
+                        handle.get_slice(name)
+            except Exception as damage:
+                raise ValueError(
+                    f"{weights} is damaged or incomplete ({damage}); download or copy the pipeline again."
+                ) from None
+        raise ValueError(f"Could not load {folder}: {type(error).__name__}: {error}") from error
 
 
 def write_pipeline_index(folder: Path, class_name: str, parts: dict, card_info: dict):

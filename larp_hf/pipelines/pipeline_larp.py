@@ -30,6 +30,7 @@ from ..prior import (
 )
 from .folder import (
     SAMPLE_GRID_NAME,
+    load_part,
     read_pipeline_index,
     replace_folder,
     write_pipeline_index,
@@ -326,9 +327,9 @@ class LarpPipeline:
             )  # fmt: skip
         index = read_pipeline_index(path, cls.__name__, pretrained_model_name_or_path)
         load_kwargs = {} if dtype is None else {"dtype": dtype}
-        vqvae = LarpVQVAEModel.from_pretrained(path / "vqvae", **load_kwargs)
-        prior = AutoModelForCausalLM.from_pretrained(path / "prior", **load_kwargs)
-        image_processor = LarpImageProcessor.from_pretrained(path / "image_processor")
+        vqvae = load_part(LarpVQVAEModel.from_pretrained, path / "vqvae", **load_kwargs)
+        prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **load_kwargs)
+        image_processor = load_part(LarpImageProcessor.from_pretrained, path / "image_processor")
         try:
             pipeline = cls(vqvae, prior, image_processor)
         except ValueError as error:

@@ -412,3 +412,12 @@ def test_saving_over_a_pipeline_swaps_it_in_whole_and_a_failed_save_changes_noth
     with pytest.raises(ValueError, match="holds no pipeline"):
         other.save_pretrained(tmp_path / "notes", sample_grid=False)
     assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("part", ["vqvae", "prior"])
+def test_a_damaged_weights_file_is_named(tiny_pipeline, tmp_path, part):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    weights = tmp_path / "pipe" / part / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut in half
+    with pytest.raises(ValueError, match=rf"{part}/model.safetensors is damaged or incomplete"):
+        LarpPipeline.from_pretrained(tmp_path / "pipe")
