@@ -1,6 +1,7 @@
 """`LarpPipeline`: a tokenizer and a prior in one folder; `__call__` samples code grids and decodes them to images."""
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,6 +354,10 @@ class LarpPipeline:
             self.vqvae.save_pretrained(folder / "vqvae")
             self.prior.save_pretrained(folder / "prior")
             self.image_processor.save_pretrained(folder / "image_processor")
+            # transformers looks for remote code at the repo's root even with `subfolder=`: a copy there lets
+            # `AutoModel.from_pretrained(repo, subfolder="vqvae", trust_remote_code=True)` work without larp_hf.
+            for code in [*(folder / "vqvae").glob("*.py"), *(folder / "image_processor").glob("*.py")]:
+                shutil.copyfile(code, folder / code.name)
             if sample_grid:
                 images = self(num_images=64, seed=0, output_type="pt").images
                 image_grid(images, nrow=8).save(folder / SAMPLE_GRID_NAME)

@@ -421,3 +421,27 @@ def test_a_damaged_weights_file_is_named(tiny_pipeline, tmp_path, part):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut in half
     with pytest.raises(ValueError, match=rf"{part}/model.safetensors is damaged or incomplete"):
         LarpPipeline.from_pretrained(tmp_path / "pipe")
+
+
+def test_the_tokenizer_in_a_pipeline_folder_loads_without_larp_hf_through_subfolder(tiny_pipeline, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    pixel_values = torch.rand(3, 1, 16, 16) * 2 - 1
+    torch.save(pixel_values, tmp_path / "pixels.pt")
+    expected = tiny_pipeline.vqvae.encode(pixel_values)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import torch
+        from transformers import AutoImageProcessor, AutoModel
+
+        folder = {str(tmp_path / "pipe")!r}
+        vqvae = AutoModel.from_pretrained(folder, subfolder="vqvae", trust_remote_code=True).eval()
+        processor = AutoImageProcessor.from_pretrained(folder, subfolder="image_processor", trust_remote_code=True)
+        assert "larp_hf" not in sys.modules and type(processor).__name__ == "LarpImageProcessor"
+        codes = vqvae.encode(torch.load({str(tmp_path / "pixels.pt")!r}))
+        print(codes.flatten().tolist())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.flatten().tolist()
