@@ -28,7 +28,7 @@ from transformers import AutoModel, GPT2Config, GPT2LMHeadModel
 
 from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config, set_sampling_defaults  # also registers the tokenizer with AutoModel
 from larp_hf.data import encode_dataset, load_image_dataset, pixels_dataset, token_dataset_metadata
-from larp_hf.metrics import top_k_accuracy
+from larp_hf.metrics import top_k_hits
 from larp_hf.prior import PRIOR_PRESETS
 from larp_hf import training
 
@@ -185,18 +185,10 @@ def evaluate(model, dataloader, accelerator) -> dict:
         targets = batch["labels"][:, 1:]
         predicted = targets != -100
         nll = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none") * predicted  # (B, T-1)
-        counts = predicted.sum(1).tolist()
-        # Hits per example, so that gather_for_metrics can drop the examples Accelerate repeats to even out the
-        # processes' last batches: top_k_accuracy is the mean over one example's predicted tokens, times their count.
-        hits = [
-            [round(top_k_accuracy(row_logits, row_targets, k) * count) for k in TOP_K]
-            for row_logits, row_targets, count in zip(logits, targets, counts)
-        ]
-        per_example = torch.tensor(
-            [[row_nll, count, *row_hits] for row_nll, count, row_hits in zip(nll.sum(1).tolist(), counts, hits)],
-            dtype=torch.float64,
-            device=accelerator.device,
-        )  # (B, 2 + len(TOP_K))
+        # Sums per example, so that gather_for_metrics can drop the examples Accelerate repeats to even out the
+        # processes' last batches.
+        hits = [top_k_hits(logits, targets, k).sum(1) for k in TOP_K]  # (B,) each: labels within the top k
+        per_example = torch.stack([nll.sum(1), predicted.sum(1), *hits], dim=1).double()  # (B, 2 + len(TOP_K))
         totals += accelerator.gather_for_metrics(per_example).sum(0)
     model.train()
     nll, count = totals[0].item(), max(totals[1].item(), 1.0)

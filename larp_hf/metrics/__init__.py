@@ -2,7 +2,14 @@
 
 from pathlib import Path
 
-from .functional import density_coverage, frechet_distance, nearest_neighbour_radii, precision_recall, top_k_accuracy
+from .functional import (
+    density_coverage,
+    frechet_distance,
+    nearest_neighbour_radii,
+    precision_recall,
+    top_k_accuracy,
+    top_k_hits,
+)
 
 
 EVALUATE_MODULES = ("frechet_distance", "precision_recall", "density_coverage", "top_k_accuracy")
@@ -26,4 +33,5 @@ __all__ = [
     "nearest_neighbour_radii",
     "precision_recall",
     "top_k_accuracy",
+    "top_k_hits",
 ]

@@ -149,6 +149,20 @@ def density_coverage(
     return {"density": float(density), "coverage": float(covered.double().mean())}
 
 
+def top_k_hits(logits: torch.Tensor, labels: torch.Tensor, k: int = 5, ignore_index: int = -100) -> torch.Tensor:
+    """
+    (...) booleans: whether each position's label is among its `k` highest logits (`False` where the label is
+    `ignore_index`). Sum them per example to accumulate accuracy over batches and processes.
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"`logits` {tuple(logits.shape)} and `labels` {tuple(labels.shape)} do not match.")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"`k` must be between 1 and the vocabulary size ({logits.shape[-1]}), got {k!r}.")
+    keep = labels != ignore_index
+    top = logits.topk(k, dim=-1).indices  # (..., k)
+    return (top == labels.clamp(min=0)[..., None]).any(dim=-1) & keep
+
+
 def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 5, ignore_index: int = -100) -> float:
     """
     Fraction of positions whose label is among the `k` highest logits; positions labelled `ignore_index` are skipped.
@@ -164,15 +178,18 @@ def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 5, ignor
     (0.5, 1.0)
     ```
     """
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(f"`logits` {tuple(logits.shape)} and `labels` {tuple(labels.shape)} do not match.")
-    if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"`k` must be between 1 and the vocabulary size ({logits.shape[-1]}), got {k}.")
+    hits = top_k_hits(logits, labels, k, ignore_index)
     keep = labels != ignore_index
     if not keep.any():
         raise ValueError("Every label is `ignore_index`: there is nothing to score.")
-    top = logits[keep].topk(k, dim=-1).indices  # (n, k)
-    return float((top == labels[keep][:, None]).any(dim=-1).double().mean())
+    return float(hits[keep].double().mean())
 
 
-__all__ = ["density_coverage", "frechet_distance", "nearest_neighbour_radii", "precision_recall", "top_k_accuracy"]
+__all__ = [
+    "density_coverage",
+    "frechet_distance",
+    "nearest_neighbour_radii",
+    "precision_recall",
+    "top_k_accuracy",
+    "top_k_hits",
+]

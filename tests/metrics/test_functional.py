@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from larp_hf.metrics import density_coverage, frechet_distance, precision_recall, top_k_accuracy
+from larp_hf.metrics import density_coverage, frechet_distance, precision_recall, top_k_accuracy, top_k_hits
 
 
 def gaussian_with_exact_statistics(num_samples, mean, covariance, seed=0):
@@ -110,6 +110,10 @@ def test_top_k_accuracy_matches_brute_force():
         expected = (ranks[:, 2:] < k).float().mean().item()
         assert top_k_accuracy(logits, labels, k=k) == pytest.approx(expected)
     assert top_k_accuracy(logits, labels, k=20) == 1.0
+    for k in (1, 5):  # per-position hits, what a recipe sums per example across batches and processes
+        hits = top_k_hits(logits, labels, k=k)
+        assert hits.shape == labels.shape and not hits[labels == -100].any()
+        assert hits.sum().item() / (labels != -100).sum().item() == pytest.approx(top_k_accuracy(logits, labels, k=k))
 
 
 @pytest.mark.parametrize(
