@@ -1,4 +1,5 @@
-"""The prior is a stock `GPT2LMHeadModel`: this module builds its config from a tokenizer's and names its tokens.
+"""The prior is a stock `GPT2LMHeadModel` or `LlamaForCausalLM`: this module builds its config from a tokenizer's,
+names its tokens, holds the pairing rules and the sampling policy stored with it.
 
 Vocabulary layout (codes first, so a sampled code token *is* its codebook index):
 
@@ -15,7 +16,7 @@ the tokenizer the prior was trained on are stored under `larp` in the prior's `c
 import copy
 
 import torch
-from transformers import GPT2Config, PreTrainedModel
+from transformers import GPT2Config, LlamaConfig, PreTrainedModel
 
 from .generation import CodebookLogitsProcessor
 from .models.vqvae.configuration_larp_vqvae import LarpVQVAEConfig
@@ -31,22 +32,36 @@ PRIOR_PRESETS = {
 }
 
 
+ARCHITECTURES = ("gpt2", "llama")
+
+
+def llama_intermediate_size(hidden_size: int) -> int:
+    """SwiGLU width that gives the MLP GPT-2's 8·d² weights (3 matrices of d × 8d/3), rounded up to a multiple of 64."""
+    return -(-8 * hidden_size // 3 // 64) * 64
+
+
 def prior_config(
     vqvae_config: LarpVQVAEConfig,
     preset: str = "small",
     num_classes: int = 0,
     tokenizer_hash: str | None = None,
+    architecture: str = "gpt2",
     **overrides,
-) -> GPT2Config:
+) -> GPT2Config | LlamaConfig:
     """
-    The `GPT2Config` of a prior over `vqvae_config`'s code grids.
+    The config of a prior over `vqvae_config`'s code grids: a stock `GPT2Config` (`architecture="gpt2"`) or
+    `LlamaConfig` (`"llama"`: RoPE, SwiGLU, RMSNorm, the recipe of LlamaGen), with the same vocabulary layout, metadata
+    and presets. Build the model with `AutoModelForCausalLM.from_config(config)`.
 
     Args:
         vqvae_config: the tokenizer's config (codebook size and grid).
-        preset: one of `PRIOR_PRESETS` (`tiny`, `small`, `medium`, `base`, `large`).
+        preset: one of `PRIOR_PRESETS` (`tiny`, `small`, `medium`, `base`, `large`): layers, width and heads; a Llama
+            prior's SwiGLU width keeps its parameter count close to the GPT-2 of the same preset.
         num_classes: 0 for an unconditional prior; otherwise one class token per class plus a null token.
         tokenizer_hash: `LarpVQVAEModel.tokenizer_hash()` of the tokenizer, so mismatched pairs can be refused.
-        **overrides: any `GPT2Config` field (e.g. `attn_pdrop=0.1`, `n_layer=6`).
+        architecture: `"gpt2"` or `"llama"`.
+        **overrides: any field of the architecture's config (e.g. `attn_pdrop=0.1`, `n_layer=6` for GPT-2;
+            `num_hidden_layers=6`, `rope_theta=1e4` for Llama).
 
     Example:
 
@@ -55,10 +70,15 @@ def prior_config(
     >>> config = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", num_classes=10)
     >>> config.vocab_size, config.n_positions, config.bos_token_id, config.larp["null_class_token_id"]
     (524, 66, 512, 523)
+    >>> llama = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", architecture="llama")
+    >>> llama.model_type, llama.vocab_size, llama.max_position_embeddings, llama.intermediate_size
+    ('llama', 513, 65, 704)
     ```
     """
     if preset not in PRIOR_PRESETS:
         raise ValueError(f"Unknown prior preset {preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"Unknown prior architecture {architecture!r}; choose one of {ARCHITECTURES}.")
     if num_classes < 0:
         raise ValueError(f"`num_classes` must be >= 0 (0 = unconditional), got {num_classes}.")
     codebook_size, grid_size = vqvae_config.codebook_size, vqvae_config.grid_size
@@ -75,21 +95,36 @@ def prior_config(
         "prefix_length": prefix_length,
         "tokenizer_hash": tokenizer_hash,
         "preset": preset,
+        "architecture": architecture,
     }
-    kwargs = {
-        **PRIOR_PRESETS[preset],
+    shared = {
         "vocab_size": codebook_size + 1 + (num_classes + 1 if conditional else 0),
-        "n_positions": grid_size * grid_size + prefix_length,
         "bos_token_id": bos_token_id,
         # Sequences have a fixed length: generation stops by length, never on an end token.
         "eos_token_id": None,
         "pad_token_id": None,
         "larp": larp,
     }
-    kwargs.update(overrides)
-    config = GPT2Config(**kwargs)
-    if config.n_embd % config.n_head != 0:
-        raise ValueError(f"`n_embd`={config.n_embd} must be divisible by `n_head`={config.n_head}.")
+    layers, width, heads = (PRIOR_PRESETS[preset][key] for key in ("n_layer", "n_embd", "n_head"))
+    if architecture == "gpt2":
+        kwargs = {**shared, "n_layer": layers, "n_embd": width, "n_head": heads, "n_positions": grid_size**2 + prefix_length}
+        config = GPT2Config(**{**kwargs, **overrides})
+    else:
+        kwargs = {
+            **shared,
+            "num_hidden_layers": layers,
+            "hidden_size": width,
+            "num_attention_heads": heads,
+            "num_key_value_heads": heads,
+            "intermediate_size": llama_intermediate_size(width),
+            "max_position_embeddings": grid_size**2 + prefix_length,
+            "tie_word_embeddings": True,  # as GPT-2: the code embeddings double as the output layer
+        }
+        config = LlamaConfig(**{**kwargs, **overrides})
+    if config.hidden_size % config.num_attention_heads != 0:
+        raise ValueError(
+            f"The width ({config.hidden_size}) must be divisible by the number of heads ({config.num_attention_heads})."
+        )
     return config
 
 
@@ -215,6 +250,7 @@ def class_token_ids(larp: dict, class_labels, num_images: int) -> torch.Tensor |
 
 
 __all__ = [
+    "ARCHITECTURES",
     "NEUTRAL_SAMPLING",
     "PRIOR_PRESETS",
     "check_pair",

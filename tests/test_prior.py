@@ -200,3 +200,58 @@ def test_the_processor_and_the_stored_defaults_apply_each_setting_once():
     for distribution in (stock, with_processor, processor_only):
         torch.testing.assert_close(distribution[:16], expected, atol=1e-5, rtol=0)
         assert distribution[16:].sum() == 0
+
+
+# ------------------------------------------------------------------------------------------ the Llama-style prior
+
+
+def test_llama_prior_has_the_same_layout_metadata_and_parameter_budget():
+    for preset in ("tiny", "small"):
+        gpt2 = prior_config(VQVAE, preset=preset, num_classes=10)
+        llama = prior_config(VQVAE, preset=preset, num_classes=10, architecture="llama")
+        assert llama.model_type == "llama" and llama.hidden_act == "silu"  # SwiGLU, RMSNorm, RoPE: stock Llama
+        assert (llama.vocab_size, llama.max_position_embeddings, llama.bos_token_id) == (
+            gpt2.vocab_size, gpt2.n_positions, gpt2.bos_token_id
+        )
+        assert {k: v for k, v in llama.larp.items() if k != "architecture"} == {
+            k: v for k, v in gpt2.larp.items() if k != "architecture"
+        }
+        sizes = [AutoModelForCausalLM.from_config(c).num_parameters() for c in (gpt2, llama)]
+        assert abs(sizes[1] - sizes[0]) / sizes[0] < 0.03, sizes
+    assert prior_config(VQVAE, architecture="llama", num_hidden_layers=3).num_hidden_layers == 3
+    with pytest.raises(ValueError, match="architecture"):
+        prior_config(VQVAE, architecture="mamba")
+
+
+def test_llama_prior_trains_with_attention_dropout_and_samples_through_the_pipeline(tmp_path):
+    from larp_hf import LarpPipeline, LarpPriorCollator
+
+    torch.manual_seed(0)
+    vqvae = LarpVQVAEModel(LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[16], codebook_size=16))
+    config = prior_config(vqvae.config, preset="tiny", num_classes=2, tokenizer_hash=vqvae.tokenizer_hash(),
+                          architecture="llama")  # fmt: skip
+    prior = AutoModelForCausalLM.from_config(config)
+    collator = LarpPriorCollator.from_prior_config(config, attention_dropout=0.3, class_dropout_prob=0.2, seed=0)
+    batch = collator([{"input_ids": list(range(16)) * 4, "label": i % 2} for i in range(4)])
+    assert batch["attention_mask"].shape == (4, 1, 66, 66)
+    loss = prior(**batch).loss
+    loss.backward()
+    with torch.no_grad():  # the mask reaches the attention: dropping keys changes the loss
+        plain = prior(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+    assert loss.item() != pytest.approx(plain.item(), abs=1e-6)
+
+    pipe = LarpPipeline(vqvae, prior)
+    codes = pipe(num_images=4, class_labels=[0, 1, 0, 1], guidance_scale=2.0, seed=0).codes
+    assert codes.shape == (4, 8, 8) and codes.max() < 16
+    assert torch.equal(pipe(num_images=2, seed=3).codes, pipe(num_images=4, batch_size=1, seed=3).codes[:2])
+    pipe.save_pretrained(tmp_path / "pipe", sample_grid=False)
+    reloaded = LarpPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(reloaded.prior).__name__ == "LlamaForCausalLM"
+    assert torch.equal(reloaded(num_images=2, seed=3).codes, pipe(num_images=2, seed=3).codes)
+    result = subprocess.run(
+        [sys.executable, "-c", STOCK_GENERATE, str(tmp_path / "pipe" / "prior"), "64"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    sampled = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sampled["shape"] == [64, 65] and sampled["largest_id"] < 16  # stock Llama generate: code ids only
