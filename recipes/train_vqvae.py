@@ -22,8 +22,13 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
-from larp_hf.data import load_image_dataset, pixels_dataset
+from larp_hf.data import PreprocessedImages, load_image_dataset, pixels_dataset
 from larp_hf import training
+
+
+# --pixels_in_memory auto holds splits of up to this many bytes of uint8 pixels in memory (Fashion-MNIST's 70,000
+# 32×32 grey images take 72 MB): below it, the in-memory tensor is faster (bench/bench_vqvae_dataloading.py).
+IN_MEMORY_BYTES = 256 * 2**20
 
 
 def parse_args(argv=None):
@@ -68,7 +73,15 @@ def parse_args(argv=None):
         "--resume_from_checkpoint", type=str, default=None,
         help="A checkpoint folder, or 'latest' for the newest one in OUTPUT_DIR/checkpoints.",
     )  # fmt: skip
-    parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument(
+        "--dataloader_num_workers", type=int, default=0,
+        help="Processes that read, decode and resize the images of each batch (0: the training process does).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pixels_in_memory", type=str, default="auto", choices=["auto", "always", "never"],
+        help="Preprocess the splits once and hold their pixels in memory: 'auto' when they take at most "
+        f"{IN_MEMORY_BYTES // 2**20} MiB; otherwise each batch is read from the dataset when it is needed.",
+    )  # fmt: skip
     parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
     parser.add_argument("--num_grid_images", type=int, default=32, help="Images in reconstructions.png.")
 
@@ -133,8 +146,29 @@ def save_reconstruction_grid(model, image_processor, pixel_values: torch.Tensor,
     save_image(make_grid(torch.cat(padded_rows), nrow=nrow, padding=2, pad_value=1.0), path)
 
 
+class InMemoryPixels(torch.utils.data.Dataset):
+    """A split preprocessed once by `pixels_dataset` (cached by datasets), held as one (N, C, H, W) uint8 tensor."""
+
+    def __init__(self, dataset):
+        self.pixels = dataset.with_format("torch")[:]["pixels"]
+
+    def __len__(self):
+        return len(self.pixels)
+
+    def __getitem__(self, index):
+        return {"pixels": self.pixels[index]}
+
+
+def pixels_in_memory(choice: str, num_images: int, image_processor) -> bool:
+    """--pixels_in_memory: `always`, `never`, or `auto`: when the splits' uint8 pixels take at most IN_MEMORY_BYTES."""
+    if choice == "auto":
+        size = image_processor.size
+        return num_images * image_processor.num_channels * size["height"] * size["width"] <= IN_MEMORY_BYTES
+    return choice == "always"
+
+
 def collate(examples, image_processor):
-    pixels = torch.stack([pixels for (pixels,) in examples])  # (B, C, H, W) uint8, already at the model's size
+    pixels = torch.stack([example["pixels"] for example in examples])  # (B, C, H, W) uint8, at the model's size
     return {"pixel_values": image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]}
 
 
@@ -164,21 +198,30 @@ def main(argv=None):
         f"{accelerator.num_processes} process(es) on {accelerator.device.type}"
     )
 
-    # Data: decode, convert and resize every image once (cached by datasets), keep them as uint8 tensors in memory
-    # and normalise per batch. Reading Arrow rows costs about half a training step per batch on a 2-core CPU,
-    # the tensor in memory 1.5% (bench/bench_vqvae_dataloading.py).
+    # Data: each batch is read from the memory-mapped dataset, decoded and resized to uint8 pixels in the DataLoader
+    # workers, and normalised per batch, so memory follows the batch size, not the dataset. Small splits are
+    # preprocessed once (cached by datasets) and held as one uint8 tensor instead, which is faster for them
+    # (--pixels_in_memory; bench/bench_vqvae_dataloading.py).
     with accelerator.main_process_first():
         images = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
-        train_dataset, val_dataset = training.select_splits(images, args)
-        train_dataset = pixels_dataset(train_dataset, image_processor)
-        val_dataset = pixels_dataset(val_dataset, image_processor)
-    train_pixels = train_dataset.with_format("torch")[:]["pixels"]  # (N, C, H, W) uint8
-    val_pixels = val_dataset.with_format("torch")[:]["pixels"]
+        train_images, val_images = training.select_splits(images, args)
+    in_memory = pixels_in_memory(args.pixels_in_memory, len(train_images) + len(val_images), image_processor)
+    if in_memory:
+        with accelerator.main_process_first():
+            train_dataset = InMemoryPixels(pixels_dataset(train_images, image_processor))
+            val_dataset = InMemoryPixels(pixels_dataset(val_images, image_processor))
+    else:
+        train_dataset = PreprocessedImages(train_images, image_processor, normalize=False)
+        val_dataset = PreprocessedImages(val_images, image_processor, normalize=False)
+    accelerator.print(
+        f"{len(train_dataset)} training and {len(val_dataset)} validation images, "
+        + ("held in memory" if in_memory else "read from the dataset a batch at a time")
+    )
     train_dataloader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(train_pixels),
+        train_dataset,
         batch_size=args.train_batch_size,
         shuffle=True,
-        drop_last=len(train_pixels) >= args.train_batch_size * accelerator.num_processes,
+        drop_last=len(train_dataset) >= args.train_batch_size * accelerator.num_processes,
         collate_fn=partial(collate, image_processor=image_processor),
         num_workers=args.dataloader_num_workers,
         # Its own generator: a new iterator (as after a resume) must not draw from the global RNG that
@@ -187,9 +230,10 @@ def main(argv=None):
         generator=torch.Generator().manual_seed(args.seed),
     )
     val_dataloader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(val_pixels),
+        val_dataset,
         batch_size=args.eval_batch_size,
         collate_fn=partial(collate, image_processor=image_processor),
+        num_workers=args.dataloader_num_workers,
     )
 
     # Optimizer and schedule: AdamW, warmup then the chosen decay, counted in optimizer steps.
@@ -254,7 +298,8 @@ def main(argv=None):
         final = training.write_final_metrics(
             output_dir, state, num_parameters=unwrapped.num_parameters(), dataset=args.dataset
         )
-        grid_batch = collate([(pixels,) for pixels in val_pixels[: args.num_grid_images]], image_processor)
+        grid_examples = [val_dataset[i] for i in range(min(args.num_grid_images, len(val_dataset)))]
+        grid_batch = collate(grid_examples, image_processor)
         grid_path = output_dir / "reconstructions.png"
         save_reconstruction_grid(unwrapped, image_processor, grid_batch["pixel_values"].to(accelerator.device), grid_path)
         accelerator.print(

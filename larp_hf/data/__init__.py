@@ -1,12 +1,15 @@
 from .collator import LarpPriorCollator
 from .encoding import encode_dataset, pixels_dataset
 from .loading import fashion_mnist_dir, load_image_dataset, read_idx
+from .preprocessed_images import PreprocessedImages, collate_images
 from .token_dataset import check_token_dataset, load_token_dataset, smallest_code_dtype, token_dataset_metadata
 
 
 __all__ = [
     "LarpPriorCollator",
+    "PreprocessedImages",
     "check_token_dataset",
+    "collate_images",
     "encode_dataset",
     "fashion_mnist_dir",
     "load_image_dataset",

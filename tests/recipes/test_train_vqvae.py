@@ -135,6 +135,26 @@ def test_resume_continues_exactly_where_it_stopped(tiny_config, tmp_path):
         torch.testing.assert_close(resumed[name], expected[name], msg=name)
 
 
+def test_images_read_a_batch_at_a_time_in_workers_resume_exactly_and_train_as_the_in_memory_path(tiny_config, tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    common = ["--config", tiny_config, "--lr_scheduler", "constant", "--max_train_samples", 24]
+    common += ["--gradient_accumulation_steps", 2]
+    # The uninterrupted run holds the pixels in memory; the interrupted one reads them from the dataset in 2 workers.
+    run(python_recipe(*common, "--output_dir", straight, "--max_steps", 5, "--pixels_in_memory", "always"))
+    streamed = [*common, "--output_dir", interrupted, "--pixels_in_memory", "never", "--dataloader_num_workers", 2]
+    result = run(python_recipe(*streamed, "--max_steps", 3))
+    assert "read from the dataset a batch at a time" in result.stdout
+    result = run(python_recipe(*streamed, "--max_steps", 5, "--resume_from_checkpoint", "latest"))
+    assert "checkpoint-3" in result.stdout + result.stderr
+    expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], msg=name)
+    metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (straight, interrupted)]
+    assert metrics[1]["val_psnr"] == pytest.approx(metrics[0]["val_psnr"], rel=1e-6)
+    with PIL.Image.open(straight / "reconstructions.png") as a, PIL.Image.open(interrupted / "reconstructions.png") as b:
+        assert a.tobytes() == b.tobytes()
+
+
 def test_half_written_checkpoints_are_never_resumed(tiny_config, tmp_path):
     output_dir = tmp_path / "out"
     common = ["--config", tiny_config, "--output_dir", output_dir, "--checkpoints_total_limit", 5]
