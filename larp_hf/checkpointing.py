@@ -1,0 +1,444 @@
+"""
+The on-disk format of a training checkpoint and the rules that make it trustworthy. No Accelerator here: the
+recipes' side (who writes, who waits, what is gathered) is `larp_hf.training`.
+
+A checkpoint is a folder `checkpoint-STEP` of state files plus `manifest.json`, written last:
+
+    {
+      "format": "larp-hf-checkpoint/1",
+      "step": 4,
+      "world_size": 2,
+      "config_sha256": "9c1f…",                        # of the run's settings (run_config.json holds them)
+      "lineage": [{"run": "3f2a9c1e0b7d", "from_step": 0},  # the runs that led here: each resumed the one
+                  {"run": "a81c44d09e2f", "from_step": 2}], # before it from checkpoint-from_step
+      "files": {"model.safetensors": {"bytes": 41872, "sha256": "5e0b…"}, …}
+    }
+
+State files execute nothing when read: tensors go to safetensors files (the structure around them, such as an
+optimizer's param_groups, rides along as JSON in the safetensors header), everything else to JSON. A checkpoint is
+trusted only after every file it lists has the size and SHA-256 its manifest records; files it does not list (a
+planted `custom_checkpoint_0.pkl`) are never opened.
+
+Atomicity: a checkpoint is written under `.tmp-checkpoint-STEP` and renamed into place once its manifest is
+written. One that replaces an older `checkpoint-STEP` (a resumed run saving a step again) first renames the old one
+to `.old-checkpoint-STEP`, and removes it only after the new one is in place; pruned checkpoints are renamed to
+`.deleting-*` before they are removed. `recover_checkpoints_dir` finishes or undoes whatever a crash interrupted.
+
+Lineage: OUTPUT_DIR/run.json names the lineage of the run that owns the folder. `latest` is the newest checkpoint
+of that lineage; a checkpoint written by an earlier run after the step the current run resumed from is on an
+abandoned branch and is never picked (it stays on disk, and can still be resumed by its path).
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+FORMAT = "larp-hf-checkpoint/1"
+MANIFEST_FILE = "manifest.json"
+RUN_FILE = "run.json"  # in OUTPUT_DIR: the lineage of the run that owns the folder
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+STATE_METADATA_KEY = "larp_hf_state"  # safetensors header entry holding a state file's JSON structure
+ALIASES_METADATA_KEY = "larp_hf_aliases"  # model.safetensors header entry: tied names dropped -> the name kept
+_LEGACY_PICKLES = ("random_states_0.pkl", "custom_checkpoint_0.pkl", "optimizer.bin", "scheduler.bin")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted or found; the message names the folder and the file."""
+
+
+# ---- Fault injection (tests) -------------------------------------------------------------------------------------
+
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str):
+    """
+    A named point of a save. With LARP_HF_KILL_AT=NAME (or NAME#N: its N-th passage) in the environment the process
+    kills itself here with SIGKILL, as a power cut would; tests/recipes/test_fault_injection.py uses it to interrupt
+    saves at exact places. Without the variable this does nothing.
+    """
+    wanted = os.environ.get("LARP_HF_KILL_AT")
+    if not wanted:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    target, _, count = wanted.partition("#")
+    if target == name and _fault_counts[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---- State files: JSON and safetensors, nothing pickled ----------------------------------------------------------
+
+
+def _encode(value, tensors: dict, key: str):
+    """`value` as JSON, its tensors moved into `tensors` under path-like keys. Tuples and non-string keys are tagged."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(value, np.ndarray):
+        raise TypeError(f"{key}: a NumPy array; convert it to a tensor before checkpointing it.")
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(item, tensors, f"{key}/{i}") for i, item in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(item, tensors, f"{key}/{i}") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        if all(isinstance(name, str) and not name.startswith("__") for name in value):
+            return {name: _encode(item, tensors, f"{key}/{name}") for name, item in value.items()}
+        return {
+            "__items__": [
+                [_encode(name, tensors, f"{key}/{i}k"), _encode(item, tensors, f"{key}/{i}")]
+                for i, (name, item) in enumerate(value.items())
+            ]
+        }
+    raise TypeError(f"{key}: cannot checkpoint a {type(value).__name__} without pickling it.")
+
+
+def _decode(value, tensors: dict):
+    if isinstance(value, list):
+        return [_decode(item, tensors) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__tuple__" in value:
+        return tuple(_decode(item, tensors) for item in value["__tuple__"])
+    if "__items__" in value:
+        return {_decode(name, tensors): _decode(item, tensors) for name, item in value["__items__"]}
+    return {name: _decode(item, tensors) for name, item in value.items()}
+
+
+def write_state(folder: Path, stem: str, state) -> str:
+    """
+    Write a state (nested dicts, lists, tuples, numbers, strings and tensors) as `stem.json`, or as
+    `stem.safetensors` when it holds tensors. Returns the file name.
+    """
+    tensors = {}
+    structure = json.dumps(_encode(state, tensors, stem))
+    if not tensors:
+        name = f"{stem}.json"
+        _write_bytes(folder / name, structure.encode())
+    else:
+        name = f"{stem}.safetensors"
+        save_file(tensors, str(folder / name), metadata={STATE_METADATA_KEY: structure})
+    return name
+
+
+def read_state(folder: Path, stem: str):
+    """Read what `write_state` wrote as `stem`: JSON, or safetensors tensors placed back into their structure."""
+    json_path, tensors_path = folder / f"{stem}.json", folder / f"{stem}.safetensors"
+    if json_path.exists():
+        return _decode(json.loads(json_path.read_text()), {})
+    if not tensors_path.exists():
+        raise CheckpointError(f"{folder} has no {stem}.json or {stem}.safetensors.")
+    with safe_open(str(tensors_path), framework="pt") as handle:
+        structure = json.loads(handle.metadata()[STATE_METADATA_KEY])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    return _decode(structure, tensors)
+
+
+def write_weights(path: Path, state_dict: dict[str, torch.Tensor]):
+    """
+    A model's state dict as a plain safetensors file (loadable by `safetensors.torch.load_file`). Tensors that share
+    storage (tied embeddings) are written once; the header records which names were dropped for which.
+    """
+    kept, aliases, seen = {}, {}, {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach()
+        identity = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() > 0 and identity in seen:
+            aliases[name] = seen[identity]
+            continue
+        seen[identity] = name
+        kept[name] = tensor.cpu().contiguous()
+    save_file(kept, str(path), metadata={"format": "pt", ALIASES_METADATA_KEY: json.dumps(aliases)})
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """What `write_weights` wrote, tied names restored."""
+    with safe_open(str(path), framework="pt") as handle:
+        state_dict = {name: handle.get_tensor(name) for name in handle.keys()}
+        aliases = json.loads((handle.metadata() or {}).get(ALIASES_METADATA_KEY, "{}"))
+    for name, kept in aliases.items():
+        state_dict[name] = state_dict[kept]
+    return state_dict
+
+
+def _write_bytes(path: Path, data: bytes):
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json_atomic(path: Path, payload):
+    """Write JSON through a synced temporary file and a rename, so readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    _write_bytes(temporary, (json.dumps(payload, indent=2) + "\n").encode())
+    os.replace(temporary, path)
+
+
+def fsync_folder(folder: Path):
+    """Make the renames inside `folder` durable."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# ---- The manifest ------------------------------------------------------------------------------------------------
+
+
+def _file_record(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        os.fsync(handle.fileno())  # the bytes hashed are the bytes on disk before the manifest vouches for them
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def config_sha256(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_manifest(folder: Path, step: int, lineage: list[dict], config_hash: str, world_size: int) -> dict:
+    """Record every file in `folder` with its size and SHA-256, then write manifest.json: the checkpoint is complete."""
+    files = {
+        path.relative_to(folder).as_posix(): _file_record(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+    manifest = {
+        "format": FORMAT,
+        "step": step,
+        "world_size": world_size,
+        "config_sha256": config_hash,
+        "lineage": lineage,
+        "files": files,
+    }
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
+    fsync_folder(folder)
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of `folder`, checked for form only (`verify_checkpoint` checks the files)."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        legacy = [name for name in _LEGACY_PICKLES if (folder / name).exists()]
+        if legacy:
+            raise CheckpointError(
+                f"{folder} was written by an older larp_hf: it holds pickled state ({', '.join(legacy)}), which "
+                "resuming no longer loads because unpickling can run code. Start the run afresh."
+            )
+        raise CheckpointError(f"{folder} has no {MANIFEST_FILE}: its save never finished.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is damaged: it is not JSON ({error}).") from None
+    required = ("step", "world_size", "config_sha256", "lineage", "files")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or any(key not in manifest for key in required):
+        raise CheckpointError(f"{path} is not a {FORMAT} manifest.")
+    return manifest
+
+
+def verify_checkpoint(folder: Path) -> tuple[dict, list[str]]:
+    """
+    Check every file the manifest lists against its size and SHA-256. Returns the manifest and the files present that
+    it does not list (never read); raises CheckpointError naming the first missing, truncated or altered file.
+    """
+    manifest = read_manifest(folder)
+    for name, record in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the checkpoint is incomplete.")
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise CheckpointError(f"{path} is damaged: {size} bytes where the manifest records {record['bytes']}.")
+        if _file_record(path)["sha256"] != record["sha256"]:
+            raise CheckpointError(f"{path} is damaged: its SHA-256 differs from the one in the manifest.")
+    listed = set(manifest["files"]) | {MANIFEST_FILE}
+    unlisted = sorted(
+        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
+    )
+    return manifest, [name for name in unlisted if name not in listed]
+
+
+# ---- Lineage and `latest` ----------------------------------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def on_lineage(head: list[dict], lineage: list[dict], step: int) -> bool:
+    """Whether a checkpoint of `step` written by `lineage` lies on the line that led to the run `head`."""
+    if head[: len(lineage)] != lineage:
+        return False
+    # Written by an earlier run of the line: only up to the step the next run resumed from.
+    return len(lineage) == len(head) or step <= head[len(lineage)]["from_step"]
+
+
+def read_head(output_dir: Path) -> list[dict] | None:
+    """The lineage of the run that owns `output_dir` (OUTPUT_DIR/run.json), or None where it has none."""
+    path = output_dir / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["lineage"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{path} is damaged; delete it to let `latest` consider every checkpoint.") from None
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """The complete-looking `checkpoint-STEP` folders, newest first (`.tmp-`, `.old-` and `.deleting-` never count)."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for path in checkpoints_dir.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def lineage_checkpoints(checkpoints_dir: Path, head: list[dict] | None) -> list[Path]:
+    """The checkpoints with a manifest on `head`'s lineage (all of them when `head` is None), newest first."""
+    ours = []
+    for _, folder in list_checkpoints(checkpoints_dir):
+        try:
+            manifest = read_manifest(folder)
+        except CheckpointError:
+            continue
+        if head is None or on_lineage(head, manifest["lineage"], manifest["step"]):
+            ours.append(folder)
+    return ours
+
+
+def find_checkpoint(resume_from_checkpoint: str, checkpoints_dir: Path) -> tuple[Path, dict, list[str]]:
+    """
+    Resolve and verify `resume_from_checkpoint`: a checkpoint folder; `latest`, the newest checkpoint of the folder's
+    lineage, refused if it or any newer `checkpoint-*` folder is damaged; or `latest_intact`, which passes over
+    damaged ones to the newest that verifies. Returns the folder, its manifest and notes for the user (what was passed
+    over and why); raises CheckpointError naming the folder and the file.
+    """
+    if resume_from_checkpoint not in ("latest", "latest_intact"):
+        folder = Path(resume_from_checkpoint)
+        if not folder.is_dir():
+            raise CheckpointError(f"No checkpoint to resume from at {resume_from_checkpoint!r}: no such folder.")
+        manifest, unlisted = verify_checkpoint(folder)
+        return folder, manifest, _unlisted_notes(folder, unlisted)
+    head = read_head(checkpoints_dir.parent)
+    notes = []
+    for _, folder in list_checkpoints(checkpoints_dir):
+        try:
+            manifest = read_manifest(folder)
+            if head is not None and not on_lineage(head, manifest["lineage"], manifest["step"]):
+                notes.append(f"passed over {folder.name}: on an abandoned branch (a later run resumed from before it).")
+                continue
+            manifest, unlisted = verify_checkpoint(folder)
+        except CheckpointError as error:
+            if resume_from_checkpoint == "latest":
+                raise CheckpointError(
+                    f"{error} Refusing to resume from it. Pass resume_from_checkpoint='latest_intact' to fall back "
+                    f"to the newest intact checkpoint, or delete {folder}."
+                ) from None
+            notes.append(f"passed over {folder.name}: {error}")
+            continue
+        return folder, manifest, notes + _unlisted_notes(folder, unlisted)
+    reasons = "".join(f"\n  {note}" for note in notes)
+    raise CheckpointError(f"No checkpoint to resume from at {resume_from_checkpoint!r} in {checkpoints_dir}.{reasons}")
+
+
+def _unlisted_notes(folder: Path, unlisted: list[str]) -> list[str]:
+    return [f"ignored {folder / name}: not in the manifest, never read" for name in unlisted]
+
+
+# ---- Installing, pruning, recovering -----------------------------------------------------------------------------
+
+
+def install_checkpoint(partial: Path, final: Path):
+    """Put the complete checkpoint `partial` at `final`; an older `final` is renamed aside and removed only after."""
+    old = final.with_name(f".old-{final.name}")
+    if final.exists():
+        os.replace(final, old)
+        fault_point("checkpoint.old-moved-aside")
+    os.replace(partial, final)
+    fsync_folder(final.parent)
+    fault_point("checkpoint.installed")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def prune_checkpoints(checkpoints_dir: Path, head: list[dict], keep: int):
+    """Remove all but the newest `keep` checkpoints of `head`'s lineage (others, such as abandoned ones, stay)."""
+    for folder in lineage_checkpoints(checkpoints_dir, head)[keep:]:
+        doomed = folder.with_name(f".deleting-{folder.name}")
+        os.replace(folder, doomed)
+        fault_point("checkpoint.pruning")
+        shutil.rmtree(doomed)
+
+
+def recover_checkpoints_dir(checkpoints_dir: Path) -> list[str]:
+    """
+    Finish or undo what a crash interrupted: half-written `.tmp-*` and half-removed `.deleting-*` folders go; an
+    `.old-checkpoint-STEP` is removed when its replacement is in place and renamed back when it is not. Returns what
+    was done, for the log.
+    """
+    done = []
+    if not checkpoints_dir.is_dir():
+        return done
+    for path in sorted(checkpoints_dir.iterdir()):
+        if path.name.startswith((".tmp-", ".deleting-")):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed the interrupted {path.name}")
+        elif path.name.startswith(".old-"):
+            final = path.with_name(path.name[len(".old-") :])
+            if final.exists():
+                shutil.rmtree(path, ignore_errors=True)
+                done.append(f"removed {path.name}, already replaced by {final.name}")
+            else:
+                os.replace(path, final)
+                done.append(f"restored {final.name}, whose replacement never finished")
+    return done
+
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST_FILE",
+    "RUN_FILE",
+    "CheckpointError",
+    "config_sha256",
+    "fault_point",
+    "find_checkpoint",
+    "install_checkpoint",
+    "lineage_checkpoints",
+    "list_checkpoints",
+    "new_run_id",
+    "on_lineage",
+    "prune_checkpoints",
+    "read_head",
+    "read_manifest",
+    "read_state",
+    "read_weights",
+    "recover_checkpoints_dir",
+    "verify_checkpoint",
+    "write_json_atomic",
+    "write_manifest",
+    "write_state",
+    "write_weights",
+]
