@@ -71,7 +71,12 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep at most this many checkpoints.")
     parser.add_argument(
         "--resume_from_checkpoint", type=str, default=None,
-        help="A checkpoint folder, or 'latest' for the newest one in OUTPUT_DIR/checkpoints.",
+        help="A checkpoint folder, 'latest' for the newest one of this run in OUTPUT_DIR/checkpoints (refused if "
+        "damaged), or 'latest_intact' for the newest one that is not.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--save_on_each_node", action="store_true",
+        help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
     )  # fmt: skip
     parser.add_argument(
         "--dataloader_num_workers", type=int, default=0,
@@ -184,8 +189,11 @@ def main(argv=None):
 
     # Accelerator: mixed precision, gradient accumulation and trackers come from here.
     accelerator = training.make_accelerator(
-        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
-    )
+        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
+        save_on_each_node=args.save_on_each_node,
+    )  # fmt: skip
+    # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
+    training.claim_output_dir(accelerator, args)
 
     # Model and image processor.
     model_config = LarpVQVAEConfig(**args.model)
@@ -252,7 +260,9 @@ def main(argv=None):
     accelerator.init_trackers("train_vqvae", config=training.tracker_config(args))
 
     # Resume: restores weights, codebook, optimizer, schedule, RNG states, the step count and the history.
-    state = training.resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir)
+    state = training.resume_or_start_afresh(
+        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args)
+    )
 
     # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(
@@ -281,7 +291,8 @@ def main(argv=None):
         accelerator.log(logs, step=state.step)
 
         if training.is_due(state.step, args.validation_steps, args.max_steps):
-            metrics = evaluate(model, val_dataloader, accelerator, model_config.codebook_size)
+            with training.preserve_random_state():  # validating or not, training draws the same random numbers
+                metrics = evaluate(model, val_dataloader, accelerator, model_config.codebook_size)
             latest = training.record_validation(accelerator, state, metrics, output_dir)
             if accelerator.is_main_process:
                 progress.write(
