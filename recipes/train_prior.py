@@ -77,7 +77,14 @@ def parse_args(argv=None):
     parser.add_argument("--validation_steps", type=int, default=250)
     parser.add_argument("--checkpointing_steps", type=int, default=500)
     parser.add_argument("--checkpoints_total_limit", type=int, default=2)
-    parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint folder or 'latest'.")
+    parser.add_argument(
+        "--resume_from_checkpoint", type=str, default=None,
+        help="A checkpoint folder, 'latest' (this run's newest; refused if damaged) or 'latest_intact'.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--save_on_each_node", action="store_true",
+        help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
+    )  # fmt: skip
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     parser.add_argument("--report_to", type=str, default=None)
 
@@ -203,8 +210,11 @@ def main(argv=None):
 
     # Accelerator: mixed precision, gradient accumulation and trackers come from here.
     accelerator = training.make_accelerator(
-        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
-    )
+        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
+        save_on_each_node=args.save_on_each_node,
+    )  # fmt: skip
+    # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
+    training.claim_output_dir(accelerator, args)
 
     # Tokenizer and token data (encoded once on the main process, then read from the cache by the others).
     vqvae = AutoModel.from_pretrained(args.vqvae).eval()
@@ -282,7 +292,9 @@ def main(argv=None):
     accelerator.init_trackers("train_prior", config=training.tracker_config(args))
 
     # Resume: weights, optimizer, schedule, RNG states, step count, history and best loss so far.
-    state = training.resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir)
+    state = training.resume_or_start_afresh(
+        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args)
+    )
 
     # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process)
@@ -300,12 +312,12 @@ def main(argv=None):
         accelerator.log({"train_loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0]}, step=state.step)
 
         if training.is_due(state.step, args.validation_steps, args.max_steps):
-            metrics = evaluate(model, val_dataloader, accelerator)
+            with training.preserve_random_state():  # validating or not, training draws the same random numbers
+                metrics = evaluate(model, val_dataloader, accelerator)
             latest = training.record_validation(accelerator, state, metrics, output_dir)
             if latest["val_loss"] < state.best_val_loss:
                 state.best_val_loss, state.best_step = latest["val_loss"], state.step
-                if accelerator.is_main_process:
-                    accelerator.unwrap_model(model).save_pretrained(output_dir / "best")
+                training.save_model(accelerator, model, output_dir / "best")  # on every process: FSDP gathers
             if accelerator.is_main_process:
                 progress.write(
                     f"step {state.step}: val loss {latest['val_loss']:.4f} nats/token "
