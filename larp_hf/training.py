@@ -71,12 +71,8 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
 
 
 def folder_holds_a_run(output_dir: Path) -> bool:
-    """Whether `output_dir` holds a run: its metrics.json, its lineage (run.json) or a checkpoint."""
-    return (
-        (output_dir / METRICS_FILE).exists()
-        or (output_dir / checkpointing.RUN_FILE).exists()
-        or any((output_dir / CHECKPOINTS_DIR).glob("checkpoint-*"))
-    )
+    """Whether `output_dir` holds a run: its metrics.json or a checkpoint (a run.json alone holds nothing to lose)."""
+    return (output_dir / METRICS_FILE).exists() or any((output_dir / CHECKPOINTS_DIR).glob("checkpoint-*"))
 
 
 def _already_holds_a_run(output_dir: Path) -> str:
