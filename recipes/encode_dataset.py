@@ -1,21 +1,28 @@
 #!/usr/bin/env python
-"""Encode an image dataset into a token dataset with a trained LARP tokenizer.
+"""Encode an image dataset into a token dataset with a trained LARP tokenizer, on one process or many.
 
     python recipes/encode_dataset.py --vqvae outputs/vqvae-fashion-mnist-quick --dataset fashion_mnist \
-        --output_dir outputs/tokens-fashion-mnist-quick [--no_flip_augment] [--push_to_hub you/name]
+        --output_dir outputs/tokens-fashion-mnist-quick [--no_flip_augment] [--num_proc 4] [--push_to_hub you/name]
+    accelerate launch recipes/encode_dataset.py --vqvae ... --output_dir ...      # one process per device
+    torchrun --nproc_per_node 2 recipes/encode_dataset.py --vqvae ... --output_dir ...
 
 Writes a `DatasetDict` with the source's splits (`save_to_disk`), columns `input_ids`, `input_ids_flipped` (unless
---no_flip_augment) and `label` where the source has one. Encoding is cached by `datasets`: running it again with the
-same tokenizer and data reads the cache.
+--no_flip_augment) and `label` where the source has one. Every process encodes its own contiguous part of each split
+on its own device while --num_proc DataLoader workers per process decode and resize the images; the result is the
+same, row for row, as one process makes. Encoding is cached by `datasets`: running it again with the same tokenizer
+and data reads the cache. The token dataset is written beside OUTPUT_DIR and swapped in by renames, so a run that
+fails leaves a token dataset that was there whole.
 """
 
 import argparse
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import datasets
-import torch
+from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModel
 
 from larp_hf import LarpImageProcessor  # importing larp_hf registers the tokenizer with the Auto classes
@@ -30,11 +37,17 @@ def parse_args(argv=None):
     parser.add_argument("--output_dir", required=True, help="Where the token DatasetDict is saved.")
     parser.add_argument("--no_flip_augment", action="store_true", help="Do not store the codes of mirrored images.")
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--num_proc", type=int, default=0,
+        help="Processes (DataLoader workers) that decode and resize images for each encoding process (0: it does).",
+    )  # fmt: skip
+    parser.add_argument("--device", default=None, help="Default: the process's own device (accelerate's choice).")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="Also upload it to this dataset repo.")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1.")
+    if args.num_proc < 0:
+        parser.error("--num_proc must be 0 or more.")
     output_dir = Path(args.output_dir)
     # A token dataset written here before is replaced (it comes back from the cache in seconds); anything else is kept.
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "larp_token_dataset.json").exists():
@@ -42,41 +55,70 @@ def parse_args(argv=None):
     return args
 
 
+def save_token_dataset(encoded: datasets.DatasetDict, summary: dict, output_dir: Path):
+    """save_to_disk beside OUTPUT_DIR, then swap it in by renames: a failed write never leaves half a token dataset."""
+    partial = output_dir.with_name(f".{output_dir.name}.partial")
+    old = output_dir.with_name(f".{output_dir.name}.old")
+    for leftover in (partial, old):  # of a run that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    encoded.save_to_disk(str(partial))
+    (partial / "larp_token_dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if output_dir.exists():
+        os.replace(output_dir, old)
+    os.replace(partial, output_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    vqvae = AutoModel.from_pretrained(args.vqvae).to(args.device).eval()
+    # One process, or one per device under accelerate launch / torchrun (the Accelerator reads which).
+    state = Accelerator()
+    vqvae = AutoModel.from_pretrained(args.vqvae).to(args.device or state.device).eval()
     try:
         image_processor = AutoImageProcessor.from_pretrained(args.vqvae)
     except OSError:
         image_processor = LarpImageProcessor.from_vqvae_config(vqvae.config)
-        print(f"{args.vqvae} has no preprocessor_config.json: using the processor its config implies.")
-    source = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+        state.print(f"{args.vqvae} has no preprocessor_config.json: using the processor its config implies.")
+    with state.main_process_first():  # the first load of a source may write the datasets cache
+        source = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
     if isinstance(source, datasets.Dataset):
         source = datasets.DatasetDict({"train": source})
 
+    # Every process encodes its part of each split and gets the whole split back (larp_hf.data.encode_dataset).
     start = time.perf_counter()
     encoded = datasets.DatasetDict(
         {
             split: encode_dataset(
-                vqvae, dataset, image_processor, batch_size=args.batch_size, flip_augment=not args.no_flip_augment
+                vqvae,
+                dataset,
+                image_processor,
+                batch_size=args.batch_size,
+                flip_augment=not args.no_flip_augment,
+                num_proc=args.num_proc,
             )
             for split, dataset in source.items()
         }
     )
     seconds = time.perf_counter() - start
-    encoded.save_to_disk(args.output_dir)
-    metadata = token_dataset_metadata(next(iter(encoded.values())))
-    summary = {
-        **metadata,
-        "vqvae": args.vqvae,
-        "dataset": args.dataset,
-        "splits": {split: len(dataset) for split, dataset in encoded.items()},
-        "encode_seconds": round(seconds, 1),
-    }
-    (Path(args.output_dir) / "larp_token_dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if args.push_to_hub:
-        encoded.push_to_hub(args.push_to_hub)
-    print(f"Saved {summary['splits']} token sequences of {metadata['grid_size'] ** 2} codes to {args.output_dir}.")
+
+    if state.is_main_process:
+        metadata = token_dataset_metadata(next(iter(encoded.values())))
+        summary = {
+            **metadata,
+            "vqvae": args.vqvae,
+            "dataset": args.dataset,
+            "splits": {split: len(dataset) for split, dataset in encoded.items()},
+            "encode_seconds": round(seconds, 1),
+            "num_processes": state.num_processes,
+        }
+        save_token_dataset(encoded, summary, Path(args.output_dir))
+        if args.push_to_hub:
+            encoded.push_to_hub(args.push_to_hub)
+        print(
+            f"Saved {summary['splits']} token sequences of {metadata['grid_size'] ** 2} codes to {args.output_dir} "
+            f"({state.num_processes} process(es), {seconds:.1f} s of encoding)."
+        )
+    state.wait_for_everyone()
 
 
 if __name__ == "__main__":

@@ -143,3 +143,22 @@ def test_check_token_dataset_refuses_what_a_prior_must_not_train_on(token_splits
     with pytest.raises(ValueError, match=r"code 40, outside the codebook's \[0, 16\)"):
         check_token_dataset(rebuilt([[0] * 15 + [40]] * 3, 16), batch_size=2)
     assert metadata["grid_size"] == 4
+
+
+def test_workers_decode_the_same_codes_as_this_process(train_split):
+    vqvae = tiny_vqvae()
+    here = encode_dataset(vqvae, train_split, batch_size=16)
+    in_workers = encode_dataset(vqvae, train_split.select(range(64)), batch_size=16, num_proc=2)
+    assert in_workers["input_ids"] == here["input_ids"]
+    assert in_workers["input_ids_flipped"] == here["input_ids_flipped"] and in_workers["label"] == here["label"]
+
+
+@pytest.mark.parametrize("num_proc", [0, 2])
+def test_an_image_that_cannot_be_decoded_is_named_by_its_row(train_split, num_proc):
+    rows = [{"bytes": image["bytes"], "path": None} for image in train_split.cast_column("image", datasets.Image(decode=False))["image"][:8]]
+    rows[5] = {"bytes": b"\x89PNG\r\n\x1a\n but cut short", "path": None}
+    broken = datasets.Dataset.from_dict({"image": rows}, features=datasets.Features({"image": datasets.Image()}))
+    with pytest.raises(Exception, match=r"Row 5 of the dataset holds an image that cannot be decoded") as caught:
+        encode_dataset(tiny_vqvae(), broken, batch_size=4, num_proc=num_proc)
+    if num_proc == 0:
+        assert isinstance(caught.value, ValueError)
