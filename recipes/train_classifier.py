@@ -70,7 +70,14 @@ def parse_args(argv=None):
     parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many epoch checkpoints.")
-    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint folder.")
+    parser.add_argument(
+        "--resume_from_checkpoint", default=None,
+        help="A checkpoint folder, 'latest' (this run's newest; refused if damaged) or 'latest_intact'.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--save_on_each_node", action="store_true",
+        help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
+    )  # fmt: skip
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
 
@@ -130,8 +137,11 @@ def main(argv=None):
 
     # Accelerator: mixed precision, gradient accumulation and trackers come from here.
     accelerator = training.make_accelerator(
-        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to
-    )
+        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
+        save_on_each_node=args.save_on_each_node,
+    )  # fmt: skip
+    # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
+    training.claim_output_dir(accelerator, args)
 
     # Data: decoded and resized once (cached by datasets), held in memory as uint8 tensors, normalised per batch.
     model_config = LarpClassifierConfig(**args.model)  # num_classes is the dataset's, set below
@@ -188,7 +198,9 @@ def main(argv=None):
     )
 
     # Resume: weights, optimizer, schedule, RNG states, the step count and the per-epoch history.
-    state = training.resume_or_start_afresh(accelerator, args.resume_from_checkpoint, output_dir)
+    state = training.resume_or_start_afresh(
+        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args)
+    )
     if args.resume_from_checkpoint is not None:
         accelerator.print(f"Resumed after epoch {state.step // steps_per_epoch}")
 
@@ -217,7 +229,8 @@ def main(argv=None):
 
         if state.step % steps_per_epoch == 0:
             epoch = state.step // steps_per_epoch
-            metrics = {"epoch": epoch, **evaluate(model, test_dataloader, accelerator)}
+            with training.preserve_random_state():  # testing or not, training draws the same random numbers
+                metrics = {"epoch": epoch, **evaluate(model, test_dataloader, accelerator)}
             latest = training.record_validation(accelerator, state, metrics, output_dir)
             if accelerator.is_main_process:
                 progress.write(f"epoch {epoch}: test accuracy {latest['test_accuracy']:.2%}")
