@@ -32,7 +32,8 @@ def describe_holder(holder: dict) -> str:
 class RunLock:
     """
     The lock of one output folder. `acquire()` takes it or raises `OutputDirBusyError` naming the holder; it returns
-    a warning when it took over a stale lock. `release()` (also run at interpreter exit) gives it back.
+    a warning when it took over a stale lock. `release()` (run for every held lock at interpreter exit by
+    `release_held_locks`) gives it back.
     """
 
     def __init__(self, folder: Path):
@@ -65,7 +66,7 @@ class RunLock:
         os.pwrite(descriptor, (json.dumps(me) + "\n").encode(), 0)
         os.fsync(descriptor)
         self._descriptor = descriptor
-        atexit.register(self.release)
+        _held.append(self)
         if stale:
             return f"Took over the stale lock {self.path} of a run that ended without releasing it ({describe_holder(stale)})."
         return None
@@ -79,7 +80,28 @@ class RunLock:
             pass
         os.close(self._descriptor)  # closing drops the flock
         self._descriptor = None
-        atexit.unregister(self.release)
+        _held.remove(self)
+
+
+_held: list[RunLock] = []
+
+
+@atexit.register
+def release_held_locks():
+    """Release the locks this process holds; run at interpreter exit (a process killed outright leaves a stale one)."""
+    for lock in list(_held):
+        lock.release()
+
+
+def _forget_in_child():
+    # A forked child (a DataLoader worker) must not keep its parent's lock alive after the parent dies.
+    for lock in _held:
+        os.close(lock._descriptor)
+        lock._descriptor = None
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _read_holder(descriptor: int) -> dict:
@@ -89,4 +111,4 @@ def _read_holder(descriptor: int) -> dict:
         return {"pid": "?", "host": "?", "command": "(unreadable lock file)"}
 
 
-__all__ = ["LOCK_FILE", "OutputDirBusyError", "RunLock", "describe_holder"]
+__all__ = ["LOCK_FILE", "OutputDirBusyError", "RunLock", "describe_holder", "release_held_locks"]

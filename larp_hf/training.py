@@ -27,6 +27,7 @@ import yaml
 from accelerate import Accelerator, PartialState
 from accelerate.data_loader import SeedableRandomSampler, get_sampler
 from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, gather_object, set_seed
+from accelerate.utils.deepspeed import DeepSpeedSchedulerWrapper
 from torch.distributed.tensor import DTensor
 from transformers import get_scheduler
 
@@ -157,8 +158,11 @@ def claim_output_dir(accelerator: Accelerator, args: argparse.Namespace):
             if args.resume_from_checkpoint is None and folder_holds_a_run(output_dir) and not replacing:
                 lock.release()
                 raise OutputDirBusyError(_already_holds_a_run(output_dir))
-        if replacing and _writes_files(accelerator) and folder_holds_a_run(output_dir):
-            _move_old_run_aside(output_dir, lock if accelerator.is_main_process else None)
+        if replacing and _writes_files(accelerator):
+            if folder_holds_a_run(output_dir):
+                _move_old_run_aside(output_dir, lock if accelerator.is_main_process else None)
+            for leftover in output_dir.parent.glob(f".{output_dir.name}.replaced-*"):
+                shutil.rmtree(leftover)  # an old run a killed replacement had moved aside
     except (OutputDirBusyError, OSError) as failure:
         error = str(failure)
     error = _first_error(accelerator, error)
@@ -185,8 +189,6 @@ def _move_old_run_aside(output_dir: Path, lock: RunLock | None):
         lock.release()
     shutil.rmtree(aside)
     print(f"Replaced the run in {output_dir} (overwrite_output_dir).")
-    for leftover in output_dir.parent.glob(f".{output_dir.name}.replaced-*"):
-        shutil.rmtree(leftover, ignore_errors=True)  # one an earlier crash left half deleted
 
 
 def get_lr_scheduler(accelerator: Accelerator, name: str, optimizer, num_warmup_steps: int, num_training_steps: int):
@@ -338,9 +340,16 @@ def preserve_random_state():
         restore_rng_state(state)
 
 
-def _is_sharded(accelerator: Accelerator, model: torch.nn.Module) -> bool:
+def _is_sharded(accelerator: Accelerator, model: torch.nn.Module | None) -> bool:
     """Whether each process holds a shard of the weights: FSDP (1 or 2, through Accelerate or `fully_shard`)."""
-    return accelerator.distributed_type == DistributedType.FSDP or any(isinstance(p, DTensor) for p in model.parameters())
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    return model is not None and any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _model_of(accelerator: Accelerator, index: int) -> torch.nn.Module | None:
+    """The model whose parameters the `index`-th optimizer steps, as Accelerate pairs them (by order of prepare)."""
+    return accelerator._models[index] if index < len(accelerator._models) else None
 
 
 def _state_dict_options(full_on_every_process: bool):
@@ -412,6 +421,11 @@ def _training_state(accelerator: Accelerator) -> TrainingState:
     raise RuntimeError("No TrainingState is registered: call resume_or_start_afresh before saving a checkpoint.")
 
 
+def _schedulers(accelerator: Accelerator) -> list:
+    """The prepared schedulers that checkpoints hold; one DeepSpeed runs is in DeepSpeed's own files."""
+    return [s for s in accelerator._schedulers if not isinstance(s, DeepSpeedSchedulerWrapper)]
+
+
 def _indexed(name: str, index: int) -> str:
     return name if index == 0 else f"{name}_{index}"
 
@@ -436,7 +450,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
     optimizers = (
         []
         if deepspeed  # DeepSpeed keeps the optimizer partitions in its own files, written below
-        else [_gather_optimizer_state(accelerator, o, m) for o, m in zip(accelerator._optimizers, accelerator._models)]
+        else [_gather_optimizer_state(accelerator, o, _model_of(accelerator, i)) for i, o in enumerate(accelerator._optimizers)]
     )
     error = None
     if writes:
@@ -470,7 +484,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
             fault_point("checkpoint.model-written")
             for index, optimizer_state in enumerate(optimizers):
                 checkpointing.write_state(partial, _indexed("optimizer", index), optimizer_state)
-            for index, scheduler in enumerate(accelerator._schedulers):
+            for index, scheduler in enumerate(_schedulers(accelerator)):
                 checkpointing.write_state(partial, _indexed("scheduler", index), scheduler.state_dict())
             if accelerator.scaler is not None:
                 checkpointing.write_state(partial, "scaler", accelerator.scaler.state_dict())
@@ -622,10 +636,12 @@ def _load_checkpoint(accelerator: Accelerator, folder: Path):
         for index, model in enumerate(accelerator._models):
             model.load_checkpoint(str(folder / "deepspeed"), tag=_indexed("model", index), load_lr_scheduler_states=False)
     else:
-        for index, (model, optimizer) in enumerate(zip(accelerator._models, accelerator._optimizers, strict=True)):
+        for index, model in enumerate(accelerator._models):
             _load_model_state(accelerator, model, checkpointing.read_weights(folder / f"{_indexed('model', index)}.safetensors"))
-            _load_optimizer_state(accelerator, optimizer, model, checkpointing.read_state(folder, _indexed("optimizer", index)))
-    for index, scheduler in enumerate(accelerator._schedulers):
+        for index, optimizer in enumerate(accelerator._optimizers):
+            state = checkpointing.read_state(folder, _indexed("optimizer", index))
+            _load_optimizer_state(accelerator, optimizer, _model_of(accelerator, index), state)
+    for index, scheduler in enumerate(_schedulers(accelerator)):
         scheduler.load_state_dict(checkpointing.read_state(folder, _indexed("scheduler", index)))
     if accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(checkpointing.read_state(folder, "scaler"))
@@ -757,8 +773,8 @@ def check_weights_identical(accelerator: Accelerator, model: torch.nn.Module):
 
 def save_model(accelerator: Accelerator, model: torch.nn.Module, folder: Path, *processors):
     """
-    Save a prepared model (and any processors) in `save_pretrained` format to `folder`, on every process (the
-    weights are gathered where they are sharded; the file-writing processes write). The files are written beside
+    Save a prepared model (and any processors) in `save_pretrained` format to `folder`. Call it on every process
+    (the weights are gathered where they are sharded); the main process writes, also with save_on_each_node. The files are written beside
     `folder`'s and each renamed over its old one: at every moment each file is whole, old or new. Non-finite weights
     are refused (FloatingPointError on every process) and the folder is left as it was. Returns the unwrapped model.
     """
@@ -772,7 +788,8 @@ def save_model(accelerator: Accelerator, model: torch.nn.Module, folder: Path, *
     if error:
         raise FloatingPointError(error)
     try:
-        if _writes_files(accelerator):
+        # The main process alone: transformers' save_pretrained writes on the first process only, on every node.
+        if accelerator.is_main_process:
             # Sharded weights are saved from the gathered copy; whole ones as transformers saves them.
             gathered = state_dict if _is_sharded(accelerator, model) else None
             _save_pretrained_atomic(folder, [unwrapped, *processors], {unwrapped: gathered})
