@@ -20,14 +20,20 @@ import math
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModel, GPT2Config, GPT2LMHeadModel
 
 from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config, set_sampling_defaults  # also registers the tokenizer with AutoModel
-from larp_hf.data import encode_dataset, load_image_dataset, pixels_dataset, token_dataset_metadata
+from larp_hf.data import (
+    PreprocessedImages,
+    check_token_dataset,
+    collate_images,
+    encode_dataset,
+    load_image_dataset,
+    load_token_dataset,
+)
 from larp_hf.metrics import top_k_hits
 from larp_hf.prior import PRIOR_PRESETS
 from larp_hf import training
@@ -40,7 +46,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
     parser.add_argument("--vqvae", type=str, default=None, help="Folder or Hub id of the trained tokenizer.")
-    parser.add_argument("--token_dataset", type=str, default=None, help="A folder written by encode_dataset.py.")
+    parser.add_argument(
+        "--token_dataset", type=str, default=None,
+        help="A token dataset (encode_dataset.py): a save_to_disk folder, a Hub id, a parquet folder or file.",
+    )  # fmt: skip
     parser.add_argument("--dataset", type=str, default="fashion_mnist", help="Images to encode without --token_dataset.")
     parser.add_argument(
         "--encode_on_the_fly", action="store_true",
@@ -105,89 +114,71 @@ def parse_args(argv=None):
     return args
 
 
-class InMemoryRows(torch.utils.data.Dataset):
-    """Columns (codes, or pixels with --encode_on_the_fly) held in memory as NumPy arrays; rows are dicts."""
+class OnTheFlyEncoder:
+    """
+    --encode_on_the_fly, in the training process: a batch of images (`pixel_values` on the process's device, `label`)
+    -> the tokenizer's codes (and mirrored codes) -> the prior's inputs from `collator`, on that device. Not a
+    collate function: those run in DataLoader workers, where CUDA cannot run after a fork.
+    """
 
-    def __init__(self, dataset: datasets.Dataset):
-        self.columns = {name: np.asarray(values) for name, values in dataset.with_format("numpy")[:].items()}
-        self.length = len(dataset)
-
-    def __len__(self):
-        return self.length
-
-    def __getitem__(self, index):
-        return {name: values[index] for name, values in self.columns.items()}
-
-
-class EncodingCollator:
-    """--encode_on_the_fly: a batch of uint8 pixels -> the tokenizer's codes (and mirrored codes) -> the prior's collator."""
-
-    def __init__(self, vqvae, image_processor, collator: LarpPriorCollator, flip_augment: bool):
-        self.vqvae, self.image_processor, self.collator, self.flip_augment = vqvae, image_processor, collator, flip_augment
+    def __init__(self, vqvae, collator: LarpPriorCollator, flip_augment: bool):
+        self.vqvae, self.collator, self.flip_augment = vqvae, collator, flip_augment
 
     @torch.no_grad()
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        pixels = torch.as_tensor(np.stack([row["pixels"] for row in rows]))  # (B, C, H, W) uint8
-        pixel_values = self.image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]
-        device = next(self.vqvae.parameters()).device
-        codes = self.vqvae.encode(pixel_values.to(device)).flatten(1).cpu().numpy()  # (B, h*w)
-        examples = [{"input_ids": row_codes} for row_codes in codes]
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pixel_values = batch["pixel_values"]  # (B, C, H, W)
+        examples = [{"input_ids": codes} for codes in self.vqvae.encode(pixel_values).flatten(1).cpu().numpy()]
         if self.flip_augment:
-            flipped = self.vqvae.encode(pixel_values.flip(-1).to(device)).flatten(1).cpu().numpy()
-            for example, row_codes in zip(examples, flipped):
-                example["input_ids_flipped"] = row_codes
-        if "label" in rows[0]:
-            for example, row in zip(examples, rows):
-                example["label"] = int(row["label"])
-        return self.collator(examples)
+            flipped = self.vqvae.encode(pixel_values.flip(-1)).flatten(1).cpu().numpy()  # (B, h·w)
+            for example, codes in zip(examples, flipped):
+                example["input_ids_flipped"] = codes
+        if "label" in batch:
+            for example, label in zip(examples, batch["label"].tolist()):
+                example["label"] = label
+        return {name: tensor.to(pixel_values.device) for name, tensor in self.collator(examples).items()}
 
 
-def load_splits(args, vqvae, image_processor) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """The train and validation splits: token datasets checked against the tokenizer, or pixels to encode per batch."""
-    expected_hash = vqvae.tokenizer_hash()
-    if args.encode_on_the_fly:
-        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
-        if isinstance(images, datasets.Dataset):
-            images = datasets.DatasetDict({"train": images})
-        splits = datasets.DatasetDict({name: pixels_dataset(split, image_processor) for name, split in images.items()})
-    elif args.token_dataset is not None:
-        splits = datasets.load_from_disk(args.token_dataset)
-        if isinstance(splits, datasets.Dataset):
-            splits = datasets.DatasetDict({"train": splits})
-        for name, split in splits.items():
-            found = token_dataset_metadata(split)["tokenizer_hash"]
-            if found != expected_hash:
-                raise ValueError(
-                    f"The token dataset {args.token_dataset} ({name} split) was made by tokenizer {found[:12]}…, "
-                    f"but --vqvae {args.vqvae} is tokenizer {expected_hash[:12]}…. Re-encode it with "
-                    "recipes/encode_dataset.py --vqvae (the same tokenizer), or pass the matching --vqvae."
-                )
-    else:
-        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
-        if isinstance(images, datasets.Dataset):
-            images = datasets.DatasetDict({"train": images})
-        splits = datasets.DatasetDict(
-            {name: encode_dataset(vqvae, split, flip_augment=args.flip_augment) for name, split in images.items()}
-        )
-    train, validation = training.select_splits(splits, args)
-    for name, split in (("train", train), ("validation", validation)):
-        if args.encode_on_the_fly:
-            break  # codes come straight from the tokenizer
-        largest = int(np.asarray(split.with_format("numpy")["input_ids"]).max())
-        if largest >= vqvae.config.codebook_size:
-            raise ValueError(
-                f"The {name} token dataset holds code {largest}, but the tokenizer's codebook has only "
-                f"{vqvae.config.codebook_size} codes (0…{vqvae.config.codebook_size - 1}): it was not made by this tokenizer."
+def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """
+    The train and validation splits, call on every process: a token dataset from anywhere load_token_dataset reads
+    (--token_dataset), refused if another tokenizer made it or its codes, lengths or labels do not fit; else the images
+    of --dataset, encoded on every process (each its own part, larp_hf.data.encode_dataset) or, with
+    --encode_on_the_fly, kept as images for the training loop to encode a batch at a time.
+    """
+    with accelerator.main_process_first():  # the first load of a source writes the datasets cache
+        if args.token_dataset is not None:
+            splits = load_token_dataset(args.token_dataset)
+        else:
+            splits = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+        train, validation = training.select_splits(splits, args)
+    if args.token_dataset is not None:
+        for name, split in (("train", train), ("validation", validation)):
+            check_token_dataset(
+                split,
+                tokenizer_hash=vqvae.tokenizer_hash(),
+                grid_size=vqvae.config.grid_size,
+                codebook_size=vqvae.config.codebook_size,
+                num_classes=args.num_classes or None,
+                name=f"--token_dataset {args.token_dataset} ({name} split)",
             )
-    return train, validation
+        return train, validation
+    if args.encode_on_the_fly:
+        return train, validation
+    vqvae.to(accelerator.device)
+    return tuple(
+        encode_dataset(vqvae, split, image_processor, flip_augment=args.flip_augment, num_proc=args.dataloader_num_workers)
+        for split in (train, validation)
+    )
 
 
 @torch.no_grad()
-def evaluate(model, dataloader, accelerator) -> dict:
+def evaluate(model, dataloader, accelerator, encoder=None) -> dict:
     """Loss in nats and bits per predicted token and top-k accuracy, over the whole validation split."""
     model.eval()
     totals = torch.zeros(2 + len(TOP_K), dtype=torch.float64, device=accelerator.device)  # nll, count, correct@k
     for batch in dataloader:
+        if encoder is not None:
+            batch = encoder(batch)  # --encode_on_the_fly: images -> prior inputs
         logits = model(input_ids=batch["input_ids"]).logits[:, :-1].float()  # (B, T-1, V): position t predicts t+1
         targets = batch["labels"][:, 1:]
         predicted = targets != -100
@@ -216,11 +207,10 @@ def main(argv=None):
     # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
     training.claim_output_dir(accelerator, args)
 
-    # Tokenizer and token data (encoded once on the main process, then read from the cache by the others).
+    # Tokenizer and token data (a token dataset, or --dataset encoded on every process, each its own part).
     vqvae = AutoModel.from_pretrained(args.vqvae).eval()
     image_processor = LarpImageProcessor.from_vqvae_config(vqvae.config)
-    with accelerator.main_process_first():
-        train_tokens, val_tokens = load_splits(args, vqvae, image_processor)
+    train_tokens, val_tokens = load_splits(args, vqvae, image_processor, accelerator)
     if args.num_classes > 0:
         label_feature = train_tokens.features.get("label")
         if not isinstance(label_feature, datasets.ClassLabel) or label_feature.num_classes != args.num_classes:
@@ -254,22 +244,29 @@ def main(argv=None):
         seed=args.seed,
     )
     eval_collator = LarpPriorCollator.from_prior_config(config, train=False)
+    # Rows are read from the memory-mapped datasets a batch at a time. With --encode_on_the_fly they are images,
+    # decoded and resized in the DataLoader workers and encoded in the training loop, on this process's device.
+    train_encoder = val_encoder = None
     if args.encode_on_the_fly:
         vqvae.to(accelerator.device)
-        train_collator = EncodingCollator(vqvae, image_processor, train_collator, flip_augment=args.flip_augment)
-        eval_collator = EncodingCollator(vqvae, image_processor, eval_collator, flip_augment=False)
+        train_encoder = OnTheFlyEncoder(vqvae, train_collator, flip_augment=args.flip_augment)
+        val_encoder = OnTheFlyEncoder(vqvae, eval_collator, flip_augment=False)
+        train_rows, val_rows = (PreprocessedImages(split, image_processor) for split in (train_tokens, val_tokens))
+        train_collator = eval_collator = collate_images
+    else:
+        train_rows, val_rows = train_tokens.with_format("numpy"), val_tokens.with_format("numpy")
     train_dataloader = torch.utils.data.DataLoader(
-        InMemoryRows(train_tokens),
+        train_rows,
         batch_size=args.train_batch_size,
         shuffle=True,
-        drop_last=len(train_tokens) >= args.train_batch_size * accelerator.num_processes,
+        drop_last=len(train_rows) >= args.train_batch_size * accelerator.num_processes,
         collate_fn=train_collator,
         num_workers=args.dataloader_num_workers,
         # Its own generator, so a new iterator after a resume draws nothing from the restored global RNG.
         generator=torch.Generator().manual_seed(args.seed),
     )
     val_dataloader = torch.utils.data.DataLoader(
-        InMemoryRows(val_tokens), batch_size=args.eval_batch_size, collate_fn=eval_collator
+        val_rows, batch_size=args.eval_batch_size, collate_fn=eval_collator, num_workers=args.dataloader_num_workers
     )
 
     # AdamW with weight decay on matrices only (not on biases, norms or embeddings' 1-D parts); fused on GPU.
@@ -301,6 +298,8 @@ def main(argv=None):
     model.train()
     state.start_clock()
     for batch in training.train_batches(accelerator, train_dataloader, state, args.max_steps):
+        if train_encoder is not None:
+            batch = train_encoder(batch)  # --encode_on_the_fly: images -> prior inputs, on this process's device
         with accelerator.accumulate(model):
             loss = model(**batch).loss
             training.backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
@@ -313,7 +312,7 @@ def main(argv=None):
 
         if training.is_due(state.step, args.validation_steps, args.max_steps):
             with training.preserve_random_state():  # validating or not, training draws the same random numbers
-                metrics = evaluate(model, val_dataloader, accelerator)
+                metrics = evaluate(model, val_dataloader, accelerator, val_encoder)
             latest = training.record_validation(accelerator, state, metrics, output_dir)
             if latest["val_loss"] < state.best_val_loss:
                 state.best_val_loss, state.best_step = latest["val_loss"], state.step

@@ -125,23 +125,56 @@ def test_resume_matches_an_uninterrupted_run(prior_config_file, tmp_path):
         torch.testing.assert_close(resumed[name], expected[name], msg=name)
 
 
-def test_mismatched_tokenizer_unknown_preset_and_out_of_range_codes_are_refused(prior_config_file, tmp_path, tokens):
+def test_mismatched_tokenizer_and_unknown_preset_are_refused(prior_config_file, tmp_path, tokens):
     other_vqvae = save_tiny_vqvae(tmp_path / "other-vqvae", seed=1)
     result = run(train_prior("--config", prior_config_file, "--vqvae", other_vqvae, "--output_dir", tmp_path / "a"), expect_success=False)
-    assert result.returncode != 0 and "was made by tokenizer" in result.stderr and "Re-encode it" in result.stderr
+    assert result.returncode != 0 and f"--token_dataset {tokens[1]} (train split) was made by tokenizer" in result.stderr
+    assert "Re-encode the images with this tokenizer" in result.stderr
 
     result = run(train_prior("--config", prior_config_file, "--preset", "gigantic", "--output_dir", tmp_path / "b"), expect_success=False)
     assert result.returncode != 0 and "unknown --preset 'gigantic'" in result.stderr
 
-    # Codes beyond the codebook, in a dataset whose metadata claims the right tokenizer.
+
+def test_a_token_dataset_written_to_parquet_trains_as_the_saved_one(prior_config_file, tmp_path, tokens):
     splits = datasets.load_from_disk(str(tokens[1]))
-    broken = splits.map(lambda row: {"input_ids": [20] * 16})
-    broken.save_to_disk(str(tmp_path / "broken"))
+    for name, split in splits.items():
+        split.to_parquet(tmp_path / "parquet" / f"{name}.parquet")
+    common = ["--config", prior_config_file, "--max_steps", 2, "--num_classes", 2]
+    result = run(train_prior(*common, "--token_dataset", tmp_path / "parquet", "--output_dir", tmp_path / "from-parquet"))
+    assert "64 train / 16 val sequences" in result.stdout
+    run(train_prior(*common, "--output_dir", tmp_path / "from-disk"))
+    expected, trained = (load_file(tmp_path / name / "model.safetensors") for name in ("from-disk", "from-parquet"))
+    for name in expected:
+        torch.testing.assert_close(trained[name], expected[name], msg=name)
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        ({"input_ids": [3] * 15}, "`input_ids` sequences are 15 codes long, but a 4×4 grid has 16"),
+        ({"input_ids_flipped": [3] * 64}, "`input_ids_flipped` sequences are 64 codes long, but a 4×4 grid has 16"),
+        ({"input_ids": [20] * 16}, r"`input_ids` holds code 20, outside the codebook's [0, 16)"),
+        ({"label": -1}, "holds label -1, outside [0, 2) for a prior with 2 classes"),
+    ],
+    ids=["15-codes", "64-codes", "code-20", "label-minus-1"],
+)
+def test_malformed_token_datasets_are_refused(broken, message, prior_config_file, tmp_path, tokens):
+    splits = datasets.load_from_disk(str(tokens[1]))
+    features = splits["train"].features.copy()
+    for column, value in broken.items():  # the metadata still claims the right tokenizer
+        if column == "label":
+            features[column] = datasets.Value("int64")
+        else:
+            features[column] = datasets.List(features[column].feature, length=len(value))
+    malformed = splits.map(lambda row: broken, features=features)
+    malformed.save_to_disk(str(tmp_path / "malformed"))
     result = run(
-        train_prior("--config", prior_config_file, "--token_dataset", tmp_path / "broken", "--output_dir", tmp_path / "c"),
+        train_prior("--config", prior_config_file, "--token_dataset", tmp_path / "malformed", "--num_classes", 2,
+                    "--output_dir", tmp_path / "out"),
         expect_success=False,
-    )
-    assert result.returncode != 0 and "holds code 20" in result.stderr and "16 codes" in result.stderr
+    )  # fmt: skip
+    assert result.returncode != 0 and f"--token_dataset {tmp_path / 'malformed'} (train split)" in result.stderr
+    assert message in result.stderr, result.stderr[-1500:]
 
 
 @pytest.mark.parametrize("config_path", sorted((ROOT / "recipes" / "configs").glob("prior_*.yaml")), ids=lambda p: p.stem)
@@ -158,7 +191,9 @@ def test_class_conditional_prior_encoding_on_the_fly(tokens, tiny_image_dataset_
     common = ["--vqvae", vqvae, "--preset", "tiny", "--num_classes", 2, "--attention_dropout", 0.2]
     common += ["--train_batch_size", 8, "--eval_batch_size", 16, "--lr_warmup_steps", 0, "--max_steps", 2]
     on_the_fly, pre_encoded = tmp_path / "on-the-fly", tmp_path / "pre-encoded"
-    result = run(train_prior(*common, "--encode_on_the_fly", "--dataset", tiny_image_dataset_dir, "--output_dir", on_the_fly))
+    # The images are decoded in 2 DataLoader workers; the tokenizer encodes them in the training process.
+    on_the_fly_flags = ["--encode_on_the_fly", "--dataset", tiny_image_dataset_dir, "--dataloader_num_workers", 2]
+    result = run(train_prior(*common, *on_the_fly_flags, "--output_dir", on_the_fly))
     assert "64 train / 16 val sequences" in result.stdout
     run(train_prior(*common, "--token_dataset", token_dataset, "--output_dir", pre_encoded))
 
@@ -174,3 +209,14 @@ def test_class_conditional_prior_encoding_on_the_fly(tokens, tiny_image_dataset_
 
     result = run(train_prior(*common, "--num_classes", 3, "--token_dataset", token_dataset, "--output_dir", tmp_path / "x"), expect_success=False)
     assert result.returncode != 0 and "needs a `label` ClassLabel column with that many classes" in result.stderr
+
+
+def test_two_processes_without_a_token_dataset_encode_the_images_themselves(tokens, tiny_image_dataset_dir, tmp_path):
+    vqvae, token_dataset = tokens
+    common = ["--vqvae", vqvae, "--preset", "tiny", "--train_batch_size", 8, "--eval_batch_size", 16]
+    common += ["--lr_warmup_steps", 0, "--max_steps", 2, "--validation_steps", 2]
+    run([*launcher(2), str(TRAIN_PRIOR), *map(str, common), "--dataset", tiny_image_dataset_dir, "--output_dir", str(tmp_path / "encoded")])
+    run([*launcher(2), str(TRAIN_PRIOR), *map(str, common), "--token_dataset", str(token_dataset), "--output_dir", str(tmp_path / "read")])
+    # The codes both processes made together are those encode_dataset.py made: the two runs train alike.
+    metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("encoded", "read")]
+    assert metrics[0]["val_loss"] == pytest.approx(metrics[1]["val_loss"], rel=1e-6)
