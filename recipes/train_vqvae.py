@@ -17,6 +17,7 @@ import math
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
@@ -155,7 +156,9 @@ class InMemoryPixels(torch.utils.data.Dataset):
     """A split preprocessed once by `pixels_dataset` (cached by datasets), held as one (N, C, H, W) uint8 tensor."""
 
     def __init__(self, dataset):
-        self.pixels = dataset.with_format("torch")[:]["pixels"]
+        # Through Arrow: datasets' torch and numpy formats turn the uint8 column into int64, eight times the memory.
+        chunks = dataset.with_format("arrow")[:]["pixels"].chunks
+        self.pixels = torch.from_numpy(np.concatenate([chunk.to_numpy(zero_copy_only=False) for chunk in chunks]))
 
     def __len__(self):
         return len(self.pixels)
