@@ -46,7 +46,8 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
     """
     Parse a recipe's flags in two passes: `--config x.yaml` sets their defaults, the command line overrides them.
     The YAML's `model:` mapping and `--model.FIELD VALUE` flags go to `args.model`, checked against the fields of
-    `model_config_class`; unknown YAML keys, flags and fields are errors.
+    `model_config_class` (a config class, or a function of the parsed args that returns one); unknown YAML keys, flags
+    and fields are errors.
     """
     config_args, _ = parser.parse_known_args(argv)
     model_overrides = {}
@@ -64,6 +65,8 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
         if not flag.startswith("--model.") or not rest:
             parser.error(f"unrecognized argument {flag!r}")
         model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
+    if not isinstance(model_config_class, type):  # chosen by the parsed flags, e.g. the prior's --architecture
+        model_config_class = model_config_class(args)
     unknown_fields = sorted(set(model_overrides) - {field.name for field in dataclasses.fields(model_config_class)})
     if unknown_fields:
         parser.error(f"unknown {model_config_class.__name__} fields {unknown_fields} (in `model:` or --model.FIELD).")

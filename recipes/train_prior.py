@@ -6,7 +6,7 @@
 
 Without --token_dataset the recipe encodes --dataset with the tokenizer itself (cached by `datasets`), or, with
 --encode_on_the_fly, encodes each batch while training and keeps no encoded copy. Every flag can be
-set in the YAML config (same name); the command line wins. The YAML's `model` mapping holds GPT2Config overrides, and
+set in the YAML config (same name); the command line wins. The YAML's `model` mapping holds GPT2Config (or, with --architecture llama, LlamaConfig) overrides, and
 `--model.FIELD VALUE` overrides one of them.
 
 Writes to OUTPUT_DIR: the last prior (`save_pretrained`, loadable with stock `AutoModelForCausalLM`), the best one by
@@ -23,7 +23,7 @@ import datasets
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AutoModel, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config, set_sampling_defaults  # also registers the tokenizer with AutoModel
 from larp_hf.data import (
@@ -35,7 +35,7 @@ from larp_hf.data import (
     load_token_dataset,
 )
 from larp_hf.metrics import top_k_hits
-from larp_hf.prior import PRIOR_PRESETS
+from larp_hf.prior import ARCHITECTURES, PRIOR_PRESETS
 from larp_hf import training
 
 
@@ -62,6 +62,10 @@ def parse_args(argv=None):
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_validation_samples", type=int, default=None)
     parser.add_argument("--preset", type=str, default="small", help=f"One of {sorted(PRIOR_PRESETS)}.")
+    parser.add_argument(
+        "--architecture", type=str, default="gpt2", choices=ARCHITECTURES,
+        help="gpt2: GPT2LMHeadModel; llama: LlamaForCausalLM (RoPE, SwiGLU, RMSNorm). Same presets and token layout.",
+    )  # fmt: skip
     parser.add_argument("--num_classes", type=int, default=0, help="0: unconditional; else class-conditional.")
     parser.add_argument("--class_dropout_prob", type=float, default=0.1, help="Class -> null token, for guidance.")
     parser.add_argument("--attention_dropout", type=float, default=0.0, help="Probability of masking a key per query.")
@@ -97,7 +101,9 @@ def parse_args(argv=None):
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
     parser.add_argument("--report_to", type=str, default=None)
 
-    args = training.parse_args_with_config(parser, argv, GPT2Config)
+    args = training.parse_args_with_config(
+        parser, argv, lambda args: LlamaConfig if args.architecture == "llama" else GPT2Config
+    )
 
     # Sanity checks.
     if args.vqvae is None:
@@ -219,18 +225,19 @@ def main(argv=None):
                 f"token dataset has {label_feature!r}."
             )
 
-    # The prior: a stock GPT-2 whose config carries the tokenizer's identity.
+    # The prior: a stock GPT-2 or Llama whose config carries the tokenizer's identity.
     config = prior_config(
-        vqvae.config, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(), **args.model
+        vqvae.config, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(),
+        architecture=args.architecture, **args.model
     )
-    model = GPT2LMHeadModel(config)
+    model = AutoModelForCausalLM.from_config(config)
     set_sampling_defaults(model)  # generation_config.json: sample one whole grid (temperature 1, no top-k)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     num_parameters = model.num_parameters()
     accelerator.print(
-        f"GPT2LMHeadModel prior: {num_parameters / 1e6:.2f}M parameters, preset {args.preset!r}, vocabulary "
-        f"{config.vocab_size}, {config.n_positions} positions; {len(train_tokens)} train / {len(val_tokens)} val sequences; "
+        f"{type(model).__name__} prior: {num_parameters / 1e6:.2f}M parameters, preset {args.preset!r}, vocabulary "
+        f"{config.vocab_size}, {config.max_position_embeddings} positions; {len(train_tokens)} train / {len(val_tokens)} val sequences; "
         f"{accelerator.num_processes} process(es) on {accelerator.device.type}"
     )
 
@@ -337,6 +344,7 @@ def main(argv=None):
             best_val_loss=state.best_val_loss,
             best_step=state.best_step,
             preset=args.preset,
+            architecture=args.architecture,
         )
         accelerator.print(
             f"Saved the prior to {output_dir}: val loss {final.get('val_loss', float('nan')):.4f} nats/token, top-5 "

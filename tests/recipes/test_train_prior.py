@@ -1,6 +1,7 @@
 """Token datasets and the prior recipe, run as users run them: subprocesses, `accelerate launch` with 1 and 2 processes."""
 
 import json
+import subprocess
 import sys
 
 import datasets
@@ -220,3 +221,24 @@ def test_two_processes_without_a_token_dataset_encode_the_images_themselves(toke
     # The codes both processes made together are those encode_dataset.py made: the two runs train alike.
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("encoded", "read")]
     assert metrics[0]["val_loss"] == pytest.approx(metrics[1]["val_loss"], rel=1e-6)
+
+
+def test_a_llama_prior_trains_resumes_and_loads_with_stock_transformers(prior_config_file, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    common = ["--config", prior_config_file, "--architecture", "llama", "--model.num_hidden_layers", 1,
+              "--lr_scheduler", "constant", "--max_train_samples", 24]  # fmt: skip
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run(train_prior(*common, "--output_dir", straight, "--max_steps", 3))
+    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 2))
+    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 3, "--resume_from_checkpoint", "latest"))
+    prior = AutoModelForCausalLM.from_pretrained(straight)
+    assert isinstance(prior, LlamaForCausalLM) and prior.config.num_hidden_layers == 1
+    assert prior_metadata(prior.config)["architecture"] == "llama"
+    assert json.loads((straight / "metrics.json").read_text())["architecture"] == "llama"
+    expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], msg=name)
+    refused = subprocess.run(train_prior(*common, "--output_dir", tmp_path / "x", "--model.n_layer", 2),
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode != 0 and "unknown LlamaConfig fields ['n_layer']" in refused.stderr
