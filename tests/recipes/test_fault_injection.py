@@ -342,6 +342,19 @@ def test_latest_follows_the_current_lineage_never_an_abandoned_branch(tmp_path, 
     assert json.loads((output_dir / "metrics.json").read_text())["step"] == MAX_STEPS
 
 
+def test_a_finished_run_extended_to_more_steps_matches_a_longer_run(tmp_path):
+    # The 6-step run validates at its last step, which the 8-step run does not: validation must not move the RNG.
+    longer = tmp_path / "longer"
+    longer.mkdir()
+    succeeds(train(longer, "longer", max_steps=8, validation_steps=4))
+    succeeds(train(tmp_path, "finished", max_steps=6, validation_steps=4))
+    extended = succeeds(train(tmp_path, "extended", max_steps=8, validation_steps=4, resume_from_checkpoint="latest"))
+    assert "Resuming with settings that differ from checkpoint-6's: max_steps 6 -> 8." in extended.output
+    assert_same_weights(tmp_path / "out", weights(longer / "out"))
+    history = json.loads((tmp_path / "out" / "metrics.json").read_text())["history"]
+    assert [entry["step"] for entry in history] == [4, 6, 8]
+
+
 # ---- concurrent runs on one folder -------------------------------------------------------------------------------
 
 
