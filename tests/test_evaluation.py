@@ -287,3 +287,23 @@ def test_training_grids_come_from_any_token_dataset_source_and_only_from_the_sam
         training_code_grids(tmp_path / "train.parquet", "train", make_tiny_pipeline(seed=4).vqvae.tokenizer_hash())
     with pytest.raises(ValueError, match="no 'test' split"):
         training_code_grids(tmp_path / "train.parquet", "test")
+
+
+def test_nearest_hamming_distances_in_blocks_equal_the_whole_comparison():
+    from larp_hf.evaluation import nearest_hamming_distances
+
+    generator = torch.Generator().manual_seed(1)
+    training = torch.randint(0, 4, (300, 16), generator=generator, dtype=torch.uint8)  # few codes: close neighbours
+    generated = torch.randint(0, 4, (50, 4, 4), generator=generator, dtype=torch.uint8)
+    generated[7] = training[123].view(4, 4)
+    expected = (generated.flatten(1)[:, None] != training[None]).sum(-1).min(1).values
+    # Batches as a token dataset gives them; blocks of 7 generated × 2 training grids (7 · 2 · 16 bytes).
+    batches = iter(training.split(64))
+    nearest = nearest_hamming_distances(generated, batches, chunk_size=7, block_bytes=7 * 2 * 16)
+    assert torch.equal(nearest, expected) and nearest[7] == 0
+    assert torch.equal(nearest_hamming_distances(generated, training.int()), expected)  # any integer type
+    assert torch.equal(nearest_hamming_distances(generated, []), torch.full((50,), 17))  # no grid: h·w + 1
+    with pytest.raises(ValueError, match="`generated_codes` grids have 16 codes but `training_codes` grids 9"):
+        nearest_hamming_distances(generated, torch.zeros(3, 9))
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive integer"):
+        nearest_hamming_distances(generated, training, chunk_size=0)

@@ -6,6 +6,7 @@ Each returns plain values (dicts); `larp_hf.evaluation.reports` turns them into 
 
 import logging
 import os
+from collections.abc import Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -17,6 +18,7 @@ from .real_data import cached_real_features, real_images, training_code_grids
 
 
 logger = logging.getLogger(__name__)
+BLOCK_BYTES = 256 * 2**20  # the largest pairwise block (code comparisons) held at once
 
 
 def sample_scores(real_features: torch.Tensor, generated_features: torch.Tensor, k: int = 3) -> dict:
@@ -28,29 +30,69 @@ def sample_scores(real_features: torch.Tensor, generated_features: torch.Tensor,
     }
 
 
-def memorisation(generated_codes: torch.Tensor, training_codes: torch.Tensor, chunk_size: int = 32) -> dict:
+def nearest_hamming_distances(
+    generated_codes: torch.Tensor,
+    training_codes: torch.Tensor | Iterable[torch.Tensor],
+    chunk_size: int = 64,
+    block_bytes: int = BLOCK_BYTES,
+) -> torch.Tensor:
     """
-    How close generated code grids come to training grids: the fraction identical to one, and the distribution of the
-    Hamming distance (number of differing codes out of h·w) to the nearest training grid.
+    (N,) long: for each generated grid, the number of codes (out of h·w) in which it differs from the nearest
+    training grid. `training_codes` is one (M, ...) tensor or an iterable of such batches (read once, e.g. from a token
+    dataset); `chunk_size` generated grids are compared with as many training grids as keep the (chunk, rows, h·w)
+    comparison within `block_bytes`, on the device of `generated_codes`. Where no training grid was given, the
+    distance is h·w + 1.
     """
-    generated = generated_codes.flatten(1).to(torch.int16)
-    training = training_codes.flatten(1).to(torch.int16)
-    if generated.shape[1] != training.shape[1]:
-        raise ValueError(
-            f"`generated_codes` grids have {generated.shape[1]} codes but `training_codes` grids {training.shape[1]}."
-        )
-    nearest = torch.empty(len(generated), dtype=torch.long)
-    for start in tqdm(range(0, len(generated), chunk_size), desc="Nearest training grids"):
-        differing = (generated[start : start + chunk_size, None, :] != training[None]).sum(-1)  # (chunk, N)
-        nearest[start : start + chunk_size] = differing.min(dim=1).values
-    quantiles = torch.quantile(nearest.double(), torch.tensor([0.0, 0.05, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer (generated grids per block), got {chunk_size!r}.")
+    generated = generated_codes.flatten(1)
+    codes_per_grid = generated.shape[1]
+    nearest = torch.full((len(generated),), codes_per_grid + 1, dtype=torch.long, device=generated.device)
+    rows_per_block = max(1, block_bytes // (chunk_size * codes_per_grid))
+    batches = [training_codes] if isinstance(training_codes, torch.Tensor) else training_codes
+    for batch in batches:
+        batch = batch.flatten(1)
+        if batch.shape[1] != codes_per_grid:
+            raise ValueError(
+                f"`generated_codes` grids have {codes_per_grid} codes but `training_codes` grids {batch.shape[1]}."
+            )
+        batch = batch.to(device=generated.device, dtype=generated.dtype)
+        for rows in batch.split(rows_per_block):
+            for start in range(0, len(generated), chunk_size):
+                # (chunk, rows); int32 sums run ~3× faster than the default int64 on CPU
+                differing = (generated[start : start + chunk_size, None, :] != rows[None]).sum(-1, dtype=torch.int32)
+                block = nearest[start : start + chunk_size]
+                torch.minimum(block, differing.min(dim=1).values.long(), out=block)
+    return nearest.cpu()
+
+
+def memorisation_summary(nearest: torch.Tensor, codes_per_grid: int) -> dict:
+    """The memorisation record of `nearest_hamming_distances`: copies, mean, quantiles and histogram."""
+    if (nearest > codes_per_grid).any():
+        raise ValueError("No training grids were given: there is nothing to measure memorisation against.")
+    levels = {"min": 0.0, "p5": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "max": 1.0}
+    quantiles = torch.quantile(nearest.double(), torch.tensor(list(levels.values()), dtype=torch.float64))
     return {
+        # A copy is a grid at distance 0: the same bounded pass answers both questions.
         "exact_copies": float((nearest == 0).double().mean()),
         "hamming_to_nearest_mean": float(nearest.double().mean()),
-        "hamming_to_nearest_quantiles": dict(zip(["min", "p5", "p25", "median", "p75", "max"], quantiles.tolist())),
-        "hamming_to_nearest_histogram": torch.bincount(nearest, minlength=generated.shape[1] + 1).tolist(),
-        "codes_per_grid": generated.shape[1],
+        "hamming_to_nearest_quantiles": dict(zip(levels, quantiles.tolist(), strict=True)),
+        "hamming_to_nearest_histogram": torch.bincount(nearest, minlength=codes_per_grid + 1).tolist(),
+        "codes_per_grid": codes_per_grid,
     }
+
+
+def memorisation(
+    generated_codes: torch.Tensor, training_codes: torch.Tensor | Iterable[torch.Tensor], chunk_size: int = 64
+) -> dict:
+    """
+    How close generated code grids come to training grids: the fraction identical to one, and the distribution of the
+    Hamming distance (number of differing codes out of h·w) to the nearest training grid. `training_codes` is a
+    tensor of grids or an iterable of batches of them; the comparison runs in bounded blocks
+    (`nearest_hamming_distances`).
+    """
+    generated = generated_codes.flatten(1)
+    return memorisation_summary(nearest_hamming_distances(generated, training_codes, chunk_size), generated.shape[1])
 
 
 @torch.no_grad()
@@ -210,6 +252,8 @@ __all__ = [
     "encode_images",
     "evaluate_pipeline",
     "memorisation",
+    "memorisation_summary",
+    "nearest_hamming_distances",
     "reconstruct",
     "sample_scores",
     "sweep_pipeline",
