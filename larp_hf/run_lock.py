@@ -86,6 +86,12 @@ class RunLock:
 _held: list[RunLock] = []
 
 
+def held_lock(folder: Path) -> RunLock | None:
+    """The lock of `folder` this process already holds (a second run in one process, one after the other), if any."""
+    path = (Path(folder) / LOCK_FILE).resolve()
+    return next((lock for lock in _held if lock.path.resolve() == path), None)
+
+
 @atexit.register
 def release_held_locks():
     """Release the locks this process holds; run at interpreter exit (a process killed outright leaves a stale one)."""
@@ -111,4 +117,4 @@ def _read_holder(descriptor: int) -> dict:
         return {"pid": "?", "host": "?", "command": "(unreadable lock file)"}
 
 
-__all__ = ["LOCK_FILE", "OutputDirBusyError", "RunLock", "describe_holder", "release_held_locks"]
+__all__ = ["LOCK_FILE", "OutputDirBusyError", "RunLock", "describe_holder", "held_lock", "release_held_locks"]

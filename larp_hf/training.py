@@ -33,7 +33,7 @@ from transformers import get_scheduler
 
 from . import checkpointing
 from .checkpointing import CheckpointError, fault_point, write_json_atomic
-from .run_lock import OutputDirBusyError, RunLock
+from .run_lock import OutputDirBusyError, RunLock, held_lock
 
 
 # A run's folder, OUTPUT_DIR, holds the final model, METRICS_FILE (the latest validation at the top level, every one
@@ -154,10 +154,12 @@ def claim_output_dir(accelerator: Accelerator, args: argparse.Namespace):
     error = None
     try:
         if accelerator.is_main_process:
-            lock = RunLock(output_dir)
-            warning = lock.acquire()
-            if warning:
-                print(f"warning: {warning}", file=sys.stderr)
+            lock = held_lock(output_dir)  # this process's earlier run in the folder, finished
+            if lock is None:
+                lock = RunLock(output_dir)
+                warning = lock.acquire()
+                if warning:
+                    print(f"warning: {warning}", file=sys.stderr)
             if args.resume_from_checkpoint is None and folder_holds_a_run(output_dir) and not replacing:
                 lock.release()
                 raise OutputDirBusyError(_already_holds_a_run(output_dir))
@@ -425,7 +427,7 @@ def _training_state(accelerator: Accelerator) -> TrainingState:
 
 
 def _schedulers(accelerator: Accelerator) -> list:
-    """The prepared schedulers that checkpoints hold; one DeepSpeed runs is in DeepSpeed's own files."""
+    """The prepared schedulers that checkpoints hold; a scheduler DeepSpeed runs is saved in DeepSpeed's own files."""
     return [s for s in accelerator._schedulers if not isinstance(s, DeepSpeedSchedulerWrapper)]
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from larp_hf import checkpointing, training
 from larp_hf.checkpointing import CheckpointError
-from larp_hf.run_lock import OutputDirBusyError, RunLock
+from larp_hf.run_lock import OutputDirBusyError, RunLock, held_lock
 
 from .test_train_vqvae import ACCELERATE_CONFIGS
 
@@ -133,8 +133,9 @@ def test_the_run_lock_names_its_holder_and_takes_over_a_stale_one(tmp_path):
     holder = json.loads((tmp_path / "run.lock").read_text())
     with pytest.raises(OutputDirBusyError, match=f"is in use by another run \\(PID {holder['pid']} on "):
         RunLock(tmp_path).acquire()  # a second open file description: refused, as another process would be
+    assert held_lock(tmp_path) is lock  # a second run in this process, after the first, takes the folder over
     lock.release()
-    assert not (tmp_path / "run.lock").exists()
+    assert not (tmp_path / "run.lock").exists() and held_lock(tmp_path) is None
 
     (tmp_path / "run.lock").write_text(json.dumps({"pid": 424242, "host": "elsewhere", "command": "train_prior.py"}))
     again = RunLock(tmp_path)
