@@ -264,6 +264,8 @@ def verify_checkpoint(folder: Path) -> tuple[dict, list[str]]:
     """
     manifest = read_manifest(folder)
     for name, record in manifest["files"].items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{folder / MANIFEST_FILE} lists {name!r}, which is not inside the checkpoint.")
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: the checkpoint is incomplete.")

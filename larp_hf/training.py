@@ -614,7 +614,10 @@ def resume_or_start_afresh(
         writer = accelerator.process_index - accelerator.local_process_index if accelerator.project_configuration.save_on_each_node else 0
         folder, step, lineage = answers[writer][0]
         accelerator.print(f"Resuming from {folder}")
-        _load_checkpoint(accelerator, Path(folder))
+        try:
+            _load_checkpoint(accelerator, Path(folder))
+        except CheckpointError as failure:  # e.g. one written under DeepSpeed, whose optimizer is in DeepSpeed's files
+            raise SystemExit(f"error: {failure} It was written by another kind of run than this one.") from None
         state.lineage = [*lineage, {"run": run_id, "from_step": step}]
         _report_changed_settings(accelerator, Path(folder), state.config)
     else:
