@@ -13,17 +13,19 @@ the top level, the history under `history`), `reconstructions.png` (originals ov
 """
 
 import argparse
+import itertools
 import math
 from functools import partial
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
-from larp_hf.data import PreprocessedImages, load_image_dataset, pixels_dataset
+from larp_hf.data import PreprocessedImages, StreamedImages, load_image_dataset, pixels_dataset, preprocess_images
 from larp_hf import training
 
 
@@ -88,6 +90,12 @@ def parse_args(argv=None):
         help="Preprocess the splits once and hold their pixels in memory: 'auto' when they take at most "
         f"{IN_MEMORY_BYTES // 2**20} MiB; otherwise each batch is read from the dataset when it is needed.",
     )  # fmt: skip
+    parser.add_argument(
+        "--streaming", action="store_true",
+        help="Read --dataset as a stream (datasets' IterableDataset): a Hub dataset is neither downloaded nor converted "
+        "first. Needs a --validation_split in the data, and --max_train_samples where the stream does not say its size.",
+    )  # fmt: skip
+    parser.add_argument("--shuffle_buffer", type=int, default=1000, help="--streaming: rows in the shuffle buffer.")
     parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
     parser.add_argument("--num_grid_images", type=int, default=32, help="Images in reconstructions.png.")
 
@@ -102,6 +110,10 @@ def parse_args(argv=None):
         parser.error("--learning_rate must be positive.")
     if args.validation_steps < 1 or args.checkpointing_steps < 1:
         parser.error("--validation_steps and --checkpointing_steps must be at least 1.")
+    if args.streaming and args.pixels_in_memory == "always":
+        parser.error("--streaming reads the images as they are needed; drop --pixels_in_memory always (or --streaming).")
+    if args.shuffle_buffer < 1 or args.dataloader_num_workers < 0:
+        parser.error("--shuffle_buffer must be at least 1 and --dataloader_num_workers at least 0.")
     training.refuse_to_overwrite_a_run(parser, args)
     return args
 
@@ -175,8 +187,40 @@ def pixels_in_memory(choice: str, num_images: int, image_processor) -> bool:
     return choice == "always"
 
 
+def select_streams(streams, args) -> tuple[datasets.IterableDataset, int, datasets.IterableDataset]:
+    """--streaming: the training stream, the images an epoch takes, and the validation stream."""
+    if isinstance(streams, datasets.IterableDataset):
+        streams = {"train": streams}
+    for flag, split in (("--train_split", args.train_split), ("--validation_split", args.validation_split)):
+        if split not in streams:
+            raise ValueError(
+                f"There is no {flag} {split!r}; the splits are {sorted(streams)}. With --streaming the validation "
+                "images must be a split of their own (a stream cannot hold out a random draw)."
+            )
+    train, validation = streams[args.train_split], streams[args.validation_split]
+    splits = train.info.splits or {}
+    num_examples = splits[args.train_split].num_examples if args.train_split in splits else None
+    if args.max_train_samples is not None:
+        train = train.take(args.max_train_samples)
+        num_examples = min(num_examples or args.max_train_samples, args.max_train_samples)
+    if not num_examples:
+        raise ValueError(
+            f"The stream does not say how many images its {args.train_split!r} split holds: pass --max_train_samples, "
+            "the images an epoch takes."
+        )
+    if args.max_validation_samples is not None:
+        validation = validation.take(args.max_validation_samples)
+    # Decoded in the collate function, so that each process decodes only the images of its share.
+    undecoded = datasets.Image(decode=False)
+    return train.cast_column("image", undecoded), num_examples, validation.cast_column("image", undecoded)
+
+
 def collate(examples, image_processor):
-    pixels = torch.stack([example["pixels"] for example in examples])  # (B, C, H, W) uint8, at the model's size
+    if "image" in examples[0]:  # rows of a stream: encoded images
+        images = [datasets.Image().decode_example(example["image"]) for example in examples]
+        pixels = preprocess_images(images, image_processor, normalize=False)["pixels"]
+    else:
+        pixels = torch.stack([example["pixels"] for example in examples])  # (B, C, H, W) uint8, at the model's size
     return {"pixel_values": image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]}
 
 
@@ -212,26 +256,39 @@ def main(argv=None):
     # Data: each batch is read from the memory-mapped dataset, decoded and resized to uint8 pixels in the DataLoader
     # workers, and normalised per batch, so memory follows the batch size, not the dataset. Small splits are
     # preprocessed once (cached by datasets) and held as one uint8 tensor instead, which is faster for them
-    # (--pixels_in_memory; bench/bench_vqvae_dataloading.py).
+    # (--pixels_in_memory; bench/bench_vqvae_dataloading.py). With --streaming the rows come from a stream: epochs of
+    # a fixed number of batches in an order fixed by the seed and the epoch (StreamedImages), so resuming is exact.
     with accelerator.main_process_first():
-        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
-        train_images, val_images = training.select_splits(images, args)
-    in_memory = pixels_in_memory(args.pixels_in_memory, len(train_images) + len(val_images), image_processor)
-    if in_memory:
+        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir, streaming=args.streaming)
+        if args.streaming:
+            train_images, num_train_images, val_images = select_streams(images, args)
+        else:
+            train_images, val_images = training.select_splits(images, args)
+    if args.streaming:
+        # Every process reads the stream and keeps its own share of each step's rows (accelerate's
+        # IterableDatasetShard), decoding only those, rather than the main process reading, decoding and broadcasting
+        # them all (accelerate's default for streams); the DataLoaders then keep their own random generators, which
+        # exact resumption needs.
+        accelerator.dataloader_config.dispatch_batches = False
+        rows_per_step = args.train_batch_size * accelerator.num_processes
+        train_dataset = StreamedImages(train_images, num_train_images, rows_per_step, args.seed, args.shuffle_buffer)
+        val_dataset = StreamedImages(val_images)
+        accelerator.print(f"{num_train_images} training images an epoch, streamed")
+    elif pixels_in_memory(args.pixels_in_memory, len(train_images) + len(val_images), image_processor):
         with accelerator.main_process_first():
             train_dataset = InMemoryPixels(pixels_dataset(train_images, image_processor))
             val_dataset = InMemoryPixels(pixels_dataset(val_images, image_processor))
+        accelerator.print(f"{len(train_dataset)} training and {len(val_dataset)} validation images, held in memory")
     else:
         train_dataset = PreprocessedImages(train_images, image_processor, normalize=False)
         val_dataset = PreprocessedImages(val_images, image_processor, normalize=False)
-    accelerator.print(
-        f"{len(train_dataset)} training and {len(val_dataset)} validation images, "
-        + ("held in memory" if in_memory else "read from the dataset a batch at a time")
-    )
+        accelerator.print(
+            f"{len(train_dataset)} training and {len(val_dataset)} validation images, read a batch at a time"
+        )
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
         batch_size=args.train_batch_size,
-        shuffle=True,
+        shuffle=not args.streaming,  # StreamedImages shuffles the stream itself
         drop_last=len(train_dataset) >= args.train_batch_size * accelerator.num_processes,
         collate_fn=partial(collate, image_processor=image_processor),
         num_workers=args.dataloader_num_workers,
@@ -312,7 +369,10 @@ def main(argv=None):
         final = training.write_final_metrics(
             output_dir, state, num_parameters=unwrapped.num_parameters(), dataset=args.dataset
         )
-        grid_examples = [val_dataset[i] for i in range(min(args.num_grid_images, len(val_dataset)))]
+        if args.streaming:
+            grid_examples = list(itertools.islice(val_dataset, args.num_grid_images))
+        else:
+            grid_examples = [val_dataset[i] for i in range(min(args.num_grid_images, len(val_dataset)))]
         grid_batch = collate(grid_examples, image_processor)
         grid_path = output_dir / "reconstructions.png"
         save_reconstruction_grid(unwrapped, image_processor, grid_batch["pixel_values"].to(accelerator.device), grid_path)

@@ -1,13 +1,15 @@
 from .collator import LarpPriorCollator
 from .encoding import encode_dataset, pixels_dataset
 from .loading import fashion_mnist_dir, load_image_dataset, read_idx
-from .preprocessed_images import PreprocessedImages, collate_images
+from .preprocessed_images import PreprocessedImages, collate_images, preprocess_images
+from .streaming import StreamedImages
 from .token_dataset import check_token_dataset, load_token_dataset, smallest_code_dtype, token_dataset_metadata
 
 
 __all__ = [
     "LarpPriorCollator",
     "PreprocessedImages",
+    "StreamedImages",
     "check_token_dataset",
     "collate_images",
     "encode_dataset",
@@ -15,6 +17,7 @@ __all__ = [
     "load_image_dataset",
     "load_token_dataset",
     "pixels_dataset",
+    "preprocess_images",
     "read_idx",
     "smallest_code_dtype",
     "token_dataset_metadata",

@@ -25,6 +25,8 @@ FASHION_MNIST_FILES = {
 # Column names other datasets use for what larp_hf calls `image` and `label` (CIFAR-10 has `img`, CIFAR-100 `fine_label`).
 IMAGE_COLUMN_ALIASES = ("image", "img", "images", "picture", "pixel_values")
 LABEL_COLUMN_ALIASES = ("label", "labels", "fine_label", "class", "target")
+# `load_image_dataset(..., streaming=True)` streams a memory-mapped split in this many shards (fewer for tiny ones).
+STREAM_SHARDS = 16
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -107,9 +109,22 @@ def _is_saved_to_disk(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
-def _standardize_columns(dataset: datasets.Dataset, source: str) -> datasets.Dataset:
+def _as_stream(dataset: datasets.Dataset, split: str) -> datasets.IterableDataset:
+    """A memory-mapped split as a stream of its Arrow file(s), in shards that DataLoader workers share out."""
+    stream = dataset.to_iterable_dataset(num_shards=max(1, min(STREAM_SHARDS, len(dataset))))
+    stream.info.splits = datasets.SplitDict()
+    stream.info.splits.add(datasets.SplitInfo(name=split, num_examples=len(dataset)))
+    return stream
+
+
+def _standardize_columns(dataset, source: str):
     """Rename the image/label columns to `image`/`label` and check that there is an image column."""
     features = dataset.features
+    if features is None:
+        raise ValueError(
+            f"The stream {source!r} does not declare its features, so its image column cannot be found; load it "
+            "without streaming, or give its files a schema (parquet) or a dataset card that declares them."
+        )
     image_column = next((c for c in IMAGE_COLUMN_ALIASES if isinstance(features.get(c), datasets.Image)), None)
     if image_column is None:
         image_column = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
@@ -138,8 +153,9 @@ def load_image_dataset(
     split: str | None = None,
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | None = None,
+    streaming: bool = False,
     **load_kwargs,
-) -> datasets.Dataset | datasets.DatasetDict:
+) -> datasets.Dataset | datasets.DatasetDict | datasets.IterableDataset | datasets.IterableDatasetDict:
     """
     Load an image dataset with an `image` column (datasets `Image` feature) and, where the source has labels, a
     `label` `ClassLabel` column.
@@ -157,9 +173,14 @@ def load_image_dataset(
         split: the split to return (e.g. `"train"`, `"test"`); `None` returns the whole `DatasetDict`.
         data_dir: for `"fashion_mnist"`, the folder with the IDX files.
         cache_dir: the datasets cache folder (default: `$HF_DATASETS_CACHE`).
+        streaming: return `IterableDataset`s, read as they are iterated. Hub datasets and image folders are then
+            neither downloaded nor converted first; Fashion-MNIST and `save_to_disk` folders, memory-mapped already,
+            are streamed from their Arrow files in `STREAM_SHARDS` shards. A stream's `info.splits` holds its number
+            of examples where it is known.
 
     Returns:
-        A `datasets.Dataset` when `split` is given, else a `datasets.DatasetDict`.
+        A `datasets.Dataset` when `split` is given, else a `datasets.DatasetDict` (their `Iterable` kinds when
+        `streaming`).
 
     Example:
 
@@ -191,7 +212,9 @@ def load_image_dataset(
         if _is_saved_to_disk(path):
             loaded = datasets.load_from_disk(str(path))
         else:
-            loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir, **load_kwargs)
+            loaded = datasets.load_dataset(
+                "imagefolder", data_dir=str(path), cache_dir=cache_dir, streaming=streaming, **load_kwargs
+            )
     elif path.exists():
         raise ValueError(
             f"{name} is a file; pass a folder (an imagefolder or a save_to_disk folder) or a Hub dataset id."
@@ -202,10 +225,14 @@ def load_image_dataset(
             "a Hub dataset id such as 'uoft-cs/cifar10', or 'fashion_mnist'."
         )
     else:
-        loaded = _load_from_hub(name, cache_dir, hint=None, **load_kwargs)
+        loaded = _load_from_hub(name, cache_dir, hint=None, streaming=streaming, **load_kwargs)
 
-    if isinstance(loaded, datasets.DatasetDict):
-        loaded = datasets.DatasetDict({key: _standardize_columns(ds, name) for key, ds in loaded.items()})
+    if streaming and isinstance(loaded, datasets.DatasetDict):
+        loaded = datasets.IterableDatasetDict({key: _as_stream(ds, key) for key, ds in loaded.items()})
+    elif streaming and isinstance(loaded, datasets.Dataset):
+        loaded = _as_stream(loaded, str(loaded.split or "train"))
+    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        loaded = type(loaded)({key: _standardize_columns(ds, name) for key, ds in loaded.items()})
         if split is None:
             return loaded
         if split not in loaded:

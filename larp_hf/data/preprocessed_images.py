@@ -54,12 +54,7 @@ class PreprocessedImages(torch.utils.data.Dataset):
     def __getitems__(self, indices: list[int]) -> list[dict]:
         rows = self.dataset[list(indices)]  # one read of the batch's rows
         images = [self._decode(value, index) for value, index in zip(rows["image"], indices)]
-        if self.normalize:
-            pixels = self.image_processor(images, return_tensors="pt")["pixel_values"]  # (B, C, H, W) float32
-            name = "pixel_values"
-        else:
-            pixels = self.image_processor(images, do_rescale=False, do_normalize=False, return_tensors="pt")
-            pixels, name = pixels["pixel_values"].round().to(torch.uint8), "pixels"  # (B, C, H, W) uint8
+        ((name, pixels),) = preprocess_images(images, self.image_processor, self.normalize).items()
         examples = [{name: row} for row in pixels]
         for example, label in zip(examples, rows.get("label", ())):
             example["label"] = label
@@ -75,6 +70,17 @@ class PreprocessedImages(torch.utils.data.Dataset):
             ) from error
 
 
+def preprocess_images(images: list, image_processor, normalize: bool = True) -> dict[str, torch.Tensor]:
+    """
+    A batch of decoded images -> `{"pixel_values": (B, C, H, W) float32}`, the tokenizer's input (`normalize=True`), or
+    `{"pixels": (B, C, H, W) uint8}`, the images at the model's size, rounded (`normalize=False`).
+    """
+    if normalize:
+        return {"pixel_values": image_processor(images, return_tensors="pt")["pixel_values"]}
+    pixels = image_processor(images, do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
+    return {"pixels": pixels.round().to(torch.uint8)}
+
+
 def collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
     """Stack `PreprocessedImages` rows into a batch: (B, C, H, W) `pixel_values` or `pixels`, (B,) `label`."""
     batch = {name: torch.stack([example[name] for example in examples]) for name in ("pixel_values", "pixels")
@@ -84,4 +90,4 @@ def collate_images(examples: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
-__all__ = ["PreprocessedImages", "collate_images"]
+__all__ = ["PreprocessedImages", "collate_images", "preprocess_images"]
