@@ -4,8 +4,10 @@
     accelerate launch recipes/train_prior.py --config recipes/configs/prior_fashion_mnist_quick.yaml \
         --vqvae outputs/vqvae-fashion-mnist-quick --token_dataset outputs/tokens-fashion-mnist-quick
 
-Without --token_dataset the recipe encodes --dataset with the tokenizer itself (cached by `datasets`), or, with
---encode_on_the_fly, encodes each batch while training and keeps no encoded copy. Every flag can be
+--token_dataset takes a save_to_disk folder, a Hub id, or a parquet folder or file, and is refused if another
+tokenizer made it. Without it the recipe encodes --dataset with the tokenizer itself, every process its own part
+(cached by `datasets`), or, with --encode_on_the_fly, encodes each batch in the training loop, on the process's device,
+and keeps no encoded copy. Every flag can be
 set in the YAML config (same name); the command line wins. The YAML's `model` mapping holds GPT2Config (or, with --architecture llama, LlamaConfig) overrides, and
 `--model.FIELD VALUE` overrides one of them.
 
