@@ -16,8 +16,10 @@ from .token_dataset import code_feature, make_metadata
 def pixels_dataset(dataset: datasets.Dataset, image_processor: LarpImageProcessor, batch_size: int = 1000) -> datasets.Dataset:
     """
     Decode, convert and resize every image once (a cached `map`) into a `pixels` column of uint8 (C, H, W) arrays at
-    the model's size; `label` is kept. The fixed-shape `Array3D` column turns into one tensor with
-    `with_format("torch")[:]` in milliseconds, where nested lists take minutes (bench/bench_vqvae_dataloading.py).
+    the model's size; `label` is kept. The fixed-shape `Array3D` column reads back as one array in milliseconds, where
+    nested lists take minutes. Read it through Arrow to keep it uint8 (`np.concatenate([chunk.to_numpy(
+    zero_copy_only=False) for chunk in ds.with_format("arrow")[:]["pixels"].chunks])`): datasets' numpy and torch
+    formats give int64, eight times the memory. This holds a whole split; `PreprocessedImages` serves a batch at a time.
     """
     size = image_processor.size
     shape = (image_processor.num_channels, size["height"], size["width"])
