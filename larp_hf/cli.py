@@ -159,25 +159,32 @@ def info(args):
 
 
 def _judging_setup(args):
-    """The pipeline, the feature network beside it, and whether to record the scores in the pipeline's model card
-    (--record-in-card: by default on for a local pipeline folder, off with a note for a Hub id)."""
+    """The pipeline, the feature network beside it, this process's state, and whether to record the scores in the
+    pipeline's model card (--record-in-card: by default on for a local pipeline folder, off with a note for a Hub id).
+    Under `accelerate launch`, each process takes its own device and only the main one reports."""
     from larp_hf.evaluation import load_feature_network
+    from larp_hf.evaluation.processes import evaluation_state
     from larp_hf.pipelines import is_pipeline_folder
 
+    state = evaluation_state()
     local = is_pipeline_folder(args.model)
     if args.record_in_card and not local:
         raise ValueError(f"--record-in-card writes MODEL's model card; {args.model} is not a local pipeline folder.")
-    if args.record_in_card is None and not local:
+    if args.record_in_card is None and not local and state.is_main_process:
         print(f"Note: {args.model} is not a local pipeline folder; the scores are not recorded in a model card.")
+    if state.num_processes > 1 and args.device is None:
+        args.device = str(state.device)
     pipeline = _load_pipeline(args)
+    if not state.is_main_process:
+        pipeline.set_progress_bar_config(disable=True)
     record = local and args.record_in_card is not False
-    return pipeline, load_feature_network(args.feature_network).to(pipeline.device), record
+    return pipeline, load_feature_network(args.feature_network).to(pipeline.device), state, record
 
 
 def evaluate(args):
     from larp_hf import evaluation
 
-    pipeline, network, record = _judging_setup(args)
+    pipeline, network, state, record = _judging_setup(args)
     start = time.perf_counter()
     results = evaluation.evaluate_pipeline(
         pipeline, network, dataset=args.dataset, real_split=args.real_split, baseline_split=args.baseline_split,
@@ -185,14 +192,17 @@ def evaluate(args):
         data_dir=args.dataset_dir, cache_dir=args.cache_dir, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p,
     )  # fmt: skip
-    results["settings"].update(model=str(args.model), seconds=round(time.perf_counter() - start, 1))
-    paths = evaluation.write_evaluation_reports(results, args.output_dir)
-    print(evaluation.evaluation_markdown(results))
-    print(f"Wrote {', '.join(map(str, paths))} ({results['settings']['seconds']} s)")
-    if record:
-        evaluation.record_evaluation_in_card(pipeline, results)
-        pipeline.save_model_card(args.model)
-        print(f"Recorded the sample scores in {Path(args.model) / 'README.md'}")
+    if state.is_main_process:
+        results["settings"].update(model=str(args.model), seconds=round(time.perf_counter() - start, 1))
+        paths = evaluation.write_evaluation_reports(results, args.output_dir)
+        print(evaluation.evaluation_markdown(results))
+        seconds, processes = results["settings"]["seconds"], state.num_processes
+        print(f"Wrote {', '.join(map(str, paths))} ({seconds} s, {processes} process(es))")
+        if record:
+            evaluation.record_evaluation_in_card(pipeline, results)
+            pipeline.save_model_card(args.model)
+            print(f"Recorded the sample scores in {Path(args.model) / 'README.md'}")
+    _end_processes(state)
 
 
 def sweep(args):
@@ -202,7 +212,7 @@ def sweep(args):
     if args.write_generation_config and (not is_pipeline_folder(args.model) or args.dtype not in (None, "float32")):
         raise ValueError("--write-generation-config saves MODEL again, weights included: it needs MODEL to be a local "
                          "pipeline folder, loaded without --dtype.")
-    pipeline, network, record = _judging_setup(args)
+    pipeline, network, state, record = _judging_setup(args)
     pipeline.set_progress_bar_config(disable=True)
     start = time.perf_counter()
     results = evaluation.sweep_pipeline(
@@ -210,17 +220,27 @@ def sweep(args):
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=args.dataset_dir,
         cache_dir=args.cache_dir,
     )  # fmt: skip
-    paths = evaluation.write_sweep_reports(results, args.output_dir)
-    print(evaluation.sweep_markdown(results))
-    print(f"Wrote {', '.join(map(str, paths))} ({time.perf_counter() - start:.0f} s)")
-    if record:
-        evaluation.record_sweep_in_card(pipeline, results)
-        print(f"Recorded the best setting's scores in {Path(args.model) / 'README.md'}")
-    if args.write_generation_config:
-        evaluation.save_best_setting(pipeline, results, args.model)  # writes the model card too
-        print(f"Sampling defaults of {args.model}: {pipeline.sampling_defaults()}")
-    elif record:
-        pipeline.save_model_card(args.model)
+    if state.is_main_process:
+        paths = evaluation.write_sweep_reports(results, args.output_dir)
+        print(evaluation.sweep_markdown(results))
+        seconds, processes = time.perf_counter() - start, state.num_processes
+        print(f"Wrote {', '.join(map(str, paths))} ({seconds:.0f} s, {processes} process(es))")
+        if record:
+            evaluation.record_sweep_in_card(pipeline, results)
+            print(f"Recorded the best setting's scores in {Path(args.model) / 'README.md'}")
+        if args.write_generation_config:
+            evaluation.save_best_setting(pipeline, results, args.model)  # writes the model card too
+            print(f"Sampling defaults of {args.model}: {pipeline.sampling_defaults()}")
+        elif record:
+            pipeline.save_model_card(args.model)
+    _end_processes(state)
+
+
+def _end_processes(state):
+    """Under `accelerate launch`: every process ends once the main one has written its files, process group closed
+    (a gloo process leaving with its group open can abort at exit)."""
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(evaluate, "score samples, the tokenizer's floor and a real baseline; check memorisation",
                 "Score NUM_SAMPLES samples, the tokenizer's reconstructions and NUM_SAMPLES real baseline images "
                 "against the real split on a feature network; measure how close samples come to training code grids. "
-                "Writes evaluation.json and evaluation.md and records the sample scores in the model card.")
+                "Writes evaluation.json and evaluation.md and records the sample scores in the model card. Under "
+                "`accelerate launch` each process samples its share (the same numbers as one process).")
     add_evaluation_arguments(p, num_samples=10000)
     p.add_argument("--baseline-split", default="train", help="real images scored as a baseline; the training grids")
     p.add_argument("--token-dataset", help="token dataset of the training split (default: the tokenizer encodes it)")
@@ -298,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sweep, "score a grid of temperatures and top-k values; name (and optionally store) the best by FID",
                 "Score NUM_SAMPLES samples at every temperature/top-k pair (same seed). Writes sweep.json, sweep.csv, "
-                "sweep.md and sweep.png and records the best setting's scores in the pipeline's model card.")
+                "sweep.md and sweep.png and records the best setting's scores in the pipeline's model card. Under "
+                "`accelerate launch` each process samples its share (the same numbers as one process).")
     add_evaluation_arguments(p, num_samples=2000)
     p.add_argument("--temperature", type=_list_of(float), default=[0.7, 0.8, 0.9, 1.0], help="comma-separated")
     p.add_argument("--top-k", type=_list_of(int), default=[0, 50, 100, 200], help="comma-separated, 0 = off")

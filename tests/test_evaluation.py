@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import huggingface_hub
 import PIL.Image
@@ -263,10 +264,12 @@ def test_the_evaluate_recipe_is_the_evaluate_command():
 
 
 def test_feature_network_reads_integer_images_as_0_to_255(tiny_image_dataset_dir):
-    from larp_hf.evaluation import real_images
+    from larp_hf.evaluation import image_batch, real_image_dataset
 
-    images, _ = real_images(tiny_image_dataset_dir, "test", 16, 1)
-    assert images.dtype == torch.uint8 and images.max() > 1
+    pixels, _ = real_image_dataset(tiny_image_dataset_dir, "test", 16, 1)
+    images = image_batch(pixels, range(len(pixels)))
+    assert images.shape == (16, 1, 16, 16) and images.dtype == torch.uint8 and images.max() > 1
+    assert torch.equal(image_batch(pixels, [5, 2]), images[[5, 2]])
     network = FeatureNetwork(LarpClassifierModel(LarpClassifierConfig(image_size=16, hidden_channels=[8])), "test")
     as_uint8, as_int64, as_float = network(images), network(images.long()), network(images.float() / 255)
     assert torch.equal(as_uint8, as_int64) and torch.equal(as_uint8, as_float)
@@ -276,17 +279,22 @@ def test_training_grids_come_from_any_token_dataset_source_and_only_from_the_sam
     tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path
 ):
     from larp_hf import LarpPipeline, encode_dataset, load_image_dataset
-    from larp_hf.evaluation import training_code_grids
+    from larp_hf.evaluation import code_grid_batches, training_token_split
 
     pipeline = LarpPipeline.from_pretrained(tiny_evaluation_setup / "pipe")
     tokens = encode_dataset(pipeline.vqvae, load_image_dataset(tiny_image_dataset_dir, split="train"))
     tokens.to_parquet(tmp_path / "train.parquet")  # a parquet file: its single split is `train`
-    grids = training_code_grids(tmp_path / "train.parquet", "train", pipeline.vqvae.tokenizer_hash())
-    assert grids.shape == (2 * len(tokens), 64)  # the codes and their mirrored codes
+    split = training_token_split(tmp_path / "train.parquet", "train", pipeline.vqvae.tokenizer_hash())
+    batches = list(code_grid_batches(split, batch_size=40))  # rows 0-39 and their mirrors, then rows 40-63 and theirs
+    assert [tuple(batch.shape) for batch in batches] == [(40, 64), (40, 64), (24, 64), (24, 64)]
+    assert batches[0].dtype == torch.uint8  # read as stored, not widened to int64
+    codes = tokens.with_format("torch")[:]
+    assert torch.equal(torch.cat(batches[::2]).long(), codes["input_ids"])
+    assert torch.equal(torch.cat(batches[1::2]).long(), codes["input_ids_flipped"])
     with pytest.raises(ValueError, match="made by tokenizer"):
-        training_code_grids(tmp_path / "train.parquet", "train", make_tiny_pipeline(seed=4).vqvae.tokenizer_hash())
+        training_token_split(tmp_path / "train.parquet", "train", make_tiny_pipeline(seed=4).vqvae.tokenizer_hash())
     with pytest.raises(ValueError, match="no 'test' split"):
-        training_code_grids(tmp_path / "train.parquet", "test")
+        training_token_split(tmp_path / "train.parquet", "test")
 
 
 def test_nearest_hamming_distances_in_blocks_equal_the_whole_comparison():
@@ -307,3 +315,89 @@ def test_nearest_hamming_distances_in_blocks_equal_the_whole_comparison():
         nearest_hamming_distances(generated, torch.zeros(3, 9))
     with pytest.raises(ValueError, match="`chunk_size` must be a positive integer"):
         nearest_hamming_distances(generated, training, chunk_size=0)
+
+
+def test_evaluation_samples_in_parts_and_reads_real_images_in_batches(tiny_evaluation_setup, tiny_image_dataset_dir,
+                                                                       tmp_path, monkeypatch):  # fmt: skip
+    """Parts of 2 batches and network batches of 5 give the numbers of one part; no call sees more than it should."""
+    from larp_hf.evaluation import scores
+
+    pipeline = LarpPipeline.from_pretrained(tiny_evaluation_setup / "pipe")
+    network = FeatureNetwork.from_pretrained(tiny_evaluation_setup / "features")
+    options = {"dataset": tiny_image_dataset_dir, "num_samples": 26, "batch_size": 4}
+    whole = evaluate_pipeline(pipeline, network, cache_dir=tmp_path / "a", **options)
+
+    calls, seen = [], []
+    sample = pipeline.__call__
+    monkeypatch.setattr(type(pipeline), "__call__", lambda self, **kwargs: calls.append(kwargs) or sample(**kwargs))
+    monkeypatch.setattr(scores, "SAMPLE_PART_BYTES", 2 * 4 * (4 * 16 * 16))  # 2 batches of 4 float32 16×16 images
+    features = network._features
+    monkeypatch.setattr(network, "_features", lambda pixels: seen.append(len(pixels)) or features(pixels))
+    monkeypatch.setattr(network, "batch_size", 5)
+    parts = evaluate_pipeline(pipeline, network, cache_dir=tmp_path / "b", **options)
+
+    assert [(call["first_image_index"], call["num_images"]) for call in calls] == [(0, 8), (8, 8), (16, 8), (24, 2)]
+    assert max(seen) == 5  # samples a sampling batch (4) at a time; real images a network batch (5) at a time
+    for part in ("samples", "reconstructions", "real_baseline"):
+        assert parts[part] == pytest.approx(whole[part], rel=1e-9)
+    assert parts["memorisation"] == whole["memorisation"] and parts["settings"] == whole["settings"]
+
+
+def run_evaluate(processes: int, pipe, *args) -> dict:
+    """`recipes/evaluate.py` launched with 1 or 2 CPU processes; its evaluation.json."""
+    from .recipes.test_train_vqvae import launcher, run
+
+    output_dir = Path(args[args.index("--output-dir") + 1])
+    result = run([*launcher(processes), str(ROOT / "recipes" / "evaluate.py"), str(pipe), *map(str, args)])
+    assert f"{processes} process(es)" in result.stdout
+    evaluation = json.loads((output_dir / "evaluation.json").read_text())
+    evaluation["settings"].pop("seconds")
+    return evaluation
+
+
+def test_two_processes_give_the_numbers_of_one(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, monkeypatch):
+    """
+    Each process samples its share of the batches of the one seeded sequence (26 samples in batches of 8: 2 batches
+    and 2) and of the real and training images; the main process scores what is gathered. The same numbers as one
+    process, with and without a token dataset, with the real features computed and read from the cache.
+    """
+    from larp_hf import encode_dataset, load_image_dataset
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same arithmetic in every process of both runs
+    setup = tiny_evaluation_setup
+    tokens = encode_dataset(LarpPipeline.from_pretrained(setup / "pipe").vqvae,
+                            load_image_dataset(tiny_image_dataset_dir, split="train"))  # fmt: skip
+    tokens.save_to_disk(str(tmp_path / "tokens"))
+    common = ["--feature-network", setup / "features", "--dataset", tiny_image_dataset_dir, "--num-samples", 26,
+              "--batch-size", 8, "--no-record-in-card"]  # fmt: skip
+    one = run_evaluate(1, setup / "pipe", *common, "--cache-dir", tmp_path / "c1", "--output-dir", tmp_path / "one")
+    two = run_evaluate(2, setup / "pipe", *common, "--cache-dir", tmp_path / "c2", "--output-dir", tmp_path / "two")
+    assert two == one
+    assert sum(one["memorisation"]["hamming_to_nearest_histogram"]) == 26
+    assert one["settings"]["reconstructed_images"] == 16 and one["settings"]["baseline_images"] == 26
+
+    with_tokens = [*common, "--token-dataset", tmp_path / "tokens"]  # and the real features from the caches
+    one_t = run_evaluate(1, setup / "pipe", *with_tokens, "--cache-dir", tmp_path / "c1", "--output-dir", tmp_path / "t1")
+    two_t = run_evaluate(2, setup / "pipe", *with_tokens, "--cache-dir", tmp_path / "c2", "--output-dir", tmp_path / "t2")
+    assert two_t == one_t
+    assert {part: one_t[part] for part in ("samples", "reconstructions", "real_baseline")} == {
+        part: one[part] for part in ("samples", "reconstructions", "real_baseline")
+    }
+
+
+def test_a_sweep_over_two_processes_gives_the_numbers_of_one(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    from .recipes.test_train_vqvae import launcher, run
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same arithmetic in every process of both runs
+    results = []
+    for processes in (1, 2):
+        output_dir = tmp_path / f"sweep{processes}"
+        result = run([*launcher(processes), "-m", "larp_hf.cli", "sweep", str(tiny_evaluation_setup / "pipe"),
+                      "--feature-network", str(tiny_evaluation_setup / "features"), "--dataset", tiny_image_dataset_dir,
+                      "--temperature", "0.5,1.0", "--top-k", "0", "--num-samples", "20", "--batch-size", "8",
+                      "--cache-dir", str(tmp_path / f"cache{processes}"), "--output-dir", str(output_dir),
+                      "--no-record-in-card"])  # fmt: skip
+        assert f"{processes} process(es)" in result.stdout
+        results.append(json.loads((output_dir / "sweep.json").read_text()))
+    assert results[1] == results[0] and len(results[0]["rows"]) == 2

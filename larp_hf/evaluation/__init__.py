@@ -3,13 +3,21 @@ Judging a pipeline: sample scores on a feature network, the tokenizer's floor, a
 in code space and sampling sweeps. `larp-hf evaluate` and `larp-hf sweep` are thin shells over these functions.
 
 - `feature_networks`: the feature spaces (a domain classifier, Inception-v3).
-- `real_data`: real images of a split, their cached features, training code grids.
+- `real_data`: real images of a split, their cached features, training code grids (all read in batches).
 - `scores`: `evaluate_pipeline`, `sweep_pipeline` and the scores they are made of (plain dicts).
+- `processes`: sharing the work out across processes (`accelerate launch`) and gathering it back.
 - `reports`: tables, files, plots and model-card records of those results.
 """
 
 from .feature_networks import FeatureNetwork, InceptionFeatureNetwork, load_feature_network
-from .real_data import cached_real_features, default_cache_dir, real_images, training_code_grids
+from .real_data import (
+    cached_real_features,
+    code_grid_batches,
+    default_cache_dir,
+    image_batch,
+    real_image_dataset,
+    training_token_split,
+)
 from .reports import (
     evaluation_markdown,
     record_evaluation_in_card,
@@ -38,15 +46,17 @@ __all__ = [
     "InceptionFeatureNetwork",
     "best_setting",
     "cached_real_features",
+    "code_grid_batches",
     "default_cache_dir",
     "encode_images",
     "evaluate_pipeline",
     "evaluation_markdown",
+    "image_batch",
     "load_feature_network",
     "memorisation",
     "memorisation_summary",
     "nearest_hamming_distances",
-    "real_images",
+    "real_image_dataset",
     "reconstruct",
     "record_evaluation_in_card",
     "record_sweep_in_card",
@@ -55,7 +65,7 @@ __all__ = [
     "sweep_markdown",
     "sweep_pipeline",
     "sweep_plots",
-    "training_code_grids",
+    "training_token_split",
     "write_evaluation_reports",
     "write_sweep_reports",
 ]

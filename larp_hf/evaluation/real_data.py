@@ -1,17 +1,29 @@
-"""What samples are compared with: real images of a dataset split, their cached features, training code grids."""
+"""
+What samples are compared with: real images of a dataset split, their cached features, training code grids. All of it
+is read from memory-mapped Arrow files in batches, so memory does not grow with the size of the split.
+"""
 
+import hashlib
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import datasets
+import numpy as np
 import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
 
 from ..data import check_token_dataset, load_image_dataset, load_token_dataset, pixels_dataset
+from ..data.token_dataset import CODE_COLUMNS
 from ..models import LarpImageProcessor
 from .feature_networks import FeatureNetwork
+from .processes import batches_of_this_process, evaluation_state, from_main_process, gather_rows
 
 
 logger = logging.getLogger(__name__)
+TOKEN_BATCH_ROWS = 65536  # token-dataset rows read at a time (16 MiB of uint8 codes for 16×16 grids)
 
 
 def default_cache_dir() -> Path:
@@ -19,51 +31,109 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LARP_HF_CACHE", Path.home() / ".cache" / "larp_hf"))
 
 
-def real_images(dataset: str, split: str, image_size: int, channels: int, data_dir=None) -> tuple[torch.Tensor, str]:
+def real_image_dataset(
+    dataset: str, split: str, image_size: int, channels: int, data_dir=None
+) -> tuple[datasets.Dataset, str]:
     """
-    (N, C, H, W) uint8 images of a dataset split at the given size (cached by `datasets`), and its fingerprint.
+    A dataset split at the given size as a `pixels` column of uint8 (C, H, W) arrays, made once by a cached
+    `datasets.map` and memory-mapped from disk, and its fingerprint. Read it with `image_batch`.
     `dataset` is what `larp_hf.load_image_dataset` takes; `data_dir` the folder of the Fashion-MNIST IDX files.
     """
     processor = LarpImageProcessor(num_channels=channels, size={"height": image_size, "width": image_size})
     pixels = pixels_dataset(load_image_dataset(dataset, split=split, data_dir=data_dir), processor)
-    # with_format("torch") gives int64 for the uint8 column: keep the 0-255 values in uint8.
-    return pixels.with_format("torch")[:]["pixels"].to(torch.uint8), pixels._fingerprint
+    return pixels.select_columns(["pixels"]), pixels._fingerprint
+
+
+def image_batch(pixels: datasets.Dataset, rows: Sequence[int]) -> torch.Tensor:
+    """(len(rows), C, H, W) uint8 images of `rows` (a range or indices) of a `real_image_dataset`."""
+    if isinstance(rows, range) and rows.step == 1:
+        column = pixels.with_format("arrow")[rows.start : rows.stop]["pixels"]
+    else:
+        column = pixels.with_format("arrow")[[int(row) for row in rows]]["pixels"]
+    # Arrow's own uint8 arrays: the numpy and torch formats would widen them to int64 first.
+    return torch.from_numpy(np.concatenate([chunk.to_numpy() for chunk in column.chunks]))
 
 
 def cached_real_features(
-    network: FeatureNetwork, images: torch.Tensor, fingerprint: str, cache_dir: Path | None = None, desc: str = ""
-) -> torch.Tensor:
-    """Features of a real image set, computed once per (dataset fingerprint, feature network) and kept on disk."""
-    cache_dir = Path(cache_dir or default_cache_dir()) / "features"
-    path = cache_dir / f"{fingerprint}-{network.weights_sha256[:16]}.pt"
-    if path.is_file():
-        logger.info("Features of %s from the cache: %s", desc or "real images", path)
-        return torch.load(path)
-    features = network(images, desc=f"Features of {desc or 'real images'}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    network: FeatureNetwork,
+    pixels: datasets.Dataset,
+    fingerprint: str,
+    rows: Sequence[int] | None = None,
+    cache_dir: Path | None = None,
+    desc: str = "",
+    state: PartialState | None = None,
+) -> torch.Tensor | None:
+    """
+    (len(rows), D) float64 features of `rows` (default: all) of a `real_image_dataset`, computed once per (dataset
+    fingerprint, rows, feature network) and kept on disk. Images are read a network batch at a time; under several
+    processes each computes its share of the batches. The features are returned on the main process, `None` on the
+    others.
+    """
+    state = state or evaluation_state()
+    every_row = rows is None
+    rows = range(len(pixels)) if every_row else rows
+    name = f"{fingerprint}-{network.weights_sha256[:16]}"
+    if not every_row:  # e.g. the real baseline's randomly chosen rows
+        name += "-rows-" + hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+    path = Path(cache_dir or default_cache_dir()) / "features" / f"{name}.pt"
+    what = desc or "real images"
+    if from_main_process(path.is_file(), state):
+        logger.info("Features of %s from the cache: %s", what, path)
+        return torch.load(path) if state.is_main_process else None
+    share = batches_of_this_process(len(rows), network.batch_size, state)
+    bar = tqdm(share, desc=f"Features of {what}", disable=not state.is_main_process)
+    features = [network(image_batch(pixels, rows[batch.start : batch.stop])) for batch in bar]
+    empty = torch.empty(0, network.feature_dim, dtype=torch.float64)  # a process with no batch (tiny splits)
+    features = gather_rows(torch.cat(features) if features else empty, state)
+    if not state.is_main_process:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     torch.save(features, temporary)
     os.replace(temporary, path)
-    logger.info("Cached the features of %s: %s", desc or "real images", path)
+    logger.info("Cached the features of %s: %s", what, path)
     return features
 
 
-def training_code_grids(
+def training_token_split(
     token_dataset: str | os.PathLike, split: str = "train", tokenizer_hash: str | None = None
-) -> torch.Tensor:
+) -> datasets.Dataset:
     """
-    (N, h·w) code grids of a token dataset split (as written by encode_dataset.py, from any place
-    `load_token_dataset` reads), with the grids of the mirrored images when the dataset has them: the prior trained on
-    both. With `tokenizer_hash`, a token dataset made by another tokenizer is refused.
+    The `split` of a token dataset (as written by encode_dataset.py, from any place `load_token_dataset` reads),
+    checked (in batches) and reduced to its code columns; read its grids with `code_grid_batches`. With
+    `tokenizer_hash`, a token dataset made by another tokenizer is refused.
     """
     splits = load_token_dataset(token_dataset)
     if split not in splits:
         raise ValueError(f"The token dataset {token_dataset} has no {split!r} split (it has {sorted(splits)}).")
     tokens = splits[split]
     check_token_dataset(tokens, tokenizer_hash=tokenizer_hash, name=f"The token dataset {token_dataset}")
-    columns = [c for c in ("input_ids", "input_ids_flipped") if c in tokens.column_names]
-    table = tokens.with_format("torch", columns=columns)[:]
-    return torch.cat([table[column].long() for column in columns])
+    if len(tokens) == 0:
+        raise ValueError(f"The {split!r} split of the token dataset {token_dataset} is empty: nothing to compare with.")
+    return tokens.select_columns([column for column in CODE_COLUMNS if column in tokens.column_names])
 
 
-__all__ = ["cached_real_features", "default_cache_dir", "real_images", "training_code_grids"]
+def code_grid_batches(
+    tokens: datasets.Dataset, rows: range | None = None, batch_size: int = TOKEN_BATCH_ROWS
+) -> Iterator[torch.Tensor]:
+    """
+    (b, h·w) code grids of `rows` (default: all) of a `training_token_split`, `batch_size` rows at a time: each
+    batch's grids, then the grids of the mirrored images when the dataset has them (the prior trained on both).
+    """
+    rows = range(len(tokens)) if rows is None else rows
+    for start in range(rows.start, rows.stop, batch_size):
+        table = tokens.with_format("arrow")[start : min(start + batch_size, rows.stop)]
+        for column in tokens.column_names:
+            # Arrow's own narrow codes (uint8 for codebooks up to 256): the numpy format would widen them to int64.
+            grids = [chunk.flatten().to_numpy().reshape(len(chunk), -1) for chunk in table[column].chunks]
+            yield torch.from_numpy(np.concatenate(grids))
+
+
+__all__ = [
+    "cached_real_features",
+    "code_grid_batches",
+    "default_cache_dir",
+    "image_batch",
+    "real_image_dataset",
+    "training_token_split",
+]

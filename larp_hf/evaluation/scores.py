@@ -2,32 +2,57 @@
 Scores of a pipeline's samples on a feature network: FID, precision, recall, density and coverage against a real
 split; the tokenizer's floor; a real-vs-real baseline; memorisation in code space; a temperature × top-k sweep.
 Each returns plain values (dicts); `larp_hf.evaluation.reports` turns them into tables, files and model-card records.
+
+Memory grows with the features the statistics need ((n, D) float64) and the sampled code grids, never with the images:
+samples are drawn a part at a time (`first_image_index`) and turned into features straight away; real images are read
+from memory-mapped datasets a batch at a time; training grids are compared block by block. Under `accelerate launch`
+(or torchrun) each process samples its share of the batches of the one seeded sequence, so the numbers are those of
+one process.
 """
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from ..generation import CodebookLogitsProcessor
 from ..metrics import density_coverage, frechet_distance, precision_recall
 from .feature_networks import FeatureNetwork, to_pixel_values
-from .real_data import cached_real_features, real_images, training_code_grids
+from .processes import batches_of_this_process, evaluation_state, from_main_process, gather_rows
+from .real_data import (
+    TOKEN_BATCH_ROWS,
+    cached_real_features,
+    code_grid_batches,
+    image_batch,
+    real_image_dataset,
+    training_token_split,
+)
 
 
 logger = logging.getLogger(__name__)
-BLOCK_BYTES = 256 * 2**20  # the largest pairwise block (code comparisons) held at once
+# Peak memory does not grow with the number of samples: what is held at once is bounded by these (a few times each, in
+# temporaries), whatever the sizes. Larger blocks gain little speed on a CPU.
+BLOCK_BYTES = 64 * 2**20  # the largest pairwise block (feature distances, code comparisons)
+SAMPLE_PART_BYTES = 64 * 2**20  # float32 images one pipeline call holds before they become features
 
 
 def sample_scores(real_features: torch.Tensor, generated_features: torch.Tensor, k: int = 3) -> dict:
     """FID, precision, recall (k), density and coverage (k=5) of one generated feature set against a real one."""
+    # Distance blocks of at most BLOCK_BYTES float64 (1024 rows, the metrics' default, up to 8,192 samples).
+    chunk_size = max(1, min(1024, BLOCK_BYTES // (8 * max(len(real_features), len(generated_features)))))
     return {
         "fid": frechet_distance(real_features, generated_features),
-        **precision_recall(real_features, generated_features, k=k),
-        **density_coverage(real_features, generated_features, k=5),
+        **precision_recall(real_features, generated_features, k=k, chunk_size=chunk_size),
+        **density_coverage(real_features, generated_features, k=5, chunk_size=chunk_size),
     }
+
+
+def _code_dtype(codebook_size: int) -> torch.dtype:
+    """The narrowest type that holds every code (a sampled grid then costs h·w bytes, not 8·h·w)."""
+    return torch.uint8 if codebook_size <= 2**8 else torch.int16 if codebook_size <= 2**15 else torch.int32
 
 
 def nearest_hamming_distances(
@@ -95,23 +120,29 @@ def memorisation(
     return memorisation_summary(nearest_hamming_distances(generated, training_codes, chunk_size), generated.shape[1])
 
 
+def _encode(pipeline, images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) uint8 images -> (B, h, w) codes on the CPU."""
+    vqvae = pipeline.vqvae
+    return vqvae.encode(to_pixel_values(pipeline.image_processor, images).to(vqvae.device)).cpu()
+
+
+def _decode(pipeline, codes: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) codes -> (B, C, H, W) images in [0, 1] on the CPU."""
+    pixel_values = pipeline.vqvae.decode(codes.to(pipeline.vqvae.device))
+    return pipeline.image_processor.postprocess(pixel_values, output_type="pt")
+
+
 @torch.no_grad()
 def encode_images(pipeline, images: torch.Tensor, batch_size: int = 500, desc: str = "Encoding") -> torch.Tensor:
     """(N, C, H, W) uint8 images -> (N, h, w) codes of the pipeline's tokenizer."""
-    vqvae = pipeline.vqvae
-    return torch.cat([
-        vqvae.encode(to_pixel_values(pipeline.image_processor, chunk).to(vqvae.device)).cpu()
-        for chunk in tqdm(images.split(batch_size), desc=desc)
-    ])  # fmt: skip
+    return torch.cat([_encode(pipeline, chunk) for chunk in tqdm(images.split(batch_size), desc=desc)])
 
 
 @torch.no_grad()
 def reconstruct(pipeline, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """(N, C, H, W) uint8 real images -> the tokenizer's reconstructions, (N, C, H, W) in [0, 1]."""
-    codes = encode_images(pipeline, images, batch_size, desc="Tokenizer reconstructions")
-    vqvae, postprocess = pipeline.vqvae, pipeline.image_processor.postprocess
-    chunks = codes.split(batch_size)
-    return torch.cat([postprocess(vqvae.decode(chunk.to(vqvae.device)), output_type="pt") for chunk in chunks])
+    chunks = tqdm(images.split(batch_size), desc="Tokenizer reconstructions")
+    return torch.cat([_decode(pipeline, _encode(pipeline, chunk)) for chunk in chunks])
 
 
 def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
@@ -125,16 +156,62 @@ def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
         )
 
 
-def _real_features(pipeline, network, dataset: str, split: str, data_dir, cache_dir):
-    """The real split at the pipeline's image size, and its (cached) features."""
+def _real_split(pipeline, dataset: str, split: str, data_dir, state: PartialState):
+    """A real split at the pipeline's image size (memory-mapped) and its fingerprint."""
     config = pipeline.vqvae.config
-    images, fingerprint = real_images(dataset, split, config.image_size, config.in_channels, data_dir)
-    return images, cached_real_features(network, images, fingerprint, cache_dir, desc=f"{dataset} {split}")
+    with state.main_process_first():  # the first process maps and caches the images; the others read its cache
+        return real_image_dataset(dataset, split, config.image_size, config.in_channels, data_dir)
 
 
-def _sample_features(pipeline, network: FeatureNetwork, num_samples: int, seed: int, batch_size: int, **sampling):
-    output = pipeline(num_images=num_samples, batch_size=batch_size, seed=seed, output_type="pt", **sampling)
-    return network(output.images, desc="Features of samples"), output.codes
+@torch.no_grad()
+def _sample_features(pipeline, network, num_samples: int, seed: int, batch_size: int, state, **sampling):
+    """
+    (num_samples, D) float64 features and (num_samples, h·w) codes of the seeded samples, on every process. Each
+    process samples its share of the batches in parts of at most SAMPLE_PART_BYTES of images, keeps their features
+    and codes, and drops the images.
+    """
+    config = pipeline.vqvae.config
+    image_bytes = 4 * config.in_channels * config.image_size**2
+    batches_per_part = max(1, SAMPLE_PART_BYTES // (image_bytes * batch_size))
+    share = batches_of_this_process(num_samples, batch_size, state)
+    code_dtype = _code_dtype(pipeline.codebook_size)
+    features = [torch.empty(0, network.feature_dim, dtype=torch.float64)]
+    codes = [torch.empty(0, config.grid_size**2, dtype=code_dtype)]
+    for first in range(0, len(share), batches_per_part):
+        part = share[first : first + batches_per_part]
+        output = pipeline(
+            num_images=part[-1].stop - part[0].start, batch_size=batch_size, seed=seed,
+            first_image_index=part[0].start, output_type="pt", **sampling,
+        )  # fmt: skip
+        # A sampling batch at a time: one process and many feed the network the same batches.
+        features += [network(images) for images in output.images.split(batch_size)]
+        codes.append(output.codes.flatten(1).to(code_dtype))
+    features = gather_rows(torch.cat(features), state)
+    codes = gather_rows(torch.cat(codes).int(), state).to(code_dtype)  # NCCL sends no int16
+    return features, codes
+
+
+@torch.no_grad()
+def _reconstruction_features(pipeline, network, pixels, num_images: int, batch_size: int, state) -> torch.Tensor:
+    """(num_images, D) features of the tokenizer's reconstructions of the first `num_images` images of `pixels`."""
+    share = batches_of_this_process(num_images, batch_size, state)
+    features = [torch.empty(0, network.feature_dim, dtype=torch.float64)]
+    for rows in tqdm(share, desc="Tokenizer reconstructions", disable=not state.is_main_process):
+        features.append(network(_decode(pipeline, _encode(pipeline, image_batch(pixels, rows)))))
+    return gather_rows(torch.cat(features), state)
+
+
+def _training_grid_batches(pipeline, tokens, baseline, batch_size: int, state) -> Iterator[torch.Tensor]:
+    """This process's share of the training grids: from the token dataset, else `baseline` encoded batch by batch."""
+    if tokens is not None:
+        rows_per_batch = min(TOKEN_BATCH_ROWS, -(-len(tokens) // state.num_processes))  # every process gets work
+        for rows in batches_of_this_process(len(tokens), rows_per_batch, state):
+            yield from code_grid_batches(tokens, rows)
+        return
+    for rows in tqdm(batches_of_this_process(len(baseline), batch_size, state), desc="Encoding training grids",
+                     disable=not state.is_main_process):  # fmt: skip
+        with torch.no_grad():
+            yield _encode(pipeline, image_batch(baseline, rows)).flatten(1)
 
 
 def _settings(pipeline, network: FeatureNetwork, dataset: str, real_split: str, num_samples: int, seed: int) -> dict:
@@ -171,37 +248,53 @@ def evaluate_pipeline(
     check against the training code grids (of `token_dataset`, else `baseline_split` encoded by the tokenizer).
     Sampling settings left as `None` are the pipeline's defaults. Returns `samples`, `reconstructions`,
     `real_baseline`, `memorisation` and `settings` (what was measured how).
+
+    Under several processes (`accelerate launch`), each samples, reconstructs and compares its share; the scores are
+    computed on the main process and returned on every process, equal to those of one process.
     """
+    state = evaluation_state()
     _check_setup(pipeline, network, num_samples)
     chosen = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
     sampling = {**pipeline.sampling_defaults(), **{k: v for k, v in chosen.items() if v is not None}}
     CodebookLogitsProcessor(pipeline.codebook_size, **sampling)  # refuses bad settings before any work
-    images, real_features = _real_features(pipeline, network, dataset, real_split, data_dir, cache_dir)
-
-    generated_features, codes = _sample_features(pipeline, network, num_samples, seed, batch_size, **sampling)
-    results = {"samples": sample_scores(real_features, generated_features)}
-
-    floor_images = images[:num_samples]
-    results["reconstructions"] = sample_scores(real_features, network(reconstruct(pipeline, floor_images)))
-
-    baseline_images, baseline_features = _real_features(pipeline, network, dataset, baseline_split, data_dir, cache_dir)
-    chosen_rows = torch.randperm(len(baseline_images), generator=torch.Generator().manual_seed(seed))[:num_samples]
-    results["real_baseline"] = sample_scores(real_features, baseline_features[chosen_rows])
-
+    real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
+    baseline, baseline_fingerprint = _real_split(pipeline, dataset, baseline_split, data_dir, state)
+    tokens = None  # a token dataset of another tokenizer is refused before any sampling
     if token_dataset is not None:
-        training_codes = training_code_grids(token_dataset, baseline_split, pipeline.vqvae.tokenizer_hash())
-    else:
-        training_codes = encode_images(pipeline, baseline_images, desc="Encoding training grids")
-    results["memorisation"] = memorisation(codes, training_codes)
-    results["settings"] = {
-        **_settings(pipeline, network, dataset, real_split, num_samples, seed),
-        "sampling": sampling,
-        "real_images": len(images),
-        "reconstructed_images": len(floor_images),
-        "baseline_split": baseline_split,
-        "baseline_images": len(chosen_rows),
-    }
-    return results
+        tokens = training_token_split(token_dataset, baseline_split, pipeline.vqvae.tokenizer_hash())
+    elif len(baseline) == 0:
+        raise ValueError(f"The {baseline_split!r} split of {dataset} is empty: no training grids to compare with.")
+    real_features = cached_real_features(network, real, real_fingerprint, cache_dir=cache_dir,
+                                         desc=f"{dataset} {real_split}", state=state)  # fmt: skip
+
+    generated_features, codes = _sample_features(pipeline, network, num_samples, seed, batch_size, state, **sampling)
+    floor_images = min(num_samples, len(real))
+    floor_features = _reconstruction_features(pipeline, network, real, floor_images, batch_size, state)
+    chosen_rows = torch.randperm(len(baseline), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    baseline_features = cached_real_features(network, baseline, baseline_fingerprint, chosen_rows.tolist(), cache_dir,
+                                             desc=f"{dataset} {baseline_split} (baseline)", state=state)  # fmt: skip
+    # Each process compares every sampled grid with its share of the training grids; the nearest of the shares wins.
+    training_grids = _training_grid_batches(pipeline, tokens, baseline, batch_size, state)
+    nearest = nearest_hamming_distances(codes.to(pipeline.device), training_grids)
+    nearest = gather_rows(nearest[None], state).amin(dim=0)  # (processes, N) -> (N,)
+
+    results = None
+    if state.is_main_process:
+        results = {
+            "samples": sample_scores(real_features, generated_features),
+            "reconstructions": sample_scores(real_features, floor_features),
+            "real_baseline": sample_scores(real_features, baseline_features),
+            "memorisation": memorisation_summary(nearest, codes.shape[1]),
+            "settings": {
+                **_settings(pipeline, network, dataset, real_split, num_samples, seed),
+                "sampling": sampling,
+                "real_images": len(real),
+                "reconstructed_images": floor_images,
+                "baseline_split": baseline_split,
+                "baseline_images": len(chosen_rows),
+            },
+        }
+    return from_main_process(results, state)
 
 
 def sweep_pipeline(
@@ -222,6 +315,7 @@ def sweep_pipeline(
     each, top-p at the pipeline's default. Returns `rows` (one per pair: its sampling settings and scores), `best`
     (the row of the lowest FID) and `settings`.
     """
+    state = evaluation_state()
     _check_setup(pipeline, network, num_samples)
     top_p = pipeline.sampling_defaults()["top_p"]
     pairs = [(t, k) for k in top_ks for t in temperatures]
@@ -232,14 +326,20 @@ def sweep_pipeline(
             CodebookLogitsProcessor(pipeline.codebook_size, temperature, top_k, top_p)
         except ValueError as error:
             raise ValueError(f"`temperatures` × `top_ks` holds a setting the pipeline cannot sample: {error}") from None
-    images, real_features = _real_features(pipeline, network, dataset, real_split, data_dir, cache_dir)
+    real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
+    real_features = cached_real_features(network, real, real_fingerprint, cache_dir=cache_dir,
+                                         desc=f"{dataset} {real_split}", state=state)  # fmt: skip
     rows = []
-    for temperature, top_k in tqdm(pairs, desc="Sweep"):
+    for temperature, top_k in tqdm(pairs, desc="Sweep", disable=not state.is_main_process):
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-        features, _ = _sample_features(pipeline, network, num_samples, seed, batch_size, **sampling)
-        rows.append({**sampling, **sample_scores(real_features, features)})
-    settings = {**_settings(pipeline, network, dataset, real_split, num_samples, seed), "real_images": len(images)}
-    return {"rows": rows, "best": best_setting(rows), "settings": settings}
+        features, _ = _sample_features(pipeline, network, num_samples, seed, batch_size, state, **sampling)
+        if state.is_main_process:
+            rows.append({**sampling, **sample_scores(real_features, features)})
+    results = None
+    if state.is_main_process:
+        settings = {**_settings(pipeline, network, dataset, real_split, num_samples, seed), "real_images": len(real)}
+        results = {"rows": rows, "best": best_setting(rows), "settings": settings}
+    return from_main_process(results, state)
 
 
 def best_setting(rows: list[dict]) -> dict:
