@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from larp_hf import run_lock, training
@@ -70,7 +71,7 @@ def train(options: dict):
         # parallelism): the model is sharded before its optimizer is made, and registered below as `prepare` would.
         from torch.distributed.fsdp import fully_shard
 
-        training.PartialState()  # the process group
+        PartialState()  # the process group
         fully_shard(model.transformer.h[0])
         fully_shard(model)
     tokens = torch.randint(0, 32, (48, 8), generator=torch.Generator().manual_seed(1))

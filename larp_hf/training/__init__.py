@@ -1,0 +1,73 @@
+"""
+The parts of the training recipes that took debugging to get right, in one place. The recipes themselves stay
+standalone scripts that read top to bottom (recipes/train_*.py) and call these as `training.NAME`:
+
+- `arguments`: `--config` parsing, the train/validation splits, the settings trackers and checkpoints record;
+- `layout`: what a run's folder holds;
+- `setup`: the Accelerator, the claim on the output folder, the learning-rate schedule;
+- `state`: the step count, time and validation history, and the random states, that a resume restores;
+- `sharding`: whole model and optimizer states under FSDP, and the check that every process ends with the same weights;
+- `checkpoints`: checkpoints saved atomically and resumed exactly, verified first;
+- `loop`: the batches, the optimizer step, the stop on a non-finite loss, the validation and checkpoint schedule;
+- `saving`: the final model and metrics, written atomically.
+
+The checkpoint format is `larp_hf.checkpointing`'s; the folder lock is `larp_hf.run_lock`'s.
+"""
+
+from ..checkpointing import write_json_atomic
+from .arguments import (
+    parse_args_with_config,
+    refuse_to_overwrite_a_run,
+    run_config,
+    select_splits,
+    tracker_config,
+)
+from .checkpoints import find_latest_checkpoint, resolve_checkpoint, resume_or_start_afresh, save_checkpoint
+from .layout import CHECKPOINTS_DIR, METRICS_FILE, folder_holds_a_run
+from .loop import (
+    backward_and_step,
+    is_due,
+    optimizer_steps_per_epoch,
+    record_validation,
+    stop_if_not_finite,
+    train_batches,
+)
+from .saving import save_final_model, save_model, write_final_metrics
+from .setup import claim_output_dir, get_lr_scheduler, make_accelerator
+from .sharding import check_weights_identical, gather_model_state
+from .state import TrainingState, capture_rng_state, preserve_random_state, restore_rng_state
+
+
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "METRICS_FILE",
+    "TrainingState",
+    "backward_and_step",
+    "capture_rng_state",
+    "check_weights_identical",
+    "claim_output_dir",
+    "find_latest_checkpoint",
+    "folder_holds_a_run",
+    "gather_model_state",
+    "get_lr_scheduler",
+    "is_due",
+    "make_accelerator",
+    "optimizer_steps_per_epoch",
+    "parse_args_with_config",
+    "preserve_random_state",
+    "record_validation",
+    "refuse_to_overwrite_a_run",
+    "resolve_checkpoint",
+    "restore_rng_state",
+    "resume_or_start_afresh",
+    "run_config",
+    "save_checkpoint",
+    "save_final_model",
+    "save_model",
+    "select_splits",
+    "stop_if_not_finite",
+    "tracker_config",
+    "train_batches",
+    "write_final_metrics",
+    "write_json_atomic",
+]

@@ -1,0 +1,295 @@
+"""
+Checkpoints of a run: saved by all processes together, found, verified and restored exactly. Their format on disk is
+`larp_hf.checkpointing`'s.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.data_loader import SeedableRandomSampler, get_sampler
+from accelerate.utils import DistributedType, gather_object
+from accelerate.utils.deepspeed import DeepSpeedSchedulerWrapper
+
+from .. import checkpointing
+from ..checkpointing import CheckpointError, fault_point, write_json_atomic
+from .arguments import run_config
+from .layout import CHECKPOINTS_DIR
+from .setup import _first_error, _writes_files
+from .sharding import (
+    _first_non_finite,
+    _gather_optimizer_state,
+    _load_model_state,
+    _load_optimizer_state,
+    gather_model_state,
+)
+from .state import TrainingState, capture_rng_state, restore_rng_state
+
+
+def _model_of(accelerator: Accelerator, index: int) -> torch.nn.Module | None:
+    """The model whose parameters the `index`-th optimizer steps, as Accelerate pairs them (by order of prepare)."""
+    return accelerator._models[index] if index < len(accelerator._models) else None
+
+
+def _training_state(accelerator: Accelerator) -> TrainingState:
+    for obj in accelerator._custom_objects:
+        if isinstance(obj, TrainingState):
+            return obj
+    raise RuntimeError("No TrainingState is registered: call resume_or_start_afresh before saving a checkpoint.")
+
+
+def _schedulers(accelerator: Accelerator) -> list:
+    """The prepared schedulers that checkpoints hold; a scheduler DeepSpeed runs is saved in DeepSpeed's own files."""
+    return [s for s in accelerator._schedulers if not isinstance(s, DeepSpeedSchedulerWrapper)]
+
+
+def _indexed(name: str, index: int) -> str:
+    return name if index == 0 else f"{name}_{index}"
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None):
+    """
+    Save everything `resume_or_start_afresh` restores as OUTPUT_DIR/checkpoints/checkpoint-STEP, keeping the newest
+    `total_limit` of this run's lineage. Nothing is pickled: weights, optimizer and random states go to safetensors,
+    the rest to JSON; the manifest (sizes, SHA-256, step, lineage, config hash) is written last. The folder is written
+    as `.tmp-checkpoint-STEP` and renamed into place, an older one of the same step renamed aside first and removed
+    after. Refuses (FloatingPointError, on every process) to save non-finite weights or optimizer state.
+    """
+    state = _training_state(accelerator)
+    checkpoints_dir = output_dir / CHECKPOINTS_DIR
+    partial, final = checkpoints_dir / f".tmp-checkpoint-{step}", checkpoints_dir / f"checkpoint-{step}"
+    writes = _writes_files(accelerator)
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    fault_point("checkpoint.start")
+
+    # Full states, gathered from the shards under FSDP (collectives: every process takes part).
+    models = [gather_model_state(accelerator, model) for model in accelerator._models]
+    optimizers = (
+        []
+        if deepspeed  # DeepSpeed keeps the optimizer partitions in its own files, written below
+        else [_gather_optimizer_state(accelerator, o, _model_of(accelerator, i)) for i, o in enumerate(accelerator._optimizers)]
+    )
+    error = None
+    if writes:
+        bad = _first_non_finite(models, "model") or _first_non_finite(optimizers, "optimizer")
+        if bad:
+            error = f"Refusing to save checkpoint-{step}: {bad} is not finite (NaN or infinite); training diverged."
+    error = _first_error(accelerator, error)
+    if error:
+        raise FloatingPointError(error)
+
+    error = None
+    try:
+        if writes:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+    except OSError as failure:
+        error = f"Could not create {partial}: {failure}"
+    error = _first_error(accelerator, error)  # the folder exists before anyone writes into it
+    if error:
+        raise SystemExit(f"error: {error}")
+
+    try:
+        checkpointing.write_state(partial, f"random_states_{accelerator.process_index}", capture_rng_state())
+        if deepspeed:
+            for index, model in enumerate(accelerator._models):
+                model.save_checkpoint(str(partial / "deepspeed"), tag=_indexed("model", index), save_latest=False)
+        if writes:
+            for index, state_dict in enumerate(models):
+                if state_dict is not None:
+                    checkpointing.write_weights(partial / f"{_indexed('model', index)}.safetensors", state_dict)
+            fault_point("checkpoint.model-written")
+            for index, optimizer_state in enumerate(optimizers):
+                checkpointing.write_state(partial, _indexed("optimizer", index), optimizer_state)
+            for index, scheduler in enumerate(_schedulers(accelerator)):
+                checkpointing.write_state(partial, _indexed("scheduler", index), scheduler.state_dict())
+            if accelerator.scaler is not None:
+                checkpointing.write_state(partial, "scaler", accelerator.scaler.state_dict())
+            for index, obj in enumerate(accelerator._custom_objects):
+                checkpointing.write_state(partial, f"custom_state_{index}", obj.state_dict())
+            checkpointing.write_state(partial, "accelerator_state", _accelerator_state(accelerator))
+            checkpointing.write_state(partial, "run_config", state.config)
+        error = None
+    except OSError as failure:
+        error = f"Could not write checkpoint-{step} in {partial}: {failure}"
+    error = _first_error(accelerator, error)  # every process's files are written
+    if error:
+        raise SystemExit(f"error: {error}")
+    fault_point("checkpoint.files-written")
+
+    try:
+        if writes:
+            config_hash = checkpointing.config_sha256(state.config)
+            checkpointing.write_manifest(partial, step, state.lineage, config_hash, accelerator.num_processes)
+            fault_point("checkpoint.manifest-written")
+            checkpointing.install_checkpoint(partial, final)
+            if total_limit is not None and total_limit > 0:
+                checkpointing.prune_checkpoints(checkpoints_dir, state.lineage, total_limit)
+        error = None
+    except OSError as failure:
+        error = f"Could not finish checkpoint-{step} in {checkpoints_dir}: {failure}"
+    error = _first_error(accelerator, error)
+    if error:
+        raise SystemExit(f"error: {error}")
+
+
+def _accelerator_state(accelerator: Accelerator) -> dict:
+    """Accelerate's own counters: the accumulation step count and the seedable samplers' seed and epoch."""
+    samplers = []
+    for dataloader in accelerator._dataloaders:
+        sampler = get_sampler(dataloader)
+        seedable = isinstance(sampler, SeedableRandomSampler)
+        samplers.append({"initial_seed": sampler.initial_seed, "epoch": sampler.epoch} if seedable else None)
+    return {"step": accelerator.step, "samplers": samplers}
+
+
+def _load_accelerator_state(accelerator: Accelerator, state: dict):
+    accelerator.step = int(state["step"])
+    for dataloader, saved in zip(accelerator._dataloaders, state["samplers"]):
+        sampler = get_sampler(dataloader)
+        if saved is not None and isinstance(sampler, SeedableRandomSampler):
+            sampler.initial_seed, sampler.epoch = int(saved["initial_seed"]), int(saved["epoch"])
+
+
+def find_latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    """
+    The newest checkpoint of the lineage of the run that owns OUTPUT_DIR (checkpoints_dir's parent), by its manifest;
+    not verified (`resolve_checkpoint` verifies). Half-written, replaced and abandoned checkpoints are never picked.
+    """
+    head = checkpointing.read_head(checkpoints_dir.parent)
+    return next(iter(checkpointing.lineage_checkpoints(checkpoints_dir, head)), None)
+
+
+def resolve_checkpoint(resume_from_checkpoint: str, checkpoints_dir: Path) -> Path:
+    """
+    `latest`, `latest_intact` or a folder -> the checkpoint folder, its files verified against its manifest; a
+    SystemExit naming the folder and the file when there is none or it is damaged.
+    """
+    try:
+        folder, _, notes = checkpointing.find_checkpoint(resume_from_checkpoint, checkpoints_dir)
+    except CheckpointError as error:
+        raise SystemExit(f"error: {error} Drop --resume_from_checkpoint to start from scratch.") from None
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    return folder
+
+
+def resume_or_start_afresh(
+    accelerator: Accelerator, resume_from_checkpoint: str | None, output_dir: Path, config: dict | None = None
+) -> TrainingState:
+    """
+    Call after `accelerator.prepare` (and after `claim_output_dir`). Returns a `TrainingState`, registered for
+    checkpointing. With `resume_from_checkpoint` (`latest`, `latest_intact` or a folder), the checkpoint is verified
+    against its manifest and everything it holds is restored: weights, optimizer, schedule, random states, samplers
+    and the state; a damaged one is refused (SystemExit naming the file) and no pickle is ever loaded. Without, old
+    checkpoints in OUTPUT_DIR are deleted, so that `latest` can never pick one of another run. `config` (the run's
+    settings, `run_config(args)`) is recorded in every checkpoint; a resume with other settings names them.
+    Interrupted saves of an earlier run are finished or undone first, and OUTPUT_DIR/run.json records this run's
+    lineage, which `latest` follows from then on.
+    """
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    state.config = run_config(config or {})
+    checkpoints_dir = output_dir / CHECKPOINTS_DIR
+    writes = _writes_files(accelerator)
+    run_id = checkpointing.new_run_id()
+
+    # Every file-writing process resolves the checkpoint on its own disk and verifies it; all must agree.
+    found, error = None, None
+    try:
+        if writes:
+            for note in checkpointing.recover_checkpoints_dir(checkpoints_dir):
+                print(f"{checkpoints_dir}: {note}", file=sys.stderr)
+        if writes and resume_from_checkpoint is not None:
+            folder, manifest, notes = checkpointing.find_checkpoint(resume_from_checkpoint, checkpoints_dir)
+            for note in notes:
+                print(f"warning: {note}", file=sys.stderr)
+            found = (str(folder), manifest["step"], manifest["lineage"])
+        elif writes and checkpoints_dir.exists():
+            doomed = checkpoints_dir.with_name(f".{CHECKPOINTS_DIR}.deleting")
+            os.replace(checkpoints_dir, doomed)
+            shutil.rmtree(doomed)
+    except CheckpointError as failure:
+        error = f"{failure} Drop --resume_from_checkpoint to start from scratch."
+    except OSError as failure:
+        error = f"Could not prepare {checkpoints_dir}: {failure}"
+    answers = [(found, error, run_id)] if accelerator.num_processes == 1 else gather_object([(found, error, run_id)])
+    error = next((answer[1] for answer in answers if answer[1]), None)
+    if error:
+        raise SystemExit(f"error: {error}")
+    run_id = answers[0][2]  # the main process's
+    if resume_from_checkpoint is not None:
+        resolved = [answer[0] for answer in answers if answer[0] is not None]
+        if any(other[1:] != resolved[0][1:] for other in resolved):
+            steps = sorted({other[1] for other in resolved})
+            raise SystemExit(f"error: The nodes resolved {resume_from_checkpoint!r} to different steps {steps}.")
+        writer = accelerator.process_index - accelerator.local_process_index if accelerator.project_configuration.save_on_each_node else 0
+        folder, step, lineage = answers[writer][0]
+        accelerator.print(f"Resuming from {folder}")
+        try:
+            _load_checkpoint(accelerator, Path(folder))
+        except CheckpointError as failure:  # e.g. one written under DeepSpeed, whose optimizer is in DeepSpeed's files
+            raise SystemExit(f"error: {failure} It was written by another kind of run than this one.") from None
+        state.lineage = [*lineage, {"run": run_id, "from_step": step}]
+        _report_changed_settings(accelerator, Path(folder), state.config)
+    else:
+        state.lineage = [{"run": run_id, "from_step": 0}]
+
+    error = None
+    if writes:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(output_dir / checkpointing.RUN_FILE, {"lineage": state.lineage, "config": state.config})
+        except OSError as failure:
+            error = f"Could not write {output_dir / checkpointing.RUN_FILE}: {failure}"
+    error = _first_error(accelerator, error)
+    if error:
+        raise SystemExit(f"error: {error}")
+    return state
+
+
+def _load_checkpoint(accelerator: Accelerator, folder: Path):
+    """Restore every prepared object, the registered states and this process's random state from `folder`."""
+    manifest = checkpointing.read_manifest(folder)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed reads its own (pickled) partition files, checked against the manifest above.
+        for index, model in enumerate(accelerator._models):
+            model.load_checkpoint(str(folder / "deepspeed"), tag=_indexed("model", index), load_lr_scheduler_states=False)
+    else:
+        for index, model in enumerate(accelerator._models):
+            _load_model_state(accelerator, model, checkpointing.read_weights(folder / f"{_indexed('model', index)}.safetensors"))
+        for index, optimizer in enumerate(accelerator._optimizers):
+            state = checkpointing.read_state(folder, _indexed("optimizer", index))
+            _load_optimizer_state(accelerator, optimizer, _model_of(accelerator, index), state)
+    for index, scheduler in enumerate(_schedulers(accelerator)):
+        scheduler.load_state_dict(checkpointing.read_state(folder, _indexed("scheduler", index)))
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(checkpointing.read_state(folder, "scaler"))
+    for index, obj in enumerate(accelerator._custom_objects):
+        obj.load_state_dict(checkpointing.read_state(folder, f"custom_state_{index}"))
+    _load_accelerator_state(accelerator, checkpointing.read_state(folder, "accelerator_state"))
+
+    stem = f"random_states_{accelerator.process_index}"
+    if manifest["world_size"] == accelerator.num_processes:
+        restore_rng_state(checkpointing.read_state(folder, stem))
+    else:
+        accelerator.print(
+            f"warning: {folder} was written by {manifest['world_size']} process(es), this run has "
+            f"{accelerator.num_processes}: the batches and random draws differ from the run that wrote it."
+        )
+        if any(name.startswith(f"{stem}.") for name in manifest["files"]):
+            restore_rng_state(checkpointing.read_state(folder, stem))
+
+
+def _report_changed_settings(accelerator: Accelerator, folder: Path, config: dict):
+    saved = checkpointing.read_state(folder, "run_config")
+    changed = [
+        f"{name} {saved.get(name)!r} -> {config.get(name)!r}"
+        for name in sorted(set(saved) | set(config))
+        if saved.get(name) != config.get(name)
+    ]
+    if changed:
+        accelerator.print(f"Resuming with settings that differ from {folder.name}'s: {'; '.join(changed)}.")

@@ -1,0 +1,90 @@
+"""What a finished run leaves: the final model, written atomically, and its metrics.json."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from .. import checkpointing
+from ..checkpointing import fault_point, write_json_atomic
+from .layout import METRICS_FILE
+from .setup import _first_error
+from .sharding import _first_non_finite, _is_sharded, check_weights_identical, gather_model_state
+from .state import TrainingState
+
+
+def save_model(accelerator: Accelerator, model: torch.nn.Module, folder: Path, *processors):
+    """
+    Save a prepared model (and any processors) in `save_pretrained` format to `folder`. Call it on every process
+    (the weights are gathered where they are sharded); the main process writes, also with save_on_each_node. The files are written beside
+    `folder`'s and each renamed over its old one: at every moment each file is whole, old or new. Non-finite weights
+    are refused (FloatingPointError on every process) and the folder is left as it was. Returns the unwrapped model.
+    """
+    folder = Path(folder)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    state_dict = gather_model_state(accelerator, model)
+    error = None
+    if state_dict is not None and (bad := _first_non_finite(state_dict, "model")):
+        error = f"Refusing to save the model to {folder}: {bad} is not finite (NaN or infinite); training diverged."
+    error = _first_error(accelerator, error)
+    if error:
+        raise FloatingPointError(error)
+    try:
+        # The main process alone: transformers' save_pretrained writes on the first process only, on every node.
+        if accelerator.is_main_process:
+            # Sharded weights are saved from the gathered copy; whole ones as transformers saves them.
+            gathered = state_dict if _is_sharded(accelerator, model) else None
+            _save_pretrained_atomic(folder, [unwrapped, *processors], {unwrapped: gathered})
+        error = None
+    except OSError as failure:
+        error = f"Could not save the model to {folder}: {failure}"
+    error = _first_error(accelerator, error)
+    if error:
+        raise SystemExit(f"error: {error}")
+    return unwrapped
+
+
+def _save_pretrained_atomic(folder: Path, parts: list, state_dicts: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".tmp-save-*"):
+        shutil.rmtree(leftover, ignore_errors=True)  # of a save that was killed
+    partial = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=folder))
+    try:
+        for part in parts:
+            state_dict = state_dicts.get(part)
+            part.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))
+        names = sorted(path.relative_to(partial) for path in partial.rglob("*") if path.is_file())
+        for name in names:
+            with open(partial / name, "rb") as handle:
+                os.fsync(handle.fileno())
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial / name, folder / name)
+            fault_point("model.file-replaced")
+        checkpointing.fsync_folder(folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def save_final_model(accelerator: Accelerator, model: torch.nn.Module, output_dir: Path, *processors):
+    """
+    Check that every process ends with the same weights, then save them (and any processors) once, in
+    `save_pretrained` format, file by file atomically (`save_model`). Returns the unwrapped model.
+    """
+    check_weights_identical(accelerator, model)
+    return save_model(accelerator, model, output_dir, *processors)
+
+
+def write_final_metrics(output_dir: Path, state: TrainingState, **extra) -> dict:
+    """
+    OUTPUT_DIR/metrics.json of a finished run: the last validation at the top level (also when a resumed run had
+    nothing left to train), the step count, the training time, `extra` and the history. Returns what it wrote.
+    """
+    latest = state.history[-1] if state.history else {}
+    final = {**latest, "step": state.step, "train_seconds": round(state.train_seconds, 3), **extra}
+    final["history"] = state.history
+    write_json_atomic(output_dir / METRICS_FILE, final)
+    return final
