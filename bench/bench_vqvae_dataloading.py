@@ -1,103 +1,77 @@
-"""How the tokenizer recipe feeds batches, against the straightforward alternative, side by side in one run.
+"""Tokenizer training throughput: images read a batch at a time from the dataset against pixels held in memory.
 
-    python bench/bench_vqvae_dataloading.py [--num_batches 50] [--batch_size 128]
+    python bench/bench_vqvae_dataloading.py [--steps 40] [--runs 3] [--workers 0,2]
 
-1. Loading the preprocessed split into memory:
-   ours:        a fixed-shape `Array3D` uint8 column, turned into one tensor by `with_format("torch")[:]`.
-   alternative: the same pixels as nested lists (what `map` stores without `features=`).
-2. Serving batches:
-   ours:        the uint8 tensor in memory, normalised per batch by the processor.
-   alternative: the processor's float output stored in the Arrow table, read row by row through `with_format("torch")`.
-
-Both sides produce identical tensors from Fashion-MNIST's test split. Prints the times and ratios; the time of one
-training step of the quick config's model is printed for scale.
+Runs recipes/train_vqvae.py with the quick Fashion-MNIST config (batch 128, 32×32 grey) for --steps steps, in turns:
+- in memory: `--pixels_in_memory always`, the splits preprocessed once (cached by datasets) and held as a uint8 tensor;
+- streamed:  `--pixels_in_memory never`, each batch read from the memory-mapped dataset, decoded and resized, by the
+  training process (0 workers) or by DataLoader workers (each count in --workers).
+Both train on the very same pixels in the same order. Prints the median training throughput (images per second of
+the training loop, from metrics.json's train_seconds) and the whole-process wall time of each, the ratios to the
+in-memory path, and the load average, since the machine may be shared. One warm-up run per variant fills the caches.
 """
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
-
-import datasets
-import torch
-
-from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
-from larp_hf.data import load_image_dataset
+from pathlib import Path
 
 
-def batches_per_second(dataloader, num_batches: int) -> float:
-    iterator = iter(dataloader)
-    next(iterator)  # warm-up
-    start = time.perf_counter()
-    for _ in range(num_batches):
-        next(iterator)
-    return num_batches / (time.perf_counter() - start)
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "recipes" / "configs" / "vqvae_fashion_mnist_quick.yaml"
+BATCH_SIZE = 128
+
+
+def run_recipe(flags: list[str], steps: int) -> tuple[float, float]:
+    """(training images per second, wall seconds of the whole process) of one run."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        command = [sys.executable, str(ROOT / "recipes" / "train_vqvae.py"), "--config", str(CONFIG), *flags]
+        command += ["--max_steps", str(steps), "--validation_steps", str(steps), "--checkpointing_steps", str(steps)]
+        command += ["--max_validation_samples", "512", "--output_dir", output_dir]
+        env = {**os.environ, "TQDM_DISABLE": "1", "HF_DATASETS_OFFLINE": "1"}
+        start = time.perf_counter()
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+        train_seconds = json.loads((Path(output_dir) / "metrics.json").read_text())["train_seconds"]
+    return steps * BATCH_SIZE / train_seconds, wall
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_batches", type=int, default=50)
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=3, help="Measured runs of each variant (after one warm-up).")
+    parser.add_argument("--workers", default="0,2", help="DataLoader worker counts to try for the streamed path.")
     args = parser.parse_args()
-    torch.manual_seed(0)
 
-    processor = LarpImageProcessor(num_channels=1)
-    dataset = load_image_dataset("fashion_mnist", split="test")
-    def to_uint8(batch):
-        pixels = processor(batch["image"], do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
-        return {"pixels": pixels.round().to(torch.uint8).numpy()}
+    variants = {"in memory": ["--pixels_in_memory", "always"]}
+    for workers in (int(count) for count in args.workers.split(",")):
+        variants[f"streamed, {workers} workers"] = ["--pixels_in_memory", "never", "--dataloader_num_workers", str(workers)]
+    for flags in variants.values():
+        run_recipe(flags, steps=2)  # warm-up: the datasets caches, the page cache
+    results = {name: [] for name in variants}
+    loads = []
+    for _ in range(args.runs):  # in turns, so that a change in the machine's load hits every variant alike
+        for name, flags in variants.items():
+            results[name].append(run_recipe(flags, args.steps))
+            loads.append(os.getloadavg()[0])
 
-    map_kwargs = {"batched": True, "remove_columns": dataset.column_names, "load_from_cache_file": False}
-    array3d = datasets.Features({"pixels": datasets.Array3D(shape=(1, 32, 32), dtype="uint8")})
-    uint8 = dataset.map(to_uint8, features=array3d, **map_kwargs)
-    nested = dataset.map(to_uint8, **map_kwargs)
-    start = time.perf_counter()
-    pixels = uint8.with_format("torch")[:]["pixels"]
-    array3d_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    nested_pixels = nested.with_format("torch")[:]["pixels"]
-    nested_seconds = time.perf_counter() - start
-    assert torch.equal(pixels, nested_pixels)
-    floats = uint8.with_format("torch").map(
-        lambda b: {"pixel_values": processor(b["pixels"], do_resize=False, return_tensors="pt")["pixel_values"].numpy()},
-        batched=True, remove_columns=["pixels"], load_from_cache_file=False,
-    ).with_format("torch")  # fmt: skip
-
-    ours = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(pixels),
-        batch_size=args.batch_size,
-        shuffle=True,
-        collate_fn=lambda ex: processor(torch.stack([p for (p,) in ex]), do_resize=False, return_tensors="pt")["pixel_values"],
-    )
-    alternative = torch.utils.data.DataLoader(
-        floats, batch_size=args.batch_size, shuffle=True, collate_fn=lambda ex: torch.stack([e["pixel_values"] for e in ex])
-    )
-    # Same pixels either way.
-    first = floats[0]["pixel_values"]
-    second = processor(pixels[:1], do_resize=False, return_tensors="pt")["pixel_values"][0]
-    torch.testing.assert_close(first, second, atol=1e-6, rtol=0)
-
-    ours_rate = batches_per_second(ours, args.num_batches)
-    alternative_rate = batches_per_second(alternative, args.num_batches)
-
-    model = LarpVQVAEModel(LarpVQVAEConfig(in_channels=1)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    batch = next(iter(ours))
-    for i in range(6):
-        if i == 1:
-            start = time.perf_counter()
-        model(batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    step_seconds = (time.perf_counter() - start) / 5
-
-    print(f"threads: {torch.get_num_threads()}, {len(dataset)} images, batch size {args.batch_size}")
-    print(f"load split as a tensor, ours (Array3D):       {array3d_seconds:8.3f} s")
-    print(f"load split as a tensor, alternative (nested): {nested_seconds:8.3f} s")
-    print(f"ratio alternative / ours: {nested_seconds / array3d_seconds:.0f}x")
-    print(f"serving {args.num_batches} batches:")
-    print(f"ours (uint8 in memory + per-batch normalise): {ours_rate:8.1f} batches/s ({1000 / ours_rate:6.1f} ms/batch)")
-    print(f"alternative (Arrow rows, with_format torch):  {alternative_rate:8.1f} batches/s ({1000 / alternative_rate:6.1f} ms/batch)")
-    print(f"ratio ours / alternative: {ours_rate / alternative_rate:.1f}x")
-    print(f"one training step of the quick config's model: {step_seconds * 1000:.0f} ms")
+    print(f"Fashion-MNIST quick config, {args.steps} steps of {BATCH_SIZE}, torch threads {os.cpu_count()} cores; "
+          f"load average during the runs {min(loads):.2f}-{max(loads):.2f}")  # fmt: skip
+    reference_rate = statistics.median(rate for rate, _ in results["in memory"])
+    reference_wall = statistics.median(wall for _, wall in results["in memory"])
+    for name, runs in results.items():
+        rate, wall = statistics.median(r for r, _ in runs), statistics.median(w for _, w in runs)
+        print(
+            f"{name:22s} {rate:7.1f} images/s in training ({rate / reference_rate:5.2f}x in memory), whole run "
+            f"{wall:5.1f} s ({wall / reference_wall:4.2f}x); runs: {', '.join(f'{r:.0f}' for r, _ in runs)} images/s"
+        )
 
 
 if __name__ == "__main__":
