@@ -305,9 +305,10 @@ def test_nearest_hamming_distances_in_blocks_equal_the_whole_comparison():
     generated = torch.randint(0, 4, (50, 4, 4), generator=generator, dtype=torch.uint8)
     generated[7] = training[123].view(4, 4)
     expected = (generated.flatten(1)[:, None] != training[None]).sum(-1).min(1).values
-    # Batches as a token dataset gives them; blocks of 7 generated × 2 training grids (7 · 2 · 16 bytes).
+    # Batches as a token dataset gives them; blocks of 7 generated × 2 training grids × 16 codes (a bool and an int16
+    # each).
     batches = iter(training.split(64))
-    nearest = nearest_hamming_distances(generated, batches, chunk_size=7, block_bytes=7 * 2 * 16)
+    nearest = nearest_hamming_distances(generated, batches, chunk_size=7, block_bytes=3 * 7 * 2 * 16)
     assert torch.equal(nearest, expected) and nearest[7] == 0
     assert torch.equal(nearest_hamming_distances(generated, training.int()), expected)  # any integer type
     assert torch.equal(nearest_hamming_distances(generated, []), torch.full((50,), 17))  # no grid: h·w + 1
