@@ -5,8 +5,10 @@ Peak resident memory of `larp-hf evaluate` at two sample counts: does it grow wi
 The script makes what the command needs in `--work-dir`: a 64×64 RGB pipeline (untrained tokenizer with an 8×8
 grid, `tiny` GPT-2 prior), a feature network for those images, a synthetic image dataset (`train` and `test` splits
 of blobby images) and its token dataset. Each `larp-hf evaluate` runs as a child process (with a fresh feature cache,
-so real features are computed, not read) and its peak resident set comes from `os.wait4`; the machine's load average
-is printed beside each figure, since the machine may be shared. `--code-dir` runs the command from another checkout,
+so real features are computed, not read). Its peak resident set comes from `os.wait4`; it counts the pages of
+memory-mapped files read (Arrow datasets), which the kernel can drop at will, so the peak of the anonymous part
+(RssAnon: what the process allocated), sampled from /proc every 50 ms, is printed beside it. The machine's load
+average is printed with each figure, since the machine may be shared. `--code-dir` runs the command from another checkout,
 e.g. the code before a change:
 
     git worktree add /tmp/eval-before <commit>
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,8 +86,22 @@ def make_inputs(work_dir: Path, train_images: int, test_images: int):
     datasets.DatasetDict({"train": tokens}).save_to_disk(str(work_dir / "tokens"))
 
 
-def peak_memory_of_evaluate(code_dir: Path, work_dir: Path, num_samples: int) -> tuple[float, float, int]:
-    """(peak resident MiB, seconds, exit status) of one `larp-hf evaluate` run from `code_dir`."""
+def watch_anonymous_memory(pid: int, peak: list[int]):
+    """Keep `peak[0]` at the largest RssAnon (KiB) of process `pid` seen, polling until it is gone."""
+    path = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            fields = dict(line.split(":", 1) for line in path.read_text().splitlines())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            return
+        if "RssAnon" not in fields:  # a zombie: it has exited
+            return
+        peak[0] = max(peak[0], int(fields["RssAnon"].split()[0]))
+        time.sleep(0.05)
+
+
+def peak_memory_of_evaluate(code_dir: Path, work_dir: Path, num_samples: int) -> tuple[float, float, float, int]:
+    """(peak resident MiB, peak anonymous MiB, seconds, exit status) of one `larp-hf evaluate` run from `code_dir`."""
     output_dir, cache_dir = work_dir / f"eval-{num_samples}", work_dir / "cache"
     shutil.rmtree(cache_dir, ignore_errors=True)  # real features computed in every run
     command = [
@@ -97,9 +114,14 @@ def peak_memory_of_evaluate(code_dir: Path, work_dir: Path, num_samples: int) ->
     start = time.perf_counter()
     with open(work_dir / f"evaluate-{num_samples}.log", "w") as log:
         child = subprocess.Popen(command, cwd=code_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        anonymous = [0]
+        watcher = threading.Thread(target=watch_anonymous_memory, args=(child.pid, anonymous), daemon=True)
+        watcher.start()
         _, status, usage = os.wait4(child.pid, 0)
+        watcher.join()
     child.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, time.perf_counter() - start, child.returncode  # ru_maxrss is in KiB on Linux
+    seconds = time.perf_counter() - start
+    return usage.ru_maxrss / 1024, anonymous[0] / 1024, seconds, child.returncode  # KiB on Linux
 
 
 def describe(code_dir: Path) -> str:
@@ -114,14 +136,14 @@ def main():
     make_inputs(args.work_dir, args.train_images, args.test_images)
     print(f"`larp-hf evaluate`, {CHANNELS}×{IMAGE_SIZE}×{IMAGE_SIZE} images, real splits of {args.train_images:,} "
           f"(train, token dataset with mirrored grids) and {args.test_images:,} (test) images, {os.cpu_count()} CPUs")  # fmt: skip
-    print("| code | samples | peak RSS (MiB) | seconds | load average before / after |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| code | samples | peak RSS (MiB) | peak anonymous RSS (MiB) | seconds | load average before / after |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for code_dir in args.code_dir:
         for num_samples in args.num_samples:
             load_before = os.getloadavg()[0]
-            peak, seconds, status = peak_memory_of_evaluate(code_dir, args.work_dir, num_samples)
+            peak, anonymous, seconds, status = peak_memory_of_evaluate(code_dir, args.work_dir, num_samples)
             failed = "" if status == 0 else f" (exit {status}: see {args.work_dir}/evaluate-{num_samples}.log)"
-            print(f"| {describe(code_dir)} | {num_samples:,} | {peak:,.0f}{failed} | {seconds:.0f} | "
+            print(f"| {describe(code_dir)} | {num_samples:,} | {peak:,.0f}{failed} | {anonymous:,.0f} | {seconds:.0f} | "
                   f"{load_before:.2f} / {os.getloadavg()[0]:.2f} |", flush=True)  # fmt: skip
 
 

@@ -8,7 +8,9 @@ Runs recipes/train_vqvae.py with the quick Fashion-MNIST config (batch 128, 32×
   training process (0 workers) or by DataLoader workers (each count in --workers).
 Both train on the very same pixels in the same order. Prints the median training throughput (images per second of
 the training loop, from metrics.json's train_seconds) and the whole-process wall time of each, the ratios to the
-in-memory path, and the load average, since the machine may be shared. One warm-up run per variant fills the caches.
+in-memory path (the median of the ratios to the in-memory run of the same turn: pairing keeps them meaningful when
+the machine's load drifts), and the load average, since the machine may be shared. One warm-up run per variant fills
+the caches.
 """
 
 import argparse
@@ -64,13 +66,14 @@ def main():
 
     print(f"Fashion-MNIST quick config, {args.steps} steps of {BATCH_SIZE}, torch threads {os.cpu_count()} cores; "
           f"load average during the runs {min(loads):.2f}-{max(loads):.2f}")  # fmt: skip
-    reference_rate = statistics.median(rate for rate, _ in results["in memory"])
-    reference_wall = statistics.median(wall for _, wall in results["in memory"])
+    reference = results["in memory"]
     for name, runs in results.items():
         rate, wall = statistics.median(r for r, _ in runs), statistics.median(w for _, w in runs)
+        rate_ratio = statistics.median(r / ref for (r, _), (ref, _) in zip(runs, reference))
+        wall_ratio = statistics.median(w / ref for (_, w), (_, ref) in zip(runs, reference))
         print(
-            f"{name:22s} {rate:7.1f} images/s in training ({rate / reference_rate:5.2f}x in memory), whole run "
-            f"{wall:5.1f} s ({wall / reference_wall:4.2f}x); runs: {', '.join(f'{r:.0f}' for r, _ in runs)} images/s"
+            f"{name:22s} {rate:7.1f} images/s in training ({rate_ratio:5.2f}x in memory), whole run {wall:5.1f} s "
+            f"({wall_ratio:4.2f}x); runs: {', '.join(f'{r:.0f}' for r, _ in runs)} images/s"
         )
 
 
