@@ -25,7 +25,14 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
-from larp_hf.data import PreprocessedImages, StreamedImages, load_image_dataset, pixels_dataset, preprocess_images
+from larp_hf.data import (
+    PreprocessedImages,
+    StreamedImages,
+    first_image_size,
+    load_image_dataset,
+    pixels_dataset,
+    preprocess_images,
+)
 from larp_hf import training
 
 
@@ -64,6 +71,13 @@ def parse_args(argv=None):
     parser.add_argument("--weight_decay", type=float, default=0.0)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
+    parser.add_argument(
+        "--pad_to_size", action=argparse.BooleanOptionalAction, default=False,
+        help="Pad the images, centred, to the model's image_size instead of resizing them (lossless when they are "
+        "smaller, e.g. 28×28 Fashion-MNIST in 32×32; larger ones are shrunk to fit first). The tokenizer's image "
+        "processor then returns images at the dataset's own size, and PSNR is measured on those pixels.",
+    )  # fmt: skip
+    parser.add_argument("--pad_value", type=float, default=0.0, help="--pad_to_size: border value on the 0–255 scale.")
     parser.add_argument(
         "--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
         help="Overrides the accelerate config's setting (default: whatever `accelerate launch` was told).",
@@ -124,19 +138,24 @@ def psnr_from_mse(mse: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, dataloader, accelerator, codebook_size: int) -> dict:
-    """MSE and PSNR on the [0, 1] pixel scale, codebook usage and perplexity over the whole validation split."""
+def evaluate(model, dataloader, accelerator, codebook_size: int, image_processor) -> dict:
+    """
+    MSE and PSNR on the [0, 1] pixel scale, codebook usage and perplexity over the whole validation split. With
+    padded images (--pad_to_size) the error is measured on the image's own pixels, not on the border.
+    """
     model.eval()
     squared_error, num_pixels = 0.0, 0
     histogram = torch.zeros(codebook_size, dtype=torch.long, device=accelerator.device)
     for batch in dataloader:
         pixel_values = batch["pixel_values"]
         output = model(pixel_values)
+        reconstruction = image_processor.crop_padding(output.reconstruction.float().clamp(-1, 1))
+        original = image_processor.crop_padding(pixel_values.float())
         # Normalised [-1, 1] -> [0, 1], the scale PSNR is quoted on.
-        errors = ((output.reconstruction.float().clamp(-1, 1) - pixel_values.float()) / 2).pow(2).flatten(1).sum(1)
+        errors = ((reconstruction - original) / 2).pow(2).flatten(1).sum(1)
         errors, codes = accelerator.gather_for_metrics((errors, output.codes))
         squared_error += errors.sum().item()
-        num_pixels += errors.numel() * pixel_values[0].numel()
+        num_pixels += errors.numel() * original[0].numel()
         histogram += torch.bincount(codes.flatten(), minlength=codebook_size)
     model.train()
     mse = squared_error / max(num_pixels, 1)
@@ -245,7 +264,6 @@ def main(argv=None):
     # Model and image processor.
     model_config = LarpVQVAEConfig(**args.model)
     model = LarpVQVAEModel(model_config)
-    image_processor = LarpImageProcessor.from_vqvae_config(model_config)
     accelerator.print(
         f"LarpVQVAEModel: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"{model_config.image_size}×{model_config.image_size}×{model_config.in_channels} -> "
@@ -264,6 +282,17 @@ def main(argv=None):
             train_images, num_train_images, val_images = select_streams(images, args)
         else:
             train_images, val_images = training.select_splits(images, args)
+    image_processor = LarpImageProcessor.from_vqvae_config(model_config)
+    if args.pad_to_size:
+        # Padded, not resized: the tokenizer sees the dataset's pixels as they are, and gives them back cropped.
+        native_size = image_processor.native_size_for(*first_image_size(train_images))
+        image_processor = LarpImageProcessor.from_vqvae_config(
+            model_config, do_pad=True, pad_value=args.pad_value, native_size=native_size
+        )
+        accelerator.print(
+            f"Images padded to {model_config.image_size}×{model_config.image_size}, given back at "
+            f"{native_size['height']}×{native_size['width']}"
+        )
     if args.streaming:
         # Every process reads the stream and keeps its own share of each step's rows (accelerate's
         # IterableDatasetShard), decoding only those, rather than the main process reading, decoding and broadcasting
@@ -352,7 +381,7 @@ def main(argv=None):
 
         if training.is_due(state.step, args.validation_steps, args.max_steps):
             with training.preserve_random_state():  # validating or not, training draws the same random numbers
-                metrics = evaluate(model, val_dataloader, accelerator, model_config.codebook_size)
+                metrics = evaluate(model, val_dataloader, accelerator, model_config.codebook_size, image_processor)
             latest = training.record_validation(accelerator, state, metrics, output_dir)
             if accelerator.is_main_process:
                 progress.write(

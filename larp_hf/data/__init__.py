@@ -1,6 +1,6 @@
 from .collator import LarpPriorCollator
 from .encoding import encode_dataset, pixels_dataset
-from .loading import fashion_mnist_dir, load_image_dataset, read_idx
+from .loading import fashion_mnist_dir, first_image_size, load_image_dataset, read_idx
 from .preprocessed_images import PreprocessedImages, collate_images, preprocess_images
 from .streaming import StreamedImages
 from .token_dataset import check_token_dataset, load_token_dataset, smallest_code_dtype, token_dataset_metadata
@@ -14,6 +14,7 @@ __all__ = [
     "collate_images",
     "encode_dataset",
     "fashion_mnist_dir",
+    "first_image_size",
     "load_image_dataset",
     "load_token_dataset",
     "pixels_dataset",

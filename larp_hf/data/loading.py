@@ -246,6 +246,21 @@ def load_image_dataset(
     return loaded
 
 
+def first_image_size(dataset: datasets.Dataset | datasets.IterableDataset) -> tuple[int, int]:
+    """(height, width) of the first image of a dataset or stream with an `image` column (decoded or not)."""
+    row = dataset[0] if isinstance(dataset, datasets.Dataset) else next(iter(dataset))
+    image = row["image"]
+    if isinstance(image, dict):  # an undecoded datasets.Image value: {"bytes", "path"}
+        image = datasets.Image().decode_example(image)
+    if hasattr(image, "size") and not isinstance(image, np.ndarray):  # PIL: (width, height)
+        width, height = image.size
+        return height, width
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        return tuple(array.shape[1:3])  # (C, H, W)
+    return tuple(array.shape[:2])
+
+
 def _load_from_hub(repo_id: str, cache_dir: str | None, hint: str | None, **load_kwargs) -> datasets.DatasetDict:
     try:
         return datasets.load_dataset(repo_id, cache_dir=cache_dir, **load_kwargs)

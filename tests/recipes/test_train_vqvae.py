@@ -2,12 +2,15 @@
 
 import importlib
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import datasets
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -83,6 +86,32 @@ def launcher(processes: int) -> list[str]:
     if processes == 1:
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / "cpu.yaml")]
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={free_port()}"]
+
+
+def test_padded_images_come_back_at_their_own_size_and_psnr_is_measured_on_their_pixels(tiny_config, tmp_path):
+    output_dir = tmp_path / "out"
+    # 16×16 images padded into a 24×24 tokenizer input (a 6×6 grid), not stretched.
+    run(python_recipe(
+        "--config", tiny_config, "--output_dir", output_dir, "--max_steps", "2", "--model.image_size", "24",
+        "--pad_to_size", "--mixed_precision", "no",
+    ))  # fmt: skip
+    processor = AutoImageProcessor.from_pretrained(output_dir)
+    assert processor.do_pad and processor.native_size == {"height": 16, "width": 16}
+    model = AutoModel.from_pretrained(output_dir).eval()
+
+    # The recipe's PSNR is the one of the 16×16 pixels the dataset holds, not of the 24×24 padded inputs.
+    config = yaml.safe_load(tiny_config.read_text())
+    originals = list(datasets.load_from_disk(config["dataset"])["test"]["image"])
+    pixels = torch.stack([torch.from_numpy(np.array(image)) for image in originals]).float()[:, None] / 255  # (N, 1, 16, 16)
+    with torch.no_grad():
+        decoded = model.decode(model.encode(processor(originals, return_tensors="pt")["pixel_values"]))
+    reconstructions = processor.postprocess(decoded, output_type="pt")
+    assert reconstructions.shape == pixels.shape
+    psnr = 10 * math.log10(1 / (reconstructions.clamp(0, 1) - pixels).pow(2).mean().item())
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["val_psnr"] == pytest.approx(psnr, abs=0.05)
+    with PIL.Image.open(output_dir / "reconstructions.png") as grid:  # 16-pixel images with 2-pixel borders
+        assert grid.size == (8 * 18 + 2, 2 * 18 + 2)
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -22,10 +22,14 @@ class LarpImageProcessorKwargs(ImagesKwargs, total=False):
         Channels of the output: 1 converts every image to grayscale, 3 to RGB.
     pad_value (`float`, *optional*, defaults to 0):
         Fill value (on the 0–255 scale) of the border added when `do_pad=True`.
+    native_size (`dict[str, int]`, *optional*):
+        With `do_pad=True`, the size of the dataset's images inside the padded `size`; `postprocess` crops the
+        border back off, so outputs come back at that size.
     """
 
     num_channels: int | None
     pad_value: float | None
+    native_size: dict | None
 
 
 class LarpImageProcessor(TorchvisionBackend):
@@ -47,6 +51,9 @@ class LarpImageProcessor(TorchvisionBackend):
         resample (`PILImageResampling`, *optional*, defaults to `BILINEAR`): resampling filter (antialiased).
         do_pad (`bool`, *optional*, defaults to `False`): letterbox instead of stretching (takes precedence over `do_resize`).
         pad_value (`float`, *optional*, defaults to 0): border value on the 0–255 scale.
+        native_size (`dict[str, int]`, *optional*): with `do_pad=True`, the dataset's own image size (e.g. 28×28
+            Fashion-MNIST padded losslessly to 32×32): `postprocess` returns images at this size, centred crops of
+            the model's output. `native_size_for` computes it.
         do_rescale (`bool`, *optional*, defaults to `True`), rescale_factor (`float`, defaults to 1/255).
         do_normalize (`bool`, *optional*, defaults to `True`), image_mean / image_std (defaults to 0.5 / 0.5).
 
@@ -73,6 +80,7 @@ class LarpImageProcessor(TorchvisionBackend):
     size = {"height": 32, "width": 32}
     resample = PILImageResampling.BILINEAR
     do_pad = False
+    native_size = None
     do_rescale = True
     rescale_factor = 1 / 255
     do_normalize = True
@@ -85,6 +93,39 @@ class LarpImageProcessor(TorchvisionBackend):
         super().__init__(**kwargs)
         if self.num_channels not in (1, 3):
             raise ValueError(f"`num_channels` must be 1 (grayscale) or 3 (RGB), got {self.num_channels}.")
+        if self.native_size is not None:
+            native = dict(self.native_size)
+            if set(native) != {"height", "width"} or not all(isinstance(v, int) and v > 0 for v in native.values()):
+                raise ValueError(f"`native_size` must be {{'height': H, 'width': W}} with positive integers, got {native}.")
+            if native["height"] > self.size["height"] or native["width"] > self.size["width"]:
+                raise ValueError(
+                    f"`native_size` {native['height']}×{native['width']} does not fit in `size` "
+                    f"{self.size['height']}×{self.size['width']}: it is the image inside the padding."
+                )
+            if not self.do_pad:
+                raise ValueError("`native_size` is the image inside the padding: it needs `do_pad=True`.")
+            self.native_size = native
+
+    @property
+    def output_size(self) -> dict[str, int]:
+        """The size of `postprocess`'s images: `native_size` when set, else `size`."""
+        return dict(self.native_size or {"height": self.size["height"], "width": self.size["width"]})
+
+    def native_size_for(self, height: int, width: int) -> dict[str, int]:
+        """The size an image of `height`×`width` has inside the padding (`do_pad=True`): shrunk to fit, never enlarged."""
+        scale = min(self.size["height"] / height, self.size["width"] / width, 1.0)
+        if scale == 1.0:
+            return {"height": height, "width": width}
+        return {"height": max(1, round(height * scale)), "width": max(1, round(width * scale))}
+
+    def crop_padding(self, images: torch.Tensor) -> torch.Tensor:
+        """(..., H, W) at `size` -> (..., h, w) at `native_size`: the centred crop `do_pad` put the image in."""
+        if self.native_size is None:
+            return images
+        height, width = images.shape[-2:]
+        native_height, native_width = self.native_size["height"], self.native_size["width"]
+        top, left = (height - native_height) // 2, (width - native_width) // 2
+        return images[..., top : top + native_height, left : left + native_width]
 
     @classmethod
     def from_vqvae_config(cls, config, **kwargs) -> "LarpImageProcessor":
@@ -190,6 +231,7 @@ class LarpImageProcessor(TorchvisionBackend):
             new_size = SizeDict(height=max(1, round(height * scale)), width=max(1, round(width * scale)))
             image = self.resize(image, new_size, resample=resample)
             height, width = image.shape[-2:]
+        # Centred as `crop_padding` expects: the extra pixel of an odd border goes to the bottom/right.
         top, left = (size.height - height) // 2, (size.width - width) // 2
         padding = [left, top, size.width - width - left, size.height - height - top]
         return tvF.pad(image, padding, fill=pad_value)
@@ -238,18 +280,21 @@ class LarpImageProcessor(TorchvisionBackend):
     def _as_channel_tensor(value) -> torch.Tensor:
         return torch.as_tensor(value, dtype=torch.float32).reshape(-1, 1, 1)  # broadcasts over (C, H, W)
 
-    def postprocess(self, pixel_values: torch.Tensor, output_type: str = "pil"):
+    def postprocess(self, pixel_values: torch.Tensor, output_type: str = "pil", native_size: bool = True):
         """
         Inverse of the normalisation: (B, C, H, W) model-space tensors -> images.
 
         `output_type="pil"` gives a list of PIL images (mode `L` or `RGB`), `"np"` a (B, H, W, C) float array in
-        [0, 1] and `"pt"` a (B, C, H, W) float tensor in [0, 1].
+        [0, 1] and `"pt"` a (B, C, H, W) float tensor in [0, 1]. With `native_size` set on the processor, images come
+        back at that size (the padding cropped off) unless `native_size=False`.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
         if pixel_values.ndim == 3:
             pixel_values = pixel_values[None]
         images = pixel_values.detach().float().cpu()
+        if native_size:
+            images = self.crop_padding(images)
         if self.do_normalize:
             images = images * self._as_channel_tensor(self.image_std) + self._as_channel_tensor(self.image_mean)
         if not self.do_rescale:

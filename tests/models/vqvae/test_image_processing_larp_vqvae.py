@@ -135,3 +135,40 @@ def test_saved_processor_loads_with_auto_image_processor(tmp_path):
     assert (loaded.num_channels, loaded.size.height, loaded.do_pad) == (1, 64, True)
     image = PIL.Image.new("RGB", (50, 40), (10, 200, 30))
     assert torch.equal(pixel_values(loaded, [image]), pixel_values(processor, [image]))
+
+
+@pytest.mark.parametrize("native", [(28, 28), (27, 30), (32, 32)])
+def test_padding_is_lossless_and_postprocess_crops_it_off(native, tmp_path):
+    height, width = native
+    images = np.random.default_rng(0).integers(0, 256, (3, height, width), dtype=np.uint8)
+    processor = LarpImageProcessor(num_channels=1, do_pad=True, native_size={"height": height, "width": width})
+    values = pixel_values(processor, list(images))
+    assert values.shape == (3, 1, 32, 32)
+    back = processor.postprocess(values, output_type="np")[..., 0]  # (3, H, W) in [0, 1]
+    assert back.shape == (3, height, width) and np.array_equal(np.round(back * 255).astype(np.uint8), images)
+    assert [image.size for image in processor.postprocess(values)] == [(width, height)] * 3
+    assert processor.postprocess(values, output_type="pt", native_size=False).shape == (3, 1, 32, 32)
+    assert processor.output_size == {"height": height, "width": width}
+    processor.save_pretrained(tmp_path)  # the native size travels with the processor
+    loaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert loaded.native_size == {"height": height, "width": width}
+    assert np.array_equal(loaded.postprocess(values, output_type="np"), processor.postprocess(values, output_type="np"))
+
+
+def test_native_size_is_what_padding_keeps_of_an_image():
+    processor = LarpImageProcessor(num_channels=1, do_pad=True)
+    assert processor.native_size_for(28, 28) == {"height": 28, "width": 28}
+    assert processor.native_size_for(64, 48) == {"height": 32, "width": 24}  # shrunk to fit, aspect kept
+    wide = PIL.Image.new("L", (64, 48), 255)
+    cropped = LarpImageProcessor(num_channels=1, do_pad=True, native_size=processor.native_size_for(48, 64))
+    assert torch.all(cropped.postprocess(pixel_values(cropped, [wide]), output_type="pt") == 1.0)  # no border left
+    assert LarpImageProcessor().output_size == {"height": 32, "width": 32}
+
+
+def test_bad_native_sizes_are_refused():
+    with pytest.raises(ValueError, match="needs `do_pad=True`"):
+        LarpImageProcessor(native_size={"height": 28, "width": 28})
+    with pytest.raises(ValueError, match="does not fit"):
+        LarpImageProcessor(do_pad=True, native_size={"height": 40, "width": 28})
+    with pytest.raises(ValueError, match="positive integers"):
+        LarpImageProcessor(do_pad=True, native_size={"height": 28})
