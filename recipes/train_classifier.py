@@ -30,7 +30,7 @@ from huggingface_hub.errors import StrictDataclassError
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor
-from larp_hf.data import load_image_dataset, pixels_dataset
+from larp_hf.data import first_image_size, load_image_dataset, pixels_dataset
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 from larp_hf import training
 
@@ -52,6 +52,11 @@ def parse_args(argv=None):
     parser.add_argument("--max_train_samples", type=int, default=None, help="Train on at most this many (for tests).")
     parser.add_argument("--image_size", type=int, default=None, help="Input side; match the tokenizer's image_size.")
     parser.add_argument("--in_channels", type=int, default=None, choices=(1, 3))
+    parser.add_argument(
+        "--pad_to_size", action=argparse.BooleanOptionalAction, default=False,
+        help="Pad the images, centred, to --image_size instead of resizing them, as the tokenizer's --pad_to_size "
+        "does: the network then takes images at the dataset's own size (e.g. 28×28) and pads them itself.",
+    )  # fmt: skip
     parser.add_argument("--hidden_channels", type=int_list, default=None, help="Channels per stage, e.g. 32,64,128.")
     parser.add_argument("--feature_dim", type=int, default=None, help="Width of the features the metrics use.")
     parser.add_argument("--output_dir", default="outputs/features-fashion-mnist")
@@ -146,10 +151,15 @@ def main(argv=None):
     # Data: decoded and resized once (cached by datasets), held in memory as uint8 tensors, normalised per batch.
     model_config = LarpClassifierConfig(**args.model)  # num_classes is the dataset's, set below
     size = {"height": model_config.image_size, "width": model_config.image_size}
-    image_processor = LarpImageProcessor(num_channels=model_config.in_channels, size=size)
     with accelerator.main_process_first():
         train_dataset = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
         test_dataset = load_image_dataset(args.dataset, split=args.test_split, data_dir=args.dataset_dir)
+        image_processor = LarpImageProcessor(num_channels=model_config.in_channels, size=size)
+        if args.pad_to_size:
+            native_size = image_processor.native_size_for(*first_image_size(train_dataset))
+            image_processor = LarpImageProcessor(
+                num_channels=model_config.in_channels, size=size, do_pad=True, native_size=native_size
+            )
         if "label" not in train_dataset.column_names:
             raise SystemExit(f"error: {args.dataset} has no `label` column; the classifier needs labels.")
         if args.max_train_samples is not None:

@@ -8,7 +8,9 @@ import sys
 import types
 from pathlib import Path
 
+import datasets
 import huggingface_hub
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -40,7 +42,7 @@ def test_memorisation_counts_copies_and_hamming_distances():
 
 def test_feature_network_refuses_images_of_another_shape():
     network = FeatureNetwork(LarpClassifierModel(LarpClassifierConfig(image_size=32)), "test features")
-    with pytest.raises(ValueError, match="takes 1×32×32 images but these images are 1×16×16.*--image_size 16"):
+    with pytest.raises(ValueError, match="takes 1×32×32 images but these images are 1×16×16.*--image_size"):
         network(torch.rand(4, 1, 16, 16))
 
 
@@ -224,6 +226,42 @@ def test_evaluate_pipeline_in_bfloat16(tiny_evaluation_setup, tiny_image_dataset
     results = evaluate_pipeline(pipeline, network, dataset=tiny_image_dataset_dir, num_samples=24, cache_dir=tmp_path)
     assert all(torch.isfinite(torch.tensor(results[part]["fid"])) for part in ("samples", "reconstructions", "real_baseline"))
     assert sum(results["memorisation"]["hamming_to_nearest_histogram"]) == 24 and results["settings"]["dtype"] == "bfloat16"
+
+
+def test_a_padding_tokenizer_is_judged_on_the_datasets_own_pixels(tmp_path):
+    """12×12 images padded into a 16×16 tokenizer: samples, reconstructions and real images all meet at 12×12."""
+    from larp_hf import LarpImageProcessor
+    from larp_hf.evaluation import real_image_dataset
+    from larp_hf.evaluation.real_data import image_batch
+
+    from .conftest import make_images
+
+    images = make_images(40, size=12)
+    folder = tmp_path / "small_images"
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    split = datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(40)]}, features=features)
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(folder))
+
+    # Real images at their own size keep their pixels; a larger size pads them, centred, rather than stretching them.
+    pixels, _ = real_image_dataset(str(folder), "test", (12, 12), 1, pad=True)
+    raw = torch.stack([torch.from_numpy(np.array(image)) for image in images])[:, None]  # (40, 1, 12, 12) uint8
+    assert torch.equal(image_batch(pixels, range(40)), raw)
+    padded, _ = real_image_dataset(str(folder), "test", 16, 1, pad=True)
+    assert torch.equal(image_batch(padded, range(40))[..., 2:14, 2:14], raw)
+
+    def padding(**kwargs):
+        return LarpImageProcessor(num_channels=1, size={"height": 16, "width": 16}, do_pad=True, **kwargs)
+
+    pipeline = make_tiny_pipeline()
+    pipeline.image_processor = padding(native_size={"height": 12, "width": 12})
+    assert pipeline(num_images=2, seed=0, output_type="pt").images.shape == (2, 1, 12, 12)
+    config = LarpClassifierConfig(image_size=16, hidden_channels=[8], feature_dim=4, num_classes=2)
+    square = FeatureNetwork(LarpClassifierModel(config), "16×16 features")
+    with pytest.raises(ValueError, match="takes 1×16×16 images but the pipeline's images are 1×12×12"):
+        evaluate_pipeline(pipeline, square, dataset=str(folder), num_samples=8, cache_dir=tmp_path)
+    network = FeatureNetwork(LarpClassifierModel(config), "padding features", padding(native_size={"height": 12, "width": 12}))
+    results = evaluate_pipeline(pipeline, network, dataset=str(folder), num_samples=8, cache_dir=tmp_path)
+    assert all(np.isfinite(results[part]["fid"]) for part in ("samples", "reconstructions", "real_baseline"))
 
 
 def test_inception_features_say_what_they_need(tmp_path):

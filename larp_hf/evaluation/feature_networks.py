@@ -75,8 +75,9 @@ class FeatureNetwork:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        config = self.model.config
-        return (config.in_channels, config.image_size, config.image_size)
+        """(C, H, W) of the images it takes: its input size, or the size inside the padding its processor adds."""
+        size = self.image_processor.output_size
+        return (self.model.config.in_channels, size["height"], size["width"])
 
     @property
     def device(self) -> torch.device:
@@ -86,13 +87,16 @@ class FeatureNetwork:
         self.model.to(device)
         return self
 
-    def check_images(self, channels: int, size: int, what: str):
-        """Raise a `ValueError` naming `what` when images of this shape are not what the network takes."""
-        if (channels, size, size) != self.image_shape:
+    def check_images(self, channels: int, size: int | tuple[int, int], what: str):
+        """Raise a `ValueError` naming `what` when images of this shape (`size`: a side or (H, W)) are not what the
+        network takes."""
+        height, width = (size, size) if isinstance(size, int) else size
+        if (channels, height, width) != self.image_shape:
             raise ValueError(
                 f"The feature network takes {self.image_shape[0]}×{self.image_shape[1]}×{self.image_shape[2]} images "
-                f"but {what} are {channels}×{size}×{size}. Train a feature network at this size "
-                f"(recipes/train_classifier.py --image_size {size} --in_channels {channels})."
+                f"but {what} are {channels}×{height}×{width}. Train a feature network for this size "
+                f"(recipes/train_classifier.py --image_size N --in_channels {channels}, with --pad_to_size when "
+                "the tokenizer pads)."
             )
 
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -102,7 +106,7 @@ class FeatureNetwork:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int | None = None, desc: str | None = None) -> torch.Tensor:
         """(N, C, H, W) images in [0, 1] (float) or [0, 255] (any integer type) -> (N, D) float64 features."""
-        self.check_images(images.shape[1], images.shape[-1], "these images")
+        self.check_images(images.shape[1], tuple(images.shape[-2:]), "these images")
         batch_size = batch_size or self.batch_size
         features = []
         for start in tqdm(range(0, len(images), batch_size), desc=desc or "Features", disable=desc is None):
@@ -148,7 +152,7 @@ class InceptionFeatureNetwork(FeatureNetwork):
     def feature_dim(self) -> int:
         return 2048
 
-    def check_images(self, channels: int, size: int, what: str):
+    def check_images(self, channels: int, size: int | tuple[int, int], what: str):
         if channels not in (1, 3):
             raise ValueError(f"Inception-v3 takes grey or RGB images, but {what} have {channels} channels.")
 

@@ -148,7 +148,7 @@ def reconstruct(pipeline, images: torch.Tensor, batch_size: int = 500) -> torch.
 
 def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
     """What evaluate and sweep refuse before any sampling: images the network cannot take, too few samples."""
-    network.check_images(pipeline.vqvae.config.in_channels, pipeline.vqvae.config.image_size, "the pipeline's images")
+    network.check_images(pipeline.vqvae.config.in_channels, _output_size(pipeline), "the pipeline's images")
     dim = network.feature_dim
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= dim:
         raise ValueError(
@@ -157,11 +157,22 @@ def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
         )
 
 
+def _output_size(pipeline) -> tuple[int, int]:
+    """(H, W) of the pipeline's images: the dataset's own size when its tokenizer pads (`native_size`)."""
+    size = pipeline.image_processor.output_size
+    return size["height"], size["width"]
+
+
 def _real_split(pipeline, dataset: str, split: str, data_dir, state: PartialState):
-    """A real split at the pipeline's image size (memory-mapped) and its fingerprint."""
-    config = pipeline.vqvae.config
+    """
+    A real split at the size of the pipeline's images (memory-mapped) and its fingerprint. Where the tokenizer pads
+    the dataset's images rather than resizing them, real images are compared at their own size and pixels.
+    """
+    pads = pipeline.image_processor.native_size is not None
     with state.main_process_first():  # the first process maps and caches the images; the others read its cache
-        return real_image_dataset(dataset, split, config.image_size, config.in_channels, data_dir)
+        return real_image_dataset(
+            dataset, split, _output_size(pipeline), pipeline.vqvae.config.in_channels, data_dir, pad=pads
+        )
 
 
 @torch.no_grad()
