@@ -10,7 +10,8 @@ from pathlib import Path
 
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
 FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-dir", "temperatures": "--temperature",
-                      "top_ks": "--top-k", "pretrained_model_name_or_path": "MODEL"}  # fmt: skip
+                      "top_ks": "--top-k", "guidance_scales": "--guidance-scale",
+                      "pretrained_model_name_or_path": "MODEL"}  # fmt: skip
 MAX_GRID_IMAGES = 4096  # one --output PNG
 GENERATE_PART_IMAGES = 1024  # images sampled and written at a time by `generate`
 
@@ -87,6 +88,10 @@ def generate(args):
 
     pipeline = _load_pipeline(args)
     labels = args.class_label[0] if args.class_label and len(args.class_label) == 1 else args.class_label
+    # A class-conditional prior samples the classes in turn (the pipeline's default): the grid shows one per row.
+    classes_in_turn = labels is None and pipeline.num_classes > 0
+    if classes_in_turn:
+        labels = [index % pipeline.num_classes for index in range(args.num_images)]
     if args.image_dir:
         Path(args.image_dir).mkdir(parents=True, exist_ok=True)
     parts_dir = None
@@ -128,7 +133,12 @@ def generate(args):
 
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-        image_grid(torch.cat(grid_parts), nrow=args.nrow).save(output)
+        images = torch.cat(grid_parts)
+        nrow = args.nrow
+        if classes_in_turn:
+            images = images[torch.as_tensor(labels).argsort(stable=True)]  # class 0's images first, then class 1's
+            nrow = nrow or -(-args.num_images // pipeline.num_classes)
+        image_grid(images, nrow=nrow).save(output)
         print(f"Grid: {output}")
     if args.image_dir:
         print(f"{args.num_images} PNG files: {args.image_dir}")
@@ -190,7 +200,7 @@ def evaluate(args):
         pipeline, network, dataset=args.dataset, real_split=args.real_split, baseline_split=args.baseline_split,
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, token_dataset=args.token_dataset,
         data_dir=args.dataset_dir, cache_dir=args.cache_dir, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p,
+        top_p=args.top_p, guidance_scale=args.guidance_scale,
     )  # fmt: skip
     if state.is_main_process:
         results["settings"].update(model=str(args.model), seconds=round(time.perf_counter() - start, 1))
@@ -216,7 +226,8 @@ def sweep(args):
     pipeline.set_progress_bar_config(disable=True)
     start = time.perf_counter()
     results = evaluation.sweep_pipeline(
-        pipeline, network, args.temperature, args.top_k, dataset=args.dataset, real_split=args.real_split,
+        pipeline, network, args.temperature, args.top_k, args.guidance_scale, dataset=args.dataset,
+        real_split=args.real_split,
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=args.dataset_dir,
         cache_dir=args.cache_dir,
     )  # fmt: skip
@@ -281,8 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default 0)")
-    p.add_argument("--class-label", type=_list_of(int), help="class-conditional priors: one class, or one per image")
-    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (>= 1; 1 = none)")
+    p.add_argument("--class-label", type=_list_of(int),
+                   help="class-conditional priors: one class, or one per image (default: the classes in turn, one "
+                   "grid row each)")
+    p.add_argument("--guidance-scale", type=float,
+                   help="classifier-free guidance scale (>= 1; 1 = none; default: the pipeline's stored scale)")
     p.add_argument("--output", help="grid PNG (default samples.png unless --image-dir or --output-dataset is given)")
     p.add_argument("--nrow", type=int, help="images per grid row (default: a square grid)")
     p.add_argument("--image-dir", help="also write one PNG per image to this folder")
@@ -316,16 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-split", default="train", help="real images scored as a baseline; the training grids")
     p.add_argument("--token-dataset", help="token dataset of the training split (default: the tokenizer encodes it)")
     add_sampling_arguments(p)
+    p.add_argument("--guidance-scale", type=float,
+                   help="class-conditional priors (classes in turn): guidance scale; default: the stored scale")
 
-    p = command(sweep, "score a grid of temperatures and top-k values; name (and optionally store) the best by FID",
-                "Score NUM_SAMPLES samples at every temperature/top-k pair (same seed). Writes sweep.json, sweep.csv, "
-                "sweep.md and sweep.png and records the best setting's scores in the pipeline's model card. Under "
+    p = command(sweep, "score a grid of temperatures, top-k values (and guidance scales); store the best by FID",
+                "Score NUM_SAMPLES samples at every temperature/top-k(/guidance scale) setting (same seed). Writes "
+                "sweep.json, sweep.csv, sweep.md and sweep.png and records the best setting's scores in the pipeline's "
+                "model card. Under "
                 "`accelerate launch` each process samples its share (the same numbers as one process).")
     add_evaluation_arguments(p, num_samples=2000)
     p.add_argument("--temperature", type=_list_of(float), default=[0.7, 0.8, 0.9, 1.0], help="comma-separated")
     p.add_argument("--top-k", type=_list_of(int), default=[0, 50, 100, 200], help="comma-separated, 0 = off")
+    p.add_argument("--guidance-scale", type=_list_of(float),
+                   help="class-conditional priors: comma-separated guidance scales (>= 1; default: the stored scale)")
     p.add_argument("--write-generation-config", action="store_true",
-                   help="store the best setting as the pipeline's sampling default (generation config, model card)")
+                   help="store the best setting as the pipeline's sampling default (generation config, the "
+                   "prior's guidance scale, model card)")
 
     from larp_hf.demo import add_demo_commands
 

@@ -22,6 +22,11 @@ def _scores_cells(scores: dict, bold_fid: bool = False) -> str:
     return " | ".join([f"{bold}{fid}{bold}", *others])
 
 
+def _guidance_words(sampling: dict) -> str:
+    scale = sampling.get("guidance_scale", 1.0)
+    return "" if scale == 1 else f", classes in turn, guidance {scale}"
+
+
 def evaluation_markdown(results: dict) -> str:
     """The results of `evaluate_pipeline` as a markdown table and a memorisation sentence."""
     settings = results["settings"]
@@ -30,7 +35,7 @@ def evaluation_markdown(results: dict) -> str:
     n = settings["num_samples"]
     rows = [
         (f"samples (temperature {sampling['temperature']}, top-k {sampling['top_k'] or 'off'}, top-p "
-         f"{sampling['top_p']}), n = {n}", results["samples"]),
+         f"{sampling['top_p']}{_guidance_words(sampling)}), n = {n}", results["samples"]),
         (f"tokenizer reconstructions of {settings['real_split']} (the floor), n = {settings['reconstructed_images']}",
          results["reconstructions"]),
         (f"real {settings['baseline_split']} images (baseline), n = {settings.get('baseline_images', n)}",
@@ -59,35 +64,51 @@ def evaluation_markdown(results: dict) -> str:
 def sweep_markdown(results: dict) -> str:
     """The rows of `sweep_pipeline` as a markdown table, the best FID in bold."""
     rows, best, settings = results["rows"], results["best"], results["settings"]
+    guided = settings.get("num_classes", 0) > 0  # a class-conditional pipeline: the guidance scale is a column
+    guidance_header, guidance_rule = ("guidance | ", "--- | ") if guided else ("", "")
     lines = [
-        f"| temperature | top-k | FID ({settings['feature_network']}) | precision | recall | density | coverage |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| temperature | top-k | {guidance_header}FID ({settings['feature_network']}) | precision | recall | density "
+        "| coverage |",
+        f"| --- | --- | {guidance_rule}--- | --- | --- | --- | --- |",
     ]
     for row in rows:
-        lines.append(f"| {row['temperature']} | {row['top_k'] or 'off'} | {_scores_cells(row, row is best)} |")
-    lines += ["", f"{settings['num_samples']} samples per setting, top-p {best['top_p']}. Best by FID: temperature "
-              f"{best['temperature']}, top-k {best['top_k'] or 'off'} (FID {best['fid']:.3f})."]  # fmt: skip
+        guidance = f"{row.get('guidance_scale', 1.0)} | " if guided else ""
+        lines.append(f"| {row['temperature']} | {row['top_k'] or 'off'} | {guidance}{_scores_cells(row, row is best)} |")
+    best_guidance = f", guidance {best.get('guidance_scale', 1.0)}" if guided else ""
+    classes = f" ({settings['num_classes']} classes in turn)" if guided else ""
+    lines += ["", f"{settings['num_samples']} samples per setting{classes}, top-p {best['top_p']}. Best by FID: "
+              f"temperature {best['temperature']}, top-k {best['top_k'] or 'off'}{best_guidance} (FID "
+              f"{best['fid']:.3f})."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def sweep_plots(results: dict, output_dir: str | Path) -> list[Path]:
-    """sweep.png: FID against temperature (one line per top-k) beside precision against recall."""
+    """sweep.png: FID against temperature (or the guidance scale, when only it was swept) beside precision against
+    recall, one line per top-k (and guidance scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows, feature_name = results["rows"], results["settings"]["feature_network"]
+    # x: the temperature, unless only the guidance scale was swept; one line per value of the other settings.
+    scales = {row.get("guidance_scale", 1.0) for row in rows}
+    only_guidance = len({row["temperature"] for row in rows}) == 1 and len(scales) > 1
+    x_name, short = ("guidance_scale", "g") if only_guidance else ("temperature", "T")
+
+    def line_of(row):  # what a line holds fixed
+        return row["top_k"], None if only_guidance else row.get("guidance_scale", 1.0)
+
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for top_k in sorted({row["top_k"] for row in rows}):
-        series = sorted((row for row in rows if row["top_k"] == top_k), key=lambda row: row["temperature"])
-        label = f"top-k {top_k or 'off'}"
-        axes[0].plot([r["temperature"] for r in series], [r["fid"] for r in series], marker="o", label=label)
+    for top_k, scale in sorted({line_of(row) for row in rows}, key=str):
+        series = sorted((row for row in rows if line_of(row) == (top_k, scale)), key=lambda row: row.get(x_name, 1.0))
+        label = f"top-k {top_k or 'off'}" + (f", guidance {scale}" if scale is not None and len(scales) > 1 else "")
+        axes[0].plot([r.get(x_name, 1.0) for r in series], [r["fid"] for r in series], marker="o", label=label)
         axes[1].plot([r["recall"] for r in series], [r["precision"] for r in series], marker="o", label=label)
         for row in series:
-            axes[1].annotate(f"T={row['temperature']}", (row["recall"], row["precision"]), fontsize=7,
+            axes[1].annotate(f"{short}={row.get(x_name, 1.0)}", (row["recall"], row["precision"]), fontsize=7,
                              textcoords="offset points", xytext=(3, 3))  # fmt: skip
-    axes[0].set(xlabel="temperature", ylabel=f"FID ({feature_name})", title="FID (lower is better)")
+    axes[0].set(xlabel=x_name.replace("_", " "), ylabel=f"FID ({feature_name})", title="FID (lower is better)")
     axes[1].set(xlabel="recall (diversity)", ylabel="precision (quality)", title="precision against recall")
     for axis in axes:
         axis.grid(alpha=0.3)
@@ -147,18 +168,20 @@ def record_evaluation_in_card(pipeline, results: dict, command: str = "larp-hf e
 def record_sweep_in_card(pipeline, results: dict, command: str = "larp-hf sweep"):
     """As `record_evaluation_in_card`, for the best setting of a `sweep_pipeline` result."""
     best = results["best"]
-    sampling = {name: best[name] for name in ("temperature", "top_k", "top_p")}
+    sampling = {name: best[name] for name in ("temperature", "top_k", "top_p", "guidance_scale") if name in best}
     _record(pipeline, command, best, results["settings"], sampling)
 
 
 def save_best_setting(pipeline, results: dict, folder: str | Path):
     """
     Make the best setting of a `sweep_pipeline` result the pipeline's sampling default (top-p, not swept, keeps its
-    stored value) and save the pipeline to `folder` again: generation config, a new sample grid if the folder had one,
-    and the model card with its records.
+    stored value; a class-conditional prior also stores the guidance scale, where stock `generate` does not read it)
+    and save the pipeline to `folder` again: generation config, a new sample grid if the folder had one, and the model
+    card with its records.
     """
     best = results["best"]
-    set_sampling_defaults(pipeline.prior, temperature=best["temperature"], top_k=best["top_k"])
+    guidance = {"guidance_scale": best["guidance_scale"]} if pipeline.num_classes > 0 and "guidance_scale" in best else {}
+    set_sampling_defaults(pipeline.prior, temperature=best["temperature"], top_k=best["top_k"], **guidance)
     pipeline.save_pretrained(folder, sample_grid=(Path(folder) / SAMPLE_GRID_NAME).is_file())
     logger.info("Sampling defaults of %s: %s", folder, pipeline.sampling_defaults())
 

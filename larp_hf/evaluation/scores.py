@@ -19,6 +19,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from ..generation import CodebookLogitsProcessor
+from ..generation.guidance import check_guidance_scale
 from ..metrics import density_coverage, frechet_distance, precision_recall
 from .feature_networks import FeatureNetwork, to_pixel_values
 from .processes import batches_of_this_process, evaluation_state, from_main_process, gather_rows
@@ -253,12 +254,14 @@ def evaluate_pipeline(
     temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
+    guidance_scale: float | None = None,
 ) -> dict:
     """
     Sample scores; the same scores for the tokenizer's reconstructions of the real split (the floor a prior cannot
     beat) and for `num_samples` real images of `baseline_split` (what real data scores at this n); the memorisation
     check against the training code grids (of `token_dataset`, else `baseline_split` encoded by the tokenizer).
-    Sampling settings left as `None` are the pipeline's defaults. Returns `samples`, `reconstructions`,
+    Sampling settings left as `None` are the pipeline's defaults; a class-conditional pipeline samples as many images
+    of each class, guided by `guidance_scale` (default: its stored scale). Returns `samples`, `reconstructions`,
     `real_baseline`, `memorisation` and `settings` (what was measured how).
 
     Under several processes (`accelerate launch`), each samples, reconstructs and compares its share; the scores are
@@ -266,9 +269,9 @@ def evaluate_pipeline(
     """
     state = evaluation_state()
     _check_setup(pipeline, network, num_samples)
-    chosen = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-    sampling = {**pipeline.sampling_defaults(), **{k: v for k, v in chosen.items() if v is not None}}
-    CodebookLogitsProcessor(pipeline.codebook_size, **sampling)  # refuses bad settings before any work
+    chosen = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance_scale": guidance_scale}
+    sampling = {**_sampling_defaults(pipeline), **{k: v for k, v in chosen.items() if v is not None}}
+    _check_sampling(pipeline, sampling)  # refuses bad settings before any work
     real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
     baseline, baseline_fingerprint = _real_split(pipeline, dataset, baseline_split, data_dir, state)
     tokens = None  # a token dataset of another tokenizer is refused before any sampling
@@ -309,11 +312,34 @@ def evaluate_pipeline(
     return from_main_process(results, state)
 
 
+def _sampling_defaults(pipeline) -> dict:
+    """The pipeline's stored sampling settings, with the guidance scale (1 = none) its prior keeps for class labels."""
+    defaults = {"guidance_scale": 1.0, **pipeline.sampling_defaults()}
+    if pipeline.num_classes == 0:
+        defaults["guidance_scale"] = 1.0  # nothing to steer towards
+    return defaults
+
+
+def _check_sampling(pipeline, sampling: dict):
+    """A `ValueError` for settings the pipeline cannot sample (before hours of sampling)."""
+    CodebookLogitsProcessor(
+        pipeline.codebook_size, **{name: sampling[name] for name in ("temperature", "top_k", "top_p")}
+    )
+    guidance_scale = sampling["guidance_scale"]
+    if pipeline.num_classes == 0 and guidance_scale != 1:
+        raise ValueError(
+            f"`guidance_scale` {guidance_scale} steers samples towards classes, but this prior is unconditional: "
+            "leave it at 1."
+        )
+    check_guidance_scale(guidance_scale, None if pipeline.num_classes == 0 else 0, pipeline.num_classes)
+
+
 def sweep_pipeline(
     pipeline,
     network: FeatureNetwork,
     temperatures: list[float],
     top_ks: list[int],
+    guidance_scales: list[float] | None = None,
     dataset: str = "fashion_mnist",
     real_split: str = "test",
     num_samples: int = 2000,
@@ -323,33 +349,38 @@ def sweep_pipeline(
     cache_dir=None,
 ) -> dict:
     """
-    Sample scores for every (temperature, top-k) pair of `temperatures` × `top_ks` (top-k 0 = off), the same seed for
-    each, top-p at the pipeline's default. Returns `rows` (one per pair: its sampling settings and scores), `best`
-    (the row of the lowest FID) and `settings`.
+    Sample scores for every setting of `temperatures` × `top_ks` (top-k 0 = off) × `guidance_scales` (class-conditional
+    pipelines, which sample as many images of each class; default: the stored scale), the same seed for each, top-p at
+    the pipeline's default. Returns `rows` (one per setting: its sampling settings and scores), `best` (the row of the
+    lowest FID) and `settings`.
     """
     state = evaluation_state()
     _check_setup(pipeline, network, num_samples)
-    top_p = pipeline.sampling_defaults()["top_p"]
-    pairs = [(t, k) for k in top_ks for t in temperatures]
-    if not pairs:
-        raise ValueError("`temperatures` and `top_ks` must each hold at least one value.")
-    for temperature, top_k in pairs:  # fail before hours of sampling
+    defaults = _sampling_defaults(pipeline)
+    top_p = defaults["top_p"]
+    guidance_scales = [defaults["guidance_scale"]] if guidance_scales is None else list(guidance_scales)
+    grid = [(t, k, g) for g in guidance_scales for k in top_ks for t in temperatures]
+    if not grid:
+        raise ValueError("`temperatures`, `top_ks` and `guidance_scales` must each hold at least one value.")
+    for temperature, top_k, guidance_scale in grid:  # fail before hours of sampling
         try:
-            CodebookLogitsProcessor(pipeline.codebook_size, temperature, top_k, top_p)
+            _check_sampling(pipeline, {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+                                       "guidance_scale": guidance_scale})  # fmt: skip
         except ValueError as error:
-            raise ValueError(f"`temperatures` × `top_ks` holds a setting the pipeline cannot sample: {error}") from None
+            raise ValueError(f"The sweep holds a setting the pipeline cannot sample: {error}") from None
     real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
     real_features = cached_real_features(network, real, real_fingerprint, cache_dir=cache_dir,
                                          desc=f"{dataset} {real_split}", state=state)  # fmt: skip
     rows = []
-    for temperature, top_k in tqdm(pairs, desc="Sweep", disable=not state.is_main_process):
-        sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    for temperature, top_k, guidance_scale in tqdm(grid, desc="Sweep", disable=not state.is_main_process):
+        sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance_scale": guidance_scale}
         features, _ = _sample_features(pipeline, network, num_samples, seed, batch_size, state, **sampling)
         if state.is_main_process:
             rows.append({**sampling, **sample_scores(real_features, features)})
     results = None
     if state.is_main_process:
-        settings = {**_settings(pipeline, network, dataset, real_split, num_samples, seed), "real_images": len(real)}
+        settings = {**_settings(pipeline, network, dataset, real_split, num_samples, seed), "real_images": len(real),
+                    "num_classes": pipeline.num_classes}  # fmt: skip
         results = {"rows": rows, "best": best_setting(rows), "settings": settings}
     return from_main_process(results, state)
 
