@@ -31,7 +31,8 @@ QUICK = outputs
 LAUNCH = $(PYTHON) -m accelerate.commands.launch --config_file recipes/accelerate_configs/cpu.yaml
 quickstart: setup
 	$(LAUNCH) recipes/train_vqvae.py --config recipes/configs/vqvae_fashion_mnist_quick.yaml --overwrite_output_dir
-	$(PYTHON) recipes/encode_dataset.py --vqvae $(QUICK)/vqvae-fashion-mnist-quick --output_dir $(QUICK)/tokens-fashion-mnist-quick
+	$(PYTHON) recipes/encode_dataset.py --vqvae $(QUICK)/vqvae-fashion-mnist-quick --output_dir $(QUICK)/tokens-fashion-mnist-quick \
+	  --no_flip_augment
 	$(LAUNCH) recipes/train_prior.py --config recipes/configs/prior_fashion_mnist_quick.yaml --overwrite_output_dir
 	larp-hf assemble --vqvae $(QUICK)/vqvae-fashion-mnist-quick --prior $(QUICK)/prior-fashion-mnist-quick \
 	  --output $(QUICK)/larp-fashion-mnist-quick
