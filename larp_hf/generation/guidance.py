@@ -1,4 +1,4 @@
-"""Classifier-free guidance as an explicit decoding loop: one batched forward of 2B rows per step, one KV cache."""
+"""Classifier-free guidance: one batched forward of 2B rows per step, one KV cache; and the checks on its scale."""
 
 import math
 import numbers
@@ -6,8 +6,9 @@ import numbers
 import torch
 from transformers import LogitsProcessor, PreTrainedModel
 
+from .decoding import sample_tokens
 
-@torch.no_grad()
+
 def sample_with_guidance(
     prior: PreTrainedModel,
     input_ids: torch.LongTensor,
@@ -15,16 +16,17 @@ def sample_with_guidance(
     logits_processor: LogitsProcessor,
     guidance_scale: float,
     max_new_tokens: int,
+    generators: list[torch.Generator] | None = None,
 ) -> torch.LongTensor:
     r"""
     Sample `max_new_tokens` tokens after `input_ids` with classifier-free guidance (Ho & Salimans, 2022).
 
     Each step runs the B conditional rows and the B null-class rows through the prior together (2B rows, one forward,
-    one KV cache for all of them), mixes their next-token logits into `null + guidance_scale · (class − null)`, lets
-    `logits_processor` (the sampling policy: `CodebookLogitsProcessor`, and `PerImageSamplingLogitsProcessor` for
-    per-image random streams) shape them and draws one token per row from their softmax, as `generate` does. The same
-    token is appended to both halves. Only public model outputs are used (`logits` and the `past_key_values` a forward
-    returns), so this loop does not depend on `generate`'s internals.
+    one preallocated KV cache for all of them), mixes their next-token logits into
+    `null + guidance_scale · (class − null)`, lets `logits_processor` (the sampling policy, e.g.
+    `CodebookLogitsProcessor`) shape them and draws one token per row from their softmax, as `generate` does: from
+    row b's own generator with `generators` (see `sample_tokens`), else from the global RNG. The same token is
+    appended to both halves.
 
     Args:
         prior: a causal LM (`GPT2LMHeadModel` or any `*ForCausalLM`) in eval mode.
@@ -33,29 +35,15 @@ def sample_with_guidance(
         logits_processor: called as `logits_processor(sequences, scores)` on the guided (B, V) scores.
         guidance_scale: the scale s; 1 gives the conditional model's logits.
         max_new_tokens: tokens to sample.
+        generators: one CPU `torch.Generator` per row (`image_generators`), or `None` for the global RNG.
 
     Returns:
         (B, max_new_tokens) sampled token ids.
     """
-    if input_ids.shape != null_input_ids.shape:
-        raise ValueError(
-            f"`input_ids` {tuple(input_ids.shape)} and `null_input_ids` {tuple(null_input_ids.shape)} must have the "
-            "same shape: one null-class prefix per conditional prefix."
-        )
-    batch_size, prefix_length = input_ids.shape
-    sequences = input_ids  # (B, P + t): what the processor sees, as in generate
-    step_ids = torch.cat([input_ids, null_input_ids])  # (2B, P) first, then (2B, 1) per step
-    past_key_values = None
-    for _ in range(max_new_tokens):
-        outputs = prior(input_ids=step_ids, past_key_values=past_key_values, use_cache=True)
-        past_key_values = outputs.past_key_values
-        logits = outputs.logits[:, -1].float()  # (2B, V)
-        conditional, null = logits[:batch_size], logits[batch_size:]
-        scores = logits_processor(sequences, null + guidance_scale * (conditional - null))  # (B, V)
-        next_tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1)  # (B, 1)
-        sequences = torch.cat([sequences, next_tokens], dim=1)
-        step_ids = torch.cat([next_tokens, next_tokens])  # (2B, 1)
-    return sequences[:, prefix_length:]
+    return sample_tokens(
+        prior, input_ids, logits_processor, max_new_tokens, generators=generators, null_input_ids=null_input_ids,
+        guidance_scale=guidance_scale,
+    )  # fmt: skip
 
 
 def check_guidance_scale(guidance_scale, class_labels, num_classes: int) -> float:

@@ -31,8 +31,9 @@ class CodebookLogitsProcessor(LogitsProcessor):
     The conventions (`top_k=0` and `top_p=1.0` mean off) are those of `transformers.GenerationConfig`, so the values
     stored in a prior's `generation_config.json` (`larp_hf.set_sampling_defaults`) build this processor unchanged:
     `CodebookLogitsProcessor(K, **larp_hf.sampling_defaults(prior))`. Stock `generate` applies those stored values
-    itself; `LarpPipeline` turns generate's own warpers off and lets this processor apply them, so each setting is
-    applied once either way.
+    itself; `LarpPipeline` applies them through this
+    processor alone (its sampling loop, `sample_tokens`, has no warpers of its own), so each setting is applied once
+    either way.
 
     Example:
 
@@ -104,6 +105,15 @@ def image_generators(seed: int, first_index: int, count: int) -> list[torch.Gene
     return [torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1])) for state in states]
 
 
+def gumbel_noise(generators: list[torch.Generator], num_steps: int, vocab_size: int) -> torch.DoubleTensor:
+    """
+    (B, num_steps, vocab_size) float64 Gumbel(0, 1) noise on the CPU, row b from `generators[b]`. A generator's
+    stream is read in order, so one call for n steps gives the noise of n calls for one step each.
+    """
+    uniform = torch.stack([torch.rand(num_steps, vocab_size, generator=g, dtype=torch.float64) for g in generators])
+    return uniform.clamp_(min=torch.finfo(torch.float64).tiny).log_().neg_().log_().neg_()  # -log(-log(u))
+
+
 class PerImageSamplingLogitsProcessor(LogitsProcessor):
     r"""
     Draws each row's next token from that row's own random stream, so an image does not depend on the rest of its
@@ -133,11 +143,10 @@ class PerImageSamplingLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape[0] != len(self.generators):
             raise ValueError(f"The scores have {scores.shape[0]} rows but there are {len(self.generators)} generators.")
-        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(torch.float64).tiny)))  # (B, V)
+        gumbel = gumbel_noise(self.generators, 1, scores.shape[-1])[:, 0]  # (B, V)
         chosen = (scores.double() + gumbel.to(scores.device)).argmax(dim=-1, keepdim=True)  # (B, 1)
         kept = torch.full_like(scores, float("-inf"))
         return kept.scatter(1, chosen, 0.0)
 
 
-__all__ = ["CodebookLogitsProcessor", "PerImageSamplingLogitsProcessor", "image_generators"]
+__all__ = ["CodebookLogitsProcessor", "PerImageSamplingLogitsProcessor", "gumbel_noise", "image_generators"]

@@ -11,24 +11,11 @@ import PIL.Image
 import torch
 from huggingface_hub import HfApi, snapshot_download
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from ..generation import (
-    CodebookLogitsProcessor,
-    PerImageSamplingLogitsProcessor,
-    check_guidance_scale,
-    image_generators,
-    sample_with_guidance,
-)
+from ..generation import CodebookLogitsProcessor, check_guidance_scale, image_generators, sample_tokens
 from ..models import LarpImageProcessor, LarpVQVAEModel
-from ..prior import (
-    NEUTRAL_SAMPLING,
-    check_pair,
-    class_token_ids,
-    prior_metadata,
-    sampling_defaults,
-    set_sampling_defaults,
-)
+from ..prior import check_pair, class_token_ids, prior_metadata, sampling_defaults, set_sampling_defaults
 from .folder import (
     SAMPLE_GRID_NAME,
     load_part,
@@ -61,9 +48,11 @@ class LarpPipelineOutput:
 
 class LarpPipeline:
     r"""
-    Image generation with a latent-autoregressive model: the prior (a stock `GPT2LMHeadModel`) samples a grid of
-    codebook indices with `generate` (or, with classifier-free guidance, `larp_hf.generation.sample_with_guidance`),
-    the tokenizer (`LarpVQVAEModel`) decodes it to pixels.
+    Image generation with a latent-autoregressive model: the prior (a stock `GPT2LMHeadModel` or `LlamaForCausalLM`)
+    samples a grid of codebook indices with `larp_hf.generation.sample_tokens` (its own forward, one token a step,
+    into a KV cache allocated once: the draws of `generate` with the same processors, without its per-step work; with
+    classifier-free guidance, class and null rows in one forward), the tokenizer (`LarpVQVAEModel`) decodes it to
+    pixels.
 
     A saved pipeline is one folder (or Hub repo): `vqvae/`, `prior/`, `image_processor/`, `larp_pipeline.json` naming
     the parts, `README.md` (the model card) and `samples.png`. The parts load on their own with stock `transformers`:
@@ -182,8 +171,8 @@ class LarpPipeline:
 
         Args:
             num_images: how many images.
-            batch_size: images sampled together (one `generate` call each); a tqdm bar counts the batches. It
-                changes the speed and the memory used, not the images.
+            batch_size: images sampled together (one forward of the prior per code); a tqdm bar counts the batches.
+                It changes the speed and the memory used, not the images.
             temperature: > 0; defaults to the prior's generation config (1.0 if unset).
             top_k: sample among the `top_k` most likely codes; 0 turns it off; defaults to the generation config.
             top_p: nucleus mass in (0, 1]; defaults to the generation config (1.0, off, if unset).
@@ -247,8 +236,8 @@ class LarpPipeline:
             if class_tokens is not None:
                 prefix.append(class_tokens[start : start + size, None])
             input_ids = torch.cat(prefix, dim=1).to(self.device)  # (b, prefix_length)
-            processors = [codes_processor, PerImageSamplingLogitsProcessor(image_generators(base_seed, first_image_index + start, size))]
-            all_codes.append(self._sample_codes(input_ids, LogitsProcessorList(processors), guidance_scale))
+            generators = image_generators(base_seed, first_image_index + start, size)
+            all_codes.append(self._sample_codes(input_ids, codes_processor, generators, guidance_scale))
         codes = torch.cat(all_codes).view(num_images, self.grid_size, self.grid_size)  # (N, h, w)
 
         pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
@@ -258,38 +247,17 @@ class LarpPipeline:
             return images, codes
         return LarpPipelineOutput(images=images, codes=codes)
 
-    def _sample_codes(self, input_ids, logits_processor: LogitsProcessorList, guidance_scale: float) -> torch.Tensor:
-        """(b, prefix) -> (b, h·w) codes: stock `generate` with the KV cache, or the guided loop when guidance is on."""
+    def _sample_codes(self, input_ids, codes_processor, generators, guidance_scale: float) -> torch.Tensor:
+        """(b, prefix) -> (b, h·w) codes; row r draws from `generators[r]`, so the global RNG is left alone."""
         num_codes = self.grid_size**2
-        devices = [self.device] if self.device.type == "cuda" else []
-        # The draws come from the per-image generators; the sampling step's own use of the global RNG happens in a
-        # fork of it, so the caller's random state is left as it was.
-        with torch.random.fork_rng(devices=devices):
-            if guidance_scale > 1:
-                null_input_ids = input_ids.clone()
-                null_input_ids[:, 1] = self.larp["null_class_token_id"]
-                codes = sample_with_guidance(
-                    self.prior, input_ids, null_input_ids, logits_processor, guidance_scale, max_new_tokens=num_codes
-                )
-            else:
-                # The processors are the whole policy here: generate's own warpers stay off (neutral values), so no
-                # setting is applied twice, and the code-only restriction makes `suppress_tokens` redundant.
-                generation_config = GenerationConfig(
-                    **NEUTRAL_SAMPLING,
-                    do_sample=True,
-                    max_new_tokens=num_codes,
-                    bos_token_id=self.larp["bos_token_id"],
-                    pad_token_id=self.larp["bos_token_id"],
-                    eos_token_id=None,
-                    use_cache=True,
-                )
-                sequences = self.prior.generate(
-                    input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    generation_config=generation_config,
-                    logits_processor=logits_processor,
-                )
-                codes = sequences[:, input_ids.shape[1] :]
+        null_input_ids = None
+        if guidance_scale > 1:
+            null_input_ids = input_ids.clone()
+            null_input_ids[:, 1] = self.larp["null_class_token_id"]
+        codes = sample_tokens(
+            self.prior, input_ids, codes_processor, num_codes, generators=generators, null_input_ids=null_input_ids,
+            guidance_scale=guidance_scale,
+        )  # fmt: skip
         if codes.shape[1] != num_codes or codes.max() >= self.codebook_size:  # cannot happen with the processor above
             raise RuntimeError(f"Sampling returned {tuple(codes.shape)} tokens outside the codebook.")
         return codes
