@@ -18,7 +18,7 @@ import copy
 import torch
 from transformers import GPT2Config, LlamaConfig, PreTrainedModel
 
-from .generation import CodebookLogitsProcessor
+from .generation import CodebookLogitsProcessor, check_guidance_scale
 from .models.vqvae.configuration_larp_vqvae import LarpVQVAEConfig
 
 
@@ -141,24 +141,37 @@ def prior_metadata(config) -> dict:
 
 # "Off" for each sampling setting: one convention for the processor, the generation config, the CLI and the YAML.
 NEUTRAL_SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+# `class_labels="null"`: a class-conditional prior's null class, i.e. its unconditional model.
+NULL_CLASS = "null"
 
 
 def sampling_defaults(prior: PreTrainedModel) -> dict:
     """
     The prior's stored sampling policy: `temperature`, `top_k` and `top_p` from its `generation_config.json`, with
-    `1.0` / `0` / `1.0` (off) for a setting it does not store.
+    `1.0` / `0` / `1.0` (off) for a setting it does not store, and `guidance_scale` from the `larp` metadata of its
+    `config.json` (`1.0`, no guidance, if unset): the scale `LarpPipeline` guides class labels with by default.
     """
     config = prior.generation_config
     stored = {"temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
-    return {name: NEUTRAL_SAMPLING[name] if value is None else value for name, value in stored.items()}
+    defaults = {name: NEUTRAL_SAMPLING[name] if value is None else value for name, value in stored.items()}
+    guidance_scale = (getattr(prior.config, "larp", None) or {}).get("guidance_scale")
+    defaults["guidance_scale"] = 1.0 if guidance_scale is None else guidance_scale
+    return defaults
 
 
-def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, top_p=None):
+def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, top_p=None, guidance_scale=None):
     """
-    Store the whole sampling policy in `prior.generation_config` (saved as `generation_config.json`), so that stock
-    `prior.generate(bos_ids)` — in a process that never imports larp_hf, a serving engine, a user's own loop — samples
-    exactly one code grid of code ids: `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` =
-    `min_new_tokens` = grid length, and `suppress_tokens` = every id that is not a code (BOS, class tokens, null class).
+    Store the whole sampling policy with the prior.
+
+    `prior.generation_config` (saved as `generation_config.json`) gets what stock `prior.generate(bos_ids)` — in a
+    process that never imports larp_hf, a serving engine, a user's own loop — needs to sample exactly one code grid
+    of code ids: `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` = `min_new_tokens` = grid length, and
+    `suppress_tokens` = every id that is not a code (BOS, class tokens, null class).
+
+    `guidance_scale` (>= 1; 1 = none; above 1 for class-conditional priors only) goes to the `larp` metadata of
+    `prior.config` (saved in `config.json`), not to `generation_config.guidance_scale`: stock `generate` would run its
+    own classifier-free guidance with it, on inputs that carry no null-class prefix. `LarpPipeline` guides class labels
+    with it when its `guidance_scale` is left out.
 
     A setting left as `None` keeps the value already stored (off if none is). `top_k=0` and `top_p=1.0` mean off.
 
@@ -166,12 +179,14 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
 
     ```python
     >>> from transformers import GPT2LMHeadModel
-    >>> from larp_hf import LarpVQVAEConfig, prior_config, set_sampling_defaults
+    >>> from larp_hf import LarpVQVAEConfig, prior_config, sampling_defaults, set_sampling_defaults
     >>> prior = GPT2LMHeadModel(prior_config(LarpVQVAEConfig(codebook_size=16), preset="tiny", num_classes=2))
-    >>> set_sampling_defaults(prior, temperature=0.9, top_k=8)
+    >>> set_sampling_defaults(prior, temperature=0.9, top_k=8, guidance_scale=2.0)
     >>> config = prior.generation_config
     >>> config.temperature, config.top_k, config.top_p, config.max_new_tokens, config.suppress_tokens
     (0.9, 8, 1.0, 64, [16, 17, 18, 19])
+    >>> sampling_defaults(prior)["guidance_scale"], config.guidance_scale
+    (2.0, None)
     ```
     """
     larp = prior_metadata(prior.config)
@@ -182,6 +197,9 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
         "top_p": current["top_p"] if top_p is None else top_p,
     }
     CodebookLogitsProcessor(larp["codebook_size"], **settings)  # validates the values
+    if guidance_scale is not None:
+        # Validated as a request for the prior's classes (all of them in turn), so an unconditional prior refuses > 1.
+        guidance_scale = check_guidance_scale(guidance_scale, None, larp["num_classes"])
     num_codes = larp["grid_size"] ** 2
     config = prior.generation_config
     config.do_sample = True
@@ -194,6 +212,8 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
     config.temperature = float(settings["temperature"])
     config.top_k = int(settings["top_k"])
     config.top_p = float(settings["top_p"])
+    if guidance_scale is not None:
+        prior.config.larp = {**prior.config.larp, "guidance_scale": guidance_scale}
 
 
 def check_pair(vqvae, prior: PreTrainedModel, prior_name: str = "prior", vqvae_name: str = "tokenizer"):
@@ -217,11 +237,13 @@ def check_pair(vqvae, prior: PreTrainedModel, prior_name: str = "prior", vqvae_n
             )
 
 
-def class_token_ids(larp: dict, class_labels, num_images: int) -> torch.Tensor | None:
+def class_token_ids(larp: dict, class_labels, num_images: int, first_image_index: int = 0) -> torch.Tensor | None:
     """
-    (N,) prefix class tokens for `num_images` sequences of the prior whose `larp` metadata is given: `class_labels`
-    (one label for all, or one per image) as token ids, the null class when they are left out, or `None` for an
-    unconditional prior. Out-of-range, non-integer or miscounted labels raise a `ValueError` that says so.
+    (N,) prefix class tokens for `num_images` sequences of the prior whose `larp` metadata is given, or `None` for an
+    unconditional prior. `class_labels` is one label for all images, one per image, `None` for every class in turn
+    (image i, counted from `first_image_index`, gets class `(first_image_index + i) % num_classes`, so a request
+    sampled in parts or processes gets the same classes as in one call) or `"null"` for the null class (the
+    unconditional model). Out-of-range, non-integer or miscounted labels raise a `ValueError` that says so.
     """
     if larp["num_classes"] == 0:
         if class_labels is not None:
@@ -231,6 +253,14 @@ def class_token_ids(larp: dict, class_labels, num_images: int) -> torch.Tensor |
             )
         return None
     if class_labels is None:
+        labels = torch.arange(first_image_index, first_image_index + num_images) % larp["num_classes"]
+        return labels + larp["class_token_offset"]
+    if isinstance(class_labels, str):
+        if class_labels != NULL_CLASS:
+            raise ValueError(
+                f"`class_labels` must be class indices, None (every class in turn) or {NULL_CLASS!r} (the null class: "
+                f"the unconditional model), got {class_labels!r}."
+            )
         return torch.full((num_images,), larp["null_class_token_id"], dtype=torch.long)
     labels = torch.as_tensor(class_labels).reshape(-1)
     if labels.is_floating_point() or labels.dtype == torch.bool:
@@ -252,6 +282,7 @@ def class_token_ids(larp: dict, class_labels, num_images: int) -> torch.Tensor |
 __all__ = [
     "ARCHITECTURES",
     "NEUTRAL_SAMPLING",
+    "NULL_CLASS",
     "PRIOR_PRESETS",
     "check_pair",
     "class_token_ids",

@@ -128,14 +128,15 @@ def test_set_sampling_defaults_stores_the_whole_policy_and_keeps_what_is_not_giv
     config = prior.generation_config
     assert config.do_sample and config.max_new_tokens == config.min_new_tokens == 64
     assert config.suppress_tokens == list(range(16, 16 + 1 + 3 + 1))  # BOS, 3 classes, null
-    assert sampling_defaults(prior) == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    assert sampling_defaults(prior) == {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "guidance_scale": 1.0}
     set_sampling_defaults(prior, temperature=0.8, top_k=5, top_p=0.9)
     set_sampling_defaults(prior, top_k=7)  # e.g. `larp-hf sweep --write-generation-config` over top-k only
-    assert sampling_defaults(prior) == {"temperature": 0.8, "top_k": 7, "top_p": 0.9}
+    assert sampling_defaults(prior) == {"temperature": 0.8, "top_k": 7, "top_p": 0.9, "guidance_scale": 1.0}
     for bad in ({"top_k": -1}, {"top_p": 0.0}, {"temperature": float("nan")}):
         with pytest.raises(ValueError):
             set_sampling_defaults(prior, **bad)
-    assert sampling_defaults(prior) == {"temperature": 0.8, "top_k": 7, "top_p": 0.9}  # nothing half-written
+    # Nothing half-written.
+    assert sampling_defaults(prior) == {"temperature": 0.8, "top_k": 7, "top_p": 0.9, "guidance_scale": 1.0}
 
 
 STOCK_GENERATE = """
@@ -193,8 +194,10 @@ def test_the_processor_and_the_stored_defaults_apply_each_setting_once():
     stock = first_step_distribution()  # the stored policy alone
     with_processor = first_step_distribution(logits_processor=LogitsProcessorList([CodebookLogitsProcessor(16)]))
     # The pipeline's way: the processor carries the settings, generate's own warpers are off.
+    defaults = sampling_defaults(prior)
+    policy = {name: defaults[name] for name in NEUTRAL_SAMPLING}  # temperature, top-k, top-p; not the guidance scale
     processor_only = first_step_distribution(
-        logits_processor=LogitsProcessorList([CodebookLogitsProcessor(16, **sampling_defaults(prior))]),
+        logits_processor=LogitsProcessorList([CodebookLogitsProcessor(16, **policy)]),
         **NEUTRAL_SAMPLING,
     )
     for distribution in (stock, with_processor, processor_only):

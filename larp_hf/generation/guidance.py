@@ -47,18 +47,29 @@ def sample_with_guidance(
 
 
 def check_guidance_scale(guidance_scale, class_labels, num_classes: int) -> float:
-    """`guidance_scale` (None = 1.0, no guidance) checked against the request; a `ValueError` says what is wrong."""
+    """
+    `guidance_scale` (None = 1.0, no guidance) checked against the request: a finite number >= 1, and above 1 only
+    when there is a class to steer towards, i.e. a class-conditional prior (`num_classes` > 0) sampling `class_labels`
+    (class indices, or `None` for every class in turn) rather than `"null"`, its unconditional model. A `ValueError`
+    says what is wrong.
+    """
     guidance_scale = 1.0 if guidance_scale is None else guidance_scale
     is_number = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
     if not is_number or not (math.isfinite(guidance_scale) and guidance_scale >= 1):
         raise ValueError(
             f"`guidance_scale` must be a finite number >= 1 (1 = no guidance), got {guidance_scale!r}. To sample from "
-            "the unconditional model, leave `class_labels` out."
+            'the unconditional model of a class-conditional prior, pass `class_labels="null"`.'
         )
-    if guidance_scale > 1 and class_labels is None:
+    if guidance_scale > 1 and num_classes == 0:
         raise ValueError(
-            f"`guidance_scale` > 1 steers samples towards `class_labels`; pass `class_labels` (this prior has "
-            f"{num_classes} classes)."
+            "`guidance_scale` > 1 steers samples towards a class, but this prior is unconditional (trained without "
+            "classes): leave `guidance_scale` at 1."
+        )
+    if guidance_scale > 1 and isinstance(class_labels, str):
+        raise ValueError(
+            f"`guidance_scale` > 1 steers samples towards `class_labels`, but {class_labels!r} is the null class, the "
+            f"unconditional model: pass class labels (or leave them out for all {num_classes} classes in turn), or "
+            "set `guidance_scale` to 1."
         )
     return float(guidance_scale)
 

@@ -30,8 +30,8 @@ class CodebookLogitsProcessor(LogitsProcessor):
 
     The conventions (`top_k=0` and `top_p=1.0` mean off) are those of `transformers.GenerationConfig`, so the values
     stored in a prior's `generation_config.json` (`larp_hf.set_sampling_defaults`) build this processor unchanged:
-    `CodebookLogitsProcessor(K, **larp_hf.sampling_defaults(prior))`. Stock `generate` applies those stored values
-    itself; `LarpPipeline` applies them through this
+    with `d = larp_hf.sampling_defaults(prior)`, `CodebookLogitsProcessor(K, d["temperature"], d["top_k"],
+    d["top_p"])`. Stock `generate` applies those stored values itself; `LarpPipeline` applies them through this
     processor alone (its sampling loop, `sample_tokens`, has no warpers of its own), so each setting is applied once
     either way.
 

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ..generation import CodebookLogitsProcessor, check_guidance_scale, image_generators, sample_tokens
 from ..models import LarpImageProcessor, LarpVQVAEModel
-from ..prior import check_pair, class_token_ids, prior_metadata, sampling_defaults, set_sampling_defaults
+from ..prior import NULL_CLASS, check_pair, class_token_ids, prior_metadata, sampling_defaults, set_sampling_defaults
 from .folder import (
     SAMPLE_GRID_NAME,
     load_part,
@@ -145,7 +145,10 @@ class LarpPipeline:
         self._progress_bar_config = kwargs
 
     def sampling_defaults(self) -> dict:
-        """`temperature`, `top_k` (0 = off) and `top_p` (1.0 = off) stored in the prior's generation config."""
+        """
+        `temperature`, `top_k` (0 = off) and `top_p` (1.0 = off) stored in the prior's generation config, and the
+        `guidance_scale` (1.0 = none) stored in its `larp` metadata (see `larp_hf.set_sampling_defaults`).
+        """
         return sampling_defaults(self.prior)
 
     # ------------------------------------------------------------------ sampling
@@ -158,7 +161,7 @@ class LarpPipeline:
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        class_labels: int | list[int] | torch.Tensor | None = None,
+        class_labels: int | list[int] | torch.Tensor | str | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
@@ -177,9 +180,13 @@ class LarpPipeline:
             top_k: sample among the `top_k` most likely codes; 0 turns it off; defaults to the generation config.
             top_p: nucleus mass in (0, 1]; defaults to the generation config (1.0, off, if unset).
             class_labels: class-conditional priors only: one class index for every image, or one per image. Left
-                out, a class-conditional prior samples from its null class (the unconditional model).
+                out, the classes take turns, as many images of each: image i (counted from `first_image_index`) gets
+                class `(first_image_index + i) % num_classes`. `"null"` samples the null class, i.e. the
+                unconditional model.
             guidance_scale: classifier-free guidance, >= 1 (1 = none): the logits become
                 `null + guidance_scale · (class - null)`, with both halves computed in one batched forward per step.
+                Left out: the prior's stored scale (`sampling_defaults()["guidance_scale"]`, 1.0 unless set with
+                `larp_hf.set_sampling_defaults`) when sampling classes, 1 for the null class and unconditional priors.
             generator: a `torch.Generator` that makes the result reproducible: the call draws one seed s from it,
                 and image i draws from its own stream seeded by (s, i), so image i is the same whatever `batch_size`
                 and `num_images` (`num_images=4` gives the first four images of `num_images=8`).
@@ -224,7 +231,10 @@ class LarpPipeline:
         top_p = defaults["top_p"] if top_p is None else top_p
         codes_processor = CodebookLogitsProcessor(self.codebook_size, temperature, top_k, top_p)
 
-        class_tokens = class_token_ids(self.larp, class_labels, num_images)  # (N,) or None
+        class_tokens = class_token_ids(self.larp, class_labels, num_images, first_image_index)  # (N,) or None
+        if guidance_scale is None:  # the stored scale for classes; nothing to steer towards otherwise
+            null_class = isinstance(class_labels, str) and class_labels == NULL_CLASS
+            guidance_scale = defaults["guidance_scale"] if self.num_classes > 0 and not null_class else 1.0
         guidance_scale = check_guidance_scale(guidance_scale, class_labels, self.num_classes)
 
         all_codes = []

@@ -107,7 +107,7 @@ def test_no_special_token_comes_out_even_when_the_prior_prefers_them():
 
 def test_sampling_defaults_come_from_the_generation_config(tiny_pipeline):
     set_sampling_defaults(tiny_pipeline.prior, temperature=0.5, top_k=3)
-    assert tiny_pipeline.sampling_defaults() == {"temperature": 0.5, "top_k": 3, "top_p": 1.0}
+    assert tiny_pipeline.sampling_defaults() == {"temperature": 0.5, "top_k": 3, "top_p": 1.0, "guidance_scale": 1.0}
     codes_default = tiny_pipeline(num_images=4, seed=0).codes
     codes_explicit = tiny_pipeline(num_images=4, seed=0, temperature=0.5, top_k=3).codes
     codes_off = tiny_pipeline(num_images=4, seed=0, temperature=1.0, top_k=0).codes
@@ -185,7 +185,7 @@ def test_guidance_moves_samples_towards_the_requested_class():
         plain, guided = on_class_fraction(label, 1.0), on_class_fraction(label, 3.0)
         assert 0.5 < plain < 0.75, plain  # the model learnt the 60% it saw
         assert guided > plain + 0.15, (plain, guided)
-    unconditional = ((pipeline(num_images=64, seed=1).codes // 8) == 0).float().mean().item()
+    unconditional = ((pipeline(num_images=64, class_labels="null", seed=1).codes // 8) == 0).float().mean().item()
     assert 0.35 < unconditional < 0.65
 
 
@@ -209,6 +209,8 @@ def test_guidance_moves_samples_towards_the_requested_class():
         ({"top_k": K + 1}, "top_k"),
         ({"top_p": 0.0}, "top_p"),
         ({"class_labels": 0}, "unconditional"),
+        ({"class_labels": "null"}, "unconditional"),
+        ({"guidance_scale": 2.0}, "this prior is unconditional"),
     ],
 )
 def test_bad_arguments_unconditional(tiny_pipeline, kwargs, message):
@@ -224,7 +226,8 @@ def test_bad_arguments_unconditional(tiny_pipeline, kwargs, message):
         ({"class_labels": [0, 1, 2]}, "3 entries for 2 images"),
         ({"class_labels": 0.5}, "integers"),
         ({"class_labels": 0, "guidance_scale": 0.5}, "guidance_scale"),
-        ({"guidance_scale": 2.0}, "pass `class_labels`"),
+        ({"class_labels": "null", "guidance_scale": 2.0}, "is the null class, the unconditional model"),
+        ({"class_labels": "none"}, "None \\(every class in turn\\) or 'null'"),
     ],
 )
 def test_bad_arguments_class_conditional(kwargs, message):
