@@ -17,7 +17,9 @@ from ..pipelines import image_grid
 API_NAME = "generate"
 MAX_IMAGES = 64  # a page answers in seconds on a CPU; the CLI and `pipe(...)` are there for more
 MAX_SEED = 2**31 - 1
-NO_CLASS = -1  # the class selector's "any" entry: no class label, the prior's null class
+# The class selector's entries beside the classes: the pipeline's default (every class in turn) and the null class.
+ALL_CLASSES = -1  # class_labels=None: image i gets class i % num_classes
+NULL_CLASS = -2  # class_labels="null": the unconditional model
 DEMO_EXTRA = 'pip install "larp_hf[demo]"'
 # Decoded images are small (28×28 for Fashion-MNIST); the browser upscales them, so keep the pixels sharp.
 CSS = """
@@ -49,20 +51,23 @@ def _whole_to_int(value):
 
 
 def sample(
-    pipeline, num_images, seed, temperature, top_k, top_p, class_label=NO_CLASS, guidance_scale=1.0
+    pipeline, num_images, seed, temperature, top_k, top_p, class_label=ALL_CLASSES, guidance_scale=None
 ) -> dict:  # fmt: skip
     """
     One press of Generate: `pipeline(...)` with the page's settings. Returns the images (PIL), the grid (PIL), the
     codes ((N, h, w) int64 array) and the seconds sampling took. Invalid settings raise the pipeline's ValueError.
+    `class_label` is a class index, `ALL_CLASSES` (-1, every class in turn) or `NULL_CLASS` (-2, the unconditional
+    model); `guidance_scale` None is the pipeline's stored scale.
     """
     class_label = _whole_to_int(class_label)
+    class_labels = {ALL_CLASSES: None, NULL_CLASS: "null"}.get(class_label, class_label)
     start = time.perf_counter()
     output = pipeline(
         num_images=_whole_to_int(num_images),
         temperature=temperature,
         top_k=_whole_to_int(top_k),
         top_p=top_p,
-        class_labels=None if class_label == NO_CLASS else class_label,
+        class_labels=class_labels,
         guidance_scale=guidance_scale if pipeline.num_classes else None,
         seed=_whole_to_int(seed),
         output_type="pt",
@@ -104,7 +109,8 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
 
     The generate endpoint (`api_name="generate"`) takes `num_images, seed, random_seed, temperature, top_k, top_p,
     class_label, guidance_scale` for every pipeline (the last two are hidden, and ignored, for an unconditional prior;
-    `class_label` -1 is "any class") and returns the gallery, the grid, a line with the time it took and the seed used,
+    `class_label` -1 is every class in turn, -2 the unconditional model; the guidance slider starts at the prior's
+    stored scale, `sampling_defaults()["guidance_scale"]`) and returns the gallery, the grid, a line with the time it took and the seed used,
     and the grid PNG and codes `.npy` files. Invalid settings show the pipeline's error message.
 
     Args:
@@ -155,11 +161,14 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
                 top_p = gr.Slider(0.0, 1.0, value=defaults["top_p"], step=0.01, label="Top-p (1.0 = off)")
                 names = class_names(num_classes, description["dataset"])
                 class_label = gr.Dropdown(
-                    [("any (the unconditional model)", NO_CLASS), *((name, index) for index, name in enumerate(names))],
-                    value=NO_CLASS, label="Class", visible=bool(num_classes),
+                    [
+                        ("every class in turn", ALL_CLASSES), ("none (the unconditional model)", NULL_CLASS),
+                        *((name, index) for index, name in enumerate(names)),
+                    ],
+                    value=ALL_CLASSES, label="Class", visible=bool(num_classes),
                 )  # fmt: skip
                 guidance_scale = gr.Slider(
-                    1.0, 10.0, value=1.0, step=0.5, label="Guidance scale (1 = none; needs a class)",
+                    1.0, 10.0, value=defaults["guidance_scale"], step=0.5, label="Guidance scale (1 = none; needs a class)",
                     visible=bool(num_classes),
                 )  # fmt: skip
                 button = gr.Button("Generate", variant="primary", elem_id="larp-generate")
@@ -196,4 +205,6 @@ def launch_demo(demo, *, server_name: str | None = None, server_port: int | None
     return demo.launch(server_name=server_name, server_port=server_port, css=CSS, **launch_kwargs)
 
 
-__all__ = ["API_NAME", "build_demo", "class_names", "import_gradio", "launch_demo", "sample"]
+__all__ = [
+    "ALL_CLASSES", "API_NAME", "NULL_CLASS", "build_demo", "class_names", "import_gradio", "launch_demo", "sample"
+]  # fmt: skip

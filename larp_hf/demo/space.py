@@ -69,7 +69,8 @@ api.upload_folder(folder_path=".", repo_id="you/larp-demo", repo_type="space")
 
 Programs call it with `gradio_client`: `Client("you/larp-demo").predict(num_images=16, seed=0, api_name="/{api_name}")`
 returns the images, the grid, the time it took and the two files; the other settings (`random_seed`, `temperature`,
-`top_k`, `top_p`, `class_label` (-1 = any), `guidance_scale`) default to the page's.
+`top_k`, `top_p`, `class_label` (-1 = every class in turn, -2 = the unconditional model), `guidance_scale`) default
+to the page's.
 """
 
 

@@ -9,6 +9,7 @@ import torch
 from larp_hf import set_sampling_defaults
 from larp_hf.data.loading import FASHION_MNIST_LABELS
 from larp_hf.demo import build_demo, class_names, export_space, import_gradio, sample
+from larp_hf.demo.app import ALL_CLASSES, NULL_CLASS
 from larp_hf.demo.commands import main as demo_main
 from larp_hf.pipelines import image_grid
 
@@ -50,9 +51,13 @@ def test_one_generate_is_the_pipeline_call_with_the_same_seed():
     pixels = torch.stack([torch.from_numpy(np.array(image)) for image in expected.images])[:, None] / 255
     assert np.array_equal(np.asarray(result["grid"]), np.asarray(image_grid(pixels)))
     assert result["seconds"] > 0
-    # class_label -1 is the selector's "any": the unconditional (null-class) model.
-    unconditional = sample(pipeline, 2, 0, 1.0, 0, 1.0, class_label=-1, guidance_scale=1.0)
-    assert np.array_equal(unconditional["codes"], pipeline(num_images=2, seed=0).codes.numpy())
+    # class_label -1 is the selector's "every class in turn" (the pipeline's default), -2 the unconditional model.
+    in_turn = sample(pipeline, 4, 0, 1.0, 0, 1.0, class_label=ALL_CLASSES, guidance_scale=1.0)
+    assert np.array_equal(in_turn["codes"], pipeline(num_images=4, class_labels=[0, 1, 2, 0], seed=0).codes.numpy())
+    unconditional = sample(pipeline, 2, 0, 1.0, 0, 1.0, class_label=NULL_CLASS, guidance_scale=1.0)
+    assert np.array_equal(unconditional["codes"], pipeline(num_images=2, class_labels="null", seed=0).codes.numpy())
+    with pytest.raises(ValueError, match="is the null class"):
+        sample(pipeline, 2, 0, 1.0, 0, 1.0, class_label=NULL_CLASS, guidance_scale=2.0)
     with pytest.raises(ValueError, match="`top_p` must be a number in"):
         sample(pipeline, 2, 0, 1.0, 0, 0.0)
 
@@ -65,14 +70,17 @@ def test_the_controls_start_at_the_pipelines_sampling_defaults_and_classes_show_
     pytest.importorskip("gradio", reason='the demo tests need Gradio: pip install -e ".[test]"')
     pipeline = make_tiny_pipeline(num_classes=10)
     pipeline.card_info["dataset"] = "fashion_mnist"
-    set_sampling_defaults(pipeline.prior, temperature=0.8, top_k=5, top_p=0.9)
+    set_sampling_defaults(pipeline.prior, temperature=0.8, top_k=5, top_p=0.9, guidance_scale=2.5)
     demo = build_demo(pipeline, model_id="org/tiny")
     controls = _components(demo)
     assert controls["Temperature"].value == 0.8
     assert controls["Top-k (0 = off)"].value == 5 and controls["Top-k (0 = off)"].maximum == pipeline.codebook_size
     assert controls["Top-p (1.0 = off)"].value == 0.9
-    assert controls["Class"].visible and controls["Guidance scale (1 = none; needs a class)"].visible
-    assert [label for label, _ in controls["Class"].choices][1:] == FASHION_MNIST_LABELS
+    guidance = controls["Guidance scale (1 = none; needs a class)"]
+    assert controls["Class"].visible and guidance.visible and guidance.value == 2.5  # the prior's stored scale
+    assert controls["Class"].value == ALL_CLASSES  # the pipeline's default: every class in turn
+    assert [value for _, value in controls["Class"].choices][:2] == [ALL_CLASSES, NULL_CLASS]
+    assert [label for label, _ in controls["Class"].choices][2:] == FASHION_MNIST_LABELS
     heading = next(block.value for block in demo.blocks.values() if type(block).__name__ == "Markdown")
     assert heading.startswith(
         "# LARP: org/tiny\n[org/tiny](https://huggingface.co/org/tiny) · trained on fashion_mnist"

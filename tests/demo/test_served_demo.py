@@ -56,7 +56,8 @@ def test_gradio_client_gets_the_pipelines_images_for_a_seed_and_the_app_survives
         classes = {"class_label": 1, "guidance_scale": 2.0} if pipeline.num_classes else {}
         if pipeline.num_classes:
             with pytest.raises(gradio_client.exceptions.AppError, match=r"`guidance_scale` > 1 steers samples towards"):
-                client.predict(num_images=2, guidance_scale=3.0, api_name="/generate")  # class "any" cannot be guided
+                # class -2, the unconditional model, cannot be guided
+                client.predict(num_images=2, class_label=-2, guidance_scale=3.0, api_name="/generate")
 
         # A random seed is reported, and it reproduces the images (with a class and guidance where there are classes).
         _, _, info, files = client.predict(num_images=2, random_seed=True, **classes, api_name="/generate")
