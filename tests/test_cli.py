@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import datasets
+import numpy as np
 import PIL.Image
 import pytest
 from huggingface_hub import ModelCard
@@ -173,3 +174,20 @@ def test_generate_writes_large_requests_in_parts_that_match_one_call(pipeline_di
     assert not list(tmp_path.glob(".larp-generate-*"))  # the parts are gone
     with pytest.raises(SystemExit, match="at most 4096 images"):
         cli.main(["generate", str(pipeline_dir), "--num-images", "5000", "--output", str(tmp_path / "big.png")])
+
+
+def test_a_class_conditional_pipeline_generates_the_classes_in_turn_one_grid_row_each(tmp_path, capsys):
+    folder = tmp_path / "conditional"
+    make_tiny_pipeline(num_classes=3).save_pretrained(folder, sample_grid=False)
+    larp_hf("generate", folder, "--num-images", 6, "--seed", 2, "--output", tmp_path / "grid.png",
+            "--output-dataset", tmp_path / "dataset", "--image-dir", tmp_path / "pngs", capsys=capsys)  # fmt: skip
+    dataset = datasets.load_from_disk(str(tmp_path / "dataset"))
+    assert dataset["label"] == [0, 1, 2, 0, 1, 2]
+    # Grid: 2 columns (6 images / 3 classes), row r holds class r's images, 16 px with 2 px gaps.
+    grid = np.asarray(PIL.Image.open(tmp_path / "grid.png").convert("L"))
+    assert grid.shape == (3 * 18 + 2, 2 * 18 + 2)
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    for row, label in enumerate([0, 1, 2]):
+        for column, index in enumerate(i for i in range(6) if dataset["label"][i] == label):
+            cell = grid[2 + row * 18 : 18 + row * 18, 2 + column * 18 : 18 + column * 18]
+            assert np.array_equal(cell, np.asarray(PIL.Image.open(pngs[index]).convert("L")))

@@ -264,6 +264,39 @@ def test_a_padding_tokenizer_is_judged_on_the_datasets_own_pixels(tmp_path):
     assert all(np.isfinite(results[part]["fid"]) for part in ("samples", "reconstructions", "real_baseline"))
 
 
+def test_a_sweep_over_guidance_scales_stores_the_best_one_with_the_prior(tiny_evaluation_setup, tiny_image_dataset_dir,
+                                                                        tmp_path):
+    from larp_hf.evaluation import save_best_setting, sweep_markdown, sweep_pipeline, write_sweep_reports
+
+    network = FeatureNetwork.from_pretrained(tiny_evaluation_setup / "features")
+    pipeline = make_tiny_pipeline(num_classes=2)
+    results = sweep_pipeline(pipeline, network, [1.0], [0], guidance_scales=[1.0, 4.0], dataset=tiny_image_dataset_dir,
+                             num_samples=24, cache_dir=tmp_path)  # fmt: skip
+    rows = results["rows"]
+    assert [row["guidance_scale"] for row in rows] == [1.0, 4.0] and rows[0]["fid"] != rows[1]["fid"]
+    # Each row is what the pipeline samples with that scale: the classes in turn, guided.
+    guided = pipeline(num_images=24, seed=0, guidance_scale=4.0, output_type="pt").images
+    assert torch.allclose(network(guided), network(pipeline(num_images=24, seed=0, class_labels=[0, 1] * 12,
+                                                            guidance_scale=4.0, output_type="pt").images))  # fmt: skip
+    best = results["best"]["guidance_scale"]
+    table = sweep_markdown(results)
+    assert "| temperature | top-k | guidance |" in table and f"top-k off, guidance {best} (FID" in table
+    assert {path.name for path in write_sweep_reports(results, tmp_path / "sweep")} >= {"sweep.png", "sweep.md"}
+
+    save_best_setting(pipeline, results, tmp_path / "pipe")
+    loaded = LarpPipeline.from_pretrained(tmp_path / "pipe")
+    assert loaded.sampling_defaults()["guidance_scale"] == best
+    assert "guidance_scale" not in json.loads((tmp_path / "pipe" / "prior" / "generation_config.json").read_text())
+
+    unconditional = make_tiny_pipeline()
+    with pytest.raises(ValueError, match="unconditional"):
+        sweep_pipeline(unconditional, network, [1.0], [0], guidance_scales=[2.0], dataset=tiny_image_dataset_dir,
+                       num_samples=24, cache_dir=tmp_path)  # fmt: skip
+    assert "guidance" not in sweep_markdown(sweep_pipeline(
+        unconditional, network, [1.0], [0], dataset=tiny_image_dataset_dir, num_samples=24, cache_dir=tmp_path
+    ))  # fmt: skip
+
+
 def test_inception_features_say_what_they_need(tmp_path):
     from larp_hf.evaluation import load_feature_network
 

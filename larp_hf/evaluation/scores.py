@@ -270,7 +270,7 @@ def evaluate_pipeline(
     state = evaluation_state()
     _check_setup(pipeline, network, num_samples)
     chosen = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance_scale": guidance_scale}
-    sampling = {**_sampling_defaults(pipeline), **{k: v for k, v in chosen.items() if v is not None}}
+    sampling = {**pipeline.sampling_defaults(), **{k: v for k, v in chosen.items() if v is not None}}
     _check_sampling(pipeline, sampling)  # refuses bad settings before any work
     real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
     baseline, baseline_fingerprint = _real_split(pipeline, dataset, baseline_split, data_dir, state)
@@ -312,26 +312,12 @@ def evaluate_pipeline(
     return from_main_process(results, state)
 
 
-def _sampling_defaults(pipeline) -> dict:
-    """The pipeline's stored sampling settings, with the guidance scale (1 = none) its prior keeps for class labels."""
-    defaults = {"guidance_scale": 1.0, **pipeline.sampling_defaults()}
-    if pipeline.num_classes == 0:
-        defaults["guidance_scale"] = 1.0  # nothing to steer towards
-    return defaults
-
-
 def _check_sampling(pipeline, sampling: dict):
     """A `ValueError` for settings the pipeline cannot sample (before hours of sampling)."""
     CodebookLogitsProcessor(
         pipeline.codebook_size, **{name: sampling[name] for name in ("temperature", "top_k", "top_p")}
     )
-    guidance_scale = sampling["guidance_scale"]
-    if pipeline.num_classes == 0 and guidance_scale != 1:
-        raise ValueError(
-            f"`guidance_scale` {guidance_scale} steers samples towards classes, but this prior is unconditional: "
-            "leave it at 1."
-        )
-    check_guidance_scale(guidance_scale, None if pipeline.num_classes == 0 else 0, pipeline.num_classes)
+    check_guidance_scale(sampling["guidance_scale"], None, pipeline.num_classes)  # None: every class in turn
 
 
 def sweep_pipeline(
@@ -356,7 +342,7 @@ def sweep_pipeline(
     """
     state = evaluation_state()
     _check_setup(pipeline, network, num_samples)
-    defaults = _sampling_defaults(pipeline)
+    defaults = pipeline.sampling_defaults()
     top_p = defaults["top_p"]
     guidance_scales = [defaults["guidance_scale"]] if guidance_scales is None else list(guidance_scales)
     grid = [(t, k, g) for g in guidance_scales for k in top_ks for t in temperatures]
