@@ -1,75 +1,162 @@
-"""Sampling speed of LarpPipeline against generating without the KV cache, side by side in one run.
+"""Sampling speed of LarpPipeline against stock `generate`, with and without its KV cache, side by side in one run.
 
-    python bench/bench_sampling.py [--model outputs/larp-fashion-mnist-quick] [--num_images 512] [--batch_size 64]
+    python bench/bench_sampling.py [--model outputs/larp-fashion-mnist-quick] [--architecture llama]
+                                   [--batch_sizes 1,64,256] [--repeats 3] [--threads 1] [--guidance_scale 2]
 
-ours:        `LarpPipeline.__call__`: `generate` with the KV cache (one new token per forward), the code-only
-             processor, then the tokenizer's decode.
-alternative: the same `generate` call with `use_cache=False`, which runs the whole prefix again at every step.
+pipeline:            `LarpPipeline.__call__`: `larp_hf.generation.sample_tokens` (the prior's own forward, one token a
+                     step, into a KV cache allocated once, per-image Gumbel draws read 16 steps at a time), then the
+                     tokenizer's decode.
+generate:            the same call with the codes sampled by stock `generate` (its dynamic KV cache) and the same
+                     processors: the code-only `CodebookLogitsProcessor`, then `PerImageSamplingLogitsProcessor` (one
+                     random stream per image) — the pipeline's sampler before. It draws the same codes (checked).
+generate, no cache:  that `generate` call with `use_cache=False`: the whole prefix again at every step.
 
-Both sides draw the same codes for the same seed (checked), so the ratio is the cache's alone. Without --model, a
-freshly initialised `small` prior over the quick tokenizer's shapes is timed (speed does not depend on the weights).
-Prints images/s for each, their ratio, and ours at several batch sizes.
+With --guidance_scale > 1 the prior is class-conditional (10 classes, or the model's) and the images are guided; stock
+`generate` has no guidance of this kind, so the reference is the guided loop the pipeline had before (the prior's
+forward with transformers' dynamic cache, the processors, then `torch.multinomial`), with and without its cache.
+
+Without --model, a freshly initialised `small` prior over the quick tokenizer's shapes is timed (speed does not depend
+on the weights). Each round runs the pipeline and the cached reference back to back, in alternating order, and their
+ratio is taken per round (pairing makes it robust to the load of a shared machine); the medians over --repeats rounds
+are printed, with the range of the ratio. The no-cache reference is timed once per batch size (it is 10-40x slower).
 """
 
 import argparse
-import copy
+import os
+import statistics
 import time
 
 import torch
-from transformers import GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 
 from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
+from larp_hf.generation import PerImageSamplingLogitsProcessor
+from larp_hf.prior import NEUTRAL_SAMPLING
 
 
-def timed(function, repeats: int):
-    function()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        result = function()
-    return (time.perf_counter() - start) / repeats, result
+def generate_sampler(pipe, use_cache: bool):
+    """A stand-in for `pipe._sample_codes` that samples with stock `generate` (or the old guided loop)."""
+    larp = pipe.larp
+
+    def sample_codes(input_ids, codes_processor, generators, guidance_scale):
+        processors = LogitsProcessorList([codes_processor, PerImageSamplingLogitsProcessor(generators)])
+        num_codes = pipe.grid_size**2
+        with torch.random.fork_rng(devices=[pipe.device] if pipe.device.type == "cuda" else []):
+            if guidance_scale > 1:
+                null_input_ids = input_ids.clone()
+                null_input_ids[:, 1] = larp["null_class_token_id"]
+                return guided_loop(
+                    pipe.prior, input_ids, null_input_ids, processors, guidance_scale, num_codes, use_cache
+                )
+            config = GenerationConfig(
+                **NEUTRAL_SAMPLING, do_sample=True, max_new_tokens=num_codes, bos_token_id=larp["bos_token_id"],
+                pad_token_id=larp["bos_token_id"], eos_token_id=None, use_cache=use_cache,
+            )  # fmt: skip
+            sequences = pipe.prior.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+                logits_processor=processors,
+            )  # fmt: skip
+            return sequences[:, input_ids.shape[1] :]
+
+    return sample_codes
+
+
+def guided_loop(prior, input_ids, null_input_ids, processors, guidance_scale, max_new_tokens, use_cache):
+    """The pipeline's guided loop before `sample_tokens` (transformers' dynamic cache), or without any cache."""
+    batch_size, prefix_length = input_ids.shape
+    sequences, null_sequences = input_ids, null_input_ids
+    step_ids, past_key_values = torch.cat([input_ids, null_input_ids]), None
+    for _ in range(max_new_tokens):
+        if not use_cache:
+            step_ids = torch.cat([sequences, null_sequences])
+        outputs = prior(input_ids=step_ids, past_key_values=past_key_values, use_cache=use_cache)
+        past_key_values = outputs.past_key_values if use_cache else None
+        logits = outputs.logits[:, -1].float()
+        conditional, null = logits[:batch_size], logits[batch_size:]
+        scores = processors(sequences, null + guidance_scale * (conditional - null))
+        next_tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1)
+        sequences, null_sequences = torch.cat([sequences, next_tokens], 1), torch.cat([null_sequences, next_tokens], 1)
+        step_ids = torch.cat([next_tokens, next_tokens])
+    return sequences[:, prefix_length:]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="pipeline folder or Hub id (default: an untrained quick-sized pipeline)")
-    parser.add_argument("--num_images", type=int, default=512)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--architecture", default="gpt2", choices=["gpt2", "llama"], help="of the untrained prior")
+    parser.add_argument("--batch_sizes", default="1,64,256")
+    parser.add_argument("--min_images", type=int, default=32, help="images per timing: max(batch size, this)")
+    parser.add_argument("--repeats", type=int, default=3, help="paired rounds per batch size")
+    parser.add_argument("--guidance_scale", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    guided = args.guidance_scale > 1
     if args.model:
         pipe = LarpPipeline.from_pretrained(args.model)
     else:
+        torch.manual_seed(0)
         vqvae = LarpVQVAEModel(LarpVQVAEConfig(in_channels=1, image_size=32, codebook_size=512))
-        prior = GPT2LMHeadModel(prior_config(vqvae.config, preset="small", tokenizer_hash=vqvae.tokenizer_hash()))
-        pipe = LarpPipeline(vqvae, prior)
+        config = prior_config(
+            vqvae.config, preset="small", num_classes=10 if guided else 0, tokenizer_hash=vqvae.tokenizer_hash(),
+            architecture=args.architecture,
+        )  # fmt: skip
+        pipe = LarpPipeline(vqvae, AutoModelForCausalLM.from_config(config))
     pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
-    print(f"device {args.device}, {torch.get_num_threads()} threads, {args.num_images} images in batches of {args.batch_size}")
+    prior = pipe.prior.config
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"device {args.device}, {torch.get_num_threads()} threads (load average {load}); {prior.model_type} prior, "
+        f"{sum(p.numel() for p in pipe.prior.parameters()) / 1e6:.1f} M parameters, {prior.num_hidden_layers} layers, "
+        f"width {prior.hidden_size}; {pipe.grid_size}x{pipe.grid_size} grids, vocabulary {prior.vocab_size}"
+        + (f"; guided, scale {args.guidance_scale}, classes in turn" if guided else "")
+    )
+    reference = "guided loop" if guided else "generate"
 
-    def sample(use_cache: bool, batch_size: int = args.batch_size):
-        original = pipe.prior.generate
-        def generate(*args, generation_config, **kwargs):  # the pipeline's call, with the flag under test
-            generation_config = copy.deepcopy(generation_config)
-            generation_config.use_cache = use_cache
-            return original(*args, generation_config=generation_config, **kwargs)
-
-        pipe.prior.generate = generate
+    def sample(batch_size, num_images, sampler=None):
+        """Seconds for one `pipe(...)` call and its codes; `sampler` replaces the pipeline's own sampling."""
+        if sampler is not None:
+            pipe._sample_codes = sampler
         try:
-            return pipe(num_images=args.num_images, batch_size=batch_size, seed=0, output_type="pt").codes
+            start = time.perf_counter()
+            codes = pipe(
+                num_images=num_images, batch_size=batch_size, seed=0, output_type="pt",
+                guidance_scale=args.guidance_scale if guided else None,
+            ).codes  # fmt: skip
+            return time.perf_counter() - start, codes
         finally:
-            del pipe.prior.generate
+            if sampler is not None:
+                del pipe._sample_codes
 
-    cached_seconds, cached_codes = timed(lambda: sample(True), args.repeats)
-    uncached_seconds, uncached_codes = timed(lambda: sample(False), max(1, args.repeats // 2))
-    same = torch.equal(cached_codes, uncached_codes)
-    print(f"ours (KV cache):        {args.num_images / cached_seconds:8.1f} images/s")
-    print(f"alternative (no cache): {args.num_images / uncached_seconds:8.1f} images/s")
-    print(f"ratio: {uncached_seconds / cached_seconds:.2f}x faster with the cache; identical codes: {same}")
-    for batch_size in (16, 64, 256):
-        seconds, _ = timed(lambda: sample(True, batch_size), 1)
-        print(f"ours at batch size {batch_size:>3}: {args.num_images / seconds:8.1f} images/s")
+    header = (
+        f"{'batch':>5} {'images':>6} {'pipeline':>9} {reference:>11} {'no cache':>9}   {'pipeline / ' + reference:>24}"
+        f" {reference + ' / no cache':>22}   same codes"
+    )
+    print(header + "\n" + " " * 13 + "images/s   images/s  images/s" + " " * 5 + "median (range) of rounds")
+    for batch_size in [int(size) for size in args.batch_sizes.split(",")]:
+        num_images = max(batch_size, args.min_images)
+        cached = generate_sampler(pipe, use_cache=True)
+        sample(batch_size, min(num_images, batch_size))  # warm-up
+        ours, theirs, ratios = [], [], []
+        for round_index in range(args.repeats):
+            order = [None, cached] if round_index % 2 == 0 else [cached, None]
+            results = {id(sampler): sample(batch_size, num_images, sampler) for sampler in order}
+            (our_seconds, our_codes), (their_seconds, their_codes) = results[id(None)], results[id(cached)]
+            ours.append(our_seconds)
+            theirs.append(their_seconds)
+            ratios.append(their_seconds / our_seconds)
+        uncached_seconds, uncached_codes = sample(batch_size, num_images, generate_sampler(pipe, use_cache=False))
+        same = torch.equal(our_codes, their_codes), torch.equal(our_codes, uncached_codes)
+        rates = [num_images / statistics.median(seconds) for seconds in (ours, theirs, [uncached_seconds])]
+        ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+        print(
+            f"{batch_size:>5} {num_images:>6} {rates[0]:>9.1f} {rates[1]:>11.1f} {rates[2]:>9.1f}   {ratio:>24}"
+            f" {uncached_seconds / statistics.median(theirs):>21.2f}x   {same[0]}, {same[1]} (no cache)"
+        )
 
 
 if __name__ == "__main__":
