@@ -16,7 +16,8 @@ class PreallocatedLayer(DynamicLayer):
     A `DynamicLayer` whose keys and values are views of buffers allocated once for `max_length` positions: a step
     writes its position in place. `DynamicLayer` concatenates the whole cache again at every step (a copy that grows
     with the length, O(T²) bytes over a sequence); the views give attention exactly the positions written so far, so
-    no mask is needed, as with the dynamic cache.
+    no mask is needed, as with the dynamic cache. Made for `sample_tokens`' steps; reordering the batch (beam search's
+    `batch_select_indices`) is not supported.
 
     Args:
         max_length (`int`): the most positions the layer will hold.

@@ -1,4 +1,4 @@
-"""sample_tokens: the draws of stock `generate` with the same processors, one forward a token, a cache allocated once."""
+"""sample_tokens: the draws of stock `generate` with the same processors, one forward a token, one cache."""
 
 import pytest
 import torch
@@ -95,7 +95,8 @@ def test_guided_draws_mix_full_forwards_of_the_class_and_null_sequences(architec
             with_class, with_null = prior(sequences).logits[:, -1], prior(null_sequences).logits[:, -1]
             scores = draw(sequences, processor(sequences, with_null + 2.5 * (with_class - with_null)))
             next_tokens = scores.argmax(dim=-1, keepdim=True)
-            sequences, null_sequences = torch.cat([sequences, next_tokens], 1), torch.cat([null_sequences, next_tokens], 1)
+            sequences = torch.cat([sequences, next_tokens], 1)
+            null_sequences = torch.cat([null_sequences, next_tokens], 1)
     assert torch.equal(ours, sequences[:, 2:])
 
 
@@ -148,4 +149,6 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="2 generators for 3 rows"):
         sample_tokens(prior, prefixes(prior, 3), CodebookLogitsProcessor(K), 4, generators=image_generators(0, 0, 2))
     with pytest.raises(ValueError, match="must have the same shape"):
-        sample_with_guidance(prior, prefixes(prior, 3), prefixes(prior, 2, null=True), CodebookLogitsProcessor(K), 2.0, 4)
+        sample_with_guidance(
+            prior, prefixes(prior, 3), prefixes(prior, 2, null=True), CodebookLogitsProcessor(K), 2.0, max_new_tokens=4
+        )
