@@ -94,7 +94,7 @@ def test_info_describes_the_parts(pipeline_dir, capsys):
     assert "codebook_size   32" in text and "grid_size       8" in text and "temperature=1.0" in text
     described = json.loads(larp_hf("info", pipeline_dir, "--json", capsys=capsys)[0])
     assert described["vqvae"]["codebook_size"] == 32 and described["prior"]["num_classes"] == 0
-    assert described["sampling_defaults"] == {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    assert described["sampling_defaults"] == {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "guidance_scale": 1.0}
 
 
 def test_assemble_builds_a_pipeline_from_recipe_outputs(tmp_path, capsys):
@@ -108,7 +108,7 @@ def test_assemble_builds_a_pipeline_from_recipe_outputs(tmp_path, capsys):
     larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output", tmp_path / "pipe",
             "--temperature", 0.8, "--top-k", 5, capsys=capsys)
     described = json.loads(larp_hf("info", tmp_path / "pipe", "--json", capsys=capsys)[0])
-    assert described["sampling_defaults"] == {"temperature": 0.8, "top_k": 5, "top_p": 1.0}
+    assert described["sampling_defaults"] == {"temperature": 0.8, "top_k": 5, "top_p": 1.0, "guidance_scale": 1.0}
     assert described["dataset"] == "fashion_mnist"
     card = ModelCard.load(tmp_path / "pipe" / "README.md")
     assert "| tokenizer reconstruction PSNR (dB, validation split) | 25.5 |" in card.text

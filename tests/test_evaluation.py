@@ -109,7 +109,9 @@ def test_sweep_writes_its_files_and_can_store_the_best_setting(tiny_evaluation_s
     assert f"Best by FID: temperature {best['temperature']}" in (tmp_path / "sweep" / "sweep.md").read_text()
     assert PIL.Image.open(tmp_path / "sweep" / "sweep.png").size[0] > 500
     defaults = LarpPipeline.from_pretrained(tmp_path / "pipe").sampling_defaults()
-    assert defaults == {"temperature": float(best["temperature"]), "top_k": int(best["top_k"]), "top_p": 0.95}
+    assert defaults == {
+        "temperature": float(best["temperature"]), "top_k": int(best["top_k"]), "top_p": 0.95, "guidance_scale": 1.0
+    }  # fmt: skip
     assert float(best["top_p"]) == 0.95  # what the sweep sampled with
     if (defaults["temperature"], defaults["top_k"]) != (1.0, 0):  # the card's grid shows the new defaults
         assert PIL.Image.open(tmp_path / "pipe" / "samples.png").tobytes() != grid_before
