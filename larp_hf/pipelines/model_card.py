@@ -169,7 +169,9 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
         "classes |",
         "",
         f"Sampling defaults (`prior/generation_config.json`, which stock `generate` reads too): temperature "
-        f"{defaults['temperature']}, top-k {defaults['top_k'] or 'off'}, top-p {defaults['top_p']}.",
+        f"{defaults['temperature']}, top-k {defaults['top_k'] or 'off'}, top-p {defaults['top_p']}."
+        + (f" Classes in turn unless asked for, guided with scale {defaults.get('guidance_scale', 1.0)} (stored in "
+           "`prior/config.json`'s `larp` entry, which stock `generate` does not read)." if prior["num_classes"] else ""),
         "",
         "## Use",
         "",
