@@ -56,7 +56,9 @@ def assemble(args):
     check_pair(vqvae, prior, prior_name=f"prior in {args.prior}", vqvae_name=f"tokenizer in {args.vqvae}")
     has_processor = (Path(args.vqvae) / "preprocessor_config.json").is_file()
     pipeline = LarpPipeline(vqvae, prior, LarpImageProcessor.from_pretrained(args.vqvae) if has_processor else None)
-    set_sampling_defaults(prior, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    set_sampling_defaults(
+        prior, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale
+    )
     pipeline.card_info = card_info_from_training_runs(args.vqvae, args.prior, args.dataset)
     start = time.perf_counter()
     pipeline.save_pretrained(output, sample_grid=not args.no_sample_grid, overwrite=args.overwrite)
@@ -282,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="pipeline folder to write")
     p.add_argument("--dataset", help="training dataset named in the model card (default: the tokenizer's metrics.json)")
     add_sampling_arguments(p, default="the prior's stored value")
+    p.add_argument("--guidance-scale", type=float,
+                   help="class-conditional priors: the default guidance scale (>= 1); default: the prior's stored value")
     p.add_argument("--no-sample-grid", action="store_true", help="skip sampling the model card's 8x8 grid")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (a pipeline too)")
 

@@ -191,3 +191,17 @@ def test_a_class_conditional_pipeline_generates_the_classes_in_turn_one_grid_row
         for column, index in enumerate(i for i in range(6) if dataset["label"][i] == label):
             cell = grid[2 + row * 18 : 18 + row * 18, 2 + column * 18 : 18 + column * 18]
             assert np.array_equal(cell, np.asarray(PIL.Image.open(pngs[index]).convert("L")))
+
+
+def test_assemble_stores_a_guidance_scale_for_a_class_conditional_prior(tmp_path, capsys):
+    pipeline = make_tiny_pipeline(num_classes=2)
+    pipeline.vqvae.save_pretrained(tmp_path / "vqvae")
+    pipeline.prior.save_pretrained(tmp_path / "prior")
+    larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output", tmp_path / "pipe",
+            "--guidance-scale", 2.5, "--no-sample-grid", capsys=capsys)  # fmt: skip
+    described = json.loads(larp_hf("info", tmp_path / "pipe", "--json", capsys=capsys)[0])
+    assert described["sampling_defaults"]["guidance_scale"] == 2.5
+    make_tiny_pipeline().prior.save_pretrained(tmp_path / "unconditional")
+    _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "unconditional", "--output",
+                     tmp_path / "other", "--guidance-scale", 2.5, expect_success=False, capsys=capsys)  # fmt: skip
+    assert "--guidance-scale" in err and "unconditional" in err
