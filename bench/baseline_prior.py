@@ -31,6 +31,34 @@ def batches(codes: np.ndarray, bos: int, batch_size: int, generator: torch.Gener
             yield torch.cat([torch.full((batch_size, 1), bos), tokens], dim=1)
 
 
+def baseline_model(codebook_size: int, num_codes: int) -> GPT2LMHeadModel:
+    """The `small` preset's GPT-2 (4 layers, width 256, 8 heads, GPT-2's default dropout) over BOS + the codes."""
+    config = GPT2Config(
+        vocab_size=codebook_size + 1, n_positions=num_codes + 1, n_embd=256, n_layer=4, n_head=8,
+        bos_token_id=codebook_size, eos_token_id=None,
+    )  # fmt: skip
+    return GPT2LMHeadModel(config)
+
+
+def training_steps(model, codes: np.ndarray, bos: int, batch_size: int = 64, seed: int = 0):
+    """
+    The bare loop, one optimizer step per iteration, for as long as it is iterated: yields each step's loss (a tensor;
+    reading it is the caller's choice). bench/bench_prior_overhead.py times the recipe's steps against these.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 200))
+    model.train()
+    for input_ids in batches(codes, bos, batch_size, torch.Generator().manual_seed(seed)):
+        labels = input_ids.clone()
+        labels[:, 0] = -100  # BOS is given, never predicted
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        yield loss
+
+
 @torch.no_grad()
 def score(model, codes: np.ndarray, bos: int, batch_size: int = 256) -> dict:
     model.eval()
@@ -60,29 +88,14 @@ def main():
     test = np.asarray(splits["test"].with_format("numpy")["input_ids"])
     codebook_size = token_dataset_metadata(splits["train"])["codebook_size"]
     bos = codebook_size
-    config = GPT2Config(
-        vocab_size=codebook_size + 1, n_positions=train.shape[1] + 1, n_embd=256, n_layer=4, n_head=8,
-        bos_token_id=bos, eos_token_id=None,
-    )  # fmt: skip
-    model = GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 200))
-
-    model.train()
+    model = baseline_model(codebook_size, train.shape[1])
     step, start = 0, time.perf_counter()
-    for input_ids in batches(train, bos, 64, torch.Generator().manual_seed(args.seed)):
-        if time.perf_counter() - start >= args.minutes * 60:
-            break
-        labels = input_ids.clone()
-        labels[:, 0] = -100  # BOS is given, never predicted
-        loss = model(input_ids=input_ids, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    for loss in training_steps(model, train, bos, batch_size=64, seed=args.seed):
         step += 1
         if step % 50 == 0:
             print(f"step {step}: train loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        if time.perf_counter() - start >= args.minutes * 60:
+            break
     train_seconds = time.perf_counter() - start
 
     result = {
