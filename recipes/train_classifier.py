@@ -53,9 +53,10 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, default=None, help="Input side; match the tokenizer's image_size.")
     parser.add_argument("--in_channels", type=int, default=None, choices=(1, 3))
     parser.add_argument(
-        "--pad_to_size", action=argparse.BooleanOptionalAction, default=False,
+        "--pad_to_size", action=argparse.BooleanOptionalAction, default=True,
         help="Pad the images, centred, to --image_size instead of resizing them, as the tokenizer's --pad_to_size "
-        "does: the network then takes images at the dataset's own size (e.g. 28×28) and pads them itself.",
+        "does: the network then takes images at the dataset's own size (e.g. 28×28) and pads them itself "
+        "(larger ones are shrunk to fit first). --no-pad_to_size resizes them.",
     )  # fmt: skip
     parser.add_argument("--hidden_channels", type=int_list, default=None, help="Channels per stage, e.g. 32,64,128.")
     parser.add_argument("--feature_dim", type=int, default=None, help="Width of the features the metrics use.")
