@@ -73,7 +73,11 @@ def parse_args(argv=None):
     parser.add_argument("--lr_scheduler", default="cosine", help="Any transformers scheduler name.")
     parser.add_argument("--weight_decay", type=float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
-    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument(
+        "--mixed_precision", type=str, default="auto", choices=training.MIXED_PRECISION_CHOICES,
+        help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
+        "no: fp32.",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many epoch checkpoints.")
     parser.add_argument(
@@ -146,6 +150,7 @@ def main(argv=None):
         output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
         save_on_each_node=args.save_on_each_node,
     )  # fmt: skip
+    args.mixed_precision = accelerator.mixed_precision  # what "auto" or the launcher chose: checkpoints record it
     # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
     training.claim_output_dir(accelerator, args)
 

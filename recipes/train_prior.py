@@ -85,7 +85,11 @@ def parse_args(argv=None):
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.95)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument(
+        "--mixed_precision", type=str, default="auto", choices=training.MIXED_PRECISION_CHOICES,
+        help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
+        "no: fp32.",
+    )  # fmt: skip
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
     parser.add_argument("--torch_compile", action="store_true", help="Compile the prior with torch.compile.")
     parser.add_argument("--seed", type=int, default=0)
@@ -212,6 +216,7 @@ def main(argv=None):
         output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
         save_on_each_node=args.save_on_each_node,
     )  # fmt: skip
+    args.mixed_precision = accelerator.mixed_precision  # what "auto" or the launcher chose: checkpoints record it
     # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
     training.claim_output_dir(accelerator, args)
 

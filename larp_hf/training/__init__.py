@@ -4,7 +4,8 @@ standalone scripts that read top to bottom (recipes/train_*.py) and call these a
 
 - `arguments`: `--config` parsing, the train/validation splits, the settings trackers and checkpoints record;
 - `layout`: what a run's folder holds;
-- `setup`: the Accelerator, the claim on the output folder, the learning-rate schedule;
+- `setup`: the Accelerator (and its mixed precision, `auto` resolved), the claim on the output folder, the
+  learning-rate schedule;
 - `state`: the step count, time and validation history, and the random states, that a resume restores;
 - `sharding`: whole model and optimizer states under FSDP, and the check that every process ends with the same weights;
 - `checkpoints`: checkpoints saved atomically and resumed exactly, verified first;
@@ -33,7 +34,14 @@ from .loop import (
     train_batches,
 )
 from .saving import save_final_model, save_model, write_final_metrics
-from .setup import claim_output_dir, get_lr_scheduler, make_accelerator
+from .setup import (
+    MIXED_PRECISION_CHOICES,
+    claim_output_dir,
+    cpu_has_bf16,
+    get_lr_scheduler,
+    make_accelerator,
+    resolve_mixed_precision,
+)
 from .sharding import check_weights_identical, gather_model_state
 from .state import TrainingState, capture_rng_state, preserve_random_state, restore_rng_state
 
@@ -41,11 +49,13 @@ from .state import TrainingState, capture_rng_state, preserve_random_state, rest
 __all__ = [
     "CHECKPOINTS_DIR",
     "METRICS_FILE",
+    "MIXED_PRECISION_CHOICES",
     "TrainingState",
     "backward_and_step",
     "capture_rng_state",
     "check_weights_identical",
     "claim_output_dir",
+    "cpu_has_bf16",
     "find_latest_checkpoint",
     "folder_holds_a_run",
     "gather_model_state",
@@ -58,6 +68,7 @@ __all__ = [
     "record_validation",
     "refuse_to_overwrite_a_run",
     "resolve_checkpoint",
+    "resolve_mixed_precision",
     "restore_rng_state",
     "resume_or_start_afresh",
     "run_config",

@@ -2,18 +2,63 @@
 
 import argparse
 import os
+import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    gather_object,
+    parse_flag_from_env,
+    set_seed,
+)
 from transformers import get_scheduler
 
 from ..checkpointing import fault_point
 from ..run_lock import OutputDirBusyError, RunLock, held_lock
 from .layout import _already_holds_a_run, folder_holds_a_run
+
+
+MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """
+    Whether this CPU does bf16 arithmetic in hardware, so that CPU autocast pays: AVX512-BF16 or AMX on x86, BF16
+    on Arm (oneDNN's check). Plain AVX-512 passes oneDNN's check too, but only converts to and from bf16 there: it
+    stays in fp32. False where torch cannot tell (these checks are private and may move).
+    """
+    try:
+        if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_mixed_precision(mixed_precision: str | None, device_type: str) -> tuple[str | None, str]:
+    """
+    A recipe's `--mixed_precision` as `Accelerator(mixed_precision=...)` takes it, and why. `"auto"`: bf16 autocast
+    on a CPU that does bf16 in hardware (`cpu_has_bf16`; what it gains and costs in quality on the quick models:
+    bench/bench_cpu_precision.py); elsewhere, on GPUs and on other CPUs, `None`: what `accelerate launch` was told
+    (its config's `mixed_precision`). `"no"`, `"fp16"`, `"bf16"` and `None` are kept as they are.
+    """
+    if mixed_precision not in (*MIXED_PRECISION_CHOICES, None):
+        raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION_CHOICES} or None, got {mixed_precision!r}")
+    if mixed_precision != "auto":
+        return mixed_precision, "as asked" if mixed_precision else "as `accelerate launch` was told"
+    if device_type != "cpu":
+        return None, f"auto: on {device_type}, as `accelerate launch` was told"
+    if cpu_has_bf16():
+        return "bf16", "auto: this CPU does bf16 in hardware (AVX512-BF16/AMX), so CPU autocast"
+    return None, "auto: this CPU has no bf16 arithmetic, so as `accelerate launch` was told"
 
 
 def make_accelerator(
@@ -26,10 +71,15 @@ def make_accelerator(
 ) -> Accelerator:
     """
     The recipes' `Accelerator`, with OUTPUT_DIR created (by the main process) and every random generator seeded.
-    `mixed_precision=None` keeps what `accelerate launch` was told; trackers log to OUTPUT_DIR/logs.
-    `save_on_each_node`: OUTPUT_DIR is on each node's own disk, so each node's local main process writes and finishes
-    the checkpoints there (otherwise the main process alone writes, to a shared file system).
+    `mixed_precision=None` keeps what `accelerate launch` was told, `"auto"` is resolved by `resolve_mixed_precision`,
+    and the choice and its reason are printed; trackers log to OUTPUT_DIR/logs. `save_on_each_node`: OUTPUT_DIR is on
+    each node's own disk, so each node's local main process writes and finishes the checkpoints there (otherwise the
+    main process alone writes, to a shared file system).
     """
+    # The process's device (accelerate launch's choice) decides "auto". The state is made as the Accelerator's own
+    # AcceleratorState makes it (ACCELERATE_USE_CPU: the CPU, and a torchrun world as a gloo world), then shared.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    mixed_precision, reason = resolve_mixed_precision(mixed_precision, state.device.type)
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
@@ -40,6 +90,7 @@ def make_accelerator(
         # Seedable sampler: the shuffle order is a function of (seed, epoch), so resuming replays the same batches.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    accelerator.print(f"Mixed precision: {accelerator.mixed_precision} ({reason}).")
     if _writes_files(accelerator):
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
