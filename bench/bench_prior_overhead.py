@@ -148,10 +148,10 @@ def main():
         recipe = [step for times in variant_runs for step in times["recipe"]]
         bare = [step for times in variant_runs for step in times["bare"]]
         paired = [r / b for times in variant_runs for r, b in zip(times["recipe"], times["bare"])]
+        recipe_ms, bare_ms = statistics.median(recipe) * 1e3, statistics.median(bare) * 1e3
         print(
-            f"  {name:13s} recipe {statistics.median(recipe) * 1e3:6.0f} ms, bare {statistics.median(bare) * 1e3:6.0f} ms"
-            f" a step; recipe / bare: {statistics.median(paired):.3f} (per-step ratios),"
-            f" {statistics.median(recipe) / statistics.median(bare):.3f} (medians)"
+            f"  {name:12s} recipe {recipe_ms:5.0f} ms, bare {bare_ms:5.0f} ms a step; recipe / bare: "
+            f"{statistics.median(paired):.3f} (per-step ratios), {recipe_ms / bare_ms:.3f} (medians)"
         )
 
 
