@@ -79,8 +79,9 @@ def parse_args(argv=None):
     )  # fmt: skip
     parser.add_argument("--pad_value", type=float, default=0.0, help="--pad_to_size: border value on the 0–255 scale.")
     parser.add_argument(
-        "--mixed_precision", type=str, default=None, choices=["no", "fp16", "bf16"],
-        help="Overrides the accelerate config's setting (default: whatever `accelerate launch` was told).",
+        "--mixed_precision", type=str, default="auto", choices=training.MIXED_PRECISION_CHOICES,
+        help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
+        "no: fp32. Encoding (encode_dataset.py) stays fp32 either way, so codes are exact.",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation_steps", type=int, default=250, help="Validate every N optimizer steps.")
@@ -258,6 +259,7 @@ def main(argv=None):
         output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
         save_on_each_node=args.save_on_each_node,
     )  # fmt: skip
+    args.mixed_precision = accelerator.mixed_precision  # what "auto" or the launcher chose: checkpoints record it
     # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
     training.claim_output_dir(accelerator, args)
 

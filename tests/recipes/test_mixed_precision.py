@@ -124,3 +124,17 @@ def test_the_recipe_default_is_auto_and_reports_its_choice(prior_config_file, tm
     weights = [load_file(tmp_path / name / "model.safetensors") for name in ("auto", "fp32")]
     differs = any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     assert differs == (expected == "bf16")  # autocast changed the step's arithmetic, or there was none
+
+
+def test_the_tokenizer_recipe_defaults_to_auto_too(tmp_path, tiny_image_dataset_dir):
+    from .test_train_vqvae import python_recipe
+
+    common = ["--dataset", tiny_image_dataset_dir, "--max_steps", 2, "--train_batch_size", 8, "--validation_steps", 2,
+              "--model.image_size", 16, "--model.hidden_channels", "[8, 16]", "--model.stem_channels", 8,
+              "--model.num_res_blocks", 1, "--model.res_hidden_channels", 8, "--model.codebook_size", 16,
+              "--model.codebook_dim", 4]  # fmt: skip
+    result = run(python_recipe(*common, "--output_dir", tmp_path / "auto"))
+    expected = "bf16" if training.cpu_has_bf16() else "no"
+    assert f"Mixed precision: {expected} (auto: " in result.stdout
+    fp32 = run(python_recipe(*common, "--output_dir", tmp_path / "fp32", "--mixed_precision", "no"))
+    assert "Mixed precision: no (as asked)" in fp32.stdout
