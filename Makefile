@@ -35,7 +35,7 @@ quickstart: setup
 	  --no_flip_augment
 	$(LAUNCH) recipes/train_prior.py --config recipes/configs/prior_fashion_mnist_quick.yaml --overwrite_output_dir
 	larp-hf assemble --vqvae $(QUICK)/vqvae-fashion-mnist-quick --prior $(QUICK)/prior-fashion-mnist-quick \
-	  --output $(QUICK)/larp-fashion-mnist-quick --guidance-scale 3 --overwrite
+	  --output $(QUICK)/larp-fashion-mnist-quick --guidance-scale 2 --overwrite
 	larp-hf generate $(QUICK)/larp-fashion-mnist-quick --num-images 100 --seed 0 --output $(QUICK)/samples-fashion-mnist-quick.png
 
 test: setup
