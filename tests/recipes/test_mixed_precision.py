@@ -14,7 +14,7 @@ from larp_hf import training
 from larp_hf.training import setup
 
 from .test_train_prior import ENCODE, save_tiny_vqvae, train_prior
-from .test_train_vqvae import python_recipe, run
+from .test_train_vqvae import run
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +125,3 @@ def test_the_recipe_default_is_auto_and_reports_its_choice(prior_config_file, tm
     differs = any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     assert differs == (expected == "bf16")  # autocast changed the step's arithmetic, or there was none
 
-
-def test_the_tokenizer_recipe_defaults_to_auto_too(tmp_path, tiny_image_dataset_dir):
-    result = run(python_recipe(
-        "--dataset", tiny_image_dataset_dir, "--output_dir", tmp_path / "auto", "--max_steps", 2, "--train_batch_size", 8,
-        "--validation_steps", 2, "--model.image_size", 16, "--model.hidden_channels", "[8, 16]", "--model.stem_channels",
-        8, "--model.num_res_blocks", 1, "--model.res_hidden_channels", 8, "--model.codebook_size", 16,
-        "--model.codebook_dim", 4,
-    ))  # fmt: skip
-    expected = "bf16" if training.cpu_has_bf16() else "no"
-    assert f"Mixed precision: {expected} (auto: " in result.stdout  # `no` is the prior recipe's test: the same code
