@@ -73,11 +73,7 @@ def parse_args(argv=None):
     parser.add_argument("--lr_scheduler", default="cosine", help="Any transformers scheduler name.")
     parser.add_argument("--weight_decay", type=float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
-    parser.add_argument(
-        "--mixed_precision", type=str, default="auto", choices=training.MIXED_PRECISION_CHOICES,
-        help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
-        "no: fp32.",
-    )  # fmt: skip
+    training.add_mixed_precision_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many epoch checkpoints.")
     parser.add_argument(

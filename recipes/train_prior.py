@@ -85,11 +85,7 @@ def parse_args(argv=None):
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.95)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument(
-        "--mixed_precision", type=str, default="auto", choices=training.MIXED_PRECISION_CHOICES,
-        help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
-        "no: fp32.",
-    )  # fmt: skip
+    training.add_mixed_precision_argument(parser)
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
     parser.add_argument("--torch_compile", action="store_true", help="Compile the prior with torch.compile.")
     parser.add_argument("--seed", type=int, default=0)

@@ -78,11 +78,7 @@ def parse_args(argv=None):
         "processor then returns images at the dataset's own size, and PSNR is measured on those pixels.",
     )  # fmt: skip
     parser.add_argument("--pad_value", type=float, default=0.0, help="--pad_to_size: border value on the 0–255 scale.")
-    parser.add_argument(
-        "--mixed_precision", type=str, default="auto", choices=training.MIXED_PRECISION_CHOICES,
-        help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
-        "no: fp32. Encoding (encode_dataset.py) stays fp32 either way, so codes are exact.",
-    )  # fmt: skip
+    training.add_mixed_precision_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation_steps", type=int, default=250, help="Validate every N optimizer steps.")
     parser.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")

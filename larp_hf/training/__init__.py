@@ -17,6 +17,7 @@ The checkpoint format is `larp_hf.checkpointing`'s; the folder lock is `larp_hf.
 
 from ..checkpointing import write_json_atomic
 from .arguments import (
+    add_mixed_precision_argument,
     parse_args_with_config,
     refuse_to_overwrite_a_run,
     run_config,
@@ -51,6 +52,7 @@ __all__ = [
     "METRICS_FILE",
     "MIXED_PRECISION_CHOICES",
     "TrainingState",
+    "add_mixed_precision_argument",
     "backward_and_step",
     "capture_rng_state",
     "check_weights_identical",

@@ -10,6 +10,16 @@ import yaml
 from accelerate import PartialState
 
 from .layout import _already_holds_a_run, folder_holds_a_run
+from .setup import MIXED_PRECISION_CHOICES
+
+
+def add_mixed_precision_argument(parser: argparse.ArgumentParser):
+    """`--mixed_precision`, the same in every recipe: `make_accelerator` resolves its default, "auto"."""
+    parser.add_argument(
+        "--mixed_precision", type=str, default="auto", choices=MIXED_PRECISION_CHOICES,
+        help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
+        "no: fp32.",
+    )  # fmt: skip
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
