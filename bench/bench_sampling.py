@@ -4,11 +4,16 @@
                                    [--batch_sizes 1,64,256] [--repeats 3] [--threads 1] [--guidance_scale 2]
 
 pipeline:            `LarpPipeline.__call__`: `larp_hf.generation.sample_tokens` (the prior's own forward, one token a
-                     step, into a KV cache allocated once, per-image Gumbel draws read 16 steps at a time), then the
-                     tokenizer's decode.
+                     step, into a KV cache allocated once, per-image Gumbel draws read 16 steps at a time; on a CPU
+                     its float32 linear layers prepacked for oneDNN, `with_prepacked_linears`), then the tokenizer's
+                     decode.
+own linear layers:   the pipeline with that prepacking off (`PREPACK_MIN_ROWS` raised): the prior's layers as they
+                     are (MKL's float32 products on a CPU). Printed under each row: what the loop gives alone.
 generate:            the same call with the codes sampled by stock `generate` (its dynamic KV cache) and the same
                      processors: the code-only `CodebookLogitsProcessor`, then `PerImageSamplingLogitsProcessor` (one
-                     random stream per image) — the pipeline's sampler before. It draws the same codes (checked).
+                     random stream per image) — the pipeline's sampler before. It draws the same codes (the share of equal grids is
+                     printed: prepacked products round sums differently, so a near-tie may rarely go the other way
+                     and change the rest of that grid).
 generate, no cache:  that `generate` call with `use_cache=False`: the whole prefix again at every step.
 
 With --guidance_scale > 1 the prior is class-conditional (10 classes, or the model's) and the images are guided; stock
@@ -35,7 +40,7 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 
 from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
-from larp_hf.generation import PerImageSamplingLogitsProcessor
+from larp_hf.generation import PerImageSamplingLogitsProcessor, decoding
 from larp_hf.prior import NEUTRAL_SAMPLING
 
 
@@ -127,10 +132,13 @@ def main():
     )
     reference = "guided loop" if guided else "generate"
 
-    def sample(batch_size, num_images, sampler=None, pipeline=pipe):
+    def sample(batch_size, num_images, sampler=None, pipeline=pipe, own_linears=False):
         """Seconds for one `pipeline(...)` call and its codes; `sampler` replaces the pipeline's own sampling."""
         if sampler is not None:
             pipe._sample_codes = sampler
+        prepack_min_rows = decoding.PREPACK_MIN_ROWS
+        if own_linears:
+            decoding.PREPACK_MIN_ROWS = float("inf")
         try:
             start = time.perf_counter()
             codes = pipeline(
@@ -139,19 +147,21 @@ def main():
             ).codes  # fmt: skip
             return time.perf_counter() - start, codes
         finally:
+            decoding.PREPACK_MIN_ROWS = prepack_min_rows
             if sampler is not None:
                 del pipe._sample_codes
 
     header = (
         f"{'batch':>5} {'images':>6} {'pipeline':>9} {reference:>11} {'no cache':>9}   {'pipeline / ' + reference:>24}"
-        f" {reference + ' / no cache':>22}   same codes"
+        f" {reference + ' / no cache':>22}   grids equal to the pipeline's"
     )
     print(header + "\n" + " " * 13 + "images/s   images/s  images/s" + " " * 5 + "median (range) of rounds")
     for batch_size in [int(size) for size in args.batch_sizes.split(",")]:
         num_images = max(batch_size, args.min_images)
         cached = generate_sampler(pipe, use_cache=True)
         sample(batch_size, min(num_images, batch_size))  # warm-up
-        ours, theirs, ratios, bf16_ratios = [], [], [], []
+        sample(batch_size, min(num_images, batch_size), own_linears=True)  # warm-up
+        ours, theirs, ratios, own_ratios, bf16_ratios = [], [], [], [], []
         if bf16_pipe is not None:
             sample(batch_size, min(num_images, batch_size), pipeline=bf16_pipe)  # warm-up
         for round_index in range(args.repeats):
@@ -161,16 +171,21 @@ def main():
             ours.append(our_seconds)
             theirs.append(their_seconds)
             ratios.append(their_seconds / our_seconds)
+            own_ratios.append(their_seconds / sample(batch_size, num_images, own_linears=True)[0])
             if bf16_pipe is not None:
                 bf16_seconds, bf16_codes = sample(batch_size, num_images, pipeline=bf16_pipe)
                 bf16_ratios.append(their_seconds / bf16_seconds)
         uncached_seconds, uncached_codes = sample(batch_size, num_images, generate_sampler(pipe, use_cache=False))
-        same = torch.equal(our_codes, their_codes), torch.equal(our_codes, uncached_codes)
+        same = [(our_codes == codes).flatten(1).all(dim=1).double().mean().item() for codes in (their_codes, uncached_codes)]
         rates = [num_images / statistics.median(seconds) for seconds in (ours, theirs, [uncached_seconds])]
         ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
         print(
             f"{batch_size:>5} {num_images:>6} {rates[0]:>9.1f} {rates[1]:>11.1f} {rates[2]:>9.1f}   {ratio:>24}"
-            f" {uncached_seconds / statistics.median(theirs):>21.2f}x   {same[0]}, {same[1]} (no cache)"
+            f" {uncached_seconds / statistics.median(theirs):>21.2f}x   {same[0]:.0%}, {same[1]:.0%} (no cache)"
+        )
+        print(
+            f"{'':>13}own linear layers (no prepacking): {statistics.median(own_ratios):.2f}x {reference} "
+            f"({min(own_ratios):.2f}-{max(own_ratios):.2f})"
         )
         if bf16_pipe is not None:
             identical = (bf16_codes == our_codes).flatten(1).all(dim=1).double().mean().item()

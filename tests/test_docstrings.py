@@ -14,6 +14,7 @@ MODULES = [
     "larp_hf.models.vqvae.image_processing_larp_vqvae",
     "larp_hf.data.loading",
     "larp_hf.generation.logits_process",
+    "larp_hf.generation.prepacked",
     "larp_hf.pipelines.pipeline_larp",
     "larp_hf.metrics.functional",
     "larp_hf.models.classifier.configuration_larp_classifier",
