@@ -24,7 +24,8 @@ def onednn_linear_available() -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        weight, rows = torch.randn(8, 16), torch.randn(4, 16)
+        # Fixed values, not random ones: the check must not consume the global RNG that sampling may draw from.
+        weight, rows = torch.linspace(-1, 1, 128).view(8, 16), torch.linspace(-2, 2, 64).view(4, 16)
         packed = torch.ops.mkldnn._reorder_linear_weight(weight)
         result = torch.ops.mkldnn._linear_pointwise(rows, packed, None, "none", [], "")
     except (AttributeError, RuntimeError, NotImplementedError):
@@ -97,14 +98,17 @@ def can_prepack(model: nn.Module) -> bool:
 _PREPACKED = weakref.WeakKeyDictionary()
 
 
-def _fingerprint(model: nn.Module) -> tuple:
+def _fingerprint(model: nn.Module) -> tuple | None:
     """What a prepacked copy depends on: each linear layer's weight and bias tensors, their in-place versions, and
-    every module's train/eval mode and hooks (the copy carries the hooks the model had when it was made)."""
+    every module's train/eval mode and hooks (the copy carries the hooks the model had when it was made). None where
+    a weight was made under `torch.inference_mode` (such tensors keep no version counter): the copy is then made anew."""
     state = []
     for module in model.modules():
         state.append((module.training, tuple(module._forward_pre_hooks), tuple(module._forward_hooks)))
         if _packable_weight(module) is not None:
             for tensor in (module.weight, module.bias):
+                if tensor is not None and tensor.is_inference():
+                    return None
                 state.append(None if tensor is None else (id(tensor), tensor.data_ptr(), tensor._version))
     return tuple(state)
 
@@ -118,7 +122,8 @@ def with_prepacked_linears(model: PreTrainedModel) -> PreTrainedModel:
 
     The copy is made once and kept while `model` lives: a later call returns it again as long as the linear layers
     hold the same weight tensors, unchanged in place (an optimizer step or `load_state_dict` changes their version),
-    and every module keeps its train/eval mode and hooks; otherwise the copy is made again. Its packed weights are a second
+    and every module keeps its train/eval mode and hooks; otherwise (and for weights made under
+    `torch.inference_mode`, which keep no version) the copy is made again. Its packed weights are a second
     float32 copy of the linear layers.
 
     Args:
@@ -128,7 +133,7 @@ def with_prepacked_linears(model: PreTrainedModel) -> PreTrainedModel:
         return model
     fingerprint = _fingerprint(model)
     cached = _PREPACKED.get(model)
-    if cached is not None and cached[0] == fingerprint:
+    if cached is not None and fingerprint is not None and cached[0] == fingerprint:
         return cached[1]
     shared = {id(model.config): model.config}
     shared.update((id(tensor), tensor) for tensor in itertools.chain(model.parameters(), model.buffers()))

@@ -50,9 +50,9 @@ class LarpPipeline:
     r"""
     Image generation with a latent-autoregressive model: the prior (a stock `GPT2LMHeadModel` or `LlamaForCausalLM`)
     samples a grid of codebook indices with `larp_hf.generation.sample_tokens` (its own forward, one token a step,
-    into a KV cache allocated once: the draws of `generate` with the same processors, without its per-step work; with
-    classifier-free guidance, class and null rows in one forward), the tokenizer (`LarpVQVAEModel`) decodes it to
-    pixels.
+    into a KV cache allocated once, on a CPU with its linear layers prepacked for oneDNN: the draws of `generate` with
+    the same processors, without its per-step work; with classifier-free guidance, class and null rows in one
+    forward), the tokenizer (`LarpVQVAEModel`) decodes it to pixels.
 
     A saved pipeline is one folder (or Hub repo): `vqvae/`, `prior/`, `image_processor/`, `larp_pipeline.json` naming
     the parts, `README.md` (the model card) and `samples.png`. The parts load on their own with stock `transformers`:

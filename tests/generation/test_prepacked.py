@@ -53,6 +53,18 @@ def test_the_copy_is_kept_until_weights_modes_or_hooks_change():
     assert not again.training and with_prepacked_linears(prior) is again
     prior.register_forward_hook(lambda module, args, output: None)
     assert with_prepacked_linears(prior) is not again
+    with torch.inference_mode():  # weights made here keep no version counter: each call packs them anew
+        loaded = tiny_prior("llama")
+    assert with_prepacked_linears(loaded) is not with_prepacked_linears(loaded)
+    with torch.inference_mode():
+        torch.testing.assert_close(with_prepacked_linears(loaded)(tokens).logits, loaded(tokens).logits, rtol=0, atol=1e-5)
+
+
+def test_the_availability_check_leaves_the_global_rng_alone():
+    onednn_linear_available.cache_clear()
+    state = torch.random.get_rng_state()
+    assert onednn_linear_available()
+    assert torch.equal(torch.random.get_rng_state(), state)  # sampling without generators draws from it
 
 
 def test_models_it_cannot_pack_come_back_unchanged(monkeypatch):
