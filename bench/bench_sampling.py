@@ -11,9 +11,9 @@ own linear layers:   the pipeline with that prepacking off (`PREPACK_MIN_ROWS` r
                      are (MKL's float32 products on a CPU). Printed under each row: what the loop gives alone.
 generate:            the same call with the codes sampled by stock `generate` (its dynamic KV cache) and the same
                      processors: the code-only `CodebookLogitsProcessor`, then `PerImageSamplingLogitsProcessor` (one
-                     random stream per image) — the pipeline's sampler before. It draws the same codes (the share of equal grids is
-                     printed: prepacked products round sums differently, so a near-tie may rarely go the other way
-                     and change the rest of that grid).
+                     random stream per image) — the pipeline's sampler before. It draws the same codes (the share
+                     of equal grids is printed: prepacked products round sums differently, so a near-tie may rarely
+                     go the other way and change the rest of that grid).
 generate, no cache:  that `generate` call with `use_cache=False`: the whole prefix again at every step.
 
 With --guidance_scale > 1 the prior is class-conditional (10 classes, or the model's) and the images are guided; stock
@@ -176,7 +176,10 @@ def main():
                 bf16_seconds, bf16_codes = sample(batch_size, num_images, pipeline=bf16_pipe)
                 bf16_ratios.append(their_seconds / bf16_seconds)
         uncached_seconds, uncached_codes = sample(batch_size, num_images, generate_sampler(pipe, use_cache=False))
-        same = [(our_codes == codes).flatten(1).all(dim=1).double().mean().item() for codes in (their_codes, uncached_codes)]
+        same = [  # the share of grids equal to the pipeline's
+            (our_codes == codes).flatten(1).all(dim=1).double().mean().item()
+            for codes in (their_codes, uncached_codes)
+        ]
         rates = [num_images / statistics.median(seconds) for seconds in (ours, theirs, [uncached_seconds])]
         ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
         print(

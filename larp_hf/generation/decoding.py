@@ -9,7 +9,8 @@ from .prepacked import with_prepacked_linears
 
 
 # The fewest rows a step must have for `with_prepacked_linears` to pay: with 1 or 2 rows MKL's matrix-vector products
-# are as fast as oneDNN's (a Llama layer of the small preset, 2 threads: 90 against 96 µs at 2 rows, 122 against 89 at 3).
+# are as fast as oneDNN's (a Llama layer of the small preset, 2 threads: 90 against 96 µs at 2 rows, 122 against 89
+# at 3).
 PREPACK_MIN_ROWS = 3
 
 # Steps of Gumbel noise drawn at a time: one generator call per image per block, and (B, 16, V) float64 in memory.
@@ -74,7 +75,8 @@ def sample_tokens(
 
     Each step is one call of the model's own forward on the new token (`logits_to_keep=1`), with a `PreallocatedLayer`
     cache and, for a float32 prior on a CPU, its linear layers prepacked for oneDNN (`with_prepacked_linears`: the
-    same float32 products, about twice as fast as MKL's on an AMD EPYC); `logits_processor` shapes the float32 next-token scores (as `generate` calls it: on the sequences so far);
+    same float32 products, about twice as fast as MKL's on an AMD EPYC); `logits_processor` shapes the float32
+    next-token scores (as `generate` calls it: on the sequences so far);
     the token is drawn from their softmax. With `generators` (one CPU `torch.Generator` per row, see
     `image_generators`), row b draws `argmax(scores + g)` with Gumbel noise `g` from its own generator (the Gumbel-max
     trick: an exact draw from the softmax): the same stream as `PerImageSamplingLogitsProcessor`, read

@@ -1,4 +1,4 @@
-"""Linear layers with their weights prepacked for oneDNN, for decoding on a CPU; and a prior's decoding copy that uses them.
+"""Linear layers with weights prepacked for oneDNN, for decoding on a CPU, and a prior's decoding copy that uses them.
 
 A decoding step multiplies a few rows (one per image) by every weight matrix of the prior. On a CPU, `F.linear` hands
 that to the BLAS torch was built with (MKL): on this project's AMD EPYC (AVX-512) it runs at about half the speed of
@@ -101,7 +101,8 @@ _PREPACKED = weakref.WeakKeyDictionary()
 def _fingerprint(model: nn.Module) -> tuple | None:
     """What a prepacked copy depends on: each linear layer's weight and bias tensors, their in-place versions, and
     every module's train/eval mode and hooks (the copy carries the hooks the model had when it was made). None where
-    a weight was made under `torch.inference_mode` (such tensors keep no version counter): the copy is then made anew."""
+    a weight was made under `torch.inference_mode` (such tensors keep no version counter): the copy is then made
+    anew."""
     state = []
     for module in model.modules():
         state.append((module.training, tuple(module._forward_pre_hooks), tuple(module._forward_hooks)))

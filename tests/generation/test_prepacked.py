@@ -1,4 +1,7 @@
-"""with_prepacked_linears: the prior's own forward with oneDNN-packed linear layers, its weights shared, kept while valid."""
+"""with_prepacked_linears: the prior's own forward, oneDNN-packed linear layers, weights shared, kept while valid."""
+
+import gc
+import weakref
 
 import pytest
 import torch
@@ -57,7 +60,13 @@ def test_the_copy_is_kept_until_weights_modes_or_hooks_change():
         loaded = tiny_prior("llama")
     assert with_prepacked_linears(loaded) is not with_prepacked_linears(loaded)
     with torch.inference_mode():
-        torch.testing.assert_close(with_prepacked_linears(loaded)(tokens).logits, loaded(tokens).logits, rtol=0, atol=1e-5)
+        packed_logits = with_prepacked_linears(loaded)(tokens).logits
+        torch.testing.assert_close(packed_logits, loaded(tokens).logits, rtol=0, atol=1e-5)
+    # The kept copy does not keep its model alive.
+    alive = weakref.ref(prior)
+    del prior, twin, changed, again
+    gc.collect()
+    assert alive() is None
 
 
 def test_the_availability_check_leaves_the_global_rng_alone():
