@@ -114,8 +114,8 @@ def sample_tokens(
         step_ids = torch.cat([input_ids, null_input_ids])  # (2B, P)
     # The last token is never fed back, so the cache holds the prefix and max_new_tokens - 1 tokens.
     cache = preallocated_cache(prior, prefix_length + max_new_tokens - 1)
-    # Inference mode (no autograd bookkeeping at all) saves a few microseconds on each of a step's ~100 operations.
     decoder = with_prepacked_linears(prior) if prepack_linears and step_ids.shape[0] >= PREPACK_MIN_ROWS else prior
+    # Inference mode (no autograd bookkeeping at all) saves a few microseconds on each of a step's ~100 operations.
     with torch.inference_mode():
         sequences = torch.empty(batch_size, prefix_length + max_new_tokens, dtype=torch.long, device=input_ids.device)
         sequences[:, :prefix_length] = input_ids  # what the processor sees, as in generate: (B, P + t) views of this
