@@ -1,5 +1,6 @@
 """What the README promises is checked: its Python examples run, and its test command is what CI runs."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -26,9 +27,34 @@ def test_python_example_runs(index, tmp_path, monkeypatch):
     if QUICKSTART_PIPELINE in code:
         # What `make quickstart` leaves there, in miniature (an untrained pipeline with a 128-code codebook).
         make_tiny_pipeline(codebook_size=128).save_pretrained(tmp_path / QUICKSTART_PIPELINE, sample_grid=False)
-    namespace = {"__name__": "__readme__"}
-    exec(compile(code, f"README.md python block {index}", "exec"), namespace)
-    assert len(namespace) > 1  # it defined something: the block really ran
+    tree, checks = counted_asserts(code)
+    assert checks, f"README python block {index} should assert what it promises"
+    namespace = {"__name__": "__readme__", "__checks_passed__": 0}
+    exec(compile(tree, f"README.md python block {index}", "exec"), namespace)
+    assert namespace["__checks_passed__"] == checks  # every promise in the block was checked, none skipped
+
+
+def counted_asserts(code: str) -> tuple[ast.Module, int]:
+    """The block's syntax tree with a counter bumped after each top-level `assert`, and how many there are."""
+    tree = ast.parse(code)
+    body, checks = [], 0
+    for node in tree.body:
+        body.append(node)
+        if isinstance(node, ast.Assert):
+            checks += 1
+            body.append(ast.parse("__checks_passed__ += 1").body[0])
+    tree.body = body
+    return ast.fix_missing_locations(tree), checks
+
+
+def test_counted_asserts_counts_only_the_asserts_that_ran():
+    tree, checks = counted_asserts("x = 1\nassert x == 1\nif x > 1:\n    raise SystemExit\nassert x\n")
+    namespace = {"__checks_passed__": 0}
+    exec(compile(tree, "example", "exec"), namespace)
+    assert checks == 2 and namespace["__checks_passed__"] == 2
+    tree, checks = counted_asserts("assert True\nimport sys\nsys.exit(0)\nassert False\n")
+    with pytest.raises(SystemExit):  # a block that stops early never reaches its second promise
+        exec(compile(tree, "example", "exec"), {"__checks_passed__": 0})
 
 
 def setup_commands() -> list[str]:
