@@ -18,6 +18,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_larp_vqvae import LarpVQVAEConfig
+from .image_processing_larp_vqvae import check_pixel_values
 
 
 @dataclass
@@ -393,44 +394,6 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
             digest.update(tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()
 
-    def _check_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Refuse what the tokenizer cannot read; return `pixel_values` in the encoder's dtype."""
-        config = self.config
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-            raise ValueError(
-                f"`pixel_values` must be a (batch, channels, height, width) tensor, got {shape}. "
-                "Use LarpImageProcessor to turn images into model inputs."
-            )
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"`pixel_values` must be a floating-point tensor normalised like LarpImageProcessor's output, got "
-                f"{pixel_values.dtype}. Pass the images through LarpImageProcessor first."
-            )
-        channels, height, width = pixel_values.shape[1:]
-        if channels != config.in_channels:
-            raise ValueError(
-                f"This tokenizer expects {config.in_channels}-channel images but got {channels} channels. "
-                f"Convert the images first, e.g. LarpImageProcessor(num_channels={config.in_channels})."
-            )
-        if (height, width) != (config.image_size, config.image_size):
-            problem = "too small for" if height < config.image_size or width < config.image_size else "do not match"
-            raise ValueError(
-                f"Images of {height}×{width} pixels are {problem} this tokenizer's {config.grid_size}×{config.grid_size} "
-                f"grid, which needs {config.image_size}×{config.image_size} inputs. Resize (or pad) them with "
-                "LarpImageProcessor, which does this for you."
-            )
-        finite = torch.isfinite(pixel_values)
-        if not bool(finite.all()):
-            num_nan = int(torch.isnan(pixel_values).sum())
-            raise ValueError(
-                f"`pixel_values` hold non-finite values ({num_nan} NaN, {int((~finite).sum()) - num_nan} infinite) "
-                f"in {int((~finite).flatten(1).any(1).sum())} of {pixel_values.shape[0]} images; a tokenizer has no "
-                "code for them. LarpImageProcessor never produces them: look at what was done to the tensor after it."
-            )
-        # float64 / float16 / bfloat16 inputs are read in the encoder's dtype, float32.
-        return pixel_values.to(self.encoder.conv_in.weight.dtype)
-
     def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         grid = self.config.grid_size
         if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
@@ -455,7 +418,8 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         (B, C, H, W) normalised images of any float dtype (read as float32) -> (B, h, w) codebook indices. Never
         updates the codebook. Refuses NaN and infinite pixels.
         """
-        pixel_values = self._check_pixel_values(pixel_values)
+        check_pixel_values(pixel_values, self.config)
+        pixel_values = pixel_values.to(self.encoder.conv_in.weight.dtype)  # any float dtype is read as float32
         latents = self.encoder(pixel_values)  # (B, D, h, w)
         with torch.autocast(device_type=latents.device.type, enabled=False):
             flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
@@ -472,7 +436,8 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         return self.decoder(quantized.to(self.dtype))
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> LarpVQVAEOutput:
-        pixel_values = self._check_pixel_values(pixel_values)
+        check_pixel_values(pixel_values, self.config)
+        pixel_values = pixel_values.to(self.encoder.conv_in.weight.dtype)
         latents = self.encoder(pixel_values)  # (B, D, h, w)
         quantized, codes, commitment, perplexity = self.quantizer(latents)
         reconstruction = self.decoder(quantized.to(self.dtype))  # (B, C, H, W)
@@ -489,9 +454,10 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-# `save_pretrained` copies this file and the files it imports relatively (configuration_larp_vqvae.py) into the folder
-# and writes `auto_map`, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without larp_hf. Keep
-# the imports to `.configuration_larp_vqvae`, transformers, torch and the standard library.
+# `save_pretrained` copies this file and the files it imports relatively (configuration_larp_vqvae.py,
+# image_processing_larp_vqvae.py) into the folder and writes `auto_map`, so
+# `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without larp_hf. Keep the imports to those two
+# files, transformers, torch and the standard library.
 LarpVQVAEModel.register_for_auto_class("AutoModel")
 
 

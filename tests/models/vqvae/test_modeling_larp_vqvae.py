@@ -308,6 +308,9 @@ def test_saved_folder_carries_auto_map_and_self_contained_code(tester, tmp_path)
     for name in code:
         assert set(get_imports(tmp_path / name)) <= STOCK_IMPORTS, name
         assert {f"{module}.py" for module in get_relative_imports(tmp_path / name)} <= set(code), name
+    # The model's code checks its input with the processor's `check_pixel_values`: a model saved alone carries it too.
+    LarpVQVAEModel(tester.get_config()).save_pretrained(tmp_path / "model-only")
+    assert sorted(path.name for path in (tmp_path / "model-only").glob("*.py")) == code
 
 
 def test_folder_loads_with_trust_remote_code_in_a_process_without_larp_hf(tester, tmp_path):
