@@ -14,6 +14,7 @@ from .models import (
 )
 from .models.classifier import LarpClassifierConfig, LarpClassifierModel
 from .pipelines import LarpPipeline, LarpPipelineOutput
+from .tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer, wrap_tokenizer
 from .prior import PRIOR_PRESETS, check_pair, prior_config, prior_metadata, sampling_defaults, set_sampling_defaults
 
 
@@ -29,6 +30,7 @@ AutoImageProcessor.register(LarpVQVAEConfig, image_processor_classes={"torchvisi
 __all__ = [
     "PRIOR_PRESETS",
     "CodebookLogitsProcessor",
+    "ImageTokenizer",
     "LarpClassifierConfig",
     "LarpClassifierModel",
     "LarpPipeline",
@@ -40,12 +42,15 @@ __all__ = [
     "LarpVQVAEOutput",
     "LarpVQVAEPreTrainedModel",
     "LarpVectorQuantizer",
+    "as_tokenizer",
     "check_pair",
     "encode_dataset",
     "load_image_dataset",
+    "load_tokenizer",
     "prior_config",
     "prior_metadata",
     "sampling_defaults",
     "set_sampling_defaults",
     "token_dataset_metadata",
+    "wrap_tokenizer",
 ]

@@ -101,11 +101,6 @@ def test_bad_wrapping_is_refused():
         tokenizer.decode(torch.zeros(1, 2, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LarpVQVAEModel lacks codebook_size/grid/image_size/num_channels/value_range properties (issue 21 wiring); "
-    "remove this marker when they land",
-)
 def test_larp_vqvae_model_is_an_image_tokenizer():
     model = LarpVQVAEModel(LarpVQVAEConfig(in_channels=1, image_size=16, codebook_size=16, hidden_channels=[8, 8]))
     assert isinstance(model, ImageTokenizer) and as_tokenizer(model) is model

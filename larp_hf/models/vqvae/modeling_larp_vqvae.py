@@ -365,6 +365,30 @@ class LarpVQVAEModel(LarpVQVAEPreTrainedModel):
         """The dtype the model was loaded or cast in: the decoder's (the encoder and quantizer are float32 always)."""
         return self.decoder.conv_in.weight.dtype
 
+    # The `larp_hf.tokenizers.ImageTokenizer` interface: what every consumer of a tokenizer reads, whoever made it.
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the code grid `encode` returns (square for this model)."""
+        return (self.config.grid_size, self.config.grid_size)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(h, w) of the pixel values `encode` takes."""
+        return (self.config.image_size, self.config.image_size)
+
+    @property
+    def num_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range of the pixel values `encode` expects: `LarpImageProcessor`'s output (mean 0.5, std 0.5)."""
+        return (-1.0, 1.0)
+
     # The config fields that decide which codes an image gets: the encoder's architecture, the codebook's shape and the
     # image size `encode` reads. Training-only settings (EMA decay, restarts, commitment weight) are left out.
     _CODE_FIELDS = (
