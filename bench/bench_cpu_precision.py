@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from baseline_prior import baseline_model, batches
 
 from larp_hf import LarpImageProcessor, LarpPriorCollator, LarpVQVAEConfig, LarpVQVAEModel
-from larp_hf.data import load_image_dataset, load_token_dataset, pixels_dataset, token_dataset_metadata
+from larp_hf.data import load_image_dataset, load_token_dataset, pixels_dataset, read_pixels, token_dataset_metadata
 from larp_hf.training import cpu_has_bf16
 
 
@@ -131,8 +131,7 @@ def prior_throughput(args, variants: list[str]) -> dict:
 def fashion_mnist_pixels(args, split: str, count: int, image_processor) -> torch.Tensor:
     """(count, 1, 32, 32) normalised pixel values of the first `count` images of a Fashion-MNIST split."""
     images = load_image_dataset("fashion_mnist", split=split, data_dir=args.dataset_dir).select(range(count))
-    chunks = pixels_dataset(images, image_processor).with_format("arrow")[:]["pixels"].chunks
-    pixels = torch.from_numpy(np.concatenate([chunk.to_numpy(zero_copy_only=False) for chunk in chunks]))
+    pixels = read_pixels(pixels_dataset(images, image_processor))
     return image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]
 
 

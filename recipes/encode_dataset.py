@@ -27,6 +27,7 @@ from transformers import AutoImageProcessor, AutoModel
 
 from larp_hf import LarpImageProcessor  # importing larp_hf registers the tokenizer with the Auto classes
 from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
+from larp_hf.training import non_negative_int, positive_int
 
 
 def parse_args(argv=None):
@@ -36,18 +37,14 @@ def parse_args(argv=None):
     parser.add_argument("--dataset_dir", default=None, help="Folder of the Fashion-MNIST IDX files.")
     parser.add_argument("--output_dir", required=True, help="Where the token DatasetDict is saved.")
     parser.add_argument("--no_flip_augment", action="store_true", help="Do not store the codes of mirrored images.")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=positive_int, default=256)
     parser.add_argument(
-        "--num_proc", type=int, default=0,
+        "--num_proc", type=non_negative_int, default=0,
         help="Processes (DataLoader workers) that decode and resize images for each encoding process (0: it does).",
     )  # fmt: skip
     parser.add_argument("--device", default=None, help="Default: the process's own device (accelerate's choice).")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="Also upload it to this dataset repo.")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch_size must be at least 1.")
-    if args.num_proc < 0:
-        parser.error("--num_proc must be 0 or more.")
     output_dir = Path(args.output_dir)
     # A token dataset written here before is replaced (it comes back from the cache in seconds); anything else is kept.
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "larp_token_dataset.json").exists():

@@ -30,7 +30,7 @@ from huggingface_hub.errors import StrictDataclassError
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor
-from larp_hf.data import first_image_size, load_image_dataset, pixels_dataset
+from larp_hf.data import InMemoryPixels, first_image_size, load_image_dataset, pixels_dataset, random_horizontal_flip
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 from larp_hf import training
 
@@ -44,12 +44,16 @@ def int_list(text: str) -> list[int]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
+    training.add_run_arguments(
+        parser, output_dir="outputs/features-fashion-mnist", eval_batch_size=512, learning_rate=3e-3
+    )
     parser.add_argument("--dataset", default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id (with labels).")
     parser.add_argument("--dataset_dir", default=None, help="Folder of the Fashion-MNIST IDX files.")
     parser.add_argument("--train_split", default="train")
     parser.add_argument("--test_split", default="test", help="Split the test accuracy is measured on after each epoch.")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="Train on at most this many (for tests).")
+    parser.add_argument(
+        "--max_train_samples", type=training.positive_int, default=None, help="Train on at most this many."
+    )
     parser.add_argument("--image_size", type=int, default=None, help="Input side; match the tokenizer's image_size.")
     parser.add_argument("--in_channels", type=int, default=None, choices=(1, 3))
     parser.add_argument(
@@ -60,32 +64,12 @@ def parse_args(argv=None):
     )  # fmt: skip
     parser.add_argument("--hidden_channels", type=int_list, default=None, help="Channels per stage, e.g. 32,64,128.")
     parser.add_argument("--feature_dim", type=int, default=None, help="Width of the features the metrics use.")
-    parser.add_argument("--output_dir", default="outputs/features-fashion-mnist")
-    parser.add_argument(
-        "--overwrite_output_dir", action="store_true",
-        help="Start afresh in a folder that holds a finished run or checkpoints (they are replaced).",
-    )  # fmt: skip
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch_size", type=int, default=128, help="Per-process batch size.")
-    parser.add_argument("--eval_batch_size", type=int, default=512)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=3e-3)
-    parser.add_argument("--lr_scheduler", default="cosine", help="Any transformers scheduler name.")
-    parser.add_argument("--weight_decay", type=float, default=5e-4)
+    # Counted in epochs: the classifier is tested and checkpointed after each one (checkpoint-EPOCH), its learning
+    # rate warmed up over the first quarter-epoch.
+    parser.add_argument("--epochs", type=training.positive_int, default=4)
+    parser.add_argument("--batch_size", type=training.positive_int, default=128, help="Per-process batch size.")
+    parser.add_argument("--weight_decay", type=training.non_negative_float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
-    training.add_mixed_precision_argument(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep this many epoch checkpoints.")
-    parser.add_argument(
-        "--resume_from_checkpoint", default=None,
-        help="A checkpoint folder, 'latest' (this run's newest; refused if damaged) or 'latest_intact'.",
-    )  # fmt: skip
-    parser.add_argument(
-        "--save_on_each_node", action="store_true",
-        help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
-    )  # fmt: skip
-    parser.add_argument("--dataloader_num_workers", type=int, default=0)
-    parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
 
     args = training.parse_args_with_config(parser, argv, LarpClassifierConfig)
     # The model flags of the recipe's first version stay as shorthands for --model.FIELD.
@@ -94,33 +78,47 @@ def parse_args(argv=None):
         if value is not None:
             args.model[field] = value
 
-    # Sanity checks.
-    if args.epochs < 1 or args.batch_size < 1 or args.eval_batch_size < 1 or args.gradient_accumulation_steps < 1:
-        parser.error("--epochs, --batch_size, --eval_batch_size and --gradient_accumulation_steps must be at least 1.")
-    if args.learning_rate <= 0:
-        parser.error("--learning_rate must be positive.")
+    # Sanity checks (counts and rates are checked by their types).
     if "num_classes" in args.model:
         parser.error("num_classes comes from the dataset's `label` column; drop it from `model:`.")
     try:
         LarpClassifierConfig(**args.model)
     except (StrictDataclassError, TypeError, ValueError) as error:
         parser.error(f"invalid model configuration: {error}")
-    training.refuse_to_overwrite_a_run(parser, args)
+    training.check_run_arguments(parser, args)
     return args
 
 
+def load_splits(args, model_config) -> tuple[InMemoryPixels, InMemoryPixels, LarpImageProcessor, int]:
+    """
+    The training and test splits of --dataset at the model's size (padded to it with --pad_to_size), decoded and
+    resized once (cached by datasets) and held in memory as uint8 pixels with their labels; the image processor that
+    made them, which normalises them per batch; and the number of classes of the `label` column.
+    """
+    train_images = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
+    test_images = load_image_dataset(args.dataset, split=args.test_split, data_dir=args.dataset_dir)
+    if "label" not in train_images.column_names:
+        raise SystemExit(f"error: {args.dataset} has no `label` column; the classifier needs labels.")
+    size = {"height": model_config.image_size, "width": model_config.image_size}
+    image_processor = LarpImageProcessor(num_channels=model_config.in_channels, size=size)
+    if args.pad_to_size:
+        native_size = image_processor.native_size_for(*first_image_size(train_images))
+        image_processor = LarpImageProcessor(
+            num_channels=model_config.in_channels, size=size, do_pad=True, native_size=native_size
+        )
+    if args.max_train_samples is not None:
+        train_images = train_images.select(range(min(args.max_train_samples, len(train_images))))
+    train = InMemoryPixels(pixels_dataset(train_images, image_processor))
+    test = InMemoryPixels(pixels_dataset(test_images, image_processor))
+    return train, test, image_processor, train_images.features["label"].num_classes
+
+
 def collate(examples, image_processor):
-    pixels = torch.stack([pixels for pixels, _ in examples])  # (B, C, H, W) uint8, already at the model's size
+    pixels = torch.stack([example["pixels"] for example in examples])  # (B, C, H, W) uint8, already at the model's size
     return {
         "pixel_values": image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"],
-        "labels": torch.stack([label for _, label in examples]),
+        "labels": torch.stack([example["label"] for example in examples]),
     }
-
-
-def random_horizontal_flip(pixel_values: torch.Tensor) -> torch.Tensor:
-    """Light augmentation: flip a random half of the batch left-right."""
-    flipped = torch.rand(len(pixel_values), device=pixel_values.device) < 0.5
-    return torch.where(flipped[:, None, None, None], pixel_values.flip(-1), pixel_values)
 
 
 @torch.no_grad()
@@ -141,36 +139,15 @@ def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
 
-    # Accelerator: mixed precision, gradient accumulation and trackers come from here.
-    accelerator = training.make_accelerator(
-        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
-        save_on_each_node=args.save_on_each_node,
-    )  # fmt: skip
-    args.mixed_precision = accelerator.mixed_precision  # what "auto" or the launcher chose: checkpoints record it
-    # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
-    training.claim_output_dir(accelerator, args)
+    # Accelerator (mixed precision, gradient accumulation, trackers) and the claim on OUTPUT_DIR, one run per folder.
+    accelerator = training.start_run(args)
 
     # Data: decoded and resized once (cached by datasets), held in memory as uint8 tensors, normalised per batch.
     model_config = LarpClassifierConfig(**args.model)  # num_classes is the dataset's, set below
-    size = {"height": model_config.image_size, "width": model_config.image_size}
     with accelerator.main_process_first():
-        train_dataset = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
-        test_dataset = load_image_dataset(args.dataset, split=args.test_split, data_dir=args.dataset_dir)
-        image_processor = LarpImageProcessor(num_channels=model_config.in_channels, size=size)
-        if args.pad_to_size:
-            native_size = image_processor.native_size_for(*first_image_size(train_dataset))
-            image_processor = LarpImageProcessor(
-                num_channels=model_config.in_channels, size=size, do_pad=True, native_size=native_size
-            )
-        if "label" not in train_dataset.column_names:
-            raise SystemExit(f"error: {args.dataset} has no `label` column; the classifier needs labels.")
-        if args.max_train_samples is not None:
-            train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
-        model_config.num_classes = train_dataset.features["label"].num_classes
-        train_dataset = pixels_dataset(train_dataset, image_processor).with_format("torch")[:]
-        test_dataset = pixels_dataset(test_dataset, image_processor).with_format("torch")[:]
+        train_dataset, test_dataset, image_processor, model_config.num_classes = load_splits(args, model_config)
     train_dataloader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(train_dataset["pixels"], train_dataset["label"]),  # (N, C, H, W) uint8, (N,)
+        train_dataset,
         batch_size=args.batch_size,
         shuffle=True,
         collate_fn=partial(collate, image_processor=image_processor),
@@ -180,9 +157,7 @@ def main(argv=None):
         generator=torch.Generator().manual_seed(args.seed),
     )
     test_dataloader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(test_dataset["pixels"], test_dataset["label"]),
-        batch_size=args.eval_batch_size,
-        collate_fn=partial(collate, image_processor=image_processor),
+        test_dataset, batch_size=args.eval_batch_size, collate_fn=partial(collate, image_processor=image_processor)
     )
 
     # Model, optimizer and a cosine schedule after a quarter-epoch warmup. The schedule counts optimizer steps per
@@ -204,8 +179,8 @@ def main(argv=None):
     max_steps = steps_per_epoch * args.epochs
     accelerator.init_trackers("train_classifier", config=training.tracker_config(args))
     accelerator.print(
-        f"LarpClassifierModel: {num_parameters:,} parameters, {len(train_dataset['label'])} train / "
-        f"{len(test_dataset['label'])} test images of {model_config.num_classes} classes, {args.epochs} epochs of "
+        f"LarpClassifierModel: {num_parameters:,} parameters, {len(train_dataset)} train / "
+        f"{len(test_dataset)} test images of {model_config.num_classes} classes, {args.epochs} epochs of "
         f"{steps_per_epoch} steps; {accelerator.num_processes} process(es) on {accelerator.device.type}"
     )
 

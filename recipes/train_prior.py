@@ -46,7 +46,9 @@ TOP_K = (1, 5, 10)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
+    training.add_run_arguments(parser, output_dir="outputs/prior", eval_batch_size=256, learning_rate=1e-3)
+    training.add_step_arguments(parser, train_batch_size=64, lr_warmup_steps=200)
+    training.add_split_arguments(parser)
     parser.add_argument("--vqvae", type=str, default=None, help="Folder or Hub id of the trained tokenizer.")
     parser.add_argument(
         "--token_dataset", type=str, default=None,
@@ -58,67 +60,39 @@ def parse_args(argv=None):
         help="Encode each batch of --dataset images with the tokenizer while training: no pre-encoded copy is kept.",
     )  # fmt: skip
     parser.add_argument("--dataset_dir", type=str, default=None, help="Folder of the Fashion-MNIST IDX files.")
-    parser.add_argument("--train_split", type=str, default="train")
-    parser.add_argument("--validation_split", type=str, default="test")
-    parser.add_argument("--validation_size", type=int, default=1000, help="Held out of train when there is no such split.")
-    parser.add_argument("--max_train_samples", type=int, default=None)
-    parser.add_argument("--max_validation_samples", type=int, default=None)
     parser.add_argument("--preset", type=str, default="small", help=f"One of {sorted(PRIOR_PRESETS)}.")
     parser.add_argument(
         "--architecture", type=str, default="gpt2", choices=ARCHITECTURES,
         help="gpt2: GPT2LMHeadModel; llama: LlamaForCausalLM (RoPE, SwiGLU, RMSNorm). Same presets and token layout.",
     )  # fmt: skip
-    parser.add_argument("--num_classes", type=int, default=0, help="0: unconditional; else class-conditional.")
+    parser.add_argument(
+        "--num_classes", type=training.non_negative_int, default=0, help="0: unconditional; else class-conditional."
+    )
     parser.add_argument("--class_dropout_prob", type=float, default=0.1, help="Class -> null token, for guidance.")
     parser.add_argument("--attention_dropout", type=float, default=0.0, help="Probability of masking a key per query.")
     parser.add_argument("--flip_augment", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--output_dir", type=str, default="outputs/prior")
-    parser.add_argument("--overwrite_output_dir", action="store_true")
-    parser.add_argument("--max_steps", type=int, default=1000)
-    parser.add_argument("--train_batch_size", type=int, default=64, help="Per-process batch size.")
-    parser.add_argument("--eval_batch_size", type=int, default=256)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--lr_scheduler", type=str, default="cosine")
-    parser.add_argument("--lr_warmup_steps", type=int, default=200)
-    parser.add_argument("--weight_decay", type=float, default=0.1, help="On weight matrices only.")
+    parser.add_argument(
+        "--weight_decay", type=training.non_negative_float, default=0.1, help="On weight matrices only."
+    )
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.95)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    training.add_mixed_precision_argument(parser)
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
     parser.add_argument("--torch_compile", action="store_true", help="Compile the prior with torch.compile.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--validation_steps", type=int, default=250)
-    parser.add_argument("--checkpointing_steps", type=int, default=500)
-    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
-    parser.add_argument(
-        "--resume_from_checkpoint", type=str, default=None,
-        help="A checkpoint folder, 'latest' (this run's newest; refused if damaged) or 'latest_intact'.",
-    )  # fmt: skip
-    parser.add_argument(
-        "--save_on_each_node", action="store_true",
-        help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
-    )  # fmt: skip
-    parser.add_argument("--dataloader_num_workers", type=int, default=0)
-    parser.add_argument("--report_to", type=str, default=None)
 
     args = training.parse_args_with_config(
         parser, argv, lambda args: LlamaConfig if args.architecture == "llama" else GPT2Config
     )
 
-    # Sanity checks.
+    # Sanity checks (counts and rates are checked by their types).
     if args.vqvae is None:
         parser.error("--vqvae (the tokenizer's folder or Hub id) is required.")
     if args.encode_on_the_fly and args.token_dataset is not None:
         parser.error("--encode_on_the_fly encodes --dataset itself; drop --token_dataset (or the flag).")
     if args.preset not in PRIOR_PRESETS:
         parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
-    if args.max_steps < 1 or args.train_batch_size < 1 or args.gradient_accumulation_steps < 1:
-        parser.error("--max_steps, --train_batch_size and --gradient_accumulation_steps must be at least 1.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
         parser.error("--attention_dropout must be in [0, 1) and --class_dropout_prob in [0, 1].")
-    training.refuse_to_overwrite_a_run(parser, args)
+    training.check_run_arguments(parser, args)
     return args
 
 
@@ -207,14 +181,8 @@ def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
 
-    # Accelerator: mixed precision, gradient accumulation and trackers come from here.
-    accelerator = training.make_accelerator(
-        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
-        save_on_each_node=args.save_on_each_node,
-    )  # fmt: skip
-    args.mixed_precision = accelerator.mixed_precision  # what "auto" or the launcher chose: checkpoints record it
-    # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
-    training.claim_output_dir(accelerator, args)
+    # Accelerator (mixed precision, gradient accumulation, trackers) and the claim on OUTPUT_DIR, one run per folder.
+    accelerator = training.start_run(args)
 
     # Tokenizer and token data (a token dataset, or --dataset encoded on every process, each its own part).
     vqvae = AutoModel.from_pretrained(args.vqvae).eval()

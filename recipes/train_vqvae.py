@@ -19,19 +19,20 @@ from functools import partial
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
 from larp_hf.data import (
+    InMemoryPixels,
     PreprocessedImages,
     StreamedImages,
     first_image_size,
     load_image_dataset,
     pixels_dataset,
     preprocess_images,
+    random_horizontal_flip,
 )
 from larp_hf import training
 
@@ -43,33 +44,14 @@ IN_MEMORY_BYTES = 256 * 2**20
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
+    training.add_run_arguments(parser, output_dir="outputs/vqvae", eval_batch_size=512, learning_rate=2e-3)
+    training.add_step_arguments(parser, train_batch_size=128, lr_warmup_steps=50)
+    training.add_split_arguments(parser)
     parser.add_argument("--dataset", type=str, default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id.")
     parser.add_argument("--dataset_dir", type=str, default=None, help="Folder of the Fashion-MNIST IDX files.")
-    parser.add_argument("--train_split", type=str, default="train")
-    parser.add_argument(
-        "--validation_split", type=str, default="test",
-        help="Held-out split; if the dataset lacks it, --validation_size examples of the train split are held out.",
-    )  # fmt: skip
-    parser.add_argument("--validation_size", type=int, default=1000, help="Examples held out when there is no such split.")
-    parser.add_argument("--max_validation_samples", type=int, default=None, help="Evaluate on at most this many.")
-    parser.add_argument("--max_train_samples", type=int, default=None, help="Train on at most this many (for tests).")
-    parser.add_argument("--output_dir", type=str, default="outputs/vqvae")
-    parser.add_argument(
-        "--overwrite_output_dir", action="store_true",
-        help="Start afresh in a folder that holds a finished run or checkpoints (they are replaced).",
-    )  # fmt: skip
-    parser.add_argument("--max_steps", type=int, default=1000, help="Optimizer steps to train for.")
-    parser.add_argument("--train_batch_size", type=int, default=128, help="Per-process batch size.")
-    parser.add_argument("--eval_batch_size", type=int, default=512)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--learning_rate", type=float, default=2e-3)
-    parser.add_argument("--lr_scheduler", type=str, default="cosine", help="Any transformers scheduler name.")
-    parser.add_argument("--lr_warmup_steps", type=int, default=50)
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.99)
-    parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--weight_decay", type=training.non_negative_float, default=0.0)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
     parser.add_argument(
         "--pad_to_size", action=argparse.BooleanOptionalAction, default=False,
@@ -78,24 +60,6 @@ def parse_args(argv=None):
         "processor then returns images at the dataset's own size, and PSNR is measured on those pixels.",
     )  # fmt: skip
     parser.add_argument("--pad_value", type=float, default=0.0, help="--pad_to_size: border value on the 0–255 scale.")
-    training.add_mixed_precision_argument(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--validation_steps", type=int, default=250, help="Validate every N optimizer steps.")
-    parser.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N steps.")
-    parser.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep at most this many checkpoints.")
-    parser.add_argument(
-        "--resume_from_checkpoint", type=str, default=None,
-        help="A checkpoint folder, 'latest' for the newest one of this run in OUTPUT_DIR/checkpoints (refused if "
-        "damaged), or 'latest_intact' for the newest one that is not.",
-    )  # fmt: skip
-    parser.add_argument(
-        "--save_on_each_node", action="store_true",
-        help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
-    )  # fmt: skip
-    parser.add_argument(
-        "--dataloader_num_workers", type=int, default=0,
-        help="Processes that read, decode and resize the images of each batch (0: the training process does).",
-    )  # fmt: skip
     parser.add_argument(
         "--pixels_in_memory", type=str, default="auto", choices=["auto", "always", "never"],
         help="Preprocess the splits once and hold their pixels in memory: 'auto' when they take at most "
@@ -106,26 +70,19 @@ def parse_args(argv=None):
         help="Read --dataset as a stream (datasets' IterableDataset): a Hub dataset is neither downloaded nor converted "
         "first. Needs a --validation_split in the data, and --max_train_samples where the stream does not say its size.",
     )  # fmt: skip
-    parser.add_argument("--shuffle_buffer", type=int, default=1000, help="--streaming: rows in the shuffle buffer.")
-    parser.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
-    parser.add_argument("--num_grid_images", type=int, default=32, help="Images in reconstructions.png.")
+    parser.add_argument(
+        "--shuffle_buffer", type=training.positive_int, default=1000, help="--streaming: rows in the shuffle buffer."
+    )
+    parser.add_argument(
+        "--num_grid_images", type=training.positive_int, default=32, help="Images in reconstructions.png."
+    )
 
     args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)
 
-    # Sanity checks.
-    if args.max_steps < 1:
-        parser.error("--max_steps must be at least 1.")
-    if args.train_batch_size < 1 or args.eval_batch_size < 1 or args.gradient_accumulation_steps < 1:
-        parser.error("--train_batch_size, --eval_batch_size and --gradient_accumulation_steps must be at least 1.")
-    if args.learning_rate <= 0:
-        parser.error("--learning_rate must be positive.")
-    if args.validation_steps < 1 or args.checkpointing_steps < 1:
-        parser.error("--validation_steps and --checkpointing_steps must be at least 1.")
+    # Sanity checks (counts and rates are checked by their types).
     if args.streaming and args.pixels_in_memory == "always":
         parser.error("--streaming reads the images as they are needed; drop --pixels_in_memory always (or --streaming).")
-    if args.shuffle_buffer < 1 or args.dataloader_num_workers < 0:
-        parser.error("--shuffle_buffer must be at least 1 and --dataloader_num_workers at least 0.")
-    training.refuse_to_overwrite_a_run(parser, args)
+    training.check_run_arguments(parser, args)
     return args
 
 
@@ -180,21 +137,6 @@ def save_reconstruction_grid(model, image_processor, pixel_values: torch.Tensor,
     save_image(make_grid(torch.cat(padded_rows), nrow=nrow, padding=2, pad_value=1.0), path)
 
 
-class InMemoryPixels(torch.utils.data.Dataset):
-    """A split preprocessed once by `pixels_dataset` (cached by datasets), held as one (N, C, H, W) uint8 tensor."""
-
-    def __init__(self, dataset):
-        # Through Arrow: datasets' torch and numpy formats turn the uint8 column into int64, eight times the memory.
-        chunks = dataset.with_format("arrow")[:]["pixels"].chunks
-        self.pixels = torch.from_numpy(np.concatenate([chunk.to_numpy(zero_copy_only=False) for chunk in chunks]))
-
-    def __len__(self):
-        return len(self.pixels)
-
-    def __getitem__(self, index):
-        return {"pixels": self.pixels[index]}
-
-
 def pixels_in_memory(choice: str, num_images: int, image_processor) -> bool:
     """--pixels_in_memory: `always`, `never`, or `auto`: when the splits' uint8 pixels take at most IN_MEMORY_BYTES."""
     if choice == "auto":
@@ -240,24 +182,12 @@ def collate(examples, image_processor):
     return {"pixel_values": image_processor(pixels, do_resize=False, return_tensors="pt")["pixel_values"]}
 
 
-def random_horizontal_flip(pixel_values: torch.Tensor) -> torch.Tensor:
-    """Light augmentation: flip a random half of the batch left-right."""
-    flipped = torch.rand(len(pixel_values), device=pixel_values.device) < 0.5
-    return torch.where(flipped[:, None, None, None], pixel_values.flip(-1), pixel_values)
-
-
 def main(argv=None):
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
 
-    # Accelerator: mixed precision, gradient accumulation and trackers come from here.
-    accelerator = training.make_accelerator(
-        output_dir, args.seed, args.mixed_precision, args.gradient_accumulation_steps, log_with=args.report_to,
-        save_on_each_node=args.save_on_each_node,
-    )  # fmt: skip
-    args.mixed_precision = accelerator.mixed_precision  # what "auto" or the launcher chose: checkpoints record it
-    # One run per folder: a lock held until exit; --overwrite_output_dir moves an old run aside.
-    training.claim_output_dir(accelerator, args)
+    # Accelerator (mixed precision, gradient accumulation, trackers) and the claim on OUTPUT_DIR, one run per folder.
+    accelerator = training.start_run(args)
 
     # Model and image processor.
     model_config = LarpVQVAEConfig(**args.model)

@@ -1,12 +1,21 @@
 from .collator import LarpPriorCollator
-from .encoding import encode_dataset, pixels_dataset
+from .encoding import encode_dataset
 from .loading import fashion_mnist_dir, first_image_size, load_image_dataset, read_idx
-from .preprocessed_images import PreprocessedImages, collate_images, preprocess_images
+from .preprocessed_images import (
+    InMemoryPixels,
+    PreprocessedImages,
+    collate_images,
+    pixels_dataset,
+    preprocess_images,
+    random_horizontal_flip,
+    read_pixels,
+)
 from .streaming import StreamedImages
 from .token_dataset import check_token_dataset, load_token_dataset, smallest_code_dtype, token_dataset_metadata
 
 
 __all__ = [
+    "InMemoryPixels",
     "LarpPriorCollator",
     "PreprocessedImages",
     "StreamedImages",
@@ -19,7 +28,9 @@ __all__ = [
     "load_token_dataset",
     "pixels_dataset",
     "preprocess_images",
+    "random_horizontal_flip",
     "read_idx",
+    "read_pixels",
     "smallest_code_dtype",
     "token_dataset_metadata",
 ]

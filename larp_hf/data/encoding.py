@@ -13,34 +13,6 @@ from .preprocessed_images import PreprocessedImages, collate_images
 from .token_dataset import code_feature, make_metadata
 
 
-def pixels_dataset(dataset: datasets.Dataset, image_processor: LarpImageProcessor, batch_size: int = 1000) -> datasets.Dataset:
-    """
-    Decode, convert and resize every image once (a cached `map`) into a `pixels` column of uint8 (C, H, W) arrays at
-    the model's size; `label` is kept. The fixed-shape `Array3D` column reads back as one array in milliseconds, where
-    nested lists take minutes. Read it through Arrow to keep it uint8 (`np.concatenate([chunk.to_numpy(
-    zero_copy_only=False) for chunk in ds.with_format("arrow")[:]["pixels"].chunks])`): datasets' numpy and torch
-    formats give int64, eight times the memory. This holds a whole split; `PreprocessedImages` serves a batch at a time.
-    """
-    size = image_processor.size
-    shape = (image_processor.num_channels, size["height"], size["width"])
-
-    def to_pixels(batch):
-        pixels = image_processor(batch["image"], do_rescale=False, do_normalize=False, return_tensors="pt")
-        return {"pixels": pixels["pixel_values"].round().to(torch.uint8).numpy()}
-
-    features = {"pixels": datasets.Array3D(shape=shape, dtype="uint8")}
-    if "label" in dataset.column_names:
-        features["label"] = dataset.features["label"]
-    return dataset.map(
-        to_pixels,
-        batched=True,
-        batch_size=batch_size,
-        remove_columns=[c for c in dataset.column_names if c != "label"],
-        features=datasets.Features(features),
-        desc="Preprocessing images",
-    )
-
-
 def encode_dataset(
     vqvae: LarpVQVAEModel,
     dataset: datasets.Dataset,
@@ -145,4 +117,4 @@ def _encoded_rows(vqvae, images: PreprocessedImages, batch_size: int, flip_augme
                 yield {name: values[row] for name, values in columns.items()}
 
 
-__all__ = ["encode_dataset", "pixels_dataset"]
+__all__ = ["encode_dataset"]

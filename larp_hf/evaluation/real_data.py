@@ -15,7 +15,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from ..data import check_token_dataset, load_image_dataset, load_token_dataset, pixels_dataset
+from ..data import check_token_dataset, load_image_dataset, load_token_dataset, pixels_dataset, read_pixels
 from ..data.token_dataset import CODE_COLUMNS
 from ..models import LarpImageProcessor
 from .feature_networks import FeatureNetwork
@@ -49,12 +49,7 @@ def real_image_dataset(
 
 def image_batch(pixels: datasets.Dataset, rows: Sequence[int]) -> torch.Tensor:
     """(len(rows), C, H, W) uint8 images of `rows` (a range or indices) of a `real_image_dataset`."""
-    if isinstance(rows, range) and rows.step == 1:
-        column = pixels.with_format("arrow")[rows.start : rows.stop]["pixels"]
-    else:
-        column = pixels.with_format("arrow")[[int(row) for row in rows]]["pixels"]
-    # Arrow's own uint8 arrays: the numpy and torch formats would widen them to int64 first.
-    return torch.from_numpy(np.concatenate([chunk.to_numpy() for chunk in column.chunks]))
+    return read_pixels(pixels, rows)
 
 
 def cached_real_features(

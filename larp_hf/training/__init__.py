@@ -2,7 +2,8 @@
 The parts of the training recipes that took debugging to get right, in one place. The recipes themselves stay
 standalone scripts that read top to bottom (recipes/train_*.py) and call these as `training.NAME`:
 
-- `arguments`: `--config` parsing, the train/validation splits, the settings trackers and checkpoints record;
+- `arguments`: the flags every recipe shares and their checks, `--config` parsing, the start of a run, the
+  train/validation splits, the settings trackers and checkpoints record;
 - `layout`: what a run's folder holds;
 - `setup`: the Accelerator (and its mixed precision, `auto` resolved), the claim on the output folder, the
   learning-rate schedule;
@@ -18,10 +19,19 @@ The checkpoint format is `larp_hf.checkpointing`'s; the folder lock is `larp_hf.
 from ..checkpointing import write_json_atomic
 from .arguments import (
     add_mixed_precision_argument,
+    add_run_arguments,
+    add_split_arguments,
+    add_step_arguments,
+    check_run_arguments,
+    non_negative_float,
+    non_negative_int,
     parse_args_with_config,
+    positive_float,
+    positive_int,
     refuse_to_overwrite_a_run,
     run_config,
     select_splits,
+    start_run,
     tracker_config,
 )
 from .checkpoints import find_latest_checkpoint, resolve_checkpoint, resume_or_start_afresh, save_checkpoint
@@ -53,8 +63,12 @@ __all__ = [
     "MIXED_PRECISION_CHOICES",
     "TrainingState",
     "add_mixed_precision_argument",
+    "add_run_arguments",
+    "add_split_arguments",
+    "add_step_arguments",
     "backward_and_step",
     "capture_rng_state",
+    "check_run_arguments",
     "check_weights_identical",
     "claim_output_dir",
     "cpu_has_bf16",
@@ -64,8 +78,12 @@ __all__ = [
     "get_lr_scheduler",
     "is_due",
     "make_accelerator",
+    "non_negative_float",
+    "non_negative_int",
     "optimizer_steps_per_epoch",
     "parse_args_with_config",
+    "positive_float",
+    "positive_int",
     "preserve_random_state",
     "record_validation",
     "refuse_to_overwrite_a_run",
@@ -78,6 +96,7 @@ __all__ = [
     "save_final_model",
     "save_model",
     "select_splits",
+    "start_run",
     "stop_if_not_finite",
     "tracker_config",
     "train_batches",

@@ -1,16 +1,73 @@
-"""A recipe's flags: parsed with `--config`, checked, and read into the splits and the settings a run records."""
+"""
+A recipe's flags, in one place: the ones every run shares (`add_run_arguments`, `add_step_arguments`,
+`add_split_arguments`) with their checks (the `type`s below and `check_run_arguments`), `--config` parsing, the start
+of a run (`start_run`), and what the flags select and record (the splits, the settings trackers and checkpoints keep).
+"""
 
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import datasets
 import yaml
-from accelerate import PartialState
+from accelerate import Accelerator, PartialState
+from transformers import SchedulerType
 
 from .layout import _already_holds_a_run, folder_holds_a_run
-from .setup import MIXED_PRECISION_CHOICES
+from .setup import MIXED_PRECISION_CHOICES, claim_output_dir, make_accelerator
+
+
+# Argument types that check a count or rate where argparse reads it, the same for a flag on the command line and for
+# its key in the `--config` file, and refuse it with the reason: `parser.error` before any work, rather than a division
+# by zero at the first checkpoint.
+
+
+def positive_int(text: str) -> int:
+    """An argument type: an integer of at least 1 (`--max_steps`, batch sizes, `--checkpointing_steps`)."""
+    return _integer(text, minimum=1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argument type: an integer of at least 0 (`--lr_warmup_steps`, `--dataloader_num_workers`)."""
+    return _integer(text, minimum=0)
+
+
+def positive_float(text: str) -> float:
+    """An argument type: a finite number above 0 (`--learning_rate`)."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argument type: a finite number of at least 0 (`--weight_decay`, `--max_grad_norm`)."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def _integer(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
 
 
 def add_mixed_precision_argument(parser: argparse.ArgumentParser):
@@ -20,6 +77,111 @@ def add_mixed_precision_argument(parser: argparse.ArgumentParser):
         help="auto: bf16 autocast on a CPU that does bf16 in hardware, else what `accelerate launch` was told; "
         "no: fp32.",
     )  # fmt: skip
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser, *, output_dir: str, eval_batch_size: int, learning_rate: float
+) -> argparse._ArgumentGroup:
+    """
+    The flags every training recipe takes, with the same names, types, checks and defaults: `--config`, the output
+    folder and what to do with a run already there, the seed, the evaluation batch size, gradient accumulation, the
+    learning rate and its schedule, mixed precision, checkpoints kept and resumed, DataLoader workers and trackers.
+    The defaults that differ between recipes are keyword arguments here, so each recipe states its own. `start_run`
+    reads these flags; call `check_run_arguments` at the end of `parse_args`.
+    """
+    group = parser.add_argument_group("run")
+    group.add_argument("--config", type=str, default=None, help="YAML file whose keys set the defaults of these flags.")
+    group.add_argument("--output_dir", type=str, default=output_dir)
+    group.add_argument(
+        "--overwrite_output_dir", action="store_true",
+        help="Start afresh in a folder that holds a finished run or checkpoints (they are replaced).",
+    )  # fmt: skip
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--eval_batch_size", type=positive_int, default=eval_batch_size)
+    group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
+    group.add_argument("--learning_rate", type=positive_float, default=learning_rate)
+    group.add_argument(
+        "--lr_scheduler", type=str, default="cosine", choices=[scheduler.value for scheduler in SchedulerType],
+        help="A transformers scheduler name.",
+    )  # fmt: skip
+    add_mixed_precision_argument(group)
+    group.add_argument(
+        "--checkpoints_total_limit", type=non_negative_int, default=2,
+        help="Keep at most this many checkpoints (0: all of them).",
+    )  # fmt: skip
+    group.add_argument(
+        "--resume_from_checkpoint", type=str, default=None,
+        help="A checkpoint folder, 'latest' for the newest one of this run in OUTPUT_DIR/checkpoints (refused if "
+        "damaged), or 'latest_intact' for the newest one that is not.",
+    )  # fmt: skip
+    group.add_argument(
+        "--save_on_each_node", action="store_true",
+        help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
+    )  # fmt: skip
+    group.add_argument(
+        "--dataloader_num_workers", type=non_negative_int, default=0,
+        help="Processes that read and preprocess the examples of each batch (0: the training process does).",
+    )  # fmt: skip
+    group.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
+    return group
+
+
+def add_step_arguments(
+    parser: argparse.ArgumentParser, *, train_batch_size: int, lr_warmup_steps: int
+) -> argparse._ArgumentGroup:
+    """
+    The flags of a run counted in optimizer steps (`training.train_batches`, `training.is_due`): how many, the batch
+    size, the warmup, gradient clipping, and how often to validate and save a checkpoint.
+    """
+    group = parser.add_argument_group("optimizer steps")
+    group.add_argument("--max_steps", type=positive_int, default=1000, help="Optimizer steps to train for.")
+    group.add_argument("--train_batch_size", type=positive_int, default=train_batch_size, help="Per-process batch size.")
+    group.add_argument("--lr_warmup_steps", type=non_negative_int, default=lr_warmup_steps)
+    group.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="Clip gradients to it (0: not).")
+    group.add_argument("--validation_steps", type=positive_int, default=250, help="Validate every N optimizer steps.")
+    group.add_argument("--checkpointing_steps", type=positive_int, default=500, help="Save a checkpoint every N steps.")
+    return group
+
+
+def add_split_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The flags `select_splits` reads (with `--seed`): which split trains, which validates, and how much of each."""
+    group = parser.add_argument_group("splits")
+    group.add_argument("--train_split", type=str, default="train")
+    group.add_argument(
+        "--validation_split", type=str, default="test",
+        help="Held-out split; if the dataset lacks it, --validation_size examples of the train split are held out.",
+    )  # fmt: skip
+    group.add_argument(
+        "--validation_size", type=positive_int, default=1000, help="Examples held out when there is no such split."
+    )
+    group.add_argument("--max_train_samples", type=positive_int, default=None, help="Train on at most this many.")
+    group.add_argument("--max_validation_samples", type=positive_int, default=None, help="Validate on at most this many.")
+    return group
+
+
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """
+    The checks of the shared flags that their types cannot make alone, for the end of every recipe's `parse_args`
+    (`parser.error`, before any work): a folder that holds a run is continued or replaced explicitly, never by
+    accident. Counts and rates are checked by their types, on the command line and in the `--config` file alike.
+    """
+    refuse_to_overwrite_a_run(parser, args)
+
+
+def start_run(args: argparse.Namespace) -> Accelerator:
+    """
+    The start of every recipe's run, from the flags of `add_run_arguments`: the Accelerator (seed, mixed precision,
+    gradient accumulation, trackers, `--save_on_each_node`), `args.mixed_precision` set to what "auto" or the launcher
+    chose (the checkpoints record it), and the claim on OUTPUT_DIR: one run per folder, a lock held until exit, an old
+    run moved aside with --overwrite_output_dir.
+    """
+    accelerator = make_accelerator(
+        Path(args.output_dir), args.seed, args.mixed_precision, args.gradient_accumulation_steps,
+        log_with=args.report_to, save_on_each_node=args.save_on_each_node,
+    )  # fmt: skip
+    args.mixed_precision = accelerator.mixed_precision
+    claim_output_dir(accelerator, args)
+    return accelerator
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
@@ -35,10 +197,14 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
         with open(config_args.config) as handle:
             file_config = yaml.safe_load(handle) or {}
         model_overrides.update(file_config.pop("model", None) or {})
-        unknown = sorted(set(file_config) - {action.dest for action in parser._actions})
+        actions = {action.dest: action for action in parser._actions if action.option_strings}
+        unknown = sorted(set(file_config) - set(actions))
         if unknown:
             parser.error(f"{config_args.config} sets unknown options {unknown}; see --help for the valid ones.")
-        parser.set_defaults(**file_config)
+        parser.set_defaults(**{
+            name: _value_from_config(parser, actions[name], value, config_args.config)
+            for name, value in file_config.items()
+        })  # fmt: skip
     args, rest = parser.parse_known_args(argv)
     while rest:
         flag = rest.pop(0)
@@ -52,6 +218,39 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
         parser.error(f"unknown {model_config_class.__name__} fields {unknown_fields} (in `model:` or --model.FIELD).")
     args.model = model_overrides
     return args
+
+
+def _value_from_config(parser: argparse.ArgumentParser, action: argparse.Action, value, path: str):
+    """
+    A value of the `--config` file, converted and checked as its flag's text on the command line would be (the
+    flag's `type` and `choices`): argparse applies neither to a default that is not a string, so `max_steps: 2.7`
+    would otherwise train for 2.7 steps, i.e. 3. YAML's null is taken where the flag's default is None; a switch
+    (`store_true`, `--flag/--no-flag`) takes true or false.
+    """
+    flag = action.option_strings[0]
+    where = f"{path} sets {action.dest}: {value!r}"
+    if value is None:
+        if action.default is None:
+            return None
+        parser.error(f"{where}, but {flag} needs a value.")
+    if action.nargs == 0:  # a switch
+        if isinstance(value, bool):
+            return value
+        parser.error(f"{where}, but {flag} is a switch: true or false.")
+    if isinstance(value, bool):  # YAML reads an unquoted no, yes, off, on as a boolean
+        parser.error(f"{where}, but {flag} takes a value, not a boolean (quote an unquoted no, yes, off or on).")
+    if isinstance(value, (list, dict)):
+        parser.error(f"{where}, but {flag} takes one value, as on the command line (model fields go under `model:`).")
+    text = value if isinstance(value, str) else str(value)
+    try:
+        converted = action.type(text) if action.type is not None else text
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"{where}: {flag} {error}.")
+    except (TypeError, ValueError):
+        parser.error(f"{where}: {flag} takes a {getattr(action.type, '__name__', 'different value')}.")
+    if action.choices is not None and converted not in action.choices:
+        parser.error(f"{where}: {flag} is one of {', '.join(map(str, action.choices))}.")
+    return converted
 
 
 def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Namespace):
