@@ -75,12 +75,12 @@ def guided_loop(prior, input_ids, null_input_ids, processors, guidance_scale, ma
     """The pipeline's guided loop before `sample_tokens` (transformers' dynamic cache), or without any cache."""
     batch_size, prefix_length = input_ids.shape
     sequences, null_sequences = input_ids, null_input_ids
-    step_ids, past_key_values = torch.cat([input_ids, null_input_ids]), None
+    step_ids, cache = torch.cat([input_ids, null_input_ids]), None
     for _ in range(max_new_tokens):
         if not use_cache:
             step_ids = torch.cat([sequences, null_sequences])
-        outputs = prior(input_ids=step_ids, past_key_values=past_key_values, use_cache=use_cache)
-        past_key_values = outputs.past_key_values if use_cache else None
+        outputs = prior(input_ids=step_ids, cache=cache, use_cache=use_cache)
+        cache = outputs.cache if use_cache else None
         logits = outputs.logits[:, -1].float()
         conditional, null = logits[:batch_size], logits[batch_size:]
         scores = processors(sequences, null + guidance_scale * (conditional - null))

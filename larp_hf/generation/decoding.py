@@ -120,7 +120,7 @@ def sample_tokens(
         sequences = torch.empty(batch_size, prefix_length + max_new_tokens, dtype=torch.long, device=input_ids.device)
         sequences[:, :prefix_length] = input_ids  # what the processor sees, as in generate: (B, P + t) views of this
         for step in range(max_new_tokens):
-            logits = decoder(input_ids=step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = decoder(input_ids=step_ids, cache=cache, use_cache=True, logits_to_keep=1).logits
             logits = logits[:, -1].float()  # (B, V), or (2B, V) with guidance
             if null_input_ids is not None:
                 conditional, null = logits[:batch_size], logits[batch_size:]
