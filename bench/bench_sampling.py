@@ -7,7 +7,7 @@ pipeline:            `LarpPipeline.__call__`: `larp_hf.generation.sample_tokens`
                      step, into a KV cache allocated once, per-image Gumbel draws read 16 steps at a time; on a CPU
                      its float32 linear layers prepacked for oneDNN, `with_prepacked_linears`), then the tokenizer's
                      decode.
-own linear layers:   the pipeline with that prepacking off (`PREPACK_MIN_ROWS` raised): the prior's layers as they
+own linear layers:   the pipeline with that prepacking off (`prepack_linears=False`): the prior's layers as they
                      are (MKL's float32 products on a CPU). Printed under each row: what the loop gives alone.
 generate:            the same call with the codes sampled by stock `generate` (its dynamic KV cache) and the same
                      processors: the code-only `CodebookLogitsProcessor`, then `PerImageSamplingLogitsProcessor` (one
@@ -40,7 +40,7 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 
 from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
-from larp_hf.generation import PerImageSamplingLogitsProcessor, decoding
+from larp_hf.generation import PerImageSamplingLogitsProcessor
 from larp_hf.prior import NEUTRAL_SAMPLING
 
 
@@ -48,7 +48,7 @@ def generate_sampler(pipe, use_cache: bool):
     """A stand-in for `pipe._sample_codes` that samples with stock `generate` (or the old guided loop)."""
     larp = pipe.larp
 
-    def sample_codes(input_ids, codes_processor, generators, guidance_scale):
+    def sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears=None):
         processors = LogitsProcessorList([codes_processor, PerImageSamplingLogitsProcessor(generators)])
         num_codes = pipe.grid_size**2
         with torch.random.fork_rng(devices=[pipe.device] if pipe.device.type == "cuda" else []):
@@ -136,18 +136,14 @@ def main():
         """Seconds for one `pipeline(...)` call and its codes; `sampler` replaces the pipeline's own sampling."""
         if sampler is not None:
             pipe._sample_codes = sampler
-        prepack_min_rows = decoding.PREPACK_MIN_ROWS
-        if own_linears:
-            decoding.PREPACK_MIN_ROWS = float("inf")
         try:
             start = time.perf_counter()
             codes = pipeline(
                 num_images=num_images, batch_size=batch_size, seed=0, output_type="pt",
-                guidance_scale=args.guidance_scale if guided else None,
+                guidance_scale=args.guidance_scale if guided else None, prepack_linears=False if own_linears else None,
             ).codes  # fmt: skip
             return time.perf_counter() - start, codes
         finally:
-            decoding.PREPACK_MIN_ROWS = prepack_min_rows
             if sampler is not None:
                 del pipe._sample_codes
 

@@ -67,7 +67,7 @@ def sample_tokens(
     generators: list[torch.Generator] | None = None,
     null_input_ids: torch.LongTensor | None = None,
     guidance_scale: float = 1.0,
-    prepack_linears: bool = True,
+    prepack_linears: bool | None = None,
 ) -> torch.LongTensor:
     r"""
     Sample `max_new_tokens` tokens after `input_ids`, with the same per-step distribution as
@@ -95,8 +95,10 @@ def sample_tokens(
         generators: one generator per row for per-row random streams, or `None` for the global RNG.
         null_input_ids: (B, P) the prefixes with the null class, for guidance.
         guidance_scale: the guidance scale s (with `null_input_ids`).
-        prepack_linears: decode with `with_prepacked_linears(prior)` where `can_prepack` allows and a step has at
-            least `PREPACK_MIN_ROWS` rows; False runs the prior's own linear layers.
+        prepack_linears: decode with `with_prepacked_linears(prior)` (where `can_prepack` allows: a float32 prior
+            on a CPU with oneDNN): `None` (the default) when a step has at least `PREPACK_MIN_ROWS` rows (2B with
+            guidance), `True` whatever the rows, `False` never (the prior's own linear layers). The per-step
+            distribution is the same either way; float32 sums round differently, so a near-tie may rarely tip.
 
     Returns:
         (B, max_new_tokens) sampled token ids, on `input_ids`' device.
@@ -114,7 +116,9 @@ def sample_tokens(
         step_ids = torch.cat([input_ids, null_input_ids])  # (2B, P)
     # The last token is never fed back, so the cache holds the prefix and max_new_tokens - 1 tokens.
     cache = preallocated_cache(prior, prefix_length + max_new_tokens - 1)
-    decoder = with_prepacked_linears(prior) if prepack_linears and step_ids.shape[0] >= PREPACK_MIN_ROWS else prior
+    if prepack_linears is None:
+        prepack_linears = step_ids.shape[0] >= PREPACK_MIN_ROWS
+    decoder = with_prepacked_linears(prior) if prepack_linears else prior
     # Inference mode (no autograd bookkeeping at all) saves a few microseconds on each of a step's ~100 operations.
     with torch.inference_mode():
         sequences = torch.empty(batch_size, prefix_length + max_new_tokens, dtype=torch.long, device=input_ids.device)
