@@ -25,6 +25,10 @@ on the weights). Each round runs the pipeline and the cached reference back to b
 ratio is taken per round (pairing makes it robust to the load of a shared machine); the medians over --repeats rounds
 are printed, with the range of the ratio. The no-cache reference is timed once per batch size (it is 10-40x slower).
 
+Last, on a CPU where the prior can be prepacked, one decoding step (the prior's forward on one token per row, without
+a cache: mostly its linear layers) at --step_rows rows, with its own linear layers and with the prepacked copy in turn,
+median microseconds: where the two cross is where `sample_tokens` starts prepacking (`PREPACK_MIN_ROWS`).
+
 --bf16 also times the pipeline with its prior's weights in bfloat16 (the decoding loop unchanged, logits cast to float32
 before the processors) against the float32 reference of the same round. That is not the same per-step distribution: the
 line gives the share of its grids equal to the float32 pipeline's; `larp-hf evaluate --dtype bfloat16` scores its samples.
@@ -41,6 +45,8 @@ from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor
 
 from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
 from larp_hf.generation import PerImageSamplingLogitsProcessor
+from larp_hf.generation.decoding import PREPACK_MIN_ROWS
+from larp_hf.generation.prepacked import can_prepack, with_prepacked_linears
 from larp_hf.prior import NEUTRAL_SAMPLING
 
 
@@ -90,6 +96,22 @@ def guided_loop(prior, input_ids, null_input_ids, processors, guidance_scale, ma
     return sequences[:, prefix_length:]
 
 
+def step_microseconds(prior, token_id: int, rows: int, repeats: int) -> tuple[float, float]:
+    """Median microseconds of one step's forward on (rows, 1) tokens, the prior's own layers and the prepacked copy
+    taking turns."""
+    decoders = {"own": prior, "prepacked": with_prepacked_linears(prior)}
+    input_ids = torch.full((rows, 1), token_id, device=prior.device)
+    times = {name: [] for name in decoders}
+    with torch.inference_mode():
+        for repeat in range(repeats + 5):  # the first 5 warm up
+            for name, decoder in decoders.items():
+                start = time.perf_counter()
+                decoder(input_ids=input_ids, use_cache=False, logits_to_keep=1)
+                if repeat >= 5:
+                    times[name].append(time.perf_counter() - start)
+    return statistics.median(times["own"]) * 1e6, statistics.median(times["prepacked"]) * 1e6
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="pipeline folder or Hub id (default: an untrained quick-sized pipeline)")
@@ -101,6 +123,7 @@ def main():
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="also time the pipeline with a bfloat16 prior")
+    parser.add_argument("--step_rows", default="1,2,3,4", help="rows of the single-step timing ('' to skip it)")
     args = parser.parse_args()
 
     if args.threads:
@@ -192,6 +215,18 @@ def main():
                 f"{'':>13}bfloat16 prior: {statistics.median(bf16_ratios):.2f}x {reference} "
                 f"({min(bf16_ratios):.2f}-{max(bf16_ratios):.2f}); {identical:.0%} of its grids equal the float32 "
                 "pipeline's (one differing draw changes the rest of a grid)"
+            )
+
+    if args.step_rows and can_prepack(pipe.prior):
+        print(
+            "one decoding step (the prior's forward on one token a row, no cache: mostly its linear layers), median "
+            f"µs of {20 * args.repeats} paired calls; sample_tokens prepacks from {PREPACK_MIN_ROWS} rows a step"
+        )
+        for rows in [int(rows) for rows in args.step_rows.split(",")]:
+            own, packed = step_microseconds(pipe.prior, pipe.larp["bos_token_id"], rows, repeats=20 * args.repeats)
+            print(
+                f"{rows:>5} rows: own linear layers {own:8.1f} µs, prepacked {packed:8.1f} µs "
+                f"(own / prepacked {own / packed:.2f})"
             )
 
 

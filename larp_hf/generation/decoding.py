@@ -9,8 +9,8 @@ from .prepacked import with_prepacked_linears
 
 
 # The fewest rows a step must have for `with_prepacked_linears` to pay: with 1 or 2 rows MKL's matrix-vector products
-# are as fast as oneDNN's (a Llama layer of the small preset, 2 threads: 90 against 96 µs at 2 rows, 122 against 89
-# at 3).
+# are about as fast as oneDNN's prepacked kernels, and the prior's own layers need no second copy of the weights
+# (`bench/bench_sampling.py` prints a step at 1-4 rows each way; the README quotes it).
 PREPACK_MIN_ROWS = 3
 
 # Steps of Gumbel noise drawn at a time: one generator call per image per block, and (B, 16, V) float64 in memory.
@@ -75,7 +75,7 @@ def sample_tokens(
 
     Each step is one call of the model's own forward on the new token (`logits_to_keep=1`), with a `PreallocatedLayer`
     cache and, for a float32 prior on a CPU, its linear layers prepacked for oneDNN (`with_prepacked_linears`: the
-    same float32 products, about twice as fast as MKL's on an AMD EPYC); `logits_processor` shapes the float32
+    same float32 products, in kernels that outrun MKL's on some CPUs); `logits_processor` shapes the float32
     next-token scores (as `generate` calls it: on the sequences so far);
     the token is drawn from their softmax. With `generators` (one CPU `torch.Generator` per row, see
     `image_generators`), row b draws `argmax(scores + g)` with Gumbel noise `g` from its own generator (the Gumbel-max
@@ -119,7 +119,7 @@ def sample_tokens(
     if prepack_linears is None:
         prepack_linears = step_ids.shape[0] >= PREPACK_MIN_ROWS
     decoder = with_prepacked_linears(prior) if prepack_linears else prior
-    # Inference mode (no autograd bookkeeping at all) saves a few microseconds on each of a step's ~100 operations.
+    # Inference mode: no autograd bookkeeping at all (version counters, view tracking) on a step's ~100 operations.
     with torch.inference_mode():
         sequences = torch.empty(batch_size, prefix_length + max_new_tokens, dtype=torch.long, device=input_ids.device)
         sequences[:, :prefix_length] = input_ids  # what the processor sees, as in generate: (B, P + t) views of this
