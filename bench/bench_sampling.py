@@ -7,7 +7,7 @@ pipeline:            `LarpPipeline.__call__`: `larp_hf.generation.sample_tokens`
                      step, into a KV cache allocated once, per-image Gumbel draws read 16 steps at a time; on a CPU
                      its float32 linear layers prepacked for oneDNN, `with_prepacked_linears`), then the tokenizer's
                      decode.
-own linear layers:   the pipeline with that prepacking off (`PREPACK_MIN_ROWS` raised): the prior's layers as they
+own linear layers:   the pipeline with that prepacking off (`prepack_linears=False`): the prior's layers as they
                      are (MKL's float32 products on a CPU). Printed under each row: what the loop gives alone.
 generate:            the same call with the codes sampled by stock `generate` (its dynamic KV cache) and the same
                      processors: the code-only `CodebookLogitsProcessor`, then `PerImageSamplingLogitsProcessor` (one
@@ -25,6 +25,10 @@ on the weights). Each round runs the pipeline and the cached reference back to b
 ratio is taken per round (pairing makes it robust to the load of a shared machine); the medians over --repeats rounds
 are printed, with the range of the ratio. The no-cache reference is timed once per batch size (it is 10-40x slower).
 
+Last, on a CPU where the prior can be prepacked, one decoding step (the prior's forward on one token per row, without
+a cache: mostly its linear layers) at --step_rows rows, with its own linear layers and with the prepacked copy in turn,
+median microseconds: where the two cross is where `sample_tokens` starts prepacking (`PREPACK_MIN_ROWS`).
+
 --bf16 also times the pipeline with its prior's weights in bfloat16 (the decoding loop unchanged, logits cast to float32
 before the processors) against the float32 reference of the same round. That is not the same per-step distribution: the
 line gives the share of its grids equal to the float32 pipeline's; `larp-hf evaluate --dtype bfloat16` scores its samples.
@@ -40,7 +44,9 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
 
 from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
-from larp_hf.generation import PerImageSamplingLogitsProcessor, decoding
+from larp_hf.generation import PerImageSamplingLogitsProcessor
+from larp_hf.generation.decoding import PREPACK_MIN_ROWS
+from larp_hf.generation.prepacked import can_prepack, with_prepacked_linears
 from larp_hf.prior import NEUTRAL_SAMPLING
 
 
@@ -48,7 +54,7 @@ def generate_sampler(pipe, use_cache: bool):
     """A stand-in for `pipe._sample_codes` that samples with stock `generate` (or the old guided loop)."""
     larp = pipe.larp
 
-    def sample_codes(input_ids, codes_processor, generators, guidance_scale):
+    def sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears=None):
         processors = LogitsProcessorList([codes_processor, PerImageSamplingLogitsProcessor(generators)])
         num_codes = pipe.grid_size**2
         with torch.random.fork_rng(devices=[pipe.device] if pipe.device.type == "cuda" else []):
@@ -75,12 +81,12 @@ def guided_loop(prior, input_ids, null_input_ids, processors, guidance_scale, ma
     """The pipeline's guided loop before `sample_tokens` (transformers' dynamic cache), or without any cache."""
     batch_size, prefix_length = input_ids.shape
     sequences, null_sequences = input_ids, null_input_ids
-    step_ids, past_key_values = torch.cat([input_ids, null_input_ids]), None
+    step_ids, cache = torch.cat([input_ids, null_input_ids]), None
     for _ in range(max_new_tokens):
         if not use_cache:
             step_ids = torch.cat([sequences, null_sequences])
-        outputs = prior(input_ids=step_ids, past_key_values=past_key_values, use_cache=use_cache)
-        past_key_values = outputs.past_key_values if use_cache else None
+        outputs = prior(input_ids=step_ids, cache=cache, use_cache=use_cache)
+        cache = outputs.cache if use_cache else None
         logits = outputs.logits[:, -1].float()
         conditional, null = logits[:batch_size], logits[batch_size:]
         scores = processors(sequences, null + guidance_scale * (conditional - null))
@@ -88,6 +94,22 @@ def guided_loop(prior, input_ids, null_input_ids, processors, guidance_scale, ma
         sequences, null_sequences = torch.cat([sequences, next_tokens], 1), torch.cat([null_sequences, next_tokens], 1)
         step_ids = torch.cat([next_tokens, next_tokens])
     return sequences[:, prefix_length:]
+
+
+def step_microseconds(prior, token_id: int, rows: int, repeats: int) -> tuple[float, float]:
+    """Median microseconds of one step's forward on (rows, 1) tokens, the prior's own layers and the prepacked copy
+    taking turns."""
+    decoders = {"own": prior, "prepacked": with_prepacked_linears(prior)}
+    input_ids = torch.full((rows, 1), token_id, device=prior.device)
+    times = {name: [] for name in decoders}
+    with torch.inference_mode():
+        for repeat in range(repeats + 5):  # the first 5 warm up
+            for name, decoder in decoders.items():
+                start = time.perf_counter()
+                decoder(input_ids=input_ids, use_cache=False, logits_to_keep=1)
+                if repeat >= 5:
+                    times[name].append(time.perf_counter() - start)
+    return statistics.median(times["own"]) * 1e6, statistics.median(times["prepacked"]) * 1e6
 
 
 def main():
@@ -101,6 +123,7 @@ def main():
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="also time the pipeline with a bfloat16 prior")
+    parser.add_argument("--step_rows", default="1,2,3,4", help="rows of the single-step timing ('' to skip it)")
     args = parser.parse_args()
 
     if args.threads:
@@ -136,18 +159,14 @@ def main():
         """Seconds for one `pipeline(...)` call and its codes; `sampler` replaces the pipeline's own sampling."""
         if sampler is not None:
             pipe._sample_codes = sampler
-        prepack_min_rows = decoding.PREPACK_MIN_ROWS
-        if own_linears:
-            decoding.PREPACK_MIN_ROWS = float("inf")
         try:
             start = time.perf_counter()
             codes = pipeline(
                 num_images=num_images, batch_size=batch_size, seed=0, output_type="pt",
-                guidance_scale=args.guidance_scale if guided else None,
+                guidance_scale=args.guidance_scale if guided else None, prepack_linears=False if own_linears else None,
             ).codes  # fmt: skip
             return time.perf_counter() - start, codes
         finally:
-            decoding.PREPACK_MIN_ROWS = prepack_min_rows
             if sampler is not None:
                 del pipe._sample_codes
 
@@ -196,6 +215,18 @@ def main():
                 f"{'':>13}bfloat16 prior: {statistics.median(bf16_ratios):.2f}x {reference} "
                 f"({min(bf16_ratios):.2f}-{max(bf16_ratios):.2f}); {identical:.0%} of its grids equal the float32 "
                 "pipeline's (one differing draw changes the rest of a grid)"
+            )
+
+    if args.step_rows and can_prepack(pipe.prior):
+        print(
+            "one decoding step (the prior's forward on one token a row, no cache: mostly its linear layers), median "
+            f"µs of {20 * args.repeats} paired calls; sample_tokens prepacks from {PREPACK_MIN_ROWS} rows a step"
+        )
+        for rows in [int(rows) for rows in args.step_rows.split(",")]:
+            own, packed = step_microseconds(pipe.prior, pipe.larp["bos_token_id"], rows, repeats=20 * args.repeats)
+            print(
+                f"{rows:>5} rows: own linear layers {own:8.1f} µs, prepacked {packed:8.1f} µs "
+                f"(own / prepacked {own / packed:.2f})"
             )
 
 

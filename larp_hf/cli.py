@@ -10,10 +10,8 @@ from pathlib import Path
 
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
 FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-dir", "temperatures": "--temperature",
-                      "top_ks": "--top-k", "guidance_scales": "--guidance-scale",
+                      "top_ks": "--top-k", "guidance_scales": "--guidance-scale", "grid_path": "--output",
                       "pretrained_model_name_or_path": "MODEL"}  # fmt: skip
-MAX_GRID_IMAGES = 4096  # one --output PNG
-GENERATE_PART_IMAGES = 1024  # images sampled and written at a time by `generate`
 
 
 def _list_of(kind):
@@ -66,89 +64,25 @@ def assemble(args):
 
 
 def generate(args):
-    import shutil
-    import tempfile
+    from larp_hf.pipelines import save_samples
 
-    import datasets
-    import PIL.Image
-    import torch
-
-    from larp_hf.pipelines import image_grid
-
-    output = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
-    if output is not None and Path(output).suffix.lower() != ".png":
-        raise ValueError(f"--output names the grid image and must end in .png, got {output}.")
-    if output is not None and args.num_images > MAX_GRID_IMAGES:
-        raise ValueError(
-            f"--output draws one grid of at most {MAX_GRID_IMAGES} images, not {args.num_images}; write larger "
-            "requests with --image-dir or --output-dataset (they are written as sampling goes)."
-        )
-    for folder, flag in ((args.image_dir, "--image-dir"), (args.output_dataset, "--output-dataset")):
-        taken = folder and Path(folder).exists() and (Path(folder).is_file() or any(Path(folder).iterdir()))
-        if taken and not args.overwrite:
-            raise ValueError(f"{folder} already exists and is not empty; pick another {flag} or pass --overwrite.")
-
-    pipeline = _load_pipeline(args)
+    grid_path = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
     labels = args.class_label[0] if args.class_label and len(args.class_label) == 1 else args.class_label
-    # A class-conditional prior samples the classes in turn (the pipeline's default): the grid shows one per row.
-    classes_in_turn = labels is None and pipeline.num_classes > 0
-    if classes_in_turn:
-        labels = [index % pipeline.num_classes for index in range(args.num_images)]
+    saved = save_samples(
+        _load_pipeline(args), args.num_images, grid_path=grid_path, image_dir=args.image_dir,
+        output_dataset=args.output_dataset, nrow=args.nrow, batch_size=args.batch_size, class_labels=labels,
+        seed=args.seed, overwrite=args.overwrite, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        guidance_scale=args.guidance_scale,
+    )  # fmt: skip
+    count = args.num_images
+    print(f"Sampled {count} images in {saved.seconds:.1f} s ({count / saved.seconds:.1f} images/s)")
+    if grid_path is not None:
+        print(f"Grid: {grid_path}")
     if args.image_dir:
-        Path(args.image_dir).mkdir(parents=True, exist_ok=True)
-    parts_dir = None
+        print(f"{count} PNG files: {args.image_dir}")
     if args.output_dataset:
-        Path(args.output_dataset).parent.mkdir(parents=True, exist_ok=True)
-        parts_dir = Path(tempfile.mkdtemp(prefix=".larp-generate-", dir=Path(args.output_dataset).parent))
-    features = {"image": datasets.Image(), "codes": datasets.Sequence(datasets.Value("int32"))}
-    if labels is not None:
-        features["label"] = datasets.Value("int64")
-    # Images are sampled, written and dropped a part at a time, so memory does not grow with --num-images; with
-    # per-image seeds, the parts give exactly the images one call would.
-    part_size = max(args.batch_size, GENERATE_PART_IMAGES)
-    grid_parts, parts, seconds = [], [], 0.0
-    for first in range(0, args.num_images, part_size):
-        size = min(part_size, args.num_images - first)
-        part_labels = labels[first : first + size] if isinstance(labels, list) else labels
-        start = time.perf_counter()
-        result = pipeline(
-            num_images=size, batch_size=args.batch_size, temperature=args.temperature, top_k=args.top_k,
-            top_p=args.top_p, class_labels=part_labels, guidance_scale=args.guidance_scale, seed=args.seed,
-            output_type="pt", first_image_index=first,
-        )  # fmt: skip
-        seconds += time.perf_counter() - start
-        arrays = (result.images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (n, H, W, C)
-        pil_images = [PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
-        if output is not None:
-            grid_parts.append(result.images)
-        if args.image_dir:
-            for index, image in enumerate(pil_images, start=first):
-                image.save(Path(args.image_dir) / f"{index:05d}.png")
-        if parts_dir is not None:
-            columns = {"image": pil_images, "codes": result.codes.flatten(1).tolist()}
-            if labels is not None:
-                columns["label"] = torch.as_tensor(part_labels).expand(size).tolist()
-            part = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
-            part.save_to_disk(str(parts_dir / f"part-{len(parts):05d}"))
-            parts.append(str(parts_dir / f"part-{len(parts):05d}"))
-    print(f"Sampled {args.num_images} images in {seconds:.1f} s ({args.num_images / seconds:.1f} images/s)")
-
-    if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        images = torch.cat(grid_parts)
-        nrow = args.nrow
-        if classes_in_turn:
-            images = images[torch.as_tensor(labels).argsort(stable=True)]  # class 0's images first, then class 1's
-            nrow = nrow or -(-args.num_images // pipeline.num_classes)
-        image_grid(images, nrow=nrow).save(output)
-        print(f"Grid: {output}")
-    if args.image_dir:
-        print(f"{args.num_images} PNG files: {args.image_dir}")
-    if parts_dir is not None:
-        dataset = datasets.concatenate_datasets([datasets.load_from_disk(part) for part in parts])  # memory-mapped
-        dataset.save_to_disk(args.output_dataset)
-        shutil.rmtree(parts_dir)
-        print(f"Image dataset ({len(dataset)} rows, columns {dataset.column_names}): {args.output_dataset}")
+        rows, columns = len(saved.dataset), saved.dataset.column_names
+        print(f"Image dataset ({rows} rows, columns {columns}): {args.output_dataset}")
 
 
 def info(args):

@@ -12,6 +12,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from larp_hf import cli
+from larp_hf.pipelines import samples
 
 from .conftest import make_tiny_pipeline
 
@@ -158,7 +159,7 @@ def test_a_flag_means_one_thing_in_every_command(capsys):
 def test_generate_writes_large_requests_in_parts_that_match_one_call(pipeline_dir, tmp_path, monkeypatch):
     from larp_hf import LarpPipeline
 
-    monkeypatch.setattr(cli, "GENERATE_PART_IMAGES", 4)  # 10 images in parts of 4, 4 and 2
+    monkeypatch.setattr(samples, "PART_IMAGES", 4)  # 10 images in parts of 4, 4 and 2
     calls = []
     original = LarpPipeline.__call__
     monkeypatch.setattr(LarpPipeline, "__call__", lambda self, **kw: calls.append(kw["num_images"]) or original(self, **kw))

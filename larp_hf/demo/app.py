@@ -1,16 +1,15 @@
 """The Gradio page of a `LarpPipeline`: pick the sampling settings, press Generate, get the images, grid and codes."""
 
+import math
 import random
 import re
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 
 from ..data.loading import FASHION_MNIST_HUB_ID, FASHION_MNIST_LABELS, FASHION_MNIST_NAMES
-from ..pipelines import image_grid
+from ..pipelines import save_samples
 
 
 # The generate endpoint's name for API clients: `gradio_client.Client(url).predict(..., api_name="/generate")`.
@@ -51,36 +50,32 @@ def _whole_to_int(value):
 
 
 def sample(
-    pipeline, num_images, seed, temperature, top_k, top_p, class_label=ALL_CLASSES, guidance_scale=None
+    pipeline, num_images, seed, temperature, top_k, top_p, class_label=ALL_CLASSES, guidance_scale=None,
+    grid_path=None,
 ) -> dict:  # fmt: skip
     """
-    One press of Generate: `pipeline(...)` with the page's settings. Returns the images (PIL), the grid (PIL), the
-    codes ((N, h, w) int64 array) and the seconds sampling took. Invalid settings raise the pipeline's ValueError.
-    `class_label` is a class index, `ALL_CLASSES` (-1, every class in turn) or `NULL_CLASS` (-2, the unconditional
-    model); `guidance_scale` None is the pipeline's stored scale.
+    One press of Generate: `larp_hf.pipelines.save_samples` with the page's settings (the grid PNG written to
+    `grid_path` when given). Returns the images (PIL), the grid (PIL, square; for every class in turn, sorted by
+    class), the codes ((N, h, w) int64 array) and the seconds sampling took. Invalid settings raise the pipeline's
+    ValueError. `class_label` is a class index, `ALL_CLASSES` (-1, every class in turn) or `NULL_CLASS` (-2, the
+    unconditional model); `guidance_scale` None is the pipeline's stored scale.
     """
     class_label = _whole_to_int(class_label)
-    class_labels = {ALL_CLASSES: None, NULL_CLASS: "null"}.get(class_label, class_label)
-    start = time.perf_counter()
-    output = pipeline(
-        num_images=_whole_to_int(num_images),
+    num_images = _whole_to_int(num_images)
+    saved = save_samples(
+        pipeline,
+        num_images,
+        grid_path=grid_path,
+        nrow=math.ceil(math.sqrt(num_images)) if isinstance(num_images, int) and num_images > 0 else None,
+        keep_images=True,
         temperature=temperature,
         top_k=_whole_to_int(top_k),
         top_p=top_p,
-        class_labels=class_labels,
+        class_labels={ALL_CLASSES: None, NULL_CLASS: "null"}.get(class_label, class_label),
         guidance_scale=guidance_scale if pipeline.num_classes else None,
         seed=_whole_to_int(seed),
-        output_type="pt",
     )
-    seconds = time.perf_counter() - start
-    # The PIL images of `output_type="pil"`, from the same tensors the grid is drawn from.
-    arrays = (output.images * 255).round().byte().permute(0, 2, 3, 1).numpy()  # (N, H, W, C) uint8
-    return {
-        "images": [PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays],
-        "grid": image_grid(output.images),
-        "codes": output.codes.numpy(),
-        "seconds": seconds,
-    }
+    return {"images": saved.images, "grid": saved.grid, "codes": saved.codes, "seconds": saved.seconds}
 
 
 def _page_title(model_id: str | None) -> str:
@@ -133,12 +128,13 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
         if random_seed:
             seed = random.randint(0, MAX_SEED)
         progress(0, desc=f"Sampling {int(num_images)} images")
+        grid_path, codes_path = downloads / "larp_samples.png", downloads / "larp_codes.npy"
         try:
-            result = sample(pipeline, num_images, seed, temperature, top_k, top_p, class_label, guidance_scale)
+            result = sample(
+                pipeline, num_images, seed, temperature, top_k, top_p, class_label, guidance_scale, grid_path
+            )
         except ValueError as error:
             raise gr.Error(str(error), print_exception=False) from None
-        grid_path, codes_path = downloads / "larp_samples.png", downloads / "larp_codes.npy"
-        result["grid"].save(grid_path)
         np.save(codes_path, result["codes"])
         count = len(result["images"])
         info = f"{count} images in {result['seconds']:.2f} s ({count / result['seconds']:.1f} images/s) · seed {seed}"

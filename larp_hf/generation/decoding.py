@@ -9,8 +9,8 @@ from .prepacked import with_prepacked_linears
 
 
 # The fewest rows a step must have for `with_prepacked_linears` to pay: with 1 or 2 rows MKL's matrix-vector products
-# are as fast as oneDNN's (a Llama layer of the small preset, 2 threads: 90 against 96 µs at 2 rows, 122 against 89
-# at 3).
+# are about as fast as oneDNN's prepacked kernels, and the prior's own layers need no second copy of the weights
+# (`bench/bench_sampling.py` prints a step at 1-4 rows each way; the README quotes it).
 PREPACK_MIN_ROWS = 3
 
 # Steps of Gumbel noise drawn at a time: one generator call per image per block, and (B, 16, V) float64 in memory.
@@ -67,7 +67,7 @@ def sample_tokens(
     generators: list[torch.Generator] | None = None,
     null_input_ids: torch.LongTensor | None = None,
     guidance_scale: float = 1.0,
-    prepack_linears: bool = True,
+    prepack_linears: bool | None = None,
 ) -> torch.LongTensor:
     r"""
     Sample `max_new_tokens` tokens after `input_ids`, with the same per-step distribution as
@@ -75,7 +75,7 @@ def sample_tokens(
 
     Each step is one call of the model's own forward on the new token (`logits_to_keep=1`), with a `PreallocatedLayer`
     cache and, for a float32 prior on a CPU, its linear layers prepacked for oneDNN (`with_prepacked_linears`: the
-    same float32 products, about twice as fast as MKL's on an AMD EPYC); `logits_processor` shapes the float32
+    same float32 products, in kernels that outrun MKL's on some CPUs); `logits_processor` shapes the float32
     next-token scores (as `generate` calls it: on the sequences so far);
     the token is drawn from their softmax. With `generators` (one CPU `torch.Generator` per row, see
     `image_generators`), row b draws `argmax(scores + g)` with Gumbel noise `g` from its own generator (the Gumbel-max
@@ -95,8 +95,10 @@ def sample_tokens(
         generators: one generator per row for per-row random streams, or `None` for the global RNG.
         null_input_ids: (B, P) the prefixes with the null class, for guidance.
         guidance_scale: the guidance scale s (with `null_input_ids`).
-        prepack_linears: decode with `with_prepacked_linears(prior)` where `can_prepack` allows and a step has at
-            least `PREPACK_MIN_ROWS` rows; False runs the prior's own linear layers.
+        prepack_linears: decode with `with_prepacked_linears(prior)` (where `can_prepack` allows: a float32 prior
+            on a CPU with oneDNN): `None` (the default) when a step has at least `PREPACK_MIN_ROWS` rows (2B with
+            guidance), `True` whatever the rows, `False` never (the prior's own linear layers). The per-step
+            distribution is the same either way; float32 sums round differently, so a near-tie may rarely tip.
 
     Returns:
         (B, max_new_tokens) sampled token ids, on `input_ids`' device.
@@ -114,13 +116,15 @@ def sample_tokens(
         step_ids = torch.cat([input_ids, null_input_ids])  # (2B, P)
     # The last token is never fed back, so the cache holds the prefix and max_new_tokens - 1 tokens.
     cache = preallocated_cache(prior, prefix_length + max_new_tokens - 1)
-    decoder = with_prepacked_linears(prior) if prepack_linears and step_ids.shape[0] >= PREPACK_MIN_ROWS else prior
-    # Inference mode (no autograd bookkeeping at all) saves a few microseconds on each of a step's ~100 operations.
+    if prepack_linears is None:
+        prepack_linears = step_ids.shape[0] >= PREPACK_MIN_ROWS
+    decoder = with_prepacked_linears(prior) if prepack_linears else prior
+    # Inference mode: no autograd bookkeeping at all (version counters, view tracking) on a step's ~100 operations.
     with torch.inference_mode():
         sequences = torch.empty(batch_size, prefix_length + max_new_tokens, dtype=torch.long, device=input_ids.device)
         sequences[:, :prefix_length] = input_ids  # what the processor sees, as in generate: (B, P + t) views of this
         for step in range(max_new_tokens):
-            logits = decoder(input_ids=step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = decoder(input_ids=step_ids, cache=cache, use_cache=True, logits_to_keep=1).logits
             logits = logits[:, -1].float()  # (B, V), or (2B, V) with guidance
             if null_input_ids is not None:
                 conditional, null = logits[:batch_size], logits[batch_size:]

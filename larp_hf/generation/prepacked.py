@@ -1,10 +1,11 @@
 """Linear layers with weights prepacked for oneDNN, for decoding on a CPU, and a prior's decoding copy that uses them.
 
 A decoding step multiplies a few rows (one per image) by every weight matrix of the prior. On a CPU, `F.linear` hands
-that to the BLAS torch was built with (MKL): on this project's AMD EPYC (AVX-512) it runs at about half the speed of
-oneDNN's float32 kernels on weights reordered once into oneDNN's blocked layout, the layout torch inductor's `freezing`
-gives a compiled model's linear layers. Both are float32 matrix products: the results differ only in the rounding of
-sums (~1e-6 on a prior's logits), not in the distribution. `bench/bench_sampling.py` measures what it is worth.
+that to the BLAS torch was built with (MKL), which on some CPUs runs well behind oneDNN's float32 kernels on weights
+reordered once into oneDNN's blocked layout, the layout torch inductor's `freezing` gives a compiled model's linear
+layers. Both are float32 matrix products: the results differ only in the rounding of sums (~1e-6 on a prior's
+logits), not in the distribution. `bench/bench_sampling.py` measures what it is worth on the machine it runs on (the
+README quotes a run).
 """
 
 import copy

@@ -168,6 +168,7 @@ class LarpPipeline:
         output_type: str = "pil",
         return_dict: bool = True,
         first_image_index: int = 0,
+        prepack_linears: bool | None = None,
     ):
         r"""
         Sample `num_images` images.
@@ -197,6 +198,10 @@ class LarpPipeline:
             first_image_index: the index of the first image in the seeded sequence: with the same seed,
                 `first_image_index=4, num_images=4` gives images 4…7 of `num_images=8`, so a large request can be
                 sampled in parts (or split across processes) and still give the same images.
+            prepack_linears: decode with a copy of the prior whose linear layers are prepacked for oneDNN (a float32
+                prior on a CPU only; see `larp_hf.generation.sample_tokens`): `None` (default) from 3 rows a step
+                (`PREPACK_MIN_ROWS`; 2 per image with guidance), where it pays, `True` whenever possible, `False`
+                never (the prior's own layers). The per-step distribution is the same either way.
         """
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"`num_images` must be a positive integer, got {num_images!r}.")
@@ -219,6 +224,8 @@ class LarpPipeline:
             raise ValueError("Pass either `seed` or `generator`, not both.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+        if prepack_linears is not None and not isinstance(prepack_linears, bool):
+            raise ValueError(f"`prepack_linears` must be None, True or False, got {prepack_linears!r}.")
         # Image i draws from its own stream, seeded by (base seed, i): the same seed gives the same image i whatever
         # the batch size and however many images are asked for.
         if seed is not None:
@@ -247,7 +254,7 @@ class LarpPipeline:
                 prefix.append(class_tokens[start : start + size, None])
             input_ids = torch.cat(prefix, dim=1).to(self.device)  # (b, prefix_length)
             generators = image_generators(base_seed, first_image_index + start, size)
-            all_codes.append(self._sample_codes(input_ids, codes_processor, generators, guidance_scale))
+            all_codes.append(self._sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears))
         codes = torch.cat(all_codes).view(num_images, self.grid_size, self.grid_size)  # (N, h, w)
 
         pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
@@ -257,7 +264,9 @@ class LarpPipeline:
             return images, codes
         return LarpPipelineOutput(images=images, codes=codes)
 
-    def _sample_codes(self, input_ids, codes_processor, generators, guidance_scale: float) -> torch.Tensor:
+    def _sample_codes(
+        self, input_ids, codes_processor, generators, guidance_scale: float, prepack_linears: bool | None = None
+    ) -> torch.Tensor:
         """(b, prefix) -> (b, h·w) codes; row r draws from `generators[r]`, so the global RNG is left alone."""
         num_codes = self.grid_size**2
         null_input_ids = None
@@ -266,7 +275,7 @@ class LarpPipeline:
             null_input_ids[:, 1] = self.larp["null_class_token_id"]
         codes = sample_tokens(
             self.prior, input_ids, codes_processor, num_codes, generators=generators, null_input_ids=null_input_ids,
-            guidance_scale=guidance_scale,
+            guidance_scale=guidance_scale, prepack_linears=prepack_linears,
         )  # fmt: skip
         if codes.shape[1] != num_codes or codes.max() >= self.codebook_size:  # cannot happen with the processor above
             raise RuntimeError(f"Sampling returned {tuple(codes.shape)} tokens outside the codebook.")

@@ -114,7 +114,7 @@ def test_one_forward_a_token_into_a_cache_allocated_once():
     calls = []
 
     def record(module, args, kwargs):
-        layer = kwargs["past_key_values"].layers[0]
+        layer = kwargs["cache"].layers[0]
         buffer = layer.key_buffer.data_ptr() if layer.is_initialized else None
         calls.append((tuple(kwargs["input_ids"].shape), buffer))
 
@@ -134,13 +134,13 @@ def test_the_preallocated_cache_gives_the_dynamic_caches_logits_and_refuses_over
     with torch.no_grad():
         for position in range(6):
             step = tokens[:, position : position + 1]
-            ours = prior(step, past_key_values=preallocated, use_cache=True).logits
-            theirs = prior(step, past_key_values=dynamic, use_cache=True).logits
+            ours = prior(step, cache=preallocated, use_cache=True).logits
+            theirs = prior(step, cache=dynamic, use_cache=True).logits
             torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
         layer = preallocated.layers[0]
         assert layer.keys.shape[-2] == 6 and layer.keys.data_ptr() == layer.key_buffer.data_ptr()
         with pytest.raises(ValueError, match="holds 6 positions"):
-            prior(tokens[:, :1], past_key_values=preallocated, use_cache=True)
+            prior(tokens[:, :1], cache=preallocated, use_cache=True)
     assert isinstance(layer, PreallocatedLayer)
 
 

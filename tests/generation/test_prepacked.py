@@ -14,6 +14,7 @@ from larp_hf.generation import prepacked
 from larp_hf.generation.decoding import PREPACK_MIN_ROWS
 from larp_hf.generation.prepacked import PrepackedLinear, can_prepack, onednn_linear_available, with_prepacked_linears
 
+from ..conftest import make_tiny_pipeline
 from .test_decoding import K, prefixes, tiny_prior
 
 
@@ -93,14 +94,33 @@ def test_sampling_with_packed_linears_draws_the_same_tokens(architecture):
     prior.lm_head.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     processor = CodebookLogitsProcessor(K, temperature=0.9, top_k=20)
 
-    def sample(rows: int, prepack_linears: bool) -> torch.Tensor:
+    def sample(rows: int, prepack_linears: bool | None) -> tuple[torch.Tensor, bool]:
+        """The tokens, and whether the packed copy did the work (the prior's own lm_head never ran)."""
         calls.clear()
         generators = image_generators(seed=2, first_index=0, count=rows)
-        return sample_tokens(prior, prefixes(prior, rows), processor, 64, generators, prepack_linears=prepack_linears)
+        tokens = sample_tokens(prior, prefixes(prior, rows), processor, 64, generators, prepack_linears=prepack_linears)
+        assert calls in ([], [rows] * 64)
+        return tokens, calls == []
 
-    packed = sample(6, prepack_linears=True)
-    assert calls == []  # the prior's own lm_head never ran: the packed copy did the work
-    assert torch.equal(packed, sample(6, prepack_linears=False)) and len(calls) == 64
-    assert PREPACK_MIN_ROWS > 2
-    sample(2, prepack_linears=True)
-    assert len(calls) == 64  # two rows: MKL's matrix-vector products, the prior's own layers
+    packed, was_packed = sample(6, prepack_linears=None)
+    assert was_packed  # automatic: 6 rows a step are enough
+    own, was_packed = sample(6, prepack_linears=False)
+    assert not was_packed and torch.equal(own, packed)
+    assert not sample(PREPACK_MIN_ROWS - 1, prepack_linears=None)[1]  # automatic: too few rows, the prior's own layers
+    assert sample(PREPACK_MIN_ROWS - 1, prepack_linears=True)[1]  # asked for: packed whatever the rows
+
+
+def test_the_pipeline_switch_picks_the_layers_and_keeps_the_images():
+    pipeline = make_tiny_pipeline(num_classes=3)
+    calls = []
+    pipeline.prior.lm_head.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    request = {"num_images": 4, "class_labels": [0, 1, 2, 0], "guidance_scale": 2.0, "seed": 0, "output_type": "pt"}
+    automatic = pipeline(**request).codes
+    assert calls == []  # 8 rows a step: the packed copy
+    own = pipeline(**request, prepack_linears=False).codes
+    assert calls == [8] * 64 and torch.equal(own, automatic)
+    calls.clear()
+    pipeline(num_images=1, seed=0, prepack_linears=True)
+    assert calls == []  # one row a step, packed as asked
+    with pytest.raises(ValueError, match="`prepack_linears` must be None, True or False"):
+        pipeline(num_images=1, prepack_linears="yes")

@@ -1,5 +1,7 @@
 """LarpPipeline's sampling loop: the codes stock `generate` draws with the same processors and seeds, on any device."""
 
+import warnings
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
@@ -56,6 +58,19 @@ def test_the_codes_are_those_stock_generate_draws_with_the_same_processors_and_s
     request = {"class_labels": labels} if num_classes else {}
     codes = pipeline(num_images=6, batch_size=4, seed=3, first_image_index=10, **request, **settings).codes
     assert torch.equal(codes, stock_generate_codes(pipeline, 3, 10, labels, **settings))
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_sampling_raises_no_deprecation_warning(architecture):
+    # transformers deprecates arguments with a FutureWarning a few releases before removing them (`past_key_values`
+    # became `cache` in 5.24, to go in 5.40): a warning here is a call that will break.
+    pipeline = tiny_pipeline(architecture, num_classes=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Guided batches of 2 and 1 images: 4 rows a step through the prepacked layers, then 2 through the prior's own.
+        pipeline(num_images=3, batch_size=2, class_labels=[0, 1, 2], guidance_scale=2.0, seed=0)
+    deprecations = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+    assert not deprecations, [f"{w.filename}:{w.lineno}: {w.message}" for w in deprecations]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
