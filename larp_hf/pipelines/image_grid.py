@@ -6,14 +6,7 @@ import PIL.Image
 import torch
 from torchvision.utils import make_grid
 
-
-def to_pil_images(images: torch.Tensor) -> list[PIL.Image.Image]:
-    """
-    (N, C, H, W) images in [0, 1], C = 1 or 3 -> N PIL images, mode L for one channel and RGB for three: the values
-    clamped to [0, 1], scaled to 0-255 and rounded, as `LarpPipeline(..., output_type="pil")` gives them.
-    """
-    arrays = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return [PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
+from ..models.vqvae.image_processing_larp_vqvae import to_pil_images
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> PIL.Image.Image:

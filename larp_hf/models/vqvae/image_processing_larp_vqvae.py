@@ -56,6 +56,16 @@ def check_pixel_values(pixel_values: torch.Tensor, config) -> None:
         )
 
 
+def to_pil_images(images: torch.Tensor) -> list[PIL.Image.Image]:
+    """
+    (N, C, H, W) images in [0, 1], C = 1 or 3 -> N PIL images, mode L for one channel and RGB for three: the values
+    clamped to [0, 1], scaled to 0-255 and rounded. The one tensor-to-PIL conversion of larp_hf (it lives here because
+    this file travels alone into saved tokenizer folders).
+    """
+    arrays = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
+
+
 class LarpImageProcessorKwargs(ImagesKwargs, total=False):
     """
     num_channels (`int`, *optional*, defaults to 3):
@@ -345,8 +355,7 @@ class LarpImageProcessor(TorchvisionBackend):
         array = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
         if output_type == "np":
             return array
-        array = (array * 255.0).round().astype(np.uint8)
-        return [PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in array]
+        return to_pil_images(images)
 
 
 # `save_pretrained` copies this file next to preprocessor_config.json and writes `auto_map`, so
@@ -355,4 +364,4 @@ class LarpImageProcessor(TorchvisionBackend):
 LarpImageProcessor.register_for_auto_class()
 
 
-__all__ = ["LarpImageProcessor", "check_pixel_values"]
+__all__ = ["LarpImageProcessor", "check_pixel_values", "to_pil_images"]
