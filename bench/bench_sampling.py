@@ -47,7 +47,7 @@ from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
 from larp_hf.generation import PerImageSamplingLogitsProcessor
 from larp_hf.generation.decoding import PREPACK_MIN_ROWS
 from larp_hf.generation.prepacked import can_prepack, with_prepacked_linears
-from larp_hf.prior import NEUTRAL_SAMPLING
+from larp_hf.prior import NEUTRAL_SAMPLING, null_prefix_ids
 
 
 def generate_sampler(pipe, use_cache: bool):
@@ -59,8 +59,7 @@ def generate_sampler(pipe, use_cache: bool):
         num_codes = pipe.grid_size**2
         with torch.random.fork_rng(devices=[pipe.device] if pipe.device.type == "cuda" else []):
             if guidance_scale > 1:
-                null_input_ids = input_ids.clone()
-                null_input_ids[:, 1] = larp["null_class_token_id"]
+                null_input_ids = null_prefix_ids(larp, input_ids.shape[0], device=input_ids.device)
                 return guided_loop(
                     pipe.prior, input_ids, null_input_ids, processors, guidance_scale, num_codes, use_cache
                 )

@@ -11,6 +11,9 @@ Vocabulary layout (codes first, so a sampled code token *is* its codebook index)
 A sequence is `[BOS, (class token)] + h·w codes in raster order`; `n_positions` is exactly that length. The layout and
 the tokenizer the prior was trained on are stored under `larp` in the prior's `config.json`, which stock
 `transformers` loads and keeps (no `trust_remote_code`).
+
+This module is the one home of that layout (`vocabulary_layout`, `prefix_layout`) and of the prefixes built from it
+(`prefix_ids`, `null_prefix_ids`): the collator, the pipeline and the token datasets read them here.
 """
 
 import copy
@@ -38,6 +41,105 @@ ARCHITECTURES = ("gpt2", "llama")
 def llama_intermediate_size(hidden_size: int) -> int:
     """SwiGLU width that gives the MLP GPT-2's 8·d² weights (3 matrices of d × 8d/3), rounded up to a multiple of 64."""
     return -(-8 * hidden_size // 3 // 64) * 64
+
+
+def prefix_layout(
+    bos_token_id: int, class_token_offset: int | None = None, null_class_token_id: int | None = None
+) -> dict:
+    """
+    The prefix part of a prior's vocabulary layout: `bos_token_id`, `class_token_offset` (class 0's token),
+    `null_class_token_id` and `prefix_length`, the number of tokens before the codes: 1 (`[BOS]`) for an unconditional
+    prior (`class_token_offset` and `null_class_token_id` both `None`), 2 (`[BOS, class token]`) for a
+    class-conditional one. `prefix_ids` and `null_prefix_ids` build prefixes from it.
+    """
+    if (class_token_offset is None) != (null_class_token_id is None):
+        raise ValueError("`class_token_offset` and `null_class_token_id` go together (both or neither).")
+    return {
+        "bos_token_id": bos_token_id,
+        "class_token_offset": class_token_offset,
+        "null_class_token_id": null_class_token_id,
+        "prefix_length": 1 if class_token_offset is None else 2,
+    }
+
+
+def vocabulary_layout(codebook_size: int, grid_size: int, num_classes: int = 0) -> dict:
+    """
+    The token ids of a prior over `grid_size`×`grid_size` grids of `codebook_size` codes, with `num_classes` classes
+    (0: unconditional), as the module docstring lays them out: `codebook_size`, `grid_size`, `num_classes`, the
+    `prefix_layout` entries (`bos_token_id`, `class_token_offset`, `null_class_token_id`, `prefix_length`) and
+    `vocab_size`. `prior_config` stores all but `vocab_size` (a field of the config itself) as `config.larp`.
+
+    Example:
+
+    ```python
+    >>> from larp_hf.prior import vocabulary_layout
+    >>> layout = vocabulary_layout(codebook_size=512, grid_size=8, num_classes=10)
+    >>> layout["bos_token_id"], layout["class_token_offset"], layout["null_class_token_id"], layout["vocab_size"]
+    (512, 513, 523, 524)
+    ```
+    """
+    if num_classes < 0:
+        raise ValueError(f"`num_classes` must be >= 0 (0 = unconditional), got {num_classes}.")
+    bos_token_id = codebook_size
+    conditional = num_classes > 0
+    prefix = prefix_layout(
+        bos_token_id,
+        class_token_offset=bos_token_id + 1 if conditional else None,
+        null_class_token_id=bos_token_id + num_classes + 1 if conditional else None,
+    )
+    last_token_id = bos_token_id if not conditional else prefix["null_class_token_id"]
+    return {
+        "codebook_size": codebook_size,
+        "grid_size": grid_size,
+        "num_classes": num_classes,
+        **prefix,
+        "vocab_size": last_token_id + 1,
+    }
+
+
+def prefix_ids(layout: dict, batch_size: int, class_tokens: torch.Tensor | None = None) -> torch.LongTensor:
+    """
+    (B, prefix_length) int64: the `[BOS, (class token)]` prefix of `batch_size` sequences of the prior whose
+    vocabulary layout is given (`config.larp`, `vocabulary_layout(...)` or `prefix_layout(...)`). `class_tokens`,
+    (B,) token ids (e.g. from `class_token_ids`), fills the class slot of a class-conditional prior and must be left
+    out for an unconditional one. On `class_tokens`' device, else the CPU.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from larp_hf.prior import prefix_ids, vocabulary_layout
+    >>> prefix_ids(vocabulary_layout(16, 4, num_classes=3), 2, class_tokens=torch.tensor([17, 19]))
+    tensor([[16, 17],
+            [16, 19]])
+    >>> prefix_ids(vocabulary_layout(16, 4), 2)
+    tensor([[16],
+            [16]])
+    ```
+    """
+    conditional = layout["class_token_offset"] is not None
+    if conditional and class_tokens is None:
+        raise ValueError("A class-conditional prior's prefix needs `class_tokens`, one per sequence.")
+    if not conditional and class_tokens is not None:
+        raise ValueError("An unconditional prior's prefix is BOS alone; leave `class_tokens` out.")
+    device = None if class_tokens is None else class_tokens.device
+    bos = torch.full((batch_size, 1), layout["bos_token_id"], dtype=torch.long, device=device)
+    if not conditional:
+        return bos
+    if class_tokens.shape != (batch_size,):
+        raise ValueError(f"`class_tokens` must have shape ({batch_size},), got {tuple(class_tokens.shape)}.")
+    return torch.cat([bos, class_tokens.long()[:, None]], dim=1)
+
+
+def null_prefix_ids(layout: dict, batch_size: int, device: torch.device | str | None = None) -> torch.LongTensor:
+    """
+    (B, prefix_length) int64: `prefix_ids` with the null class in the class slot, the prefix of a class-conditional
+    prior's unconditional model that classifier-free guidance steers away from.
+    """
+    if layout["null_class_token_id"] is None:
+        raise ValueError("An unconditional prior has no null class: classifier-free guidance needs class tokens.")
+    null_tokens = torch.full((batch_size,), layout["null_class_token_id"], dtype=torch.long, device=device)
+    return prefix_ids(layout, batch_size, class_tokens=null_tokens)
 
 
 def prior_config(
@@ -79,27 +181,13 @@ def prior_config(
         raise ValueError(f"Unknown prior preset {preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown prior architecture {architecture!r}; choose one of {ARCHITECTURES}.")
-    if num_classes < 0:
-        raise ValueError(f"`num_classes` must be >= 0 (0 = unconditional), got {num_classes}.")
-    codebook_size, grid_size = vqvae_config.codebook_size, vqvae_config.grid_size
-    bos_token_id = codebook_size
-    conditional = num_classes > 0
-    prefix_length = 2 if conditional else 1
-    larp = {
-        "codebook_size": codebook_size,
-        "grid_size": grid_size,
-        "num_classes": num_classes,
-        "bos_token_id": bos_token_id,
-        "class_token_offset": bos_token_id + 1 if conditional else None,
-        "null_class_token_id": bos_token_id + num_classes + 1 if conditional else None,
-        "prefix_length": prefix_length,
-        "tokenizer_hash": tokenizer_hash,
-        "preset": preset,
-        "architecture": architecture,
-    }
+    layout = vocabulary_layout(vqvae_config.codebook_size, vqvae_config.grid_size, num_classes)
+    vocab_size = layout.pop("vocab_size")  # a field of the config itself
+    larp = {**layout, "tokenizer_hash": tokenizer_hash, "preset": preset, "architecture": architecture}
+    sequence_length = layout["grid_size"] ** 2 + layout["prefix_length"]
     shared = {
-        "vocab_size": codebook_size + 1 + (num_classes + 1 if conditional else 0),
-        "bos_token_id": bos_token_id,
+        "vocab_size": vocab_size,
+        "bos_token_id": layout["bos_token_id"],
         # Sequences have a fixed length: generation stops by length, never on an end token.
         "eos_token_id": None,
         "pad_token_id": None,
@@ -107,7 +195,7 @@ def prior_config(
     }
     layers, width, heads = (PRIOR_PRESETS[preset][key] for key in ("n_layer", "n_embd", "n_head"))
     if architecture == "gpt2":
-        kwargs = {**shared, "n_layer": layers, "n_embd": width, "n_head": heads, "n_positions": grid_size**2 + prefix_length}
+        kwargs = {**shared, "n_layer": layers, "n_embd": width, "n_head": heads, "n_positions": sequence_length}
         config = GPT2Config(**{**kwargs, **overrides})
     else:
         kwargs = {
@@ -117,7 +205,7 @@ def prior_config(
             "num_attention_heads": heads,
             "num_key_value_heads": heads,
             "intermediate_size": llama_intermediate_size(width),
-            "max_position_embeddings": grid_size**2 + prefix_length,
+            "max_position_embeddings": sequence_length,
             "tie_word_embeddings": True,  # as GPT-2: the code embeddings double as the output layer
         }
         config = LlamaConfig(**{**kwargs, **overrides})
@@ -286,8 +374,12 @@ __all__ = [
     "PRIOR_PRESETS",
     "check_pair",
     "class_token_ids",
+    "null_prefix_ids",
+    "prefix_ids",
+    "prefix_layout",
     "prior_config",
     "prior_metadata",
     "sampling_defaults",
     "set_sampling_defaults",
+    "vocabulary_layout",
 ]

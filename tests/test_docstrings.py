@@ -13,6 +13,7 @@ MODULES = [
     "larp_hf.models.vqvae.modeling_larp_vqvae",
     "larp_hf.models.vqvae.image_processing_larp_vqvae",
     "larp_hf.data.loading",
+    "larp_hf.generation.guidance",
     "larp_hf.generation.logits_process",
     "larp_hf.generation.prepacked",
     "larp_hf.pipelines.pipeline_larp",

@@ -16,7 +16,15 @@ from larp_hf import (
     sampling_defaults,
     set_sampling_defaults,
 )
-from larp_hf.prior import NEUTRAL_SAMPLING
+from larp_hf.data.token_dataset import make_metadata
+from larp_hf.prior import (
+    NEUTRAL_SAMPLING,
+    class_token_ids,
+    null_prefix_ids,
+    prefix_ids,
+    prefix_layout,
+    vocabulary_layout,
+)
 
 
 VQVAE = LarpVQVAEConfig(in_channels=1, image_size=32, codebook_size=512)
@@ -38,6 +46,52 @@ def test_class_conditional_layout():
     assert config.vocab_size == 512 + 1 + 10 + 1
     assert larp["class_token_offset"] == 513 and larp["null_class_token_id"] == 523
     assert config.n_positions == 64 + 2 and larp["prefix_length"] == 2
+
+
+@pytest.mark.parametrize("num_classes", [0, 1, 10])
+def test_prior_configs_and_token_datasets_share_one_vocabulary_layout(num_classes):
+    layout = vocabulary_layout(codebook_size=512, grid_size=8, num_classes=num_classes)
+    config = prior_config(VQVAE, preset="tiny", num_classes=num_classes, tokenizer_hash="abc")
+    larp = prior_metadata(config)
+    assert config.vocab_size == layout.pop("vocab_size")
+    assert {key: larp[key] for key in layout} == layout
+    assert set(larp) - set(layout) == {"tokenizer_hash", "preset", "architecture"}
+    recorded = make_metadata("abc", grid_size=8, codebook_size=512, flip_augment=False)["vocabulary"]
+    assert recorded == {"codes": [0, 512], "bos_token_id": 512, "class_token_offset": 513}
+    if num_classes:  # a class-conditional prior gives the token dataset's labels the ids it records
+        assert recorded["bos_token_id"] == larp["bos_token_id"]
+        assert recorded["class_token_offset"] == larp["class_token_offset"]
+
+
+def test_prefixes_follow_the_layout_for_conditional_and_unconditional_priors():
+    unconditional = prior_metadata(prior_config(VQVAE, preset="tiny"))
+    assert prefix_ids(unconditional, 3).tolist() == [[512]] * 3
+    conditional = prior_metadata(prior_config(VQVAE, preset="tiny", num_classes=10))
+    tokens = class_token_ids(conditional, [0, 9, 4], 3)
+    prefix = prefix_ids(conditional, 3, tokens)
+    assert prefix.dtype == torch.long and prefix.shape == (3, conditional["prefix_length"])
+    assert prefix.tolist() == [[512, 513], [512, 522], [512, 517]]
+    with pytest.raises(ValueError, match="needs `class_tokens`"):
+        prefix_ids(conditional, 3)
+    with pytest.raises(ValueError, match="leave `class_tokens` out"):
+        prefix_ids(unconditional, 3, tokens)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        prefix_ids(conditional, 2, tokens)
+
+
+def test_the_null_prefix_puts_the_null_class_in_the_layouts_class_slot():
+    larp = prior_metadata(prior_config(VQVAE, preset="tiny", num_classes=10))
+    null = null_prefix_ids(larp, 4)
+    assert null.shape == (4, larp["prefix_length"])
+    assert torch.equal(null, prefix_ids(larp, 4, class_token_ids(larp, "null", 4)))  # the class slot, whichever it is
+    assert torch.all(null[:, 0] == larp["bos_token_id"]) and torch.all(null[:, -1] == larp["null_class_token_id"])
+    with pytest.raises(ValueError, match="no null class"):
+        null_prefix_ids(prior_metadata(prior_config(VQVAE, preset="tiny")), 4)
+    # A prefix layout of given ids (as the collator has) builds the same prefixes.
+    given = prefix_layout(larp["bos_token_id"], larp["class_token_offset"], larp["null_class_token_id"])
+    assert given["prefix_length"] == 2 and torch.equal(null_prefix_ids(given, 4), null)
+    with pytest.raises(ValueError, match="go together"):
+        prefix_layout(512, class_token_offset=513)
 
 
 def test_overrides_reach_the_gpt2_config():

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..prior import prefix_ids, prefix_layout, prior_metadata
+
 
 @dataclass
 class LarpPriorCollator:
     """
     Turns token-dataset examples into `GPT2LMHeadModel` inputs.
 
-    - `input_ids`: `[BOS, (class token)] + codes`, (B, T) int64 with T = prefix_length + h·w.
+    - `input_ids`: `[BOS, (class token)] + codes`, (B, T) int64 with T = prefix_length + h·w; the prefix is
+      `larp_hf.prior.prefix_ids`'.
     - `labels`: `input_ids` with the prefix set to -100 (the model never predicts BOS or the class; GPT-2 shifts
       labels itself).
     - Training only (`train=True`): each example uses its flipped codes with probability `flip_prob` (when the
@@ -50,14 +53,11 @@ class LarpPriorCollator:
                 raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"`attention_dropout` must be in [0, 1), got {self.attention_dropout}.")
-        if (self.class_token_offset is None) != (self.null_class_token_id is None):
-            raise ValueError("`class_token_offset` and `null_class_token_id` go together (both or neither).")
+        prefix_layout(self.bos_token_id, self.class_token_offset, self.null_class_token_id)  # validates the ids
 
     @classmethod
     def from_prior_config(cls, config, **kwargs) -> "LarpPriorCollator":
         """The collator for a prior built by `larp_hf.prior_config`."""
-        from ..prior import prior_metadata
-
         larp = prior_metadata(config)
         return cls(
             bos_token_id=larp["bos_token_id"],
@@ -71,8 +71,13 @@ class LarpPriorCollator:
         return self.class_token_offset is not None
 
     @property
+    def layout(self) -> dict:
+        """The prefix part of the prior's vocabulary layout (`larp_hf.prior.prefix_layout`) these ids make."""
+        return prefix_layout(self.bos_token_id, self.class_token_offset, self.null_class_token_id)
+
+    @property
     def prefix_length(self) -> int:
-        return 2 if self.conditional else 1
+        return self.layout["prefix_length"]
 
     def _generator(self, codes: torch.Tensor) -> torch.Generator:
         digest = hashlib.sha256(codes.numpy().tobytes()).digest()
@@ -87,7 +92,7 @@ class LarpPriorCollator:
             use_flipped = torch.rand(batch_size, generator=generator) < self.flip_prob
             codes = torch.where(use_flipped[:, None], flipped, codes)
 
-        prefix = [torch.full((batch_size, 1), self.bos_token_id, dtype=torch.long)]
+        class_tokens = None
         if self.conditional:
             if "label" not in examples[0]:
                 raise ValueError("A class-conditional prior needs a `label` column in the token dataset.")
@@ -96,8 +101,7 @@ class LarpPriorCollator:
             if self.train and self.class_dropout_prob > 0:
                 dropped = torch.rand(batch_size, generator=generator) < self.class_dropout_prob
                 class_tokens = torch.where(dropped, self.null_class_token_id, class_tokens)
-            prefix.append(class_tokens[:, None])
-        input_ids = torch.cat([*prefix, codes], dim=1)  # (B, T)
+        input_ids = torch.cat([prefix_ids(self.layout, batch_size, class_tokens), codes], dim=1)  # (B, T)
         targets = input_ids.clone()
         targets[:, : self.prefix_length] = -100
         batch = {"input_ids": input_ids, "labels": targets}

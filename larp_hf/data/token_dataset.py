@@ -13,6 +13,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from ..prior import vocabulary_layout
+
 
 METADATA_KEY = "larp_token_dataset"
 CODE_COLUMNS = ("input_ids", "input_ids_flipped")
@@ -35,14 +37,22 @@ def code_feature(metadata: dict) -> datasets.List:
 
 
 def make_metadata(tokenizer_hash: str, grid_size: int, codebook_size: int, flip_augment: bool) -> dict:
-    """What a token dataset records about the tokenizer that made it, and the token ids a prior gives its codes."""
+    """
+    What a token dataset records about the tokenizer that made it, and the token ids a prior gives its codes and
+    prefix (`larp_hf.prior.vocabulary_layout`).
+    """
+    # The ids a class-conditional prior gives its tokens (BOS and class 0 do not depend on the number of classes).
+    layout = vocabulary_layout(codebook_size, grid_size, num_classes=1)
     return {
         "tokenizer_hash": tokenizer_hash,
         "grid_size": grid_size,
         "codebook_size": codebook_size,
         "flip_augment": flip_augment,
-        # larp_hf.prior_config's layout: codes 0…K-1, then BOS, then (class-conditional priors) classes and null.
-        "vocabulary": {"codes": [0, codebook_size], "bos_token_id": codebook_size, "class_token_offset": codebook_size + 1},
+        "vocabulary": {
+            "codes": [0, layout["codebook_size"]],
+            "bos_token_id": layout["bos_token_id"],
+            "class_token_offset": layout["class_token_offset"],
+        },
     }
 
 

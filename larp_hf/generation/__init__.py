@@ -1,5 +1,5 @@
 from .decoding import PreallocatedLayer, preallocated_cache, sample_tokens
-from .guidance import check_guidance_scale, sample_with_guidance
+from .guidance import check_guidance_scale, guided_logits, resolve_guidance_scale, with_null_rows
 from .logits_process import CodebookLogitsProcessor, PerImageSamplingLogitsProcessor, gumbel_noise, image_generators
 
 
@@ -8,9 +8,11 @@ __all__ = [
     "PerImageSamplingLogitsProcessor",
     "PreallocatedLayer",
     "check_guidance_scale",
+    "guided_logits",
     "gumbel_noise",
     "image_generators",
     "preallocated_cache",
+    "resolve_guidance_scale",
     "sample_tokens",
-    "sample_with_guidance",
+    "with_null_rows",
 ]

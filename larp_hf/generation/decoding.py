@@ -4,6 +4,7 @@ import torch
 from transformers import LogitsProcessor, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicLayer
 
+from .guidance import guided_logits, with_null_rows
 from .logits_process import gumbel_noise
 from .prepacked import with_prepacked_linears
 
@@ -83,9 +84,9 @@ def sample_tokens(
     `NOISE_STEPS` steps at a time, so the tokens equal those of `generate` with that processor last, and a row's
     tokens do not depend on the other rows. Without them, `torch.multinomial` draws from the global RNG.
 
-    With `null_input_ids` (classifier-free guidance, Ho & Salimans 2022) the B conditional rows and the B null rows
-    go through the prior together (2B rows, one forward and one cache per step) and the processor sees
-    `null + guidance_scale · (class − null)`; both halves get the drawn token.
+    With `null_input_ids` (classifier-free guidance, Ho & Salimans 2022; see `guidance.py`) the B conditional rows and
+    the B null rows go through the prior together (2B rows, `with_null_rows`: one forward and one cache per step) and
+    the processor sees `null + guidance_scale · (class − null)` (`guided_logits`); both halves get the drawn token.
 
     Args:
         prior: a causal LM (`GPT2LMHeadModel` or any `*ForCausalLM`) in eval mode.
@@ -93,7 +94,7 @@ def sample_tokens(
         logits_processor: called as `logits_processor(sequences, scores)` on (B, V) float32 scores; returns new ones.
         max_new_tokens: tokens to sample.
         generators: one generator per row for per-row random streams, or `None` for the global RNG.
-        null_input_ids: (B, P) the prefixes with the null class, for guidance.
+        null_input_ids: (B, P) the prefixes with the null class (`larp_hf.prior.null_prefix_ids`), for guidance.
         guidance_scale: the guidance scale s (with `null_input_ids`).
         prepack_linears: decode with `with_prepacked_linears(prior)` (where `can_prepack` allows: a float32 prior
             on a CPU with oneDNN): `None` (the default) when a step has at least `PREPACK_MIN_ROWS` rows (2B with
@@ -108,12 +109,7 @@ def sample_tokens(
         raise ValueError(f"There are {len(generators)} generators for {batch_size} rows.")
     step_ids = input_ids
     if null_input_ids is not None:
-        if null_input_ids.shape != input_ids.shape:
-            raise ValueError(
-                f"`input_ids` {tuple(input_ids.shape)} and `null_input_ids` {tuple(null_input_ids.shape)} must have "
-                "the same shape: one null-class prefix per conditional prefix."
-            )
-        step_ids = torch.cat([input_ids, null_input_ids])  # (2B, P)
+        step_ids = with_null_rows(input_ids, null_input_ids)  # (2B, P)
     # The last token is never fed back, so the cache holds the prefix and max_new_tokens - 1 tokens.
     cache = preallocated_cache(prior, prefix_length + max_new_tokens - 1)
     if prepack_linears is None:
@@ -127,8 +123,7 @@ def sample_tokens(
             logits = decoder(input_ids=step_ids, cache=cache, use_cache=True, logits_to_keep=1).logits
             logits = logits[:, -1].float()  # (B, V), or (2B, V) with guidance
             if null_input_ids is not None:
-                conditional, null = logits[:batch_size], logits[batch_size:]
-                logits = null + guidance_scale * (conditional - null)
+                logits = guided_logits(logits, guidance_scale)  # (B, V)
             scores = logits_processor(sequences[:, : prefix_length + step], logits)  # (B, V)
             if generators is None:
                 next_tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1)[:, 0]
@@ -138,7 +133,9 @@ def sample_tokens(
                     noise = gumbel_noise(generators, steps, scores.shape[-1]).to(scores.device)  # (B, steps, V)
                 next_tokens = (scores.double() + noise[:, step % NOISE_STEPS]).argmax(dim=-1)  # (B,)
             sequences[:, prefix_length + step] = next_tokens
-            step_ids = (next_tokens if null_input_ids is None else torch.cat([next_tokens, next_tokens]))[:, None]
+            step_ids = next_tokens[:, None]
+            if null_input_ids is not None:
+                step_ids = with_null_rows(step_ids, step_ids)  # both halves continue with the drawn token
     return sequences[:, prefix_length:].clone()  # a clone is an ordinary tensor again, free to modify in place
 
 

@@ -1,49 +1,14 @@
-"""Classifier-free guidance: one batched forward of 2B rows per step, one KV cache; and the checks on its scale."""
+"""
+Classifier-free guidance (Ho & Salimans, 2022), all of it: the checks on its scale, the scale a request samples with,
+the batch of class rows followed by their null-class rows that one forward runs, and the mixing of their logits.
+`LarpPipeline` and the sampling loop (`sample_tokens`) call these; the null-class prefix itself is
+`larp_hf.prior.null_prefix_ids`.
+"""
 
 import math
 import numbers
 
 import torch
-from transformers import LogitsProcessor, PreTrainedModel
-
-from .decoding import sample_tokens
-
-
-def sample_with_guidance(
-    prior: PreTrainedModel,
-    input_ids: torch.LongTensor,
-    null_input_ids: torch.LongTensor,
-    logits_processor: LogitsProcessor,
-    guidance_scale: float,
-    max_new_tokens: int,
-    generators: list[torch.Generator] | None = None,
-) -> torch.LongTensor:
-    r"""
-    Sample `max_new_tokens` tokens after `input_ids` with classifier-free guidance (Ho & Salimans, 2022).
-
-    Each step runs the B conditional rows and the B null-class rows through the prior together (2B rows, one forward,
-    one preallocated KV cache for all of them), mixes their next-token logits into
-    `null + guidance_scale · (class − null)`, lets `logits_processor` (the sampling policy, e.g.
-    `CodebookLogitsProcessor`) shape them and draws one token per row from their softmax, as `generate` does: from
-    row b's own generator with `generators` (see `sample_tokens`), else from the global RNG. The same token is
-    appended to both halves.
-
-    Args:
-        prior: a causal LM (`GPT2LMHeadModel` or any `*ForCausalLM`) in eval mode.
-        input_ids: (B, P) prefixes that carry the class (e.g. `[BOS, class token]`).
-        null_input_ids: (B, P) the same prefixes with the null class in place of the class.
-        logits_processor: called as `logits_processor(sequences, scores)` on the guided (B, V) scores.
-        guidance_scale: the scale s; 1 gives the conditional model's logits.
-        max_new_tokens: tokens to sample.
-        generators: one CPU `torch.Generator` per row (`image_generators`), or `None` for the global RNG.
-
-    Returns:
-        (B, max_new_tokens) sampled token ids.
-    """
-    return sample_tokens(
-        prior, input_ids, logits_processor, max_new_tokens, generators=generators, null_input_ids=null_input_ids,
-        guidance_scale=guidance_scale,
-    )  # fmt: skip
 
 
 def check_guidance_scale(guidance_scale, class_labels, num_classes: int) -> float:
@@ -74,4 +39,51 @@ def check_guidance_scale(guidance_scale, class_labels, num_classes: int) -> floa
     return float(guidance_scale)
 
 
-__all__ = ["check_guidance_scale", "sample_with_guidance"]
+def resolve_guidance_scale(guidance_scale, class_labels, num_classes: int, stored_scale: float) -> float:
+    """
+    The scale a request samples with, checked by `check_guidance_scale`: `guidance_scale`, or when it is `None` the
+    prior's `stored_scale` (`larp_hf.sampling_defaults(prior)["guidance_scale"]`) for class labels, and 1 (none) for
+    the null class and for unconditional priors, which have nothing to steer towards.
+    """
+    if guidance_scale is None:
+        null_class = isinstance(class_labels, str)  # `class_labels="null"`, as in check_guidance_scale
+        guidance_scale = stored_scale if num_classes > 0 and not null_class else 1.0
+    return check_guidance_scale(guidance_scale, class_labels, num_classes)
+
+
+def with_null_rows(input_ids: torch.Tensor, null_input_ids: torch.Tensor) -> torch.Tensor:
+    """
+    (2B, ...): the B class rows of `input_ids`, then the B rows of `null_input_ids` (the same sequences with the null
+    class, see `larp_hf.prior.null_prefix_ids`), so that one forward of the prior runs both halves of a guided step;
+    `guided_logits` mixes its output back into B rows.
+    """
+    if null_input_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"`input_ids` {tuple(input_ids.shape)} and `null_input_ids` {tuple(null_input_ids.shape)} must have the "
+            "same shape: one null-class prefix per conditional prefix."
+        )
+    return torch.cat([input_ids, null_input_ids])
+
+
+def guided_logits(logits: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """
+    (2B, V) logits of `with_null_rows` rows -> (B, V) guided logits `null + guidance_scale · (class − null)`: the
+    conditional model's at scale 1, pushed away from the unconditional model's above it.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from larp_hf.generation import guided_logits
+    >>> guided_logits(torch.tensor([[2.0, 0.0], [1.0, 1.0]]), guidance_scale=3.0)  # a class row, then its null row
+    tensor([[ 4., -2.]])
+    ```
+    """
+    if logits.shape[0] % 2:
+        raise ValueError(f"Guided logits come in class and null-class halves; got an odd {logits.shape[0]} rows.")
+    batch_size = logits.shape[0] // 2
+    conditional, null = logits[:batch_size], logits[batch_size:]
+    return null + guidance_scale * (conditional - null)
+
+
+__all__ = ["check_guidance_scale", "guided_logits", "resolve_guidance_scale", "with_null_rows"]

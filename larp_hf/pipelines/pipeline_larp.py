@@ -13,9 +13,17 @@ from huggingface_hub import HfApi, snapshot_download
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from ..generation import CodebookLogitsProcessor, check_guidance_scale, image_generators, sample_tokens
+from ..generation import CodebookLogitsProcessor, image_generators, resolve_guidance_scale, sample_tokens
 from ..models import LarpImageProcessor, LarpVQVAEModel
-from ..prior import NULL_CLASS, check_pair, class_token_ids, prior_metadata, sampling_defaults, set_sampling_defaults
+from ..prior import (
+    check_pair,
+    class_token_ids,
+    null_prefix_ids,
+    prefix_ids,
+    prior_metadata,
+    sampling_defaults,
+    set_sampling_defaults,
+)
 from .folder import (
     SAMPLE_GRID_NAME,
     load_part,
@@ -239,20 +247,16 @@ class LarpPipeline:
         codes_processor = CodebookLogitsProcessor(self.codebook_size, temperature, top_k, top_p)
 
         class_tokens = class_token_ids(self.larp, class_labels, num_images, first_image_index)  # (N,) or None
-        if guidance_scale is None:  # the stored scale for classes; nothing to steer towards otherwise
-            null_class = isinstance(class_labels, str) and class_labels == NULL_CLASS
-            guidance_scale = defaults["guidance_scale"] if self.num_classes > 0 and not null_class else 1.0
-        guidance_scale = check_guidance_scale(guidance_scale, class_labels, self.num_classes)
+        stored_scale = defaults["guidance_scale"]
+        guidance_scale = resolve_guidance_scale(guidance_scale, class_labels, self.num_classes, stored_scale)
 
         all_codes = []
         starts = range(0, num_images, batch_size)
         bar = tqdm(starts, desc="Sampling", unit="batch", **{"disable": len(starts) == 1, **self._progress_bar_config})
         for start in bar:
             size = min(batch_size, num_images - start)
-            prefix = [torch.full((size, 1), self.larp["bos_token_id"], dtype=torch.long)]
-            if class_tokens is not None:
-                prefix.append(class_tokens[start : start + size, None])
-            input_ids = torch.cat(prefix, dim=1).to(self.device)  # (b, prefix_length)
+            batch_class_tokens = None if class_tokens is None else class_tokens[start : start + size]
+            input_ids = prefix_ids(self.larp, size, batch_class_tokens).to(self.device)  # (b, prefix_length)
             generators = image_generators(base_seed, first_image_index + start, size)
             all_codes.append(self._sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears))
         codes = torch.cat(all_codes).view(num_images, self.grid_size, self.grid_size)  # (N, h, w)
@@ -271,8 +275,7 @@ class LarpPipeline:
         num_codes = self.grid_size**2
         null_input_ids = None
         if guidance_scale > 1:
-            null_input_ids = input_ids.clone()
-            null_input_ids[:, 1] = self.larp["null_class_token_id"]
+            null_input_ids = null_prefix_ids(self.larp, input_ids.shape[0], device=input_ids.device)
         codes = sample_tokens(
             self.prior, input_ids, codes_processor, num_codes, generators=generators, null_input_ids=null_input_ids,
             guidance_scale=guidance_scale, prepack_linears=prepack_linears,

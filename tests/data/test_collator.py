@@ -3,6 +3,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from larp_hf import LarpPriorCollator, LarpVQVAEConfig, prior_config
+from larp_hf.prior import class_token_ids, null_prefix_ids, prefix_ids
 
 
 CODES = 16  # 4×4 grid
@@ -39,6 +40,19 @@ def test_class_tokens_and_class_dropout():
     assert torch.all(always_null["input_ids"][:, 1] == 12)
     with pytest.raises(ValueError, match="needs a `label` column"):
         collator(examples(with_labels=False))
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_the_prefix_is_the_priors_and_dropped_classes_are_its_null_prefix(num_classes):
+    config = prior_config(LarpVQVAEConfig(codebook_size=8), preset="tiny", num_classes=num_classes)
+    larp = config.larp
+    rows = examples()
+    batch = LarpPriorCollator.from_prior_config(config, train=False)(rows)
+    tokens = class_token_ids(larp, [row["label"] for row in rows], 4) if num_classes else None
+    assert torch.equal(batch["input_ids"][:, : larp["prefix_length"]], prefix_ids(larp, 4, tokens))
+    if num_classes:  # what training saw for a dropped class is what guidance samples the null class with
+        dropped = LarpPriorCollator.from_prior_config(config, class_dropout_prob=1.0, flip_prob=0.0)(rows)
+        assert torch.equal(dropped["input_ids"][:, : larp["prefix_length"]], null_prefix_ids(larp, 4))
 
 
 def test_flip_choice():

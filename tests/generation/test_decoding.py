@@ -12,7 +12,6 @@ from larp_hf.generation import (
     image_generators,
     preallocated_cache,
     sample_tokens,
-    sample_with_guidance,
 )
 from larp_hf.generation.decoding import NOISE_STEPS
 from larp_hf.prior import NEUTRAL_SAMPLING
@@ -84,9 +83,10 @@ def test_guided_draws_mix_full_forwards_of_the_class_and_null_sequences(architec
     prior = tiny_prior(architecture, num_classes=3)
     input_ids, null_input_ids = prefixes(prior, 4), prefixes(prior, 4, null=True)
     processor = CodebookLogitsProcessor(K, temperature=0.8)
-    ours = sample_with_guidance(
-        prior, input_ids, null_input_ids, processor, 2.5, max_new_tokens=64, generators=image_generators(1, 0, 4)
-    )
+    ours = sample_tokens(
+        prior, input_ids, processor, 64, generators=image_generators(1, 0, 4), null_input_ids=null_input_ids,
+        guidance_scale=2.5,
+    )  # fmt: skip
     # The reference: no cache at all, both whole sequences through the prior at every step, one draw per step.
     draw = PerImageSamplingLogitsProcessor(image_generators(1, 0, 4))
     sequences, null_sequences = input_ids, null_input_ids
@@ -149,6 +149,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="2 generators for 3 rows"):
         sample_tokens(prior, prefixes(prior, 3), CodebookLogitsProcessor(K), 4, generators=image_generators(0, 0, 2))
     with pytest.raises(ValueError, match="must have the same shape"):
-        sample_with_guidance(
-            prior, prefixes(prior, 3), prefixes(prior, 2, null=True), CodebookLogitsProcessor(K), 2.0, max_new_tokens=4
-        )
+        sample_tokens(
+            prior, prefixes(prior, 3), CodebookLogitsProcessor(K), 4, null_input_ids=prefixes(prior, 2, null=True),
+            guidance_scale=2.0,
+        )  # fmt: skip
