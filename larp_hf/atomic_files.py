@@ -8,9 +8,12 @@ either as they were or as they were meant to be, never half written.
 - A folder goes through `swap_folder`: it is written as a fresh `.tmp-NAME-*` partial folder beside the target, and
   `install_folder` renames an existing target aside to `.old-NAME-*`, renames the partial into place, syncs the
   parent and only then removes the old folder. A crash leaves the old folder at the target or beside it, whole.
+- A folder is removed by `remove_folder`: renamed to `.deleting-NAME` first, so that no half-deleted folder is ever
+  found under its own name.
 
-Recovery of what a crash left (`.tmp-*`, `.old-*`) belongs to whoever owns the folder and knows no other writer is
-at work in it (the checkpoints under the run lock: `larp_hf.training.checkpoint_format.recover_checkpoints_dir`).
+Recovery of what a crash left (`.tmp-*`, `.old-*`, `.deleting-*`) belongs to whoever owns the folder and knows that
+no other writer is at work in it: the checkpoints' (`larp_hf.training.checkpoint_format.recover_checkpoints_dir`)
+and the replaced run's (`larp_hf.training.claim_output_dir`) under the run lock.
 """
 
 import contextlib
@@ -24,6 +27,7 @@ from pathlib import Path
 
 PARTIAL_PREFIX = ".tmp-"  # a folder being written, not yet in place
 ASIDE_PREFIX = ".old-"  # a folder replaced, removed once its replacement is in place
+DELETING_PREFIX = ".deleting-"  # a folder being removed
 
 
 def _read_umask() -> int:
@@ -182,8 +186,24 @@ def swap_folder(
         raise
 
 
+def remove_folder(folder: str | os.PathLike, on_step: Callable[[str], None] | None = None):
+    """
+    Remove `folder` so that a crash never leaves part of it under its own name: it is renamed to `.deleting-NAME`
+    beside it (a leftover of that name, whose removal a crash interrupted, goes first), then deleted. `on_step` is
+    called with `"moved-aside"` after the rename (tests kill the process there).
+    """
+    folder = Path(folder)
+    doomed = folder.with_name(DELETING_PREFIX + folder.name)
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    if on_step is not None:
+        on_step("moved-aside")
+    shutil.rmtree(doomed)
+
+
 __all__ = [
     "ASIDE_PREFIX",
+    "DELETING_PREFIX",
     "PARTIAL_PREFIX",
     "commit_file",
     "fsync_file",
@@ -191,6 +211,7 @@ __all__ = [
     "install_folder",
     "new_partial_folder",
     "open_atomic",
+    "remove_folder",
     "swap_folder",
     "write_bytes_atomic",
     "write_json_atomic",

@@ -10,6 +10,7 @@ from larp_hf.atomic_files import (
     install_folder,
     new_partial_folder,
     open_atomic,
+    remove_folder,
     swap_folder,
     write_bytes_atomic,
     write_json_atomic,
@@ -163,3 +164,13 @@ def test_only_a_partial_folder_beside_the_target_is_installed(tmp_path):
     with pytest.raises(ValueError, match="is not a .tmp-\\* folder beside"):
         install_folder(elsewhere, tmp_path / "target")
     assert listing(tmp_path) == ["elsewhere"] and os.path.isdir(elsewhere)
+
+
+def test_a_folder_is_renamed_aside_before_it_is_removed(tmp_path):
+    folder = tmp_path / "checkpoint-1"
+    folder.mkdir()
+    (folder / "weights").write_text("w")
+    (tmp_path / ".deleting-checkpoint-1").mkdir()  # a removal a crash interrupted
+    seen = []
+    remove_folder(folder, on_step=lambda step: seen.append((step, listing(tmp_path))))
+    assert seen == [("moved-aside", [".deleting-checkpoint-1"])] and listing(tmp_path) == []

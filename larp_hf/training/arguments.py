@@ -9,8 +9,8 @@ import datasets
 import yaml
 from accelerate import PartialState
 
-from .layout import _already_holds_a_run, folder_holds_a_run
-from .setup import MIXED_PRECISION_CHOICES
+from .accelerator import MIXED_PRECISION_CHOICES
+from .layout import already_holds_a_run, folder_holds_a_run
 
 
 def add_mixed_precision_argument(parser: argparse.ArgumentParser):
@@ -61,7 +61,7 @@ def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Na
     """
     output_dir = Path(args.output_dir)
     if folder_holds_a_run(output_dir) and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
-        parser.error(_already_holds_a_run(output_dir))
+        parser.error(already_holds_a_run(output_dir))
 
 
 def select_splits(
