@@ -186,6 +186,23 @@ def swap_folder(
         raise
 
 
+def remove_swap_leftovers(target: str | os.PathLike) -> list[str]:
+    """
+    Remove what swaps into `target` that a crash interrupted left beside it: partial `.tmp-NAME-*` folders and
+    replaced `.old-NAME-*` ones (the old content, whose replacement is about to be written anyway). Returns their
+    names. Only for a caller that knows no other swap into `target` is under way.
+    """
+    target = Path(target)
+    removed = []
+    for prefix in (PARTIAL_PREFIX, ASIDE_PREFIX):
+        for leftover in sorted(target.parent.glob(f"{prefix}{target.name}-*")):
+            # mkdtemp's suffix has no "-": `.tmp-a-b-x1` is a swap into `a-b`, not into `a`.
+            if "-" not in leftover.name[len(f"{prefix}{target.name}-") :]:
+                shutil.rmtree(leftover)
+                removed.append(leftover.name)
+    return removed
+
+
 def remove_folder(folder: str | os.PathLike, on_step: Callable[[str], None] | None = None):
     """
     Remove `folder` so that a crash never leaves part of it under its own name: it is renamed to `.deleting-NAME`
@@ -212,6 +229,7 @@ __all__ = [
     "new_partial_folder",
     "open_atomic",
     "remove_folder",
+    "remove_swap_leftovers",
     "swap_folder",
     "write_bytes_atomic",
     "write_json_atomic",

@@ -73,6 +73,7 @@ def generate(args):
     import PIL.Image
     import torch
 
+    from larp_hf.atomic_files import swap_folder
     from larp_hf.pipelines import image_grid
 
     output = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
@@ -146,7 +147,8 @@ def generate(args):
         print(f"{args.num_images} PNG files: {args.image_dir}")
     if parts_dir is not None:
         dataset = datasets.concatenate_datasets([datasets.load_from_disk(part) for part in parts])  # memory-mapped
-        dataset.save_to_disk(args.output_dataset)
+        with swap_folder(args.output_dataset, replace=args.overwrite) as folder:
+            dataset.save_to_disk(str(folder))
         shutil.rmtree(parts_dir)
         print(f"Image dataset ({len(dataset)} rows, columns {dataset.column_names}): {args.output_dataset}")
 

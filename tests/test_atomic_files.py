@@ -11,6 +11,7 @@ from larp_hf.atomic_files import (
     new_partial_folder,
     open_atomic,
     remove_folder,
+    remove_swap_leftovers,
     swap_folder,
     write_bytes_atomic,
     write_json_atomic,
@@ -174,3 +175,10 @@ def test_a_folder_is_renamed_aside_before_it_is_removed(tmp_path):
     seen = []
     remove_folder(folder, on_step=lambda step: seen.append((step, listing(tmp_path))))
     assert seen == [("moved-aside", [".deleting-checkpoint-1"])] and listing(tmp_path) == []
+
+
+def test_the_leftovers_of_interrupted_swaps_into_a_target_are_found_and_removed(tmp_path):
+    for name in (".tmp-tokens-a1", ".old-tokens-b2", ".tmp-tokens2-c3", ".tmp-tokens-x-d4", "tokens"):
+        (tmp_path / name).mkdir()
+    assert remove_swap_leftovers(tmp_path / "tokens") == [".tmp-tokens-a1", ".old-tokens-b2"]
+    assert listing(tmp_path) == [".tmp-tokens-x-d4", ".tmp-tokens2-c3", "tokens"]  # other targets' partial folders

@@ -1,13 +1,12 @@
 """What a run's folder, OUTPUT_DIR, holds, and the run's claim on it (under its lock, `run_lock.py`)."""
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 from accelerate import Accelerator
 
-from ..atomic_files import ASIDE_PREFIX, PARTIAL_PREFIX, swap_folder
+from ..atomic_files import remove_swap_leftovers, swap_folder
 from .accelerator import first_error, writes_files
 from .fault_injection import fault_point
 from .run_lock import OutputDirBusyError, RunLock, held_lock
@@ -58,10 +57,7 @@ def claim_output_dir(accelerator: Accelerator, args: argparse.Namespace):
         if replacing and writes_files(accelerator):
             if folder_holds_a_run(output_dir):
                 _move_old_run_aside(output_dir, lock if accelerator.is_main_process else None)
-            # An old run, or the empty folder meant to replace it, that a killed replacement left beside the folder.
-            for prefix in (ASIDE_PREFIX, PARTIAL_PREFIX):
-                for leftover in output_dir.parent.glob(f"{prefix}{output_dir.name}-*"):
-                    shutil.rmtree(leftover)
+            remove_swap_leftovers(output_dir)  # an old run, or its empty successor, that a killed replacement left
     except (OutputDirBusyError, OSError) as failure:
         error = str(failure)
     error = first_error(accelerator, error)
