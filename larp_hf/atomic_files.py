@@ -82,7 +82,14 @@ def open_atomic(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Ite
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(descriptor, 0o666 & ~_UMASK)
-        with os.fdopen(descriptor, mode, **open_kwargs) as handle:
+        handle = os.fdopen(descriptor, mode, **open_kwargs)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)  # unless `open` closed it already, as it does when a text option fails
+        os.unlink(temporary)
+        raise
+    try:
+        with handle:
             yield handle
         commit_file(temporary, path)
     except BaseException:
@@ -140,7 +147,10 @@ def install_folder(
     if not replace:
         _refuse_to_replace(target)
     for path in partial.rglob("*"):
-        fsync_file(path) if path.is_file() else fsync_folder(path)
+        if path.is_file():
+            fsync_file(path)
+        elif path.is_dir():
+            fsync_folder(path)
     fsync_folder(partial)
     old = target.with_name(ASIDE_PREFIX + partial.name[len(PARTIAL_PREFIX) :])
     moved_aside = False

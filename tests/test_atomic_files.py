@@ -182,3 +182,13 @@ def test_the_leftovers_of_interrupted_swaps_into_a_target_are_found_and_removed(
         (tmp_path / name).mkdir()
     assert remove_swap_leftovers(tmp_path / "tokens") == [".tmp-tokens-a1", ".old-tokens-b2"]
     assert listing(tmp_path) == [".tmp-tokens-x-d4", ".tmp-tokens2-c3", "tokens"]  # other targets' partial folders
+
+
+def test_open_atomic_passes_text_options_to_open_and_a_bad_one_leaves_nothing(tmp_path):
+    with open_atomic(tmp_path / "rows.csv", "w", newline="\r\n") as handle:
+        handle.write("a,b\n")
+    assert (tmp_path / "rows.csv").read_bytes() == b"a,b\r\n"  # the newline option reached open
+    with pytest.raises(LookupError):
+        with open_atomic(tmp_path / "rows.csv", "w", encoding="no-such-codec"):
+            pass
+    assert listing(tmp_path) == ["rows.csv"]
