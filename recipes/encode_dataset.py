@@ -15,9 +15,6 @@ fails leaves a token dataset that was there whole.
 """
 
 import argparse
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from accelerate import Accelerator
 from transformers import AutoImageProcessor, AutoModel
 
 from larp_hf import LarpImageProcessor  # importing larp_hf registers the tokenizer with the Auto classes
+from larp_hf.atomic_files import remove_swap_leftovers, swap_folder, write_json_atomic
 from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
 from larp_hf.training import non_negative_int, positive_int
 
@@ -54,16 +52,10 @@ def parse_args(argv=None):
 
 def save_token_dataset(encoded: datasets.DatasetDict, summary: dict, output_dir: Path):
     """save_to_disk beside OUTPUT_DIR, then swap it in by renames: a failed write never leaves half a token dataset."""
-    partial = output_dir.with_name(f".{output_dir.name}.partial")
-    old = output_dir.with_name(f".{output_dir.name}.old")
-    for leftover in (partial, old):  # of a run that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    encoded.save_to_disk(str(partial))
-    (partial / "larp_token_dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if output_dir.exists():
-        os.replace(output_dir, old)
-    os.replace(partial, output_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    remove_swap_leftovers(output_dir)  # of a run that was killed
+    with swap_folder(output_dir) as partial:
+        encoded.save_to_disk(str(partial))
+        write_json_atomic(partial / "larp_token_dataset.json", summary)
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from ..atomic_files import open_atomic
 from ..data import check_token_dataset, load_image_dataset, load_token_dataset, pixels_dataset, read_pixels
 from ..data.token_dataset import CODE_COLUMNS
 from ..models import LarpImageProcessor
@@ -86,9 +87,8 @@ def cached_real_features(
     if not state.is_main_process:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(features, temporary)
-    os.replace(temporary, path)
+    with open_atomic(path) as handle:  # several evaluations may share the cache: each writes its own temporary file
+        torch.save(features, handle)
     logger.info("Cached the features of %s: %s", what, path)
     return features
 

@@ -4,10 +4,10 @@ and records on the pipeline's model card.
 """
 
 import csv
-import json
 import logging
 from pathlib import Path
 
+from ..atomic_files import open_atomic, write_json_atomic, write_text_atomic
 from ..pipelines.folder import SAMPLE_GRID_NAME
 from ..prior import set_sampling_defaults
 
@@ -115,30 +115,34 @@ def sweep_plots(results: dict, output_dir: str | Path) -> list[Path]:
         axis.legend(fontsize=8)
     figure.tight_layout()
     path = Path(output_dir) / "sweep.png"
-    figure.savefig(path, dpi=110)
+    with open_atomic(path) as handle:
+        figure.savefig(handle, format="png", dpi=110)
     plt.close(figure)
     return [path]
 
 
 def write_evaluation_reports(results: dict, output_dir: str | Path) -> list[Path]:
-    """evaluation.json (everything) and evaluation.md (the table) in `output_dir`."""
+    """evaluation.json (everything) and evaluation.md (the table) in `output_dir`, each written whole or not at all."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output_dir / "evaluation.md").write_text(evaluation_markdown(results))
+    write_json_atomic(output_dir / "evaluation.json", results)
+    write_text_atomic(output_dir / "evaluation.md", evaluation_markdown(results))
     return [output_dir / "evaluation.json", output_dir / "evaluation.md"]
 
 
 def write_sweep_reports(results: dict, output_dir: str | Path) -> list[Path]:
-    """sweep.json (everything), sweep.csv (one row per setting), sweep.md and sweep.png in `output_dir`."""
+    """
+    sweep.json (everything), sweep.csv (one row per setting), sweep.md and sweep.png in `output_dir`, each written
+    whole or not at all.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
-    with open(output_dir / "sweep.csv", "w", newline="") as file:
+    write_json_atomic(output_dir / "sweep.json", results)
+    with open_atomic(output_dir / "sweep.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(results["rows"][0]))
         writer.writeheader()
         writer.writerows(results["rows"])
-    (output_dir / "sweep.md").write_text(sweep_markdown(results))
+    write_text_atomic(output_dir / "sweep.md", sweep_markdown(results))
     return [output_dir / name for name in ("sweep.json", "sweep.csv", "sweep.md")] + sweep_plots(results, output_dir)
 
 

@@ -13,6 +13,7 @@ from huggingface_hub import HfApi, snapshot_download
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from ..atomic_files import write_text_atomic
 from ..generation import CodebookLogitsProcessor, image_generators, resolve_guidance_scale, sample_tokens
 from ..models import LarpImageProcessor, LarpVQVAEModel
 from ..prior import (
@@ -24,14 +25,7 @@ from ..prior import (
     sampling_defaults,
     set_sampling_defaults,
 )
-from .folder import (
-    SAMPLE_GRID_NAME,
-    load_part,
-    read_pipeline_index,
-    replace_folder,
-    write_pipeline_index,
-    write_text_atomic,
-)
+from .folder import SAMPLE_GRID_NAME, load_part, read_pipeline_index, swap_pipeline_folder, write_pipeline_index
 from .image_grid import image_grid
 from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card
 
@@ -340,7 +334,7 @@ class LarpPipeline:
         """
         save_directory = Path(save_directory)
         set_sampling_defaults(self.prior)  # the whole policy in generation_config.json, stored values kept
-        with replace_folder(save_directory, overwrite=overwrite) as folder:
+        with swap_pipeline_folder(save_directory, overwrite=overwrite) as folder:
             self.vqvae.save_pretrained(folder / "vqvae")
             self.prior.save_pretrained(folder / "prior")
             self.image_processor.save_pretrained(folder / "image_processor")

@@ -13,6 +13,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..atomic_files import open_atomic, swap_folder
 from .image_grid import image_grid, to_pil_images
 from .pipeline_larp import LarpPipeline
 
@@ -163,12 +164,14 @@ def save_samples(
             saved.grid = image_grid(images, nrow=nrow)
             if grid_path is not None:
                 Path(grid_path).parent.mkdir(parents=True, exist_ok=True)
-                saved.grid.save(grid_path)
+                with open_atomic(grid_path) as handle:
+                    saved.grid.save(handle, format="PNG")
         if keep_images:
             saved.images, saved.codes = pil_images, torch.cat(codes).numpy()
         if parts_dir is not None:
             dataset = datasets.concatenate_datasets([datasets.load_from_disk(part) for part in part_folders])
-            dataset.save_to_disk(str(output_dataset))
+            with swap_folder(output_dataset, replace=overwrite) as folder:
+                dataset.save_to_disk(str(folder))
             saved.dataset = datasets.load_from_disk(str(output_dataset))  # memory-mapped from where it now lives
     finally:
         if parts_dir is not None:

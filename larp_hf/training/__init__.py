@@ -4,19 +4,28 @@ standalone scripts that read top to bottom (recipes/train_*.py) and call these a
 
 - `arguments`: the flags every recipe shares and their checks, `--config` parsing, the start of a run, the
   train/validation splits, the settings trackers and checkpoints record;
-- `layout`: what a run's folder holds;
-- `setup`: the Accelerator (and its mixed precision, `auto` resolved), the claim on the output folder, the
-  learning-rate schedule;
+- `accelerator`: the Accelerator (and its mixed precision, `auto` resolved), which processes write files, one error
+  agreed on by all processes, the learning-rate schedule;
+- `layout`: what a run's folder holds, and the run's claim on it;
+- `run_lock`: one run per output folder (OUTPUT_DIR/run.lock);
 - `state`: the step count, time and validation history, and the random states, that a resume restores;
 - `sharding`: whole model and optimizer states under FSDP, and the check that every process ends with the same weights;
-- `checkpoints`: checkpoints saved atomically and resumed exactly, verified first;
+- `checkpoints`: checkpoints saved by every process together and resumed exactly, verified first;
+- `checkpoint_format`: a checkpoint on disk: state files, manifest, verification, lineage, recovery;
 - `loop`: the batches, the optimizer step, the stop on a non-finite loss, the validation and checkpoint schedule;
-- `saving`: the final model and metrics, written atomically.
+- `saving`: the final model and metrics, written atomically;
+- `fault_injection`: the points of the saves where tests kill the process.
 
-The checkpoint format is `larp_hf.checkpointing`'s; the folder lock is `larp_hf.run_lock`'s.
+Files are written whole or not at all through `larp_hf.atomic_files`.
 """
 
-from ..checkpointing import write_json_atomic
+from .accelerator import (
+    MIXED_PRECISION_CHOICES,
+    cpu_has_bf16,
+    get_lr_scheduler,
+    make_accelerator,
+    resolve_mixed_precision,
+)
 from .arguments import (
     add_mixed_precision_argument,
     add_run_arguments,
@@ -34,8 +43,8 @@ from .arguments import (
     start_run,
     tracker_config,
 )
-from .checkpoints import find_latest_checkpoint, resolve_checkpoint, resume_or_start_afresh, save_checkpoint
-from .layout import CHECKPOINTS_DIR, METRICS_FILE, folder_holds_a_run
+from .checkpoints import find_latest_checkpoint, resume_or_start_afresh, save_checkpoint
+from .layout import CHECKPOINTS_DIR, METRICS_FILE, claim_output_dir, folder_holds_a_run
 from .loop import (
     backward_and_step,
     is_due,
@@ -45,14 +54,6 @@ from .loop import (
     train_batches,
 )
 from .saving import save_final_model, save_model, write_final_metrics
-from .setup import (
-    MIXED_PRECISION_CHOICES,
-    claim_output_dir,
-    cpu_has_bf16,
-    get_lr_scheduler,
-    make_accelerator,
-    resolve_mixed_precision,
-)
 from .sharding import check_weights_identical, gather_model_state
 from .state import TrainingState, capture_rng_state, preserve_random_state, restore_rng_state
 
@@ -87,7 +88,6 @@ __all__ = [
     "preserve_random_state",
     "record_validation",
     "refuse_to_overwrite_a_run",
-    "resolve_checkpoint",
     "resolve_mixed_precision",
     "restore_rng_state",
     "resume_or_start_afresh",
@@ -101,5 +101,4 @@ __all__ = [
     "tracker_config",
     "train_batches",
     "write_final_metrics",
-    "write_json_atomic",
 ]

@@ -15,8 +15,8 @@ import yaml
 from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
-from .layout import _already_holds_a_run, folder_holds_a_run
-from .setup import MIXED_PRECISION_CHOICES, claim_output_dir, make_accelerator
+from .accelerator import MIXED_PRECISION_CHOICES, make_accelerator
+from .layout import already_holds_a_run, claim_output_dir, folder_holds_a_run
 
 
 # Argument types that check a count or rate where argparse reads it, the same for a flag on the command line and for
@@ -260,7 +260,7 @@ def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Na
     """
     output_dir = Path(args.output_dir)
     if folder_holds_a_run(output_dir) and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
-        parser.error(_already_holds_a_run(output_dir))
+        parser.error(already_holds_a_run(output_dir))
 
 
 def select_splits(

@@ -1,9 +1,8 @@
 """
-Checkpoints of a run: saved by all processes together, found, verified and restored exactly. Their format on disk is
-`larp_hf.checkpointing`'s.
+Checkpoints of a run: saved by all processes together, found, verified and restored exactly. Their format on disk
+(state files, manifest, lineage, recovery) is `checkpoint_format.py`'s, beside this file.
 """
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,17 +13,19 @@ from accelerate.data_loader import SeedableRandomSampler, get_sampler
 from accelerate.utils import DistributedType, gather_object
 from accelerate.utils.deepspeed import DeepSpeedSchedulerWrapper
 
-from .. import checkpointing
-from ..checkpointing import CheckpointError, fault_point, write_json_atomic
+from ..atomic_files import remove_folder, write_json_atomic
+from . import checkpoint_format
+from .accelerator import first_error, writes_files
 from .arguments import run_config
+from .checkpoint_format import CheckpointError
+from .fault_injection import fault_point
 from .layout import CHECKPOINTS_DIR
-from .setup import _first_error, _writes_files
 from .sharding import (
-    _first_non_finite,
-    _gather_optimizer_state,
-    _load_model_state,
-    _load_optimizer_state,
+    first_non_finite,
     gather_model_state,
+    gather_optimizer_state,
+    load_model_state,
+    load_optimizer_state,
 )
 from .state import TrainingState, capture_rng_state, restore_rng_state
 
@@ -60,8 +61,9 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
     """
     state = _training_state(accelerator)
     checkpoints_dir = output_dir / CHECKPOINTS_DIR
-    partial, final = checkpoints_dir / f".tmp-checkpoint-{step}", checkpoints_dir / f"checkpoint-{step}"
-    writes = _writes_files(accelerator)
+    partial = checkpoint_format.partial_checkpoint_path(checkpoints_dir, step)
+    final = checkpoints_dir / f"checkpoint-{step}"
+    writes = writes_files(accelerator)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     fault_point("checkpoint.start")
 
@@ -70,14 +72,14 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
     optimizers = (
         []
         if deepspeed  # DeepSpeed keeps the optimizer partitions in its own files, written below
-        else [_gather_optimizer_state(accelerator, o, _model_of(accelerator, i)) for i, o in enumerate(accelerator._optimizers)]
+        else [gather_optimizer_state(accelerator, o, _model_of(accelerator, i)) for i, o in enumerate(accelerator._optimizers)]
     )
     error = None
     if writes:
-        bad = _first_non_finite(models, "model") or _first_non_finite(optimizers, "optimizer")
+        bad = first_non_finite(models, "model") or first_non_finite(optimizers, "optimizer")
         if bad:
             error = f"Refusing to save checkpoint-{step}: {bad} is not finite (NaN or infinite); training diverged."
-    error = _first_error(accelerator, error)
+    error = first_error(accelerator, error)
     if error:
         raise FloatingPointError(error)
 
@@ -88,50 +90,50 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
             partial.mkdir(parents=True)
     except OSError as failure:
         error = f"Could not create {partial}: {failure}"
-    error = _first_error(accelerator, error)  # the folder exists before anyone writes into it
+    error = first_error(accelerator, error)  # the folder exists before anyone writes into it
     if error:
         raise SystemExit(f"error: {error}")
 
     try:
-        checkpointing.write_state(partial, f"random_states_{accelerator.process_index}", capture_rng_state())
+        checkpoint_format.write_state(partial, f"random_states_{accelerator.process_index}", capture_rng_state())
         if deepspeed:
             for index, model in enumerate(accelerator._models):
                 model.save_checkpoint(str(partial / "deepspeed"), tag=_indexed("model", index), save_latest=False)
         if writes:
             for index, state_dict in enumerate(models):
                 if state_dict is not None:
-                    checkpointing.write_weights(partial / f"{_indexed('model', index)}.safetensors", state_dict)
+                    checkpoint_format.write_weights(partial / f"{_indexed('model', index)}.safetensors", state_dict)
             fault_point("checkpoint.model-written")
             for index, optimizer_state in enumerate(optimizers):
-                checkpointing.write_state(partial, _indexed("optimizer", index), optimizer_state)
+                checkpoint_format.write_state(partial, _indexed("optimizer", index), optimizer_state)
             for index, scheduler in enumerate(_schedulers(accelerator)):
-                checkpointing.write_state(partial, _indexed("scheduler", index), scheduler.state_dict())
+                checkpoint_format.write_state(partial, _indexed("scheduler", index), scheduler.state_dict())
             if accelerator.scaler is not None:
-                checkpointing.write_state(partial, "scaler", accelerator.scaler.state_dict())
+                checkpoint_format.write_state(partial, "scaler", accelerator.scaler.state_dict())
             for index, obj in enumerate(accelerator._custom_objects):
-                checkpointing.write_state(partial, f"custom_state_{index}", obj.state_dict())
-            checkpointing.write_state(partial, "accelerator_state", _accelerator_state(accelerator))
-            checkpointing.write_state(partial, "run_config", state.config)
+                checkpoint_format.write_state(partial, f"custom_state_{index}", obj.state_dict())
+            checkpoint_format.write_state(partial, "accelerator_state", _accelerator_state(accelerator))
+            checkpoint_format.write_state(partial, "run_config", state.config)
         error = None
     except OSError as failure:
         error = f"Could not write checkpoint-{step} in {partial}: {failure}"
-    error = _first_error(accelerator, error)  # every process's files are written
+    error = first_error(accelerator, error)  # every process's files are written
     if error:
         raise SystemExit(f"error: {error}")
     fault_point("checkpoint.files-written")
 
     try:
         if writes:
-            config_hash = checkpointing.config_sha256(state.config)
-            checkpointing.write_manifest(partial, step, state.lineage, config_hash, accelerator.num_processes)
+            config_hash = checkpoint_format.config_sha256(state.config)
+            checkpoint_format.write_manifest(partial, step, state.lineage, config_hash, accelerator.num_processes)
             fault_point("checkpoint.manifest-written")
-            checkpointing.install_checkpoint(partial, final)
+            checkpoint_format.install_checkpoint(partial, final)
             if total_limit is not None and total_limit > 0:
-                checkpointing.prune_checkpoints(checkpoints_dir, state.lineage, total_limit)
+                checkpoint_format.prune_checkpoints(checkpoints_dir, state.lineage, total_limit)
         error = None
     except OSError as failure:
         error = f"Could not finish checkpoint-{step} in {checkpoints_dir}: {failure}"
-    error = _first_error(accelerator, error)
+    error = first_error(accelerator, error)
     if error:
         raise SystemExit(f"error: {error}")
 
@@ -157,24 +159,10 @@ def _load_accelerator_state(accelerator: Accelerator, state: dict):
 def find_latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     """
     The newest checkpoint of the lineage of the run that owns OUTPUT_DIR (checkpoints_dir's parent), by its manifest;
-    not verified (`resolve_checkpoint` verifies). Half-written, replaced and abandoned checkpoints are never picked.
+    not verified (`resume_or_start_afresh` verifies the one it resumes from). Half-written, replaced and abandoned checkpoints are never picked.
     """
-    head = checkpointing.read_head(checkpoints_dir.parent)
-    return next(iter(checkpointing.lineage_checkpoints(checkpoints_dir, head)), None)
-
-
-def resolve_checkpoint(resume_from_checkpoint: str, checkpoints_dir: Path) -> Path:
-    """
-    `latest`, `latest_intact` or a folder -> the checkpoint folder, its files verified against its manifest; a
-    SystemExit naming the folder and the file when there is none or it is damaged.
-    """
-    try:
-        folder, _, notes = checkpointing.find_checkpoint(resume_from_checkpoint, checkpoints_dir)
-    except CheckpointError as error:
-        raise SystemExit(f"error: {error} Drop --resume_from_checkpoint to start from scratch.") from None
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    return folder
+    head = checkpoint_format.read_head(checkpoints_dir.parent)
+    return next(iter(checkpoint_format.lineage_checkpoints(checkpoints_dir, head)), None)
 
 
 def resume_or_start_afresh(
@@ -194,24 +182,22 @@ def resume_or_start_afresh(
     accelerator.register_for_checkpointing(state)
     state.config = run_config(config or {})
     checkpoints_dir = output_dir / CHECKPOINTS_DIR
-    writes = _writes_files(accelerator)
-    run_id = checkpointing.new_run_id()
+    writes = writes_files(accelerator)
+    run_id = checkpoint_format.new_run_id()
 
     # Every file-writing process resolves the checkpoint on its own disk and verifies it; all must agree.
     found, error = None, None
     try:
         if writes:
-            for note in checkpointing.recover_checkpoints_dir(checkpoints_dir):
+            for note in checkpoint_format.recover_checkpoints_dir(checkpoints_dir):
                 print(f"{checkpoints_dir}: {note}", file=sys.stderr)
         if writes and resume_from_checkpoint is not None:
-            folder, manifest, notes = checkpointing.find_checkpoint(resume_from_checkpoint, checkpoints_dir)
+            folder, manifest, notes = checkpoint_format.find_checkpoint(resume_from_checkpoint, checkpoints_dir)
             for note in notes:
                 print(f"warning: {note}", file=sys.stderr)
             found = (str(folder), manifest["step"], manifest["lineage"])
         elif writes and checkpoints_dir.exists():
-            doomed = checkpoints_dir.with_name(f".{CHECKPOINTS_DIR}.deleting")
-            os.replace(checkpoints_dir, doomed)
-            shutil.rmtree(doomed)
+            remove_folder(checkpoints_dir)
     except CheckpointError as failure:
         error = f"{failure} Drop --resume_from_checkpoint to start from scratch."
     except OSError as failure:
@@ -242,10 +228,10 @@ def resume_or_start_afresh(
     if writes:
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(output_dir / checkpointing.RUN_FILE, {"lineage": state.lineage, "config": state.config})
+            write_json_atomic(output_dir / checkpoint_format.RUN_FILE, {"lineage": state.lineage, "config": state.config})
         except OSError as failure:
-            error = f"Could not write {output_dir / checkpointing.RUN_FILE}: {failure}"
-    error = _first_error(accelerator, error)
+            error = f"Could not write {output_dir / checkpoint_format.RUN_FILE}: {failure}"
+    error = first_error(accelerator, error)
     if error:
         raise SystemExit(f"error: {error}")
     return state
@@ -253,39 +239,39 @@ def resume_or_start_afresh(
 
 def _load_checkpoint(accelerator: Accelerator, folder: Path):
     """Restore every prepared object, the registered states and this process's random state from `folder`."""
-    manifest = checkpointing.read_manifest(folder)
+    manifest = checkpoint_format.read_manifest(folder)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # DeepSpeed reads its own (pickled) partition files, checked against the manifest above.
         for index, model in enumerate(accelerator._models):
             model.load_checkpoint(str(folder / "deepspeed"), tag=_indexed("model", index), load_lr_scheduler_states=False)
     else:
         for index, model in enumerate(accelerator._models):
-            _load_model_state(accelerator, model, checkpointing.read_weights(folder / f"{_indexed('model', index)}.safetensors"))
+            load_model_state(accelerator, model, checkpoint_format.read_weights(folder / f"{_indexed('model', index)}.safetensors"))
         for index, optimizer in enumerate(accelerator._optimizers):
-            state = checkpointing.read_state(folder, _indexed("optimizer", index))
-            _load_optimizer_state(accelerator, optimizer, _model_of(accelerator, index), state)
+            state = checkpoint_format.read_state(folder, _indexed("optimizer", index))
+            load_optimizer_state(accelerator, optimizer, _model_of(accelerator, index), state)
     for index, scheduler in enumerate(_schedulers(accelerator)):
-        scheduler.load_state_dict(checkpointing.read_state(folder, _indexed("scheduler", index)))
+        scheduler.load_state_dict(checkpoint_format.read_state(folder, _indexed("scheduler", index)))
     if accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(checkpointing.read_state(folder, "scaler"))
+        accelerator.scaler.load_state_dict(checkpoint_format.read_state(folder, "scaler"))
     for index, obj in enumerate(accelerator._custom_objects):
-        obj.load_state_dict(checkpointing.read_state(folder, f"custom_state_{index}"))
-    _load_accelerator_state(accelerator, checkpointing.read_state(folder, "accelerator_state"))
+        obj.load_state_dict(checkpoint_format.read_state(folder, f"custom_state_{index}"))
+    _load_accelerator_state(accelerator, checkpoint_format.read_state(folder, "accelerator_state"))
 
     stem = f"random_states_{accelerator.process_index}"
     if manifest["world_size"] == accelerator.num_processes:
-        restore_rng_state(checkpointing.read_state(folder, stem))
+        restore_rng_state(checkpoint_format.read_state(folder, stem))
     else:
         accelerator.print(
             f"warning: {folder} was written by {manifest['world_size']} process(es), this run has "
             f"{accelerator.num_processes}: the batches and random draws differ from the run that wrote it."
         )
         if any(name.startswith(f"{stem}.") for name in manifest["files"]):
-            restore_rng_state(checkpointing.read_state(folder, stem))
+            restore_rng_state(checkpoint_format.read_state(folder, stem))
 
 
 def _report_changed_settings(accelerator: Accelerator, folder: Path, config: dict):
-    saved = checkpointing.read_state(folder, "run_config")
+    saved = checkpoint_format.read_state(folder, "run_config")
     changed = [
         f"{name} {saved.get(name)!r} -> {config.get(name)!r}"
         for name in sorted(set(saved) | set(config))

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from ..checkpointing import write_json_atomic
+from ..atomic_files import write_json_atomic
 from .layout import METRICS_FILE
 from .state import TrainingState
 

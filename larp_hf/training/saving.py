@@ -1,6 +1,5 @@
 """What a finished run leaves: the final model, written atomically, and its metrics.json."""
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -8,11 +7,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from .. import checkpointing
-from ..checkpointing import fault_point, write_json_atomic
+from ..atomic_files import commit_file, write_json_atomic
+from .accelerator import first_error
+from .fault_injection import fault_point
 from .layout import METRICS_FILE
-from .setup import _first_error
-from .sharding import _first_non_finite, _is_sharded, check_weights_identical, gather_model_state
+from .sharding import check_weights_identical, first_non_finite, gather_model_state, is_sharded
 from .state import TrainingState
 
 
@@ -27,27 +26,28 @@ def save_model(accelerator: Accelerator, model: torch.nn.Module, folder: Path, *
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     state_dict = gather_model_state(accelerator, model)
     error = None
-    if state_dict is not None and (bad := _first_non_finite(state_dict, "model")):
+    if state_dict is not None and (bad := first_non_finite(state_dict, "model")):
         error = f"Refusing to save the model to {folder}: {bad} is not finite (NaN or infinite); training diverged."
-    error = _first_error(accelerator, error)
+    error = first_error(accelerator, error)
     if error:
         raise FloatingPointError(error)
     try:
         # The main process alone: transformers' save_pretrained writes on the first process only, on every node.
         if accelerator.is_main_process:
             # Sharded weights are saved from the gathered copy; whole ones as transformers saves them.
-            gathered = state_dict if _is_sharded(accelerator, model) else None
+            gathered = state_dict if is_sharded(accelerator, model) else None
             _save_pretrained_atomic(folder, [unwrapped, *processors], {unwrapped: gathered})
         error = None
     except OSError as failure:
         error = f"Could not save the model to {folder}: {failure}"
-    error = _first_error(accelerator, error)
+    error = first_error(accelerator, error)
     if error:
         raise SystemExit(f"error: {error}")
     return unwrapped
 
 
 def _save_pretrained_atomic(folder: Path, parts: list, state_dicts: dict):
+    # Not a folder swap: the folder may hold more than the model (OUTPUT_DIR holds the checkpoints and the lock).
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in folder.glob(".tmp-save-*"):
         shutil.rmtree(leftover, ignore_errors=True)  # of a save that was killed
@@ -56,15 +56,10 @@ def _save_pretrained_atomic(folder: Path, parts: list, state_dicts: dict):
         for part in parts:
             state_dict = state_dicts.get(part)
             part.save_pretrained(partial, **({"state_dict": state_dict} if state_dict is not None else {}))
-        names = sorted(path.relative_to(partial) for path in partial.rglob("*") if path.is_file())
-        for name in names:
-            with open(partial / name, "rb") as handle:
-                os.fsync(handle.fileno())
-        for name in names:
+        for name in sorted(path.relative_to(partial) for path in partial.rglob("*") if path.is_file()):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial / name, folder / name)
+            commit_file(partial / name, folder / name)
             fault_point("model.file-replaced")
-        checkpointing.fsync_folder(folder)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 

@@ -5,10 +5,10 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch.distributed.tensor import DTensor
 
-from .setup import _writes_files
+from .accelerator import writes_files
 
 
-def _is_sharded(accelerator: Accelerator, model: torch.nn.Module | None) -> bool:
+def is_sharded(accelerator: Accelerator, model: torch.nn.Module | None) -> bool:
     """Whether each process holds a shard of the weights: FSDP (1 or 2, through Accelerate or `fully_shard`)."""
     if accelerator.distributed_type == DistributedType.FSDP:
         return True
@@ -29,29 +29,34 @@ def gather_model_state(accelerator: Accelerator, model: torch.nn.Module) -> dict
     """
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         state_dict = accelerator.get_state_dict(model)  # ZeRO-3 gathers the 16-bit weights on process 0
-    elif _is_sharded(accelerator, model):
+    elif is_sharded(accelerator, model):
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
         options = _state_dict_options(accelerator.project_configuration.save_on_each_node)
         state_dict = {name: tensor.cpu() for name, tensor in get_model_state_dict(model, options=options).items()}
     else:
         state_dict = accelerator.unwrap_model(model, keep_torch_compile=False).state_dict()
-    return state_dict if _writes_files(accelerator) and state_dict else None
+    return state_dict if writes_files(accelerator) and state_dict else None
 
 
-def _gather_optimizer_state(accelerator: Accelerator, optimizer, model: torch.nn.Module) -> dict | None:
-    if _is_sharded(accelerator, model):
+def gather_optimizer_state(accelerator: Accelerator, optimizer, model: torch.nn.Module) -> dict | None:
+    """
+    The full state dict of a prepared optimizer that steps `model`'s parameters, gathered from the shards where the
+    model is sharded (a collective then: call it on every process). None on processes that do not write files.
+    """
+    if is_sharded(accelerator, model):
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
         options = _state_dict_options(accelerator.project_configuration.save_on_each_node)
         state = get_optimizer_state_dict(model, getattr(optimizer, "optimizer", optimizer), options=options)
     else:
         state = optimizer.state_dict()
-    return state if _writes_files(accelerator) else None
+    return state if writes_files(accelerator) else None
 
 
-def _load_model_state(accelerator: Accelerator, model: torch.nn.Module, state_dict: dict):
-    if _is_sharded(accelerator, model):
+def load_model_state(accelerator: Accelerator, model: torch.nn.Module, state_dict: dict):
+    """Load a full state dict (as `gather_model_state` returns it) into a prepared model, sharding it where needed."""
+    if is_sharded(accelerator, model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True))
@@ -59,8 +64,12 @@ def _load_model_state(accelerator: Accelerator, model: torch.nn.Module, state_di
         accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(state_dict)
 
 
-def _load_optimizer_state(accelerator: Accelerator, optimizer, model: torch.nn.Module, state: dict):
-    if _is_sharded(accelerator, model):
+def load_optimizer_state(accelerator: Accelerator, optimizer, model: torch.nn.Module, state: dict):
+    """
+    Load a full optimizer state (as `gather_optimizer_state` returns it) into a prepared optimizer that steps
+    `model`'s parameters, sharding it where the model is sharded.
+    """
+    if is_sharded(accelerator, model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         inner = getattr(optimizer, "optimizer", optimizer)
@@ -69,12 +78,12 @@ def _load_optimizer_state(accelerator: Accelerator, optimizer, model: torch.nn.M
         optimizer.load_state_dict(state)
 
 
-def _first_non_finite(value, name: str) -> str | None:
+def first_non_finite(value, name: str) -> str | None:
     """The name of the first floating tensor in `value` (nested dicts and lists) holding a NaN or an infinity."""
     if isinstance(value, torch.Tensor):
         return name if value.is_floating_point() and not torch.isfinite(value).all() else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    return next((bad for key, item in items if (bad := _first_non_finite(item, f"{name}.{key}"))), None)
+    return next((bad for key, item in items if (bad := first_non_finite(item, f"{name}.{key}"))), None)
 
 
 def check_weights_identical(accelerator: Accelerator, model: torch.nn.Module):
@@ -92,3 +101,14 @@ def check_weights_identical(accelerator: Accelerator, model: torch.nn.Module):
     if not torch.all(checksums == checksums[0]):
         raise RuntimeError(f"The processes ended with different weights (parameter sums {checksums.tolist()}).")
     accelerator.print(f"Parameters identical across {accelerator.num_processes} process(es).")
+
+
+__all__ = [
+    "check_weights_identical",
+    "first_non_finite",
+    "gather_model_state",
+    "gather_optimizer_state",
+    "is_sharded",
+    "load_model_state",
+    "load_optimizer_state",
+]

@@ -14,7 +14,7 @@ class TrainingState:
     What the Accelerator does not know about: the step count, the time spent, the best validation loss and the
     validation history, so a resumed run continues all four. `resume_or_start_afresh` makes one, registers it for
     checkpointing and sets the two facts about the run itself that `save_checkpoint` writes into each manifest:
-    `lineage` (the runs that led to this one, see `larp_hf.checkpointing`) and `config` (the run's settings).
+    `lineage` (the runs that led to this one, see `checkpoint_format.py`) and `config` (the run's settings).
     """
 
     def __init__(self):
@@ -54,7 +54,7 @@ class TrainingState:
 
 
 def capture_rng_state() -> dict:
-    """This process's Python, NumPy, torch and CUDA random states, in a form `checkpointing.write_state` stores."""
+    """This process's Python, NumPy, torch and CUDA random states, in a form `checkpoint_format.write_state` stores."""
     name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "python": random.getstate(),

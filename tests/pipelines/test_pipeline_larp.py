@@ -352,18 +352,6 @@ def test_the_pipeline_and_its_parts_load_by_repo_id_from_the_hub_cache_offline(t
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
-def test_a_folder_saved_with_the_old_model_index_json_still_loads(tiny_pipeline, tmp_path):
-    tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
-    index = json.loads((tmp_path / "pipe" / "larp_pipeline.json").read_text())
-    legacy = {"_class_name": "LarpPipeline", "vqvae": ["larp_hf", "LarpVQVAEModel"], "model_card": index["model_card"]}
-    (tmp_path / "pipe" / "larp_pipeline.json").unlink()
-    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(legacy))
-    reloaded = LarpPipeline.from_pretrained(tmp_path / "pipe")
-    assert torch.equal(reloaded(num_images=4, seed=0).codes, tiny_pipeline(num_images=4, seed=0).codes)
-    reloaded.save_pretrained(tmp_path / "pipe", sample_grid=False)  # saving again moves it to the new file
-    assert (tmp_path / "pipe" / "larp_pipeline.json").is_file() and not (tmp_path / "pipe" / "model_index.json").exists()
-
-
 # -------------------------------------------------------------------------------------------- dtypes and devices
 
 

@@ -1,4 +1,4 @@
-"""The checkpoint format (larp_hf.checkpointing) and the run lock (larp_hf.run_lock), without an Accelerator."""
+"""The checkpoint format and the run lock (larp_hf.training.checkpoint_format, .run_lock), without an Accelerator."""
 
 import json
 import math
@@ -10,9 +10,11 @@ import torch
 from accelerate.commands.config.config_args import ClusterConfig
 from safetensors.torch import load_file
 
-from larp_hf import checkpointing, training
-from larp_hf.checkpointing import CheckpointError
-from larp_hf.run_lock import OutputDirBusyError, RunLock, held_lock
+from larp_hf import training
+from larp_hf.atomic_files import write_json_atomic
+from larp_hf.training import checkpoint_format
+from larp_hf.training.checkpoint_format import CheckpointError
+from larp_hf.training.run_lock import OutputDirBusyError, RunLock, held_lock
 
 from .test_train_vqvae import ACCELERATE_CONFIGS
 
@@ -24,25 +26,25 @@ def test_states_round_trip_through_json_and_safetensors_without_pickle(tmp_path)
         "best": math.inf,
         "seed": np.int64(7),
     }
-    name = checkpointing.write_state(tmp_path, "optimizer", optimizer_like)
+    name = checkpoint_format.write_state(tmp_path, "optimizer", optimizer_like)
     assert name == "optimizer.safetensors"
-    back = checkpointing.read_state(tmp_path, "optimizer")
+    back = checkpoint_format.read_state(tmp_path, "optimizer")
     assert set(back["state"]) == {0, 1} and back["param_groups"][0]["betas"] == (0.9, 0.999)
     assert torch.equal(back["state"][0]["exp_avg"], optimizer_like["state"][0]["exp_avg"])
     assert back["best"] == math.inf and back["seed"] == 7 and back["param_groups"][0]["__odd"] == 1
 
-    assert checkpointing.write_state(tmp_path, "plain", {"history": [{"loss": 0.5}]}) == "plain.json"
-    assert checkpointing.read_state(tmp_path, "plain") == {"history": [{"loss": 0.5}]}
+    assert checkpoint_format.write_state(tmp_path, "plain", {"history": [{"loss": 0.5}]}) == "plain.json"
+    assert checkpoint_format.read_state(tmp_path, "plain") == {"history": [{"loss": 0.5}]}
     with pytest.raises(TypeError, match="without pickling it"):
-        checkpointing.write_state(tmp_path, "bad", {"object": object()})
+        checkpoint_format.write_state(tmp_path, "bad", {"object": object()})
 
 
 def test_random_states_round_trip_exactly(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     np.random.standard_normal()  # leaves a cached Gaussian in NumPy's state
-    checkpointing.write_state(tmp_path, "random_states_0", training.capture_rng_state())
+    checkpoint_format.write_state(tmp_path, "random_states_0", training.capture_rng_state())
     expected = (random.random(), np.random.standard_normal(), torch.rand(3))
-    training.restore_rng_state(checkpointing.read_state(tmp_path, "random_states_0"))
+    training.restore_rng_state(checkpoint_format.read_state(tmp_path, "random_states_0"))
     assert (random.random(), np.random.standard_normal()) == expected[:2] and torch.equal(torch.rand(3), expected[2])
 
     state = training.capture_rng_state()
@@ -56,36 +58,36 @@ def test_random_states_round_trip_exactly(tmp_path):
 def test_tied_weights_are_written_once_and_read_back_under_both_names(tmp_path):
     embedding = torch.randn(4, 2)
     state_dict = {"wte.weight": embedding, "lm_head.weight": embedding, "bias": torch.zeros(2)}
-    checkpointing.write_weights(tmp_path / "model.safetensors", state_dict)
+    checkpoint_format.write_weights(tmp_path / "model.safetensors", state_dict)
     assert set(load_file(tmp_path / "model.safetensors")) == {"wte.weight", "bias"}  # a plain safetensors file
-    back = checkpointing.read_weights(tmp_path / "model.safetensors")
+    back = checkpoint_format.read_weights(tmp_path / "model.safetensors")
     assert set(back) == set(state_dict) and torch.equal(back["lm_head.weight"], embedding)
 
 
 def make_checkpoint(folder, step, lineage):
     folder.mkdir(parents=True)
-    checkpointing.write_state(folder, "custom_state_0", {"step": step})
-    checkpointing.write_weights(folder / "model.safetensors", {"w": torch.full((2,), float(step))})
-    return checkpointing.write_manifest(folder, step, lineage, "hash", world_size=1)
+    checkpoint_format.write_state(folder, "custom_state_0", {"step": step})
+    checkpoint_format.write_weights(folder / "model.safetensors", {"w": torch.full((2,), float(step))})
+    return checkpoint_format.write_manifest(folder, step, lineage, "hash", world_size=1)
 
 
 def test_the_manifest_names_the_damaged_missing_or_unlisted_file(tmp_path):
     folder = tmp_path / "checkpoint-1"
     manifest = make_checkpoint(folder, 1, [{"run": "a", "from_step": 0}])
     assert set(manifest["files"]) == {"custom_state_0.json", "model.safetensors"}
-    assert checkpointing.verify_checkpoint(folder) == (checkpointing.read_manifest(folder), [])
+    assert checkpoint_format.verify_checkpoint(folder) == (checkpoint_format.read_manifest(folder), [])
 
     (folder / "planted.pkl").write_bytes(b"not read")
-    assert checkpointing.verify_checkpoint(folder)[1] == ["planted.pkl"]
+    assert checkpoint_format.verify_checkpoint(folder)[1] == ["planted.pkl"]
     (folder / "custom_state_0.json").write_text('{"step": 2}')  # same size, other bytes
     with pytest.raises(CheckpointError, match="custom_state_0.json is damaged: its SHA-256 differs"):
-        checkpointing.verify_checkpoint(folder)
+        checkpoint_format.verify_checkpoint(folder)
     (folder / "custom_state_0.json").unlink()
     with pytest.raises(CheckpointError, match="custom_state_0.json is missing"):
-        checkpointing.verify_checkpoint(folder)
+        checkpoint_format.verify_checkpoint(folder)
     (folder / "manifest.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(CheckpointError, match="is not a larp-hf-checkpoint/1 manifest"):
-        checkpointing.verify_checkpoint(folder)
+        checkpoint_format.verify_checkpoint(folder)
 
 
 def test_latest_follows_the_lineage_in_run_json(tmp_path):
@@ -95,16 +97,16 @@ def test_latest_follows_the_lineage_in_run_json(tmp_path):
         make_checkpoint(checkpoints / f"checkpoint-{step}", step, [first])
     assert training.find_latest_checkpoint(checkpoints).name == "checkpoint-4"  # no run.json: every checkpoint counts
     # Run b resumed from checkpoint-2: a's checkpoint-3 and -4 are an abandoned branch.
-    checkpointing.write_json_atomic(tmp_path / "run.json", {"lineage": [first, second]})
+    write_json_atomic(tmp_path / "run.json", {"lineage": [first, second]})
     assert training.find_latest_checkpoint(checkpoints).name == "checkpoint-2"
-    folder, _, notes = checkpointing.find_checkpoint("latest", checkpoints)
+    folder, _, notes = checkpoint_format.find_checkpoint("latest", checkpoints)
     assert folder.name == "checkpoint-2" and "passed over checkpoint-4: on an abandoned branch" in notes[0]
     (checkpoints / "checkpoint-3").rename(checkpoints / ".old-checkpoint-3")
     make_checkpoint(checkpoints / ".tmp-checkpoint-3", 3, [first, second])
     (checkpoints / ".tmp-checkpoint-3").rename(checkpoints / "checkpoint-3")
     assert training.find_latest_checkpoint(checkpoints).name == "checkpoint-3"
-    assert checkpointing.on_lineage([first, second], [first], 2) and not checkpointing.on_lineage([first, second], [first], 3)
-    assert not checkpointing.on_lineage([first], [first, second], 3)
+    assert checkpoint_format.on_lineage([first, second], [first], 2) and not checkpoint_format.on_lineage([first, second], [first], 3)
+    assert not checkpoint_format.on_lineage([first], [first, second], 3)
 
 
 def test_recovery_finishes_or_undoes_interrupted_saves(tmp_path):
@@ -115,7 +117,7 @@ def test_recovery_finishes_or_undoes_interrupted_saves(tmp_path):
     make_checkpoint(checkpoints / ".old-checkpoint-2", 2, lineage)  # renamed aside, the new one never arrived
     (checkpoints / ".tmp-checkpoint-3").mkdir()
     (checkpoints / ".deleting-checkpoint-0").mkdir()
-    notes = checkpointing.recover_checkpoints_dir(checkpoints)
+    notes = checkpoint_format.recover_checkpoints_dir(checkpoints)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2"]
     assert "restored checkpoint-2, whose replacement never finished" in notes
 
@@ -124,7 +126,7 @@ def test_a_legacy_pickled_checkpoint_is_refused_by_name(tmp_path):
     (tmp_path / "checkpoint-5").mkdir()
     (tmp_path / "checkpoint-5" / "custom_checkpoint_0.pkl").write_bytes(b"\x80")
     with pytest.raises(CheckpointError, match="older larp_hf: it holds pickled state \\(custom_checkpoint_0.pkl\\)"):
-        checkpointing.find_checkpoint(str(tmp_path / "checkpoint-5"), tmp_path)
+        checkpoint_format.find_checkpoint(str(tmp_path / "checkpoint-5"), tmp_path)
 
 
 def test_the_run_lock_names_its_holder_and_takes_over_a_stale_one(tmp_path):

@@ -23,7 +23,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from larp_hf import checkpointing, training
+from larp_hf import training
+from larp_hf.training import checkpoint_format
 
 from .test_train_vqvae import ROOT, import_recipe, run, tiny_config  # noqa: F401 (a fixture)
 from .tiny_training import start_in_child
@@ -205,11 +206,11 @@ def test_a_kill_while_overwriting_keeps_the_old_run_whole_beside_the_folder(tmp_
     output_dir = tmp_path / "out"
     shutil.copytree(straight, output_dir)
     before = snapshot(output_dir)
-    assert train(tmp_path, "killed", kill_at="overwrite.moved-aside#1", overwrite_output_dir=True).exitcode == -9
-    (aside,) = tmp_path.glob(".out.replaced-*")
+    assert train(tmp_path, "killed", kill_at="overwrite.old-moved-aside#1", overwrite_output_dir=True).exitcode == -9
+    (aside,) = tmp_path.glob(".old-out-*")
     assert snapshot(aside) == before
     succeeds(train(tmp_path, "again", overwrite_output_dir=True))
-    assert not list(tmp_path.glob(".out.replaced-*"))
+    assert not list(tmp_path.glob(".old-out-*")) and not list(tmp_path.glob(".tmp-out-*"))
     assert_same_weights(output_dir, expected)
 
 
@@ -334,9 +335,9 @@ def test_latest_follows_the_current_lineage_never_an_abandoned_branch(tmp_path, 
     assert killed.exitcode == -9 and "Resuming with settings that differ from checkpoint-2's: learning_rate" in killed.output
     latest = training.find_latest_checkpoint(output_dir / "checkpoints")
     assert latest.name == "checkpoint-3"
-    lineage = checkpointing.read_manifest(latest)["lineage"]
+    lineage = checkpoint_format.read_manifest(latest)["lineage"]
     assert len(lineage) == 2 and lineage[1]["from_step"] == 2
-    assert checkpointing.read_manifest(output_dir / "checkpoints" / "checkpoint-4")["lineage"] == lineage[:1]
+    assert checkpoint_format.read_manifest(output_dir / "checkpoints" / "checkpoint-4")["lineage"] == lineage[:1]
     resumed = succeeds(train(tmp_path, "resumed", resume_from_checkpoint="latest", learning_rate=3e-3))
     assert "checkpoint-3\n" in resumed.output and "passed over checkpoint-4: on an abandoned branch" in resumed.output
     assert json.loads((output_dir / "metrics.json").read_text())["step"] == MAX_STEPS
@@ -459,7 +460,7 @@ def test_checkpoints_on_node_local_disks_are_finished_and_resolved_on_every_node
     uninterrupted = weights(disks[0] / "out")
     for disk in disks:
         assert sorted(p.name for p in (disk / "out" / "checkpoints").iterdir()) == [f"checkpoint-{s}" for s in range(1, 5)]
-        checkpointing.verify_checkpoint(disk / "out" / "checkpoints" / "checkpoint-4")
+        checkpoint_format.verify_checkpoint(disk / "out" / "checkpoints" / "checkpoint-4")
     # Each node resolves `latest` on its own disk; nodes that disagree stop together.
     shutil.rmtree(disks[1] / "out" / "checkpoints" / "checkpoint-4")
     for rank in start_world(tmp_path, "disagree", local=False, cwds=disks, resume_from_checkpoint="latest", **common):

@@ -8,7 +8,7 @@ sharded by the test's miniature recipe and registered as `accelerator.prepare` w
 import torch
 from transformers import GPT2LMHeadModel
 
-from larp_hf import checkpointing
+from larp_hf.training import checkpoint_format
 
 from .test_fault_injection import assert_same_weights, start_world, succeeds, weights
 
@@ -20,13 +20,13 @@ def test_a_sharded_run_saves_full_checksummed_checkpoints_and_resumes_bit_exactl
 
     # The checkpoint holds the whole model (tied embeddings once), verified against its manifest.
     checkpoint = straight / "checkpoints" / "checkpoint-4"
-    manifest, unlisted = checkpointing.verify_checkpoint(checkpoint)
+    manifest, unlisted = checkpoint_format.verify_checkpoint(checkpoint)
     assert manifest["world_size"] == 2 and unlisted == []
     assert {"random_states_0.safetensors", "random_states_1.safetensors", "optimizer.safetensors"} <= set(manifest["files"])
     final = GPT2LMHeadModel.from_pretrained(straight)
-    for name, tensor in checkpointing.read_weights(checkpoint / "model.safetensors").items():
+    for name, tensor in checkpoint_format.read_weights(checkpoint / "model.safetensors").items():
         assert torch.equal(final.state_dict()[name], tensor), name
-    optimizer = checkpointing.read_state(checkpoint, "optimizer")
+    optimizer = checkpoint_format.read_state(checkpoint, "optimizer")
     assert set(optimizer["state"]) == {name for name, p in final.named_parameters()}  # full, keyed by name
 
     # Interrupted after step 2 (simulated by a 2-step run), resumed to 4 in two new processes.

@@ -11,7 +11,7 @@ from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from larp_hf import training
-from larp_hf.training import setup
+from larp_hf.training import accelerator as training_accelerator
 
 from .test_train_prior import ENCODE, save_tiny_vqvae, train_prior
 from .test_train_vqvae import run
@@ -38,14 +38,14 @@ def prior_config_file(tmp_path_factory, tiny_image_dataset_dir):
     [("cpu", True, "bf16"), ("cpu", False, None), ("cuda", True, None), ("cuda", False, None)],
 )
 def test_auto_is_bf16_only_on_a_cpu_that_does_bf16(device, cpu_has_bf16, expected, monkeypatch):
-    monkeypatch.setattr(setup, "cpu_has_bf16", lambda: cpu_has_bf16)
+    monkeypatch.setattr(training_accelerator, "cpu_has_bf16", lambda: cpu_has_bf16)
     mixed_precision, reason = training.resolve_mixed_precision("auto", device)
     assert mixed_precision == expected
     assert reason.startswith("auto: ") and (device in reason or "CPU" in reason)
 
 
 def test_explicit_choices_are_kept_and_others_refused(monkeypatch):
-    monkeypatch.setattr(setup, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(training_accelerator, "cpu_has_bf16", lambda: True)
     for choice in ("no", "fp16", "bf16", None):
         assert training.resolve_mixed_precision(choice, "cpu")[0] == choice
     for choice in ("fp8", "", "Auto"):
@@ -82,7 +82,7 @@ def fresh_accelerate_state():
 def test_make_accelerator_autocasts_on_a_bf16_cpu_and_says_why(
     cpu_has_bf16, monkeypatch, tmp_path, capsys, fresh_accelerate_state
 ):
-    monkeypatch.setattr(setup, "cpu_has_bf16", lambda: cpu_has_bf16)
+    monkeypatch.setattr(training_accelerator, "cpu_has_bf16", lambda: cpu_has_bf16)
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     accelerator = training.make_accelerator(tmp_path / "run", seed=0, mixed_precision="auto")
     expected = "bf16" if cpu_has_bf16 else "no"

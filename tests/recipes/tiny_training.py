@@ -16,7 +16,8 @@ import torch
 from accelerate import PartialState
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from larp_hf import run_lock, training
+from larp_hf import training
+from larp_hf.training import run_lock
 
 
 DEFAULTS = {

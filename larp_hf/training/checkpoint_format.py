@@ -1,6 +1,7 @@
 """
-The on-disk format of a training checkpoint and the rules that make it trustworthy. No Accelerator here: the
-recipes' side (who writes, who waits, what is gathered) is `larp_hf.training`.
+The on-disk format of a training checkpoint and the rules that make it trustworthy: state files, weights, the
+manifest and its verification, listing, lineage and recovery. No Accelerator here: who writes, who waits and what is
+gathered (saving and resuming) is `checkpoints.py`, beside this file.
 
 A checkpoint is a folder `checkpoint-STEP` of state files plus `manifest.json`, written last:
 
@@ -19,10 +20,12 @@ optimizer's param_groups, rides along as JSON in the safetensors header), everyt
 trusted only after every file it lists has the size and SHA-256 its manifest records; files it does not list (a
 planted `custom_checkpoint_0.pkl`) are never opened.
 
-Atomicity: a checkpoint is written under `.tmp-checkpoint-STEP` and renamed into place once its manifest is
-written. One that replaces an older `checkpoint-STEP` (a resumed run saving a step again) first renames the old one
-to `.old-checkpoint-STEP`, and removes it only after the new one is in place; pruned checkpoints are renamed to
-`.deleting-*` before they are removed. `recover_checkpoints_dir` finishes or undoes whatever a crash interrupted.
+Atomicity (`larp_hf.atomic_files`): a checkpoint is written under `.tmp-checkpoint-STEP` and renamed into place
+once its manifest is written. One that replaces an older `checkpoint-STEP` (a resumed run saving a step again) first
+renames the old one to `.old-checkpoint-STEP`, and removes it only after the new one is in place; pruned checkpoints
+are renamed to `.deleting-*` before they are removed. The partial folder has a fixed name, not a unique one, because
+every process writes its random state into it; the run lock keeps a second run out. `recover_checkpoints_dir`
+finishes or undoes whatever a crash interrupted.
 
 Lineage: OUTPUT_DIR/run.json names the lineage of the run that owns the folder. `latest` is the newest checkpoint
 of that lineage; a checkpoint written by an earlier run after the step the current run resumed from is on an
@@ -34,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import uuid
 from pathlib import Path
 
@@ -42,6 +44,17 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from ..atomic_files import (
+    ASIDE_PREFIX,
+    DELETING_PREFIX,
+    PARTIAL_PREFIX,
+    install_folder,
+    remove_folder,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from .fault_injection import fault_point
 
 
 FORMAT = "larp-hf-checkpoint/1"
@@ -55,26 +68,6 @@ _LEGACY_PICKLES = ("random_states_0.pkl", "custom_checkpoint_0.pkl", "optimizer.
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be trusted or found; the message names the folder and the file."""
-
-
-# ---- Fault injection (tests) -------------------------------------------------------------------------------------
-
-_fault_counts: dict[str, int] = {}
-
-
-def fault_point(name: str):
-    """
-    A named point of a save. With LARP_HF_KILL_AT=NAME (or NAME#N: its N-th passage) in the environment the process
-    kills itself here with SIGKILL, as a power cut would; tests/recipes/test_fault_injection.py uses it to interrupt
-    saves at exact places. Without the variable this does nothing.
-    """
-    wanted = os.environ.get("LARP_HF_KILL_AT")
-    if not wanted:
-        return
-    _fault_counts[name] = _fault_counts.get(name, 0) + 1
-    target, _, count = wanted.partition("#")
-    if target == name and _fault_counts[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---- State files: JSON and safetensors, nothing pickled ----------------------------------------------------------
@@ -130,7 +123,7 @@ def write_state(folder: Path, stem: str, state) -> str:
     structure = json.dumps(_encode(state, tensors, stem))
     if not tensors:
         name = f"{stem}.json"
-        _write_bytes(folder / name, structure.encode())
+        write_bytes_atomic(folder / name, structure.encode())
     else:
         name = f"{stem}.safetensors"
         save_file(tensors, str(folder / name), metadata={STATE_METADATA_KEY: structure})
@@ -177,29 +170,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def _write_bytes(path: Path, data: bytes):
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def write_json_atomic(path: Path, payload):
-    """Write JSON through a synced temporary file and a rename, so readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    _write_bytes(temporary, (json.dumps(payload, indent=2) + "\n").encode())
-    os.replace(temporary, path)
-
-
-def fsync_folder(folder: Path):
-    """Make the renames inside `folder` durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 # ---- The manifest ------------------------------------------------------------------------------------------------
 
 
@@ -213,6 +183,7 @@ def _file_record(path: Path) -> dict:
 
 
 def config_sha256(config: dict) -> str:
+    """The SHA-256 of a run's settings as the manifest records it (keys sorted, so the order does not count)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -231,8 +202,7 @@ def write_manifest(folder: Path, step: int, lineage: list[dict], config_hash: st
         "lineage": lineage,
         "files": files,
     }
-    write_json_atomic(folder / MANIFEST_FILE, manifest)
-    fsync_folder(folder)
+    write_json_atomic(folder / MANIFEST_FILE, manifest)  # synced, and its folder with it
     return manifest
 
 
@@ -285,6 +255,7 @@ def verify_checkpoint(folder: Path) -> tuple[dict, list[str]]:
 
 
 def new_run_id() -> str:
+    """A fresh id for a run's entry in a lineage."""
     return uuid.uuid4().hex[:12]
 
 
@@ -374,25 +345,23 @@ def _unlisted_notes(folder: Path, unlisted: list[str]) -> list[str]:
 # ---- Installing, pruning, recovering -----------------------------------------------------------------------------
 
 
+def partial_checkpoint_path(checkpoints_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` is written before `install_checkpoint` renames it into place."""
+    return checkpoints_dir / f"{PARTIAL_PREFIX}checkpoint-{step}"
+
+
 def install_checkpoint(partial: Path, final: Path):
-    """Put the complete checkpoint `partial` at `final`; an older `final` is renamed aside and removed only after."""
-    old = final.with_name(f".old-{final.name}")
-    if final.exists():
-        os.replace(final, old)
-        fault_point("checkpoint.old-moved-aside")
-    os.replace(partial, final)
-    fsync_folder(final.parent)
-    fault_point("checkpoint.installed")
-    shutil.rmtree(old, ignore_errors=True)
+    """
+    Put the complete checkpoint `partial` at `final` (`larp_hf.atomic_files.install_folder`): an older `final` is
+    renamed aside to `.old-checkpoint-STEP` and removed only after the new one is in place.
+    """
+    install_folder(partial, final, on_step=lambda step: fault_point(f"checkpoint.{step}"))
 
 
 def prune_checkpoints(checkpoints_dir: Path, head: list[dict], keep: int):
     """Remove all but the newest `keep` checkpoints of `head`'s lineage (others, such as abandoned ones, stay)."""
     for folder in lineage_checkpoints(checkpoints_dir, head)[keep:]:
-        doomed = folder.with_name(f".deleting-{folder.name}")
-        os.replace(folder, doomed)
-        fault_point("checkpoint.pruning")
-        shutil.rmtree(doomed)
+        remove_folder(folder, on_step=lambda step: fault_point("checkpoint.pruning"))
 
 
 def recover_checkpoints_dir(checkpoints_dir: Path) -> list[str]:
@@ -405,11 +374,11 @@ def recover_checkpoints_dir(checkpoints_dir: Path) -> list[str]:
     if not checkpoints_dir.is_dir():
         return done
     for path in sorted(checkpoints_dir.iterdir()):
-        if path.name.startswith((".tmp-", ".deleting-")):
+        if path.name.startswith((PARTIAL_PREFIX, DELETING_PREFIX)):
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed the interrupted {path.name}")
-        elif path.name.startswith(".old-"):
-            final = path.with_name(path.name[len(".old-") :])
+        elif path.name.startswith(ASIDE_PREFIX):
+            final = path.with_name(path.name[len(ASIDE_PREFIX) :])
             if final.exists():
                 shutil.rmtree(path, ignore_errors=True)
                 done.append(f"removed {path.name}, already replaced by {final.name}")
@@ -425,13 +394,13 @@ __all__ = [
     "RUN_FILE",
     "CheckpointError",
     "config_sha256",
-    "fault_point",
     "find_checkpoint",
     "install_checkpoint",
     "lineage_checkpoints",
     "list_checkpoints",
     "new_run_id",
     "on_lineage",
+    "partial_checkpoint_path",
     "prune_checkpoints",
     "read_head",
     "read_manifest",
@@ -439,7 +408,6 @@ __all__ = [
     "read_weights",
     "recover_checkpoints_dir",
     "verify_checkpoint",
-    "write_json_atomic",
     "write_manifest",
     "write_state",
     "write_weights",

@@ -1,11 +1,9 @@
-"""A run's set-up: the Accelerator, the claim on the output folder (under its lock), the learning-rate schedule."""
+"""
+The recipes' Accelerator and what depends on its processes: mixed precision (`auto` resolved), which processes write
+the run's files, one error agreed on by every process, and the learning-rate schedule counted per process.
+"""
 
-import argparse
-import os
 import platform
-import shutil
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,10 +16,6 @@ from accelerate.utils import (
     set_seed,
 )
 from transformers import get_scheduler
-
-from ..checkpointing import fault_point
-from ..run_lock import OutputDirBusyError, RunLock, held_lock
-from .layout import _already_holds_a_run, folder_holds_a_run
 
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
@@ -91,80 +85,30 @@ def make_accelerator(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     accelerator.print(f"Mixed precision: {accelerator.mixed_precision} ({reason}).")
-    if _writes_files(accelerator):
+    if writes_files(accelerator):
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(seed)
     return accelerator
 
 
-def _writes_files(accelerator: Accelerator) -> bool:
-    """Whether this process writes the run's shared files: the main process, or each node's with save_on_each_node."""
+def writes_files(accelerator: Accelerator) -> bool:
+    """
+    Whether this process writes the run's shared files (checkpoints, the final model, metrics.json): the main
+    process, or each node's local main process with `save_on_each_node` (OUTPUT_DIR on each node's own disk).
+    """
     if accelerator.project_configuration.save_on_each_node:
         return accelerator.is_local_main_process
     return accelerator.is_main_process
 
 
-def _first_error(accelerator: Accelerator, error: str | None) -> str | None:
-    """The first process's error, on every process: a collective, so all processes go on or stop together."""
+def first_error(accelerator: Accelerator, error: str | None) -> str | None:
+    """
+    The first process's error message (None where no process had one), returned on every process: a collective
+    (call it on every process), so that all processes go on or stop together. Each process passes its own error.
+    """
     if accelerator.num_processes == 1:
         return error
     return next((message for message in gather_object([error]) if message), None)
-
-
-def claim_output_dir(accelerator: Accelerator, args: argparse.Namespace):
-    """
-    Make OUTPUT_DIR (`args.output_dir`) this run's for the run's life. The main process takes OUTPUT_DIR/run.lock:
-    a second run on the folder is refused with a message naming the holder, and the stale lock of a run that died is
-    taken over with a warning. Under the lock it checks again that the folder holds no run unless
-    `args.resume_from_checkpoint` continues it; with `args.overwrite_output_dir` it moves the old run aside in one
-    rename, then deletes it. Every process stops (SystemExit) when the claim fails. Call right after
-    `make_accelerator`.
-    """
-    output_dir = Path(args.output_dir)
-    replacing = args.resume_from_checkpoint is None and args.overwrite_output_dir
-    error = None
-    try:
-        if accelerator.is_main_process:
-            lock = held_lock(output_dir)  # this process's earlier run in the folder, finished
-            if lock is None:
-                lock = RunLock(output_dir)
-                warning = lock.acquire()
-                if warning:
-                    print(f"warning: {warning}", file=sys.stderr)
-            if args.resume_from_checkpoint is None and folder_holds_a_run(output_dir) and not replacing:
-                lock.release()
-                raise OutputDirBusyError(_already_holds_a_run(output_dir))
-        if replacing and _writes_files(accelerator):
-            if folder_holds_a_run(output_dir):
-                _move_old_run_aside(output_dir, lock if accelerator.is_main_process else None)
-            for leftover in output_dir.parent.glob(f".{output_dir.name}.replaced-*"):
-                shutil.rmtree(leftover)  # an old run a killed replacement had moved aside
-    except (OutputDirBusyError, OSError) as failure:
-        error = str(failure)
-    error = _first_error(accelerator, error)
-    if error:
-        raise SystemExit(f"error: {error}")
-
-
-def _move_old_run_aside(output_dir: Path, lock: RunLock | None):
-    """
-    Replace the run in `output_dir`: one rename moves the whole folder aside, a new empty one (locked again when
-    `lock` is given) takes its place, then the old one is deleted. A crash leaves the old run whole, in the folder or
-    beside it as `.NAME.replaced-*`.
-    """
-    aside = output_dir.parent / f".{output_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    os.replace(output_dir, aside)
-    fault_point("overwrite.moved-aside")
-    output_dir.mkdir()
-    if lock is not None:
-        lock.path = aside / lock.path.name  # the held lock file moved with the folder
-        try:
-            RunLock(output_dir).acquire()
-        except OutputDirBusyError as busy:
-            raise OutputDirBusyError(f"{busy} The old run was kept, moved to {aside}.") from None
-        lock.release()
-    shutil.rmtree(aside)
-    print(f"Replaced the run in {output_dir} (overwrite_output_dir).")
 
 
 def get_lr_scheduler(accelerator: Accelerator, name: str, optimizer, num_warmup_steps: int, num_training_steps: int):
@@ -176,3 +120,14 @@ def get_lr_scheduler(accelerator: Accelerator, name: str, optimizer, num_warmup_
         num_warmup_steps=num_warmup_steps * accelerator.num_processes,
         num_training_steps=num_training_steps * accelerator.num_processes,
     )
+
+
+__all__ = [
+    "MIXED_PRECISION_CHOICES",
+    "cpu_has_bf16",
+    "first_error",
+    "get_lr_scheduler",
+    "make_accelerator",
+    "resolve_mixed_precision",
+    "writes_files",
+]
