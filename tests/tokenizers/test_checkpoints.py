@@ -1,5 +1,7 @@
 """read_vq_checkpoint: taming/LlamaGen layouts, what is dropped, and a planted pickle payload that must not run."""
 
+import argparse
+
 import pytest
 import torch
 
@@ -40,6 +42,15 @@ def test_llamagen_checkpoint_drops_codebook_used(tmp_path):
     assert "quantize.codebook_used" in read.dropped and "steps" in read.dropped
 
 
+def test_llamagen_training_checkpoint_reads_ema_weights_and_args(tmp_path):
+    ema, raw = vq_weights("conv_blocks"), vq_weights("conv_blocks")
+    args = argparse.Namespace(image_size=384, codebook_l2_norm=True, vq_model="VQ-16")
+    torch.save({"model": raw, "ema": ema, "steps": 5, "args": args}, tmp_path / "0005000.pt")
+    read = read_vq_checkpoint(tmp_path / "0005000.pt")
+    assert all(torch.equal(read.state_dict[key], ema[key]) for key in ema)  # what LlamaGen's own scripts load
+    assert "model" in read.dropped and read.hyper_parameters["image_size"] == 384
+
+
 class _Payload:
     """Unpickling this calls `_mark` - a stand-in for os.system."""
 
@@ -65,6 +76,14 @@ def test_planted_pickle_payload_never_runs(tmp_path):
     torch.load(path, weights_only=False)
     assert _MARKS == ["ran"]
     _MARKS.clear()
+
+
+def test_payload_inside_a_llamagen_args_namespace_never_runs(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": vq_weights("conv_blocks"), "args": argparse.Namespace(image_size=_Payload())}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        read_vq_checkpoint(path)
+    assert _MARKS == []
 
 
 def test_unknown_layout_names_the_fix(tmp_path):
