@@ -104,6 +104,17 @@ def info(args):
         print(f"  {record['command']} ({record['dataset']} {record['split']}, n = {record['num_samples']}): {scores}")
 
 
+def convert_tokenizer(args):
+    from larp_hf.tokenizers import convert_checkpoint
+
+    converted = convert_checkpoint(
+        args.checkpoint, args.output, layout=args.layout, image_size=args.image_size, value_range=args.value_range
+    )
+    print(f"{converted.layout} checkpoint -> {converted.model_class} folder: {converted.folder}")
+    for name, reason in converted.dropped.items():
+        print(f"  dropped {name}: {reason}")
+
+
 def _judging_setup(args):
     """The pipeline, the feature network beside it, this process's state, and whether to record the scores in the
     pipeline's model card (--record-in-card: by default on for a local pipeline folder, off with a note for a Hub id).
@@ -284,6 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-generation-config", action="store_true",
                    help="store the best setting as the pipeline's sampling default (generation config, the "
                    "prior's guidance scale, model card)")
+
+    p = commands.add_parser(
+        "convert-tokenizer", help="turn a taming-transformers VQGAN or LlamaGen VQ checkpoint into a tokenizer folder",
+        description="Read a taming-transformers VQGAN (.ckpt) or LlamaGen VQ (.pt) checkpoint without running any "
+        "pickle, drop its discriminator/LPIPS/optimizer weights (listed), and write a diffusers VQModel or transformers "
+        "JanusVQVAE folder that --vqvae, assemble and LarpPipeline take, with no taming or LlamaGen installed.",
+    )
+    p.set_defaults(func=convert_tokenizer)
+    p.add_argument("checkpoint", help="the .ckpt / .pt / .safetensors file")
+    p.add_argument("output", help="tokenizer folder to write")
+    p.add_argument("--layout", choices=("taming", "llamagen"), help="default: recognised from the weights' names")
+    p.add_argument("--image-size", type=int, help="the training image size (default: stored in the checkpoint, else 256)")
+    p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="pixel range the tokenizer expects (default -1 1, as both codebases train)")
 
     from larp_hf.demo import add_demo_commands
 

@@ -8,6 +8,7 @@ DiffusersVQTokenizer` imports diffusers then), so `import larp_hf.tokenizers` ne
 import importlib
 
 from .base import TOKENIZER_CONFIG_NAME, ImageTokenizer, TokenizerAdapter
+from .checkpoints import ConvertedCheckpoint, convert_checkpoint
 from .loading import as_tokenizer, load_tokenizer
 from .wrapped import WrappedTokenizer, wrap_tokenizer
 
@@ -26,6 +27,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ConvertedCheckpoint",
     "DiffusersVQTokenizer",
     "Emu3VQTokenizer",
     "ImageTokenizer",
@@ -34,6 +36,7 @@ __all__ = [
     "TokenizerAdapter",
     "WrappedTokenizer",
     "as_tokenizer",
+    "convert_checkpoint",
     "load_tokenizer",
     "wrap_tokenizer",
 ]

@@ -133,3 +133,18 @@ def test_keys_that_do_not_map_are_named(tmp_path):
     torch.save(checkpoint, tmp_path / "variant.pt")
     with pytest.raises(ValueError, match=r"decoder\.up\.1\.attn\.0\.norm\.weight"):
         convert_checkpoint(tmp_path / "variant.pt", tmp_path / "out")
+
+
+def test_the_cli_converts_and_lists_what_it_dropped(tmp_path, capsys):
+    from larp_hf import cli
+
+    cli.main(["convert-tokenizer", LLAMAGEN, str(tmp_path / "janus"), "--image-size", "16"])
+    printed = capsys.readouterr().out
+    assert "llamagen checkpoint -> " in printed and "dropped discriminator" in printed
+    assert_reproduces(str(tmp_path / "janus"), reference("llamagen_vq"))
+    from safetensors.torch import save_file
+
+    save_file({"backbone.weight": torch.zeros(2, 2)}, str(tmp_path / "unknown.safetensors"))
+    with pytest.raises(SystemExit, match="wrap_tokenizer"):  # the library's refusal, as a CLI error
+        cli.main(["convert-tokenizer", str(tmp_path / "unknown.safetensors"), str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()
