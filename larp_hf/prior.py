@@ -8,9 +8,11 @@ Vocabulary layout (codes first, so a sampled code token *is* its codebook index)
     K+1 … K+C          one token per class (class-conditional priors only, C = num_classes)
     K+C+1              the null class, used for classifier-free guidance (class-conditional priors only)
 
-A sequence is `[BOS, (class token)] + h·w codes in raster order`; `n_positions` is exactly that length. The layout and
-the tokenizer the prior was trained on are stored under `larp` in the prior's `config.json`, which stock
-`transformers` loads and keeps (no `trust_remote_code`).
+A sequence is `[BOS, (class token)] + h·w codes in raster order` over the tokenizer's (h, w) grid, square or not;
+`n_positions` is exactly that length. The layout and the tokenizer the prior was trained on are stored under `larp` in
+the prior's `config.json`, which stock `transformers` loads and keeps (no `trust_remote_code`). The grid is stored as
+`grid: [h, w]`, and for a square grid also as `grid_size: h`, the one field priors saved before non-square grids have
+(`layout_grid` reads either).
 
 This module is the one home of that layout (`vocabulary_layout`, `prefix_layout`) and of the prefixes built from it
 (`prefix_ids`, `null_prefix_ids`): the collator, the pipeline and the token datasets read them here.
@@ -22,7 +24,7 @@ import torch
 from transformers import GPT2Config, LlamaConfig, PreTrainedModel
 
 from .generation import CodebookLogitsProcessor, check_guidance_scale
-from .models.vqvae.configuration_larp_vqvae import LarpVQVAEConfig
+from .tokenizers.base import as_pair
 
 
 # (layers, width, heads). "small" is the 3.3M-parameter GPT-2 of the Fashion-MNIST baseline; "large" is ~200M.
@@ -62,24 +64,67 @@ def prefix_layout(
     }
 
 
-def vocabulary_layout(codebook_size: int, grid_size: int, num_classes: int = 0) -> dict:
+def grid_fields(grid=None, grid_size: int | None = None) -> dict:
     """
-    The token ids of a prior over `grid_size`×`grid_size` grids of `codebook_size` codes, with `num_classes` classes
-    (0: unconditional), as the module docstring lays them out: `codebook_size`, `grid_size`, `num_classes`, the
-    `prefix_layout` entries (`bos_token_id`, `class_token_offset`, `null_class_token_id`, `prefix_length`) and
-    `vocab_size`. `prior_config` stores all but `vocab_size` (a field of the config itself) as `config.larp`.
+    How a prior's `larp` metadata and a token dataset's record a code grid: `{"grid": [h, w]}`, plus `"grid_size": h`
+    when the grid is square (what larp_hf wrote before non-square grids, so older readers keep working). `grid` is an
+    int (square) or `(h, w)`; `grid_size`, the older keyword, a square grid's side (give one of the two).
+    """
+    if (grid is None) == (grid_size is None):
+        raise ValueError("Give the code grid once: `grid` (an int or (h, w)) or `grid_size` (the side of a square grid).")
+    height, width = as_pair(grid if grid is not None else grid_size, "grid")
+    return {"grid": [height, width], **({"grid_size": height} if height == width else {})}
+
+
+def layout_grid(layout: dict) -> tuple[int, int]:
+    """
+    `(h, w)` of the code grid recorded in a prior's `larp` metadata, a `vocabulary_layout` or a token dataset's
+    metadata: its `grid`, or the `grid_size` of a square grid recorded before `grid` was.
+    """
+    if "grid" in layout:
+        return as_pair(layout["grid"], "grid")
+    return as_pair(layout["grid_size"], "grid_size")
+
+
+def codebook_and_grid(tokenizer) -> tuple[int, tuple[int, int]]:
+    """
+    The codebook size and `(h, w)` code grid of an `ImageTokenizer` (its `codebook_size` and `grid`), or of a
+    `LarpVQVAEConfig` (its `codebook_size` and square `grid_size`), read through those members alone.
+    """
+    grid = getattr(tokenizer, "grid", None)
+    if grid is None:
+        grid = getattr(tokenizer, "grid_size", None)  # a LarpVQVAEConfig: square grids
+    codebook_size = getattr(tokenizer, "codebook_size", None)
+    if grid is None or codebook_size is None:
+        raise ValueError(
+            f"{type(tokenizer).__name__} is neither an image tokenizer (codebook_size, grid, ...: see "
+            "larp_hf.tokenizers.ImageTokenizer) nor a LarpVQVAEConfig. Load one with larp_hf.load_tokenizer(folder)."
+        )
+    return int(codebook_size), as_pair(grid, "grid")
+
+
+def vocabulary_layout(codebook_size: int, grid=None, num_classes: int = 0, *, grid_size: int | None = None) -> dict:
+    """
+    The token ids of a prior over `grid` grids (an int for a square grid, or `(h, w)`) of `codebook_size` codes, with
+    `num_classes` classes (0: unconditional), as the module docstring lays them out: `codebook_size`, the grid
+    (`grid_fields`: `grid`, and `grid_size` when square), `num_classes`, the `prefix_layout` entries (`bos_token_id`,
+    `class_token_offset`, `null_class_token_id`, `prefix_length`) and `vocab_size`. `prior_config` stores all but
+    `vocab_size` (a field of the config itself) as `config.larp`. `grid_size=` is the older keyword for a square grid.
 
     Example:
 
     ```python
     >>> from larp_hf.prior import vocabulary_layout
-    >>> layout = vocabulary_layout(codebook_size=512, grid_size=8, num_classes=10)
+    >>> layout = vocabulary_layout(codebook_size=512, grid=8, num_classes=10)
     >>> layout["bos_token_id"], layout["class_token_offset"], layout["null_class_token_id"], layout["vocab_size"]
     (512, 513, 523, 524)
+    >>> vocabulary_layout(codebook_size=16384, grid=(24, 32))["grid"]
+    [24, 32]
     ```
     """
     if num_classes < 0:
         raise ValueError(f"`num_classes` must be >= 0 (0 = unconditional), got {num_classes}.")
+    grid = grid_fields(grid, grid_size)
     bos_token_id = codebook_size
     conditional = num_classes > 0
     prefix = prefix_layout(
@@ -90,7 +135,7 @@ def vocabulary_layout(codebook_size: int, grid_size: int, num_classes: int = 0) 
     last_token_id = bos_token_id if not conditional else prefix["null_class_token_id"]
     return {
         "codebook_size": codebook_size,
-        "grid_size": grid_size,
+        **grid,
         "num_classes": num_classes,
         **prefix,
         "vocab_size": last_token_id + 1,
@@ -143,7 +188,7 @@ def null_prefix_ids(layout: dict, batch_size: int, device: torch.device | str | 
 
 
 def prior_config(
-    vqvae_config: LarpVQVAEConfig,
+    tokenizer,
     preset: str = "small",
     num_classes: int = 0,
     tokenizer_hash: str | None = None,
@@ -151,16 +196,19 @@ def prior_config(
     **overrides,
 ) -> GPT2Config | LlamaConfig:
     """
-    The config of a prior over `vqvae_config`'s code grids: a stock `GPT2Config` (`architecture="gpt2"`) or
+    The config of a prior over `tokenizer`'s code grids: a stock `GPT2Config` (`architecture="gpt2"`) or
     `LlamaConfig` (`"llama"`: RoPE, SwiGLU, RMSNorm, the recipe of LlamaGen), with the same vocabulary layout, metadata
-    and presets. Build the model with `AutoModelForCausalLM.from_config(config)`.
+    and presets. Its positions follow the grid: `h·w` codes plus the prefix (1,025 for an unconditional prior over
+    32×32 grids). Build the model with `AutoModelForCausalLM.from_config(config)`.
 
     Args:
-        vqvae_config: the tokenizer's config (codebook size and grid).
+        tokenizer: an `ImageTokenizer` (any: `load_tokenizer(folder)`, a `LarpVQVAEModel`, an adapter), whose
+            `codebook_size` and `grid` (square or not) are read; or a `LarpVQVAEConfig` (codebook size, square grid).
         preset: one of `PRIOR_PRESETS` (`tiny`, `small`, `medium`, `base`, `large`): layers, width and heads; a Llama
             prior's SwiGLU width keeps its parameter count close to the GPT-2 of the same preset.
         num_classes: 0 for an unconditional prior; otherwise one class token per class plus a null token.
-        tokenizer_hash: `LarpVQVAEModel.tokenizer_hash()` of the tokenizer, so mismatched pairs can be refused.
+        tokenizer_hash: the tokenizer's `tokenizer_hash()`, so mismatched pairs can be refused; defaults to that of
+            `tokenizer` when it is a tokenizer (a config has none: `None`, and the pair is checked by shape only).
         architecture: `"gpt2"` or `"llama"`.
         **overrides: any field of the architecture's config (e.g. `attn_pdrop=0.1`, `n_layer=6` for GPT-2;
             `num_hidden_layers=6`, `rope_theta=1e4` for Llama).
@@ -175,16 +223,26 @@ def prior_config(
     >>> llama = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", architecture="llama")
     >>> llama.model_type, llama.vocab_size, llama.max_position_embeddings, llama.intermediate_size
     ('llama', 513, 65, 704)
+    >>> from larp_hf.tokenizers import wrap_tokenizer
+    >>> import torch
+    >>> tokenizer = wrap_tokenizer(torch.nn.Identity(), encode=lambda x: x, decode=lambda c: c, codebook_size=16384,
+    ...                            grid=(24, 32), image_size=(384, 512), num_channels=3, value_range=(-1.0, 1.0))
+    >>> config = prior_config(tokenizer, preset="tiny")
+    >>> config.larp["grid"], config.n_positions, config.larp["tokenizer_hash"] == tokenizer.tokenizer_hash()
+    ([24, 32], 769, True)
     ```
     """
     if preset not in PRIOR_PRESETS:
         raise ValueError(f"Unknown prior preset {preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown prior architecture {architecture!r}; choose one of {ARCHITECTURES}.")
-    layout = vocabulary_layout(vqvae_config.codebook_size, vqvae_config.grid_size, num_classes)
+    codebook_size, (height, width) = codebook_and_grid(tokenizer)
+    if tokenizer_hash is None and callable(getattr(tokenizer, "tokenizer_hash", None)):
+        tokenizer_hash = tokenizer.tokenizer_hash()
+    layout = vocabulary_layout(codebook_size, (height, width), num_classes)
     vocab_size = layout.pop("vocab_size")  # a field of the config itself
     larp = {**layout, "tokenizer_hash": tokenizer_hash, "preset": preset, "architecture": architecture}
-    sequence_length = layout["grid_size"] ** 2 + layout["prefix_length"]
+    sequence_length = height * width + layout["prefix_length"]
     shared = {
         "vocab_size": vocab_size,
         "bos_token_id": layout["bos_token_id"],
@@ -222,7 +280,7 @@ def prior_metadata(config) -> dict:
     if not isinstance(larp, dict) or "codebook_size" not in larp:
         raise ValueError(
             "This GPT-2 config has no `larp` metadata, so it is not a larp_hf prior. Build priors with "
-            "larp_hf.prior_config(vqvae.config, ...)."
+            "larp_hf.prior_config(tokenizer, ...)."
         )
     return copy.deepcopy(larp)
 
@@ -288,7 +346,8 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
     if guidance_scale is not None:
         # Validated as a request for the prior's classes (all of them in turn), so an unconditional prior refuses > 1.
         guidance_scale = check_guidance_scale(guidance_scale, None, larp["num_classes"])
-    num_codes = larp["grid_size"] ** 2
+    height, width = layout_grid(larp)
+    num_codes = height * width
     config = prior.generation_config
     config.do_sample = True
     config.max_new_tokens = num_codes
@@ -304,23 +363,37 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
         prior.config.larp = {**prior.config.larp, "guidance_scale": guidance_scale}
 
 
-def check_pair(vqvae, prior: PreTrainedModel, prior_name: str = "prior", vqvae_name: str = "tokenizer"):
-    """Raise a `ValueError` naming both sides when `prior` was not trained on `vqvae`'s codes."""
+def check_pair(tokenizer, prior: PreTrainedModel, prior_name: str = "prior", vqvae_name: str = "tokenizer"):
+    """
+    Raise a `ValueError` naming both sides when `prior` was not trained on `tokenizer`'s codes: another codebook size,
+    another grid, or (when the prior records one) another `tokenizer_hash()`. `tokenizer` is any `ImageTokenizer`.
+    """
     larp = prior_metadata(prior.config)
-    vqvae_config = vqvae.config
-    for key, tokenizer_value in (("codebook_size", vqvae_config.codebook_size), ("grid_size", vqvae_config.grid_size)):
-        if larp[key] != tokenizer_value:
-            raise ValueError(
-                f"The {prior_name} models {key} = {larp[key]} but the {vqvae_name} has {key} = {tokenizer_value}: "
-                "they do not belong together. Pair a prior with the tokenizer whose token dataset it was trained on."
-            )
+    codebook_size, grid = codebook_and_grid(tokenizer)
+    if larp["codebook_size"] != codebook_size:
+        raise ValueError(
+            f"The {prior_name} models codebook_size = {larp['codebook_size']} but the {vqvae_name} has codebook_size = "
+            f"{codebook_size}: they do not belong together. Pair a prior with the tokenizer whose token dataset it was "
+            "trained on."
+        )
+    prior_grid = layout_grid(larp)
+    if prior_grid != grid:
+        # Square grids are named by their side, as priors saved before non-square grids record them.
+        if prior_grid[0] == prior_grid[1] and grid[0] == grid[1]:
+            mismatch = f"grid_size = {prior_grid[0]} but the {vqvae_name} has grid_size = {grid[0]}"
+        else:
+            mismatch = f"a {prior_grid[0]}×{prior_grid[1]} grid but the {vqvae_name} has a {grid[0]}×{grid[1]} grid"
+        raise ValueError(
+            f"The {prior_name} models {mismatch}: they do not belong together. Pair a prior with the tokenizer whose "
+            "token dataset it was trained on."
+        )
     expected = larp.get("tokenizer_hash")
     if expected is not None:
-        actual = vqvae.tokenizer_hash()
+        actual = tokenizer.tokenizer_hash()
         if actual != expected:
             raise ValueError(
                 f"The {prior_name} was trained on codes of tokenizer {expected[:16]}…, but the {vqvae_name} is "
-                f"{actual[:16]}… (LarpVQVAEModel.tokenizer_hash()). Its codes mean something else to this tokenizer; "
+                f"{actual[:16]}… (its tokenizer_hash()). Its codes mean something else to this tokenizer; "
                 "pair the prior with the tokenizer its token dataset was encoded with."
             )
 
@@ -374,6 +447,9 @@ __all__ = [
     "PRIOR_PRESETS",
     "check_pair",
     "class_token_ids",
+    "codebook_and_grid",
+    "grid_fields",
+    "layout_grid",
     "null_prefix_ids",
     "prefix_ids",
     "prefix_layout",

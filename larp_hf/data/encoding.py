@@ -8,13 +8,14 @@ from accelerate import PartialState
 from datasets.fingerprint import Hasher
 
 from ..models.vqvae.image_processing_larp_vqvae import LarpImageProcessor
-from ..models.vqvae.modeling_larp_vqvae import LarpVQVAEModel
+from ..prior import codebook_and_grid
+from ..tokenizers import ImageTokenizer
 from .preprocessed_images import PreprocessedImages, collate_images
 from .token_dataset import code_feature, make_metadata
 
 
 def encode_dataset(
-    vqvae: LarpVQVAEModel,
+    vqvae: ImageTokenizer,
     dataset: datasets.Dataset,
     image_processor: LarpImageProcessor | None = None,
     batch_size: int = 256,
@@ -28,10 +29,12 @@ def encode_dataset(
     dataset, and a second call with the same tokenizer, processor and data is a cache hit: the cache key is built from
     the source's fingerprint and the tokenizer's hash, not from pickling the model.
 
-    Columns: `input_ids` (the h·w codes of each image in raster order, in the smallest fitting unsigned integer type),
+    Columns: `input_ids` (the h·w codes of each image in raster order, in the narrowest unsigned integer type that
+    holds the codebook: uint8 up to 256 codes, uint16 up to 65,536),
     `input_ids_flipped` (the codes of the horizontally flipped image, when `flip_augment`) and `label` when the source
-    has one. The tokenizer's hash, grid and codebook size are stored in the `input_ids` feature, where they survive
-    `save_to_disk`, parquet and `push_to_hub` (see `larp_hf.data.token_dataset`).
+    has one. The tokenizer's hash, grid `(h, w)` and codebook size are stored in the `input_ids` feature, where they
+    survive `save_to_disk`, parquet and `push_to_hub` (see `larp_hf.data.token_dataset`). The tokenizer encodes in
+    float32, with autocast off, whatever the caller's precision settings.
 
     Under `accelerate launch` or `torchrun` (a `torch.distributed` process group is up), call it on every process:
     each one encodes its own contiguous part of the rows, then reads the other parts from the datasets cache, which
@@ -40,9 +43,11 @@ def encode_dataset(
     the same, row for row.
 
     Args:
-        vqvae: the tokenizer (put it on the device you want the encoding to run on).
+        vqvae: any `ImageTokenizer` (`larp_hf.load_tokenizer(folder)`, a `LarpVQVAEModel`, an adapter); put it on
+            the device you want the encoding to run on.
         dataset: a `datasets.Dataset` with an `image` column (see `load_image_dataset`).
-        image_processor: defaults to `LarpImageProcessor.from_vqvae_config(vqvae.config)`.
+        image_processor: defaults to `LarpImageProcessor.from_tokenizer(vqvae)`: images resized to the tokenizer's
+            `image_size`, converted to its `num_channels` and rescaled to its `value_range`.
         batch_size: images encoded per forward pass.
         flip_augment: also store the codes of the mirrored images.
         num_proc: processes that decode and resize the images (DataLoader workers); `None` or 0: this process.
@@ -52,17 +57,18 @@ def encode_dataset(
     """
     if "image" not in dataset.column_names:
         raise ValueError(f"The dataset has no `image` column (columns: {dataset.column_names}); see load_image_dataset.")
-    config = vqvae.config
-    image_processor = image_processor or LarpImageProcessor.from_vqvae_config(config)
+    codebook_size, grid = codebook_and_grid(vqvae)
+    image_processor = image_processor or LarpImageProcessor.from_tokenizer(vqvae)
     tokenizer_hash = vqvae.tokenizer_hash()
-    metadata = make_metadata(tokenizer_hash, config.grid_size, config.codebook_size, flip_augment)
+    metadata = make_metadata(tokenizer_hash, grid, codebook_size, flip_augment)
     features = {"input_ids": code_feature(metadata)}
     if flip_augment:
         features["input_ids_flipped"] = code_feature(metadata)
     if "label" in dataset.column_names:
         features["label"] = dataset.features["label"]
     features = datasets.Features(features)
-    vqvae = vqvae.eval()
+    if isinstance(vqvae, torch.nn.Module):
+        vqvae.eval()
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     state = PartialState() if distributed else None
@@ -100,14 +106,24 @@ def encode_dataset(
     return datasets.concatenate_datasets(parts)
 
 
+def tokenizer_device(tokenizer) -> torch.device:
+    """The device an `ImageTokenizer` encodes on: its `device`, else that of its first parameter, else the CPU."""
+    device = getattr(tokenizer, "device", None)
+    if device is not None:
+        return torch.device(device)
+    parameter = next(iter(tokenizer.parameters()), None) if isinstance(tokenizer, torch.nn.Module) else None
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
 def _encoded_rows(vqvae, images: PreprocessedImages, batch_size: int, flip_augment: bool, num_proc: int | None):
-    device = next(vqvae.parameters()).device
+    device = tokenizer_device(vqvae)
     batches = torch.utils.data.DataLoader(
         images, batch_size=batch_size, num_workers=num_proc or 0, collate_fn=collate_images
     )
-    with torch.no_grad():
+    # float32 in, autocast off: the codes are those of the tokenizer_hash recorded, whatever precision the caller runs.
+    with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
         for batch in batches:
-            pixel_values = batch["pixel_values"].to(device)
+            pixel_values = batch["pixel_values"].to(device, torch.float32)
             columns = {"input_ids": vqvae.encode(pixel_values).flatten(1).cpu().numpy()}  # (B, h·w)
             if flip_augment:
                 columns["input_ids_flipped"] = vqvae.encode(pixel_values.flip(-1)).flatten(1).cpu().numpy()
@@ -117,4 +133,4 @@ def _encoded_rows(vqvae, images: PreprocessedImages, batch_size: int, flip_augme
                 yield {name: values[row] for name, values in columns.items()}
 
 
-__all__ = ["encode_dataset"]
+__all__ = ["encode_dataset", "tokenizer_device"]

@@ -1,7 +1,7 @@
 """Token datasets as Hub artefacts: the tokenizer's identity travels inside the features, loading takes any source,
 and every token dataset is checked before a prior trains on it or an evaluation reads it.
 
-The metadata (tokenizer hash, grid, codebook size, flips and the vocabulary layout a prior gives the codes) is JSON in
+The metadata (tokenizer hash, grid (h, w), codebook size, flips and the vocabulary layout a prior gives the codes) is JSON in
 the `id` of the code column's value feature. `datasets` keeps feature ids through `save_to_disk`, `map`/`select`, the
 parquet schema (`to_parquet`, `push_to_hub` shards) and the dataset card's `dataset_info`, so no side file is needed.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..prior import vocabulary_layout
+from ..prior import grid_fields, layout_grid, vocabulary_layout
 
 
 METADATA_KEY = "larp_token_dataset"
@@ -22,7 +22,7 @@ _LOADERS_BY_SUFFIX = {".parquet": "parquet", ".arrow": "arrow", ".json": "json",
 
 
 def smallest_code_dtype(codebook_size: int) -> str:
-    """The narrowest unsigned integer type that holds every code."""
+    """The narrowest unsigned integer type that holds every code: uint8 up to 256 codes, uint16 up to 65,536."""
     if codebook_size <= 2**8:
         return "uint8"
     if codebook_size <= 2**16:
@@ -31,21 +31,33 @@ def smallest_code_dtype(codebook_size: int) -> str:
 
 
 def code_feature(metadata: dict) -> datasets.List:
-    """The feature of a code column: `grid_size²` unsigned integers whose value feature carries `metadata` in its id."""
+    """The feature of a code column: `h·w` unsigned integers whose value feature carries `metadata` in its id."""
     value = datasets.Value(smallest_code_dtype(metadata["codebook_size"]), id=json.dumps({METADATA_KEY: metadata}))
-    return datasets.List(value, length=metadata["grid_size"] ** 2)
+    height, width = layout_grid(metadata)
+    return datasets.List(value, length=height * width)
 
 
-def make_metadata(tokenizer_hash: str, grid_size: int, codebook_size: int, flip_augment: bool) -> dict:
+def make_metadata(
+    tokenizer_hash: str,
+    grid=None,
+    codebook_size: int | None = None,
+    flip_augment: bool = True,
+    *,
+    grid_size: int | None = None,
+) -> dict:
     """
     What a token dataset records about the tokenizer that made it, and the token ids a prior gives its codes and
-    prefix (`larp_hf.prior.vocabulary_layout`).
+    prefix (`larp_hf.prior.vocabulary_layout`). `grid` is the tokenizer's `(h, w)` (or an int, square), recorded as
+    `grid: [h, w]` and, when square, also as `grid_size` (`larp_hf.prior.grid_fields`); `grid_size=` is the older
+    keyword for a square grid.
     """
+    if codebook_size is None:
+        raise ValueError("`codebook_size` is required: the number of codes of the tokenizer that made the dataset.")
     # The ids a class-conditional prior gives its tokens (BOS and class 0 do not depend on the number of classes).
-    layout = vocabulary_layout(codebook_size, grid_size, num_classes=1)
+    layout = vocabulary_layout(codebook_size, grid, num_classes=1, grid_size=grid_size)
     return {
         "tokenizer_hash": tokenizer_hash,
-        "grid_size": grid_size,
+        **grid_fields(grid, grid_size),
         "codebook_size": codebook_size,
         "flip_augment": flip_augment,
         "vocabulary": {
@@ -57,7 +69,10 @@ def make_metadata(tokenizer_hash: str, grid_size: int, codebook_size: int, flip_
 
 
 def token_dataset_metadata(dataset: datasets.Dataset | datasets.IterableDataset) -> dict:
-    """What `encode_dataset` recorded: tokenizer hash, grid size, codebook size, flips. Clear error when absent."""
+    """
+    What `encode_dataset` recorded: tokenizer hash, grid (`grid` [h, w]; square grids also, and older datasets only,
+    `grid_size`: read it with `larp_hf.prior.layout_grid`), codebook size, flips. Clear error when absent.
+    """
     feature = (dataset.features or {}).get("input_ids")
     value = getattr(feature, "feature", None)
     if getattr(value, "id", None):
@@ -115,17 +130,19 @@ def check_token_dataset(
     dataset: datasets.Dataset,
     *,
     tokenizer_hash: str | None = None,
-    grid_size: int | None = None,
+    grid=None,
     codebook_size: int | None = None,
     num_classes: int | None = None,
     name: str = "the token dataset",
     batch_size: int = 65536,
+    grid_size: int | None = None,
 ):
     """
-    Refuse a token dataset a prior must not train on, with a `ValueError` that names `name` and the problem: made by
-    another tokenizer (`tokenizer_hash`), sequences that are not `grid_size²` codes long, codes outside
-    `[0, codebook_size)`, or (with `num_classes`) labels outside `[0, num_classes)`. Reads the columns in batches of
-    `batch_size` rows, so memory does not grow with the dataset.
+    Refuse a token dataset a prior must not train on, with a `ValueError` that names `name`, the problem and the fix:
+    made by another tokenizer (`tokenizer_hash`), another grid than the prior's (`grid`, `(h, w)` or an int for a
+    square grid; `grid_size=` is the older keyword) or codebook size, sequences that are not `h·w` codes long, codes
+    outside `[0, codebook_size)`, or (with `num_classes`) labels outside `[0, num_classes)`. Reads the columns in
+    batches of `batch_size` rows, so memory does not grow with the dataset.
     """
     metadata = token_dataset_metadata(dataset)
     if tokenizer_hash is not None and metadata["tokenizer_hash"] != tokenizer_hash:
@@ -134,10 +151,28 @@ def check_token_dataset(
             f"{tokenizer_hash[:12]}…: its codes mean something else. Re-encode the images with this tokenizer "
             "(recipes/encode_dataset.py) or use the tokenizer that made it."
         )
-    for key, expected in (("grid_size", grid_size), ("codebook_size", codebook_size)):
-        if expected is not None and metadata[key] != expected:
-            raise ValueError(f"{name} records {key} = {metadata[key]}, but the tokenizer has {key} = {expected}.")
-    grid_size = grid_size or metadata["grid_size"]
+    recorded_grid = layout_grid(metadata)
+    if grid is not None or grid_size is not None:
+        expected_grid = layout_grid(grid_fields(grid, grid_size))
+        if recorded_grid != expected_grid:
+            if recorded_grid[0] == recorded_grid[1] and expected_grid[0] == expected_grid[1]:  # as before non-square
+                problem = f"records grid_size = {recorded_grid[0]}, but the tokenizer has grid_size = {expected_grid[0]}"
+            else:
+                problem = (
+                    f"holds codes on a {recorded_grid[0]}×{recorded_grid[1]} grid, but the tokenizer (and a prior "
+                    f"over its codes) has a {expected_grid[0]}×{expected_grid[1]} grid"
+                )
+            raise ValueError(
+                f"{name} {problem}. Re-encode the images with this tokenizer (recipes/encode_dataset.py --vqvae ...) "
+                "or use the tokenizer that made it."
+            )
+    if codebook_size is not None and metadata["codebook_size"] != codebook_size:
+        raise ValueError(
+            f"{name} records codebook_size = {metadata['codebook_size']}, but the tokenizer has codebook_size = "
+            f"{codebook_size}. Re-encode the images with this tokenizer (recipes/encode_dataset.py --vqvae ...) or use "
+            "the tokenizer that made it."
+        )
+    height, width = recorded_grid
     codebook_size = codebook_size or metadata["codebook_size"]
     columns = [column for column in CODE_COLUMNS if column in dataset.column_names]
     if num_classes:
@@ -155,16 +190,18 @@ def check_token_dataset(
                         f"{num_classes} classes. Fix the labels or the number of classes."
                     )
                 continue
-            if values.ndim != 2 or values.shape[1] != grid_size**2:
+            if values.ndim != 2 or values.shape[1] != height * width:
                 length = values.shape[1] if values.ndim == 2 else "ragged"
                 raise ValueError(
-                    f"{name}'s `{column}` sequences are {length} codes long, but a {grid_size}×{grid_size} grid has "
-                    f"{grid_size**2}: it was not made by this tokenizer (or was cut)."
+                    f"{name}'s `{column}` sequences are {length} codes long, but a {height}×{width} grid has "
+                    f"{height * width}: it was not made by this tokenizer (or was cut). Re-encode the images "
+                    "(recipes/encode_dataset.py)."
                 )
             if values.size and (values.min() < 0 or values.max() >= codebook_size):
                 raise ValueError(
                     f"{name}'s `{column}` holds code {int(values.max() if values.max() >= codebook_size else values.min())}"
-                    f", outside the codebook's [0, {codebook_size}): it was not made by this tokenizer."
+                    f", outside the codebook's [0, {codebook_size}): it was not made by this tokenizer. Re-encode the "
+                    "images with it (recipes/encode_dataset.py --vqvae ...)."
                 )
     return metadata
 

@@ -184,6 +184,35 @@ class LarpImageProcessor(TorchvisionBackend):
         kwargs.setdefault("size", {"height": config.image_size, "width": config.image_size})
         return cls(**kwargs)
 
+    @classmethod
+    def from_tokenizer(cls, tokenizer, **kwargs) -> "LarpImageProcessor":
+        """
+        The processor that makes what an image tokenizer (`larp_hf.tokenizers.ImageTokenizer`, of any library) reads:
+        images resized to its `image_size` (H, W), converted to its `num_channels`, and mapped from [0, 1] onto its
+        `value_range` (low, high) by the normalisation `(x - mean) / std` with `mean = -low / (high - low)` and
+        `std = 1 / (high - low)`: (-1, 1) gives mean = std = 0.5, this processor's defaults, so a `LarpVQVAEModel`
+        gets the processor `from_vqvae_config` makes. `kwargs` override any of these.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from larp_hf import LarpImageProcessor, wrap_tokenizer
+        >>> tokenizer = wrap_tokenizer(torch.nn.Identity(), encode=lambda x: x, decode=lambda c: c, codebook_size=16,
+        ...                            grid=(2, 3), image_size=(8, 12), num_channels=3, value_range=(0.0, 1.0))
+        >>> pixel_values = LarpImageProcessor.from_tokenizer(tokenizer)([torch.ones(1, 5, 5)], return_tensors="pt")
+        >>> pixel_values["pixel_values"].shape, pixel_values["pixel_values"].max().item()
+        (torch.Size([1, 3, 8, 12]), 1.0)
+        ```
+        """
+        height, width = tokenizer.image_size
+        low, high = (float(value) for value in tokenizer.value_range)
+        kwargs.setdefault("num_channels", tokenizer.num_channels)
+        kwargs.setdefault("size", {"height": height, "width": width})
+        kwargs.setdefault("image_mean", -low / (high - low))
+        kwargs.setdefault("image_std", 1.0 / (high - low))
+        return cls(**kwargs)
+
     def _prepare_images_structure(self, images, expected_ndims: int = 3):
         # (H, W) grey arrays are images too: give them a channel axis before transformers flattens the batch.
         def with_channel_axis(image):
