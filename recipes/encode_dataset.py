@@ -1,10 +1,15 @@
 #!/usr/bin/env python
-"""Encode an image dataset into a token dataset with a trained LARP tokenizer, on one process or many.
+"""Encode an image dataset into a token dataset with an image tokenizer, on one process or many.
 
     python recipes/encode_dataset.py --vqvae outputs/vqvae-fashion-mnist-quick --dataset fashion_mnist \
         --output_dir outputs/tokens-fashion-mnist-quick [--no_flip_augment] [--num_proc 4] [--push_to_hub you/name]
     accelerate launch recipes/encode_dataset.py --vqvae ... --output_dir ...      # one process per device
     torchrun --nproc_per_node 2 recipes/encode_dataset.py --vqvae ... --output_dir ...
+
+--vqvae is any folder (or Hub id) `larp_hf.load_tokenizer` recognises: a LarpVQVAEModel, a folder saved by diffusers'
+`VQModel.save_pretrained` or transformers' `JanusVQVAE` / `Emu3VQVAE.save_pretrained`, a `larp-hf convert-tokenizer`
+folder. A LarpVQVAEModel folder's own image processor is used; for another tokenizer the images are resized to its
+image size, converted to its channels and rescaled to its value range (`LarpImageProcessor.from_tokenizer`).
 
 Writes a `DatasetDict` with the source's splits (`save_to_disk`), columns `input_ids`, `input_ids_flipped` (unless
 --no_flip_augment) and `label` where the source has one. Every process encodes its own contiguous part of each split
@@ -20,17 +25,21 @@ from pathlib import Path
 
 import datasets
 from accelerate import Accelerator
-from transformers import AutoImageProcessor, AutoModel
+from transformers import AutoImageProcessor
 
-from larp_hf import LarpImageProcessor  # importing larp_hf registers the tokenizer with the Auto classes
+from larp_hf import LarpImageProcessor, load_tokenizer  # importing larp_hf registers the tokenizer's processor
 from larp_hf.atomic_files import remove_swap_leftovers, swap_folder, write_json_atomic
 from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
+from larp_hf.prior import layout_grid
 from larp_hf.training import non_negative_int, positive_int
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vqvae", required=True, help="Folder or Hub id of a trained LarpVQVAEModel.")
+    parser.add_argument(
+        "--vqvae", required=True,
+        help="Folder or Hub id of an image tokenizer (a LarpVQVAEModel, a VQModel / JanusVQVAE / Emu3VQVAE folder, ...).",
+    )  # fmt: skip
     parser.add_argument("--dataset", default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id.")
     parser.add_argument("--dataset_dir", default=None, help="Folder of the Fashion-MNIST IDX files.")
     parser.add_argument("--output_dir", required=True, help="Where the token DatasetDict is saved.")
@@ -62,12 +71,19 @@ def main(argv=None):
     args = parse_args(argv)
     # One process, or one per device under accelerate launch / torchrun (the Accelerator reads which).
     state = Accelerator()
-    vqvae = AutoModel.from_pretrained(args.vqvae).to(args.device or state.device).eval()
+    vqvae = load_tokenizer(args.vqvae).to(args.device or state.device).eval()
     try:
         image_processor = AutoImageProcessor.from_pretrained(args.vqvae)
     except OSError:
-        image_processor = LarpImageProcessor.from_vqvae_config(vqvae.config)
-        state.print(f"{args.vqvae} has no preprocessor_config.json: using the processor its config implies.")
+        image_processor = None
+    if not isinstance(image_processor, LarpImageProcessor):
+        # A library folder has no processor of ours (or another library's, which makes other tensors): make the
+        # images what the tokenizer reads from its image size, channels and value range.
+        image_processor = LarpImageProcessor.from_tokenizer(vqvae)
+        state.print(
+            f"{args.vqvae} has no LarpImageProcessor: resizing to {vqvae.image_size}, {vqvae.num_channels} channel(s), "
+            f"values in {vqvae.value_range}."
+        )
     with state.main_process_first():  # the first load of a source may write the datasets cache
         source = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
     if isinstance(source, datasets.Dataset):
@@ -92,6 +108,7 @@ def main(argv=None):
 
     if state.is_main_process:
         metadata = token_dataset_metadata(next(iter(encoded.values())))
+        height, width = layout_grid(metadata)
         summary = {
             **metadata,
             "vqvae": args.vqvae,
@@ -104,7 +121,7 @@ def main(argv=None):
         if args.push_to_hub:
             encoded.push_to_hub(args.push_to_hub)
         print(
-            f"Saved {summary['splits']} token sequences of {metadata['grid_size'] ** 2} codes to {args.output_dir} "
+            f"Saved {summary['splits']} token sequences of {height}×{width} codes to {args.output_dir} "
             f"({state.num_processes} process(es), {seconds:.1f} s of encoding)."
         )
     state.wait_for_everyone()

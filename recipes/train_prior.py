@@ -25,9 +25,9 @@ import datasets
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, LlamaConfig
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
-from larp_hf import LarpImageProcessor, LarpPriorCollator, prior_config, set_sampling_defaults  # also registers the tokenizer with AutoModel
+from larp_hf import LarpImageProcessor, LarpPriorCollator, load_tokenizer, prior_config, set_sampling_defaults
 from larp_hf.data import (
     PreprocessedImages,
     check_token_dataset,
@@ -49,7 +49,11 @@ def parse_args(argv=None):
     training.add_run_arguments(parser, output_dir="outputs/prior", eval_batch_size=256, learning_rate=1e-3)
     training.add_step_arguments(parser, train_batch_size=64, lr_warmup_steps=200)
     training.add_split_arguments(parser)
-    parser.add_argument("--vqvae", type=str, default=None, help="Folder or Hub id of the trained tokenizer.")
+    parser.add_argument(
+        "--vqvae", type=str, default=None,
+        help="Folder or Hub id of the image tokenizer: any folder larp_hf.load_tokenizer recognises (a LarpVQVAEModel, "
+        "a diffusers VQModel, JanusVQVAE or Emu3VQVAE save_pretrained folder, a converted checkpoint).",
+    )  # fmt: skip
     parser.add_argument(
         "--token_dataset", type=str, default=None,
         help="A token dataset (encode_dataset.py): a save_to_disk folder, a Hub id, a parquet folder or file.",
@@ -109,11 +113,14 @@ class OnTheFlyEncoder:
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         pixel_values = batch["pixel_values"]  # (B, C, H, W)
-        examples = [{"input_ids": codes} for codes in self.vqvae.encode(pixel_values).flatten(1).cpu().numpy()]
-        if self.flip_augment:
-            flipped = self.vqvae.encode(pixel_values.flip(-1)).flatten(1).cpu().numpy()  # (B, h·w)
-            for example, codes in zip(examples, flipped):
-                example["input_ids_flipped"] = codes
+        # The tokenizer encodes in float32 whatever the run's mixed precision: its codes are those its hash stands for.
+        with torch.autocast(device_type=pixel_values.device.type, enabled=False):
+            codes = self.vqvae.encode(pixel_values.float()).flatten(1).cpu().numpy()  # (B, h·w)
+            flipped = self.vqvae.encode(pixel_values.float().flip(-1)).flatten(1).cpu().numpy() if self.flip_augment else None
+        examples = [{"input_ids": row} for row in codes]
+        if flipped is not None:
+            for example, row in zip(examples, flipped):
+                example["input_ids_flipped"] = row
         if "label" in batch:
             for example, label in zip(examples, batch["label"].tolist()):
                 example["label"] = label
@@ -138,8 +145,8 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
             check_token_dataset(
                 split,
                 tokenizer_hash=vqvae.tokenizer_hash(),
-                grid_size=vqvae.config.grid_size,
-                codebook_size=vqvae.config.codebook_size,
+                grid=vqvae.grid,
+                codebook_size=vqvae.codebook_size,
                 num_classes=args.num_classes or None,
                 name=f"--token_dataset {args.token_dataset} ({name} split)",
             )
@@ -185,8 +192,10 @@ def main(argv=None):
     accelerator = training.start_run(args)
 
     # Tokenizer and token data (a token dataset, or --dataset encoded on every process, each its own part).
-    vqvae = AutoModel.from_pretrained(args.vqvae).eval()
-    image_processor = LarpImageProcessor.from_vqvae_config(vqvae.config)
+    # Any folder load_tokenizer recognises: a LarpVQVAEModel, a diffusers VQModel, a JanusVQVAE or Emu3VQVAE, a
+    # converted taming / LlamaGen checkpoint. The images are made what it reads (size, channels, value range).
+    vqvae = load_tokenizer(args.vqvae).eval()
+    image_processor = LarpImageProcessor.from_tokenizer(vqvae)
     train_tokens, val_tokens = load_splits(args, vqvae, image_processor, accelerator)
     if args.num_classes > 0:
         label_feature = train_tokens.features.get("label")
@@ -198,7 +207,7 @@ def main(argv=None):
 
     # The prior: a stock GPT-2 or Llama whose config carries the tokenizer's identity.
     config = prior_config(
-        vqvae.config, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(),
+        vqvae, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(),
         architecture=args.architecture, **args.model
     )
     model = AutoModelForCausalLM.from_config(config)

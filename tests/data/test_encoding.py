@@ -33,8 +33,8 @@ def test_schema_dtype_and_metadata(train_split):
     assert encoded["label"] == train_split["label"]
     metadata = token_dataset_metadata(encoded)
     assert metadata == {
-        "tokenizer_hash": vqvae.tokenizer_hash(), "grid_size": 4, "codebook_size": 16, "flip_augment": True,
-        "vocabulary": {"codes": [0, 16], "bos_token_id": 16, "class_token_offset": 17},
+        "tokenizer_hash": vqvae.tokenizer_hash(), "grid": [4, 4], "grid_size": 4, "codebook_size": 16,
+        "flip_augment": True, "vocabulary": {"codes": [0, 16], "bos_token_id": 16, "class_token_offset": 17},
     }  # fmt: skip
 
 
