@@ -140,9 +140,10 @@ def check_token_dataset(
     """
     Refuse a token dataset a prior must not train on, with a `ValueError` that names `name`, the problem and the fix:
     made by another tokenizer (`tokenizer_hash`), another grid than the prior's (`grid`, `(h, w)` or an int for a
-    square grid; `grid_size=` is the older keyword) or codebook size, sequences that are not `h·w` codes long, codes
-    outside `[0, codebook_size)`, or (with `num_classes`) labels outside `[0, num_classes)`. Reads the columns in
-    batches of `batch_size` rows, so memory does not grow with the dataset.
+    square grid; `grid_size=` is the older keyword) or codebook size, codes or labels that are not integers (floats
+    would be truncated), sequences that are not `h·w` codes long, codes outside `[0, codebook_size)`, or (with
+    `num_classes`) labels outside `[0, num_classes)`. Reads the columns in batches of `batch_size` rows, so memory
+    does not grow with the dataset.
     """
     metadata = token_dataset_metadata(dataset)
     if tokenizer_hash is not None and metadata["tokenizer_hash"] != tokenizer_hash:
@@ -179,6 +180,8 @@ def check_token_dataset(
         if "label" not in dataset.column_names:
             raise ValueError(f"{name} has no `label` column, but a prior with {num_classes} classes needs one.")
         columns.append("label")
+    for column in columns:  # by the features: nothing is read to refuse a column of the wrong type
+        _refuse_non_integers(name, column, _value_dtype(dataset.features[column]))
     for batch in dataset.select_columns(columns).with_format("numpy").iter(batch_size=batch_size):
         for column in columns:
             values = np.asarray(batch[column])
@@ -204,6 +207,25 @@ def check_token_dataset(
                     "images with it (recipes/encode_dataset.py --vqvae ...)."
                 )
     return metadata
+
+
+def _value_dtype(feature) -> str:
+    """The dtype of the values of a column's feature (a Value, a ClassLabel, or lists of them)."""
+    while not hasattr(feature, "dtype") and hasattr(feature, "feature"):
+        feature = feature.feature
+    return getattr(feature, "dtype", type(feature).__name__)
+
+
+def _refuse_non_integers(name: str, column: str, dtype: str):
+    """Codes and labels are integers: a column of another type (floats would be truncated) is refused."""
+    if dtype in np.sctypeDict and np.dtype(dtype).kind in "iu":
+        return
+    what = "codes" if column != "label" else "labels"
+    raise ValueError(
+        f"{name}'s `{column}` column holds {dtype} values, but {what} are integers: fractional values would be cut to "
+        f"whole ones and trained on. Re-encode the images (recipes/encode_dataset.py), or cast `{column}` to an "
+        "integer type (`dataset.cast_column`) after checking that every value is whole."
+    )
 
 
 __all__ = [
