@@ -31,7 +31,7 @@ from larp_hf import LarpImageProcessor, load_tokenizer  # importing larp_hf regi
 from larp_hf.atomic_files import remove_swap_leftovers, swap_folder, write_json_atomic
 from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
 from larp_hf.prior import layout_grid
-from larp_hf.training import non_negative_int, positive_int
+from larp_hf.training import non_negative_int, output_overlap, positive_int
 
 
 def parse_args(argv=None):
@@ -53,6 +53,10 @@ def parse_args(argv=None):
     parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="Also upload it to this dataset repo.")
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
+    # Replacing the token dataset would delete a tokenizer or images it reads (or write into them).
+    refusal = output_overlap(output_dir, {"--vqvae": args.vqvae, "--dataset": args.dataset, "--dataset_dir": args.dataset_dir})
+    if refusal:
+        parser.error(refusal)
     # A token dataset written here before is replaced (it comes back from the cache in seconds); anything else is kept.
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "larp_token_dataset.json").exists():
         parser.error(f"{output_dir} is not empty and holds no token dataset; pick another --output_dir.")

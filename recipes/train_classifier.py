@@ -85,8 +85,13 @@ def parse_args(argv=None):
         LarpClassifierConfig(**args.model)
     except (StrictDataclassError, TypeError, ValueError) as error:
         parser.error(f"invalid model configuration: {error}")
-    training.check_run_arguments(parser, args)
+    training.check_run_arguments(parser, args, inputs=inputs_of(args))
     return args
+
+
+def inputs_of(args) -> dict[str, str | None]:
+    """What the run reads, by flag: OUTPUT_DIR must be none of them, hold none and lie inside none."""
+    return {"--dataset": args.dataset, "--dataset_dir": args.dataset_dir}
 
 
 def load_splits(args, model_config) -> tuple[InMemoryPixels, InMemoryPixels, LarpImageProcessor, int]:
@@ -140,7 +145,7 @@ def main(argv=None):
     output_dir = Path(args.output_dir)
 
     # Accelerator (mixed precision, gradient accumulation, trackers) and the claim on OUTPUT_DIR, one run per folder.
-    accelerator = training.start_run(args)
+    accelerator = training.start_run(args, inputs=inputs_of(args))
 
     # Data: decoded and resized once (cached by datasets), held in memory as uint8 tensors, normalised per batch.
     model_config = LarpClassifierConfig(**args.model)  # num_classes is the dataset's, set below
@@ -186,8 +191,9 @@ def main(argv=None):
 
     # Resume: weights, optimizer, schedule, RNG states, the step count and the per-epoch history.
     state = training.resume_or_start_afresh(
-        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args)
-    )
+        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args),
+        resume_from_other_run=args.resume_from_other_run,
+    )  # fmt: skip
     if args.resume_from_checkpoint is not None:
         accelerator.print(f"Resumed after epoch {state.step // steps_per_epoch}")
 

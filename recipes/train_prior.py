@@ -96,8 +96,19 @@ def parse_args(argv=None):
         parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
         parser.error("--attention_dropout must be in [0, 1) and --class_dropout_prob in [0, 1].")
-    training.check_run_arguments(parser, args)
+    training.check_run_arguments(parser, args, inputs=inputs_of(args))
     return args
+
+
+def inputs_of(args) -> dict[str, str | None]:
+    """What the run reads, by flag: OUTPUT_DIR must be none of them, hold none and lie inside none."""
+    images = args.token_dataset is None  # --dataset is encoded only without --token_dataset
+    return {
+        "--vqvae": args.vqvae,
+        "--token_dataset": args.token_dataset,
+        "--dataset": args.dataset if images else None,
+        "--dataset_dir": args.dataset_dir if images else None,
+    }
 
 
 class OnTheFlyEncoder:
@@ -189,7 +200,7 @@ def main(argv=None):
     output_dir = Path(args.output_dir)
 
     # Accelerator (mixed precision, gradient accumulation, trackers) and the claim on OUTPUT_DIR, one run per folder.
-    accelerator = training.start_run(args)
+    accelerator = training.start_run(args, inputs=inputs_of(args))
 
     # Tokenizer and token data (a token dataset, or --dataset encoded on every process, each its own part).
     # Any folder load_tokenizer recognises: a LarpVQVAEModel, a diffusers VQModel, a JanusVQVAE or Emu3VQVAE, a
@@ -277,8 +288,9 @@ def main(argv=None):
 
     # Resume: weights, optimizer, schedule, RNG states, step count, history and best loss so far.
     state = training.resume_or_start_afresh(
-        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args)
-    )
+        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args),
+        resume_from_other_run=args.resume_from_other_run,
+    )  # fmt: skip
 
     # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(total=args.max_steps, initial=state.step, desc="Training", disable=not accelerator.is_local_main_process)

@@ -82,8 +82,13 @@ def parse_args(argv=None):
     # Sanity checks (counts and rates are checked by their types).
     if args.streaming and args.pixels_in_memory == "always":
         parser.error("--streaming reads the images as they are needed; drop --pixels_in_memory always (or --streaming).")
-    training.check_run_arguments(parser, args)
+    training.check_run_arguments(parser, args, inputs=inputs_of(args))
     return args
+
+
+def inputs_of(args) -> dict[str, str | None]:
+    """What the run reads, by flag: OUTPUT_DIR must be none of them, hold none and lie inside none."""
+    return {"--dataset": args.dataset, "--dataset_dir": args.dataset_dir}
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -187,7 +192,7 @@ def main(argv=None):
     output_dir = Path(args.output_dir)
 
     # Accelerator (mixed precision, gradient accumulation, trackers) and the claim on OUTPUT_DIR, one run per folder.
-    accelerator = training.start_run(args)
+    accelerator = training.start_run(args, inputs=inputs_of(args))
 
     # Model and image processor.
     model_config = LarpVQVAEConfig(**args.model)
@@ -278,8 +283,9 @@ def main(argv=None):
 
     # Resume: restores weights, codebook, optimizer, schedule, RNG states, the step count and the history.
     state = training.resume_or_start_afresh(
-        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args)
-    )
+        accelerator, args.resume_from_checkpoint, output_dir, config=training.run_config(args),
+        resume_from_other_run=args.resume_from_other_run,
+    )  # fmt: skip
 
     # Training loop: train_batches picks up at the epoch and batch where a resumed run stopped.
     progress = tqdm(

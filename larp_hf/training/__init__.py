@@ -6,12 +6,14 @@ standalone scripts that read top to bottom (recipes/train_*.py) and call these a
   train/validation splits, the settings trackers and checkpoints record;
 - `accelerator`: the Accelerator (and its mixed precision, `auto` resolved), which processes write files, one error
   agreed on by all processes, the learning-rate schedule;
-- `layout`: what a run's folder holds, and the run's claim on it;
+- `layout`: what a run's folder holds, and the run's claim on it (never among the run's inputs, never another
+  run's checkpoints mixed in);
 - `run_lock`: one run per output folder (OUTPUT_DIR/run.lock);
 - `state`: the step count, time and validation history, and the random states, that a resume restores;
 - `sharding`: whole model and optimizer states under FSDP, and the check that every process ends with the same weights;
 - `checkpoints`: checkpoints saved by every process together and resumed exactly, verified first;
-- `checkpoint_format`: a checkpoint on disk: state files, manifest, verification, lineage, recovery;
+- `checkpoint_format`: a checkpoint on disk: state files, manifest, verification, the reader that resumes only
+  through the manifest, lineage, recovery;
 - `loop`: the batches, the optimizer step, the stop on a non-finite loss, the validation and checkpoint schedule;
 - `saving`: the final model and metrics, written atomically;
 - `fault_injection`: the points of the saves where tests kill the process.
@@ -44,7 +46,15 @@ from .arguments import (
     tracker_config,
 )
 from .checkpoints import find_latest_checkpoint, resume_or_start_afresh, save_checkpoint
-from .layout import CHECKPOINTS_DIR, METRICS_FILE, claim_output_dir, folder_holds_a_run
+from .layout import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    claim_output_dir,
+    folder_holds_a_run,
+    output_dir_refusal,
+    output_overlap,
+    resumes_another_run,
+)
 from .loop import (
     backward_and_step,
     is_due,
@@ -82,6 +92,8 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "optimizer_steps_per_epoch",
+    "output_dir_refusal",
+    "output_overlap",
     "parse_args_with_config",
     "positive_float",
     "positive_int",
@@ -90,6 +102,7 @@ __all__ = [
     "refuse_to_overwrite_a_run",
     "resolve_mixed_precision",
     "restore_rng_state",
+    "resumes_another_run",
     "resume_or_start_afresh",
     "run_config",
     "save_checkpoint",

@@ -16,7 +16,7 @@ from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
 from .accelerator import MIXED_PRECISION_CHOICES, make_accelerator
-from .layout import already_holds_a_run, claim_output_dir, folder_holds_a_run
+from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
 
 
 # Argument types that check a count or rate where argparse reads it, the same for a flag on the command line and for
@@ -115,6 +115,11 @@ def add_run_arguments(
         "damaged), or 'latest_intact' for the newest one that is not.",
     )  # fmt: skip
     group.add_argument(
+        "--resume_from_other_run", action="store_true",
+        help="--resume_from_checkpoint names a checkpoint of another run's folder: start a new run in OUTPUT_DIR from "
+        "it (its metrics record where it came from) rather than continue that run.",
+    )  # fmt: skip
+    group.add_argument(
         "--save_on_each_node", action="store_true",
         help="OUTPUT_DIR is on each node's own disk: each node writes and finishes its checkpoints there.",
     )  # fmt: skip
@@ -159,28 +164,41 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     return group
 
 
-def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace):
+def check_run_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, inputs: dict[str, str | None] | None = None
+):
     """
     The checks of the shared flags that their types cannot make alone, for the end of every recipe's `parse_args`
     (`parser.error`, before any work): a folder that holds a run is continued or replaced explicitly, never by
-    accident. Counts and rates are checked by their types, on the command line and in the `--config` file alike.
+    accident; OUTPUT_DIR is none of the run's `inputs` (flag -> the path it names; `--config` is added here), does
+    not contain one and does not lie inside one; another run's checkpoint is resumed only with
+    --resume_from_other_run. Counts and rates are checked by their types, on the command line and in the `--config`
+    file alike.
     """
+    refusal = output_dir_refusal(args, {"--config": getattr(args, "config", None), **(inputs or {})})
+    if refusal:
+        parser.error(refusal)
     refuse_to_overwrite_a_run(parser, args)
 
 
-def start_run(args: argparse.Namespace) -> Accelerator:
+def start_run(args: argparse.Namespace, inputs: dict[str, str | None] | None = None) -> Accelerator:
     """
-    The start of every recipe's run, from the flags of `add_run_arguments`: the Accelerator (seed, mixed precision,
-    gradient accumulation, trackers, `--save_on_each_node`), `args.mixed_precision` set to what "auto" or the launcher
-    chose (the checkpoints record it), and the claim on OUTPUT_DIR: one run per folder, a lock held until exit, an old
-    run moved aside with --overwrite_output_dir.
+    The start of every recipe's run, from the flags of `add_run_arguments`: the refusals of `output_dir_refusal`
+    (OUTPUT_DIR among the run's `inputs`, flag -> path, or a resume that mixes two runs) before anything is made; the
+    Accelerator (seed, mixed precision, gradient accumulation, trackers, `--save_on_each_node`), `args.mixed_precision`
+    set to what "auto" or the launcher chose (the checkpoints record it), and the claim on OUTPUT_DIR: one run per
+    folder, a lock held until exit, an old run moved aside with --overwrite_output_dir.
     """
+    inputs = {"--config": getattr(args, "config", None), **(inputs or {})}
+    refusal = output_dir_refusal(args, inputs)  # the same on every process: paths only
+    if refusal:
+        raise SystemExit(f"error: {refusal}")
     accelerator = make_accelerator(
         Path(args.output_dir), args.seed, args.mixed_precision, args.gradient_accumulation_steps,
         log_with=args.report_to, save_on_each_node=args.save_on_each_node,
     )  # fmt: skip
     args.mixed_precision = accelerator.mixed_precision
-    claim_output_dir(accelerator, args)
+    claim_output_dir(accelerator, args, inputs)
     return accelerator
 
 
@@ -259,7 +277,7 @@ def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Na
     `parse_args`; `claim_output_dir` checks again under the folder's lock.
     """
     output_dir = Path(args.output_dir)
-    if folder_holds_a_run(output_dir) and args.resume_from_checkpoint is None and not args.overwrite_output_dir:
+    if folder_holds_a_run(output_dir) and not continues_a_run(args) and not args.overwrite_output_dir:
         parser.error(already_holds_a_run(output_dir))
 
 
@@ -298,7 +316,15 @@ def tracker_config(args: argparse.Namespace) -> dict:
 
 
 # Settings that say where and how a run is kept, not what it trains: left out of the config hash.
-_NOT_CONFIG = ("config", "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "save_on_each_node")
+_NOT_CONFIG = (
+    "config",
+    "output_dir",
+    "overwrite_output_dir",
+    "resume_from_checkpoint",
+    "resume_from_other_run",
+    "report_to",
+    "save_on_each_node",
+)
 
 
 def run_config(args: argparse.Namespace | dict) -> dict:

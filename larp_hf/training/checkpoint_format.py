@@ -17,8 +17,11 @@ A checkpoint is a folder `checkpoint-STEP` of state files plus `manifest.json`, 
 
 State files execute nothing when read: tensors go to safetensors files (the structure around them, such as an
 optimizer's param_groups, rides along as JSON in the safetensors header), everything else to JSON. A checkpoint is
-trusted only after every file it lists has the size and SHA-256 its manifest records; files it does not list (a
-planted `custom_checkpoint_0.pkl`) are never opened.
+trusted only after every file it lists has the size and SHA-256 its manifest records. The manifest is the only list
+of what resuming reads (`CheckpointReader`): a state is read from the file the manifest lists for it, checked again
+as it is read and parsed from the very bytes that were checked; a file it does not list (a planted
+`custom_checkpoint_0.pkl`, an `optimizer.json` beside the listed `optimizer.safetensors`) is never opened, and a file
+resuming needs that it does not list is an error naming the file.
 
 Atomicity (`larp_hf.atomic_files`): a checkpoint is written under `.tmp-checkpoint-STEP` and renamed into place
 once its manifest is written. One that replaces an older `checkpoint-STEP` (a resumed run saving a step again) first
@@ -42,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from ..atomic_files import (
@@ -131,16 +135,36 @@ def write_state(folder: Path, stem: str, state) -> str:
 
 
 def read_state(folder: Path, stem: str):
-    """Read what `write_state` wrote as `stem`: JSON, or safetensors tensors placed back into their structure."""
-    json_path, tensors_path = folder / f"{stem}.json", folder / f"{stem}.safetensors"
-    if json_path.exists():
-        return _decode(json.loads(json_path.read_text()), {})
-    if not tensors_path.exists():
+    """
+    Read what `write_state` wrote as `stem` in `folder`, unverified (resuming reads through `CheckpointReader`, which
+    checks the manifest): `stem.json`, or `stem.safetensors` placed back into its structure. Both present is refused:
+    which one was written cannot be told.
+    """
+    names = [name for name in (f"{stem}.json", f"{stem}.safetensors") if (folder / name).exists()]
+    if not names:
         raise CheckpointError(f"{folder} has no {stem}.json or {stem}.safetensors.")
-    with safe_open(str(tensors_path), framework="pt") as handle:
-        structure = json.loads(handle.metadata()[STATE_METADATA_KEY])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    return _decode(structure, tensors)
+    if len(names) == 2:
+        raise CheckpointError(f"{folder} has both {names[0]} and {names[1]}: one of them was not written by a save.")
+    return _parse_state(folder / names[0], (folder / names[0]).read_bytes())
+
+
+def _parse_state(path: Path, data: bytes):
+    """A state file's bytes as `write_state` wrote them to `path` (JSON, or safetensors with its structure inside)."""
+    try:
+        if path.suffix == ".json":
+            return _decode(json.loads(data), {})
+        tensors, metadata = _parse_safetensors(data)
+        return _decode(json.loads(metadata[STATE_METADATA_KEY]), tensors)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        raise CheckpointError(f"{path} cannot be read as a state file: {error}") from None
+
+
+def _parse_safetensors(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the header metadata of a safetensors file held in memory."""
+    # The format: an 8-byte little-endian header length, then the JSON header, whose `__metadata__` holds strings.
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_length])
+    return load_safetensors(data), header.get("__metadata__") or {}
 
 
 def write_weights(path: Path, state_dict: dict[str, torch.Tensor]):
@@ -161,12 +185,18 @@ def write_weights(path: Path, state_dict: dict[str, torch.Tensor]):
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """What `write_weights` wrote, tied names restored."""
-    with safe_open(str(path), framework="pt") as handle:
-        state_dict = {name: handle.get_tensor(name) for name in handle.keys()}
-        aliases = json.loads((handle.metadata() or {}).get(ALIASES_METADATA_KEY, "{}"))
-    for name, kept in aliases.items():
-        state_dict[name] = state_dict[kept]
+    """What `write_weights` wrote, tied names restored (unverified: resuming reads through `CheckpointReader`)."""
+    return _weights_from(path, path.read_bytes())
+
+
+def _weights_from(path: Path, data: bytes) -> dict[str, torch.Tensor]:
+    try:
+        state_dict, metadata = _parse_safetensors(data)
+        aliases = json.loads(metadata.get(ALIASES_METADATA_KEY, "{}"))
+        for name, kept in aliases.items():
+            state_dict[name] = state_dict[kept]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, SafetensorError) as error:
+        raise CheckpointError(f"{path} cannot be read as weights: {error}") from None
     return state_dict
 
 
@@ -224,7 +254,29 @@ def read_manifest(folder: Path) -> dict:
     required = ("step", "world_size", "config_sha256", "lineage", "files")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or any(key not in manifest for key in required):
         raise CheckpointError(f"{path} is not a {FORMAT} manifest.")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(record, dict)
+        and type(record.get("bytes")) is int
+        and isinstance(record.get("sha256"), str)
+        for record in files.values()
+    ):
+        raise CheckpointError(f"{path} is damaged: its `files` are not all {{name: {{bytes, sha256}}}} records.")
     return manifest
+
+
+def _listed_path(folder: Path, name: str) -> Path:
+    """The path of a file the manifest lists, refused where the name would lead outside the checkpoint."""
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CheckpointError(f"{folder / MANIFEST_FILE} lists {name!r}, which is not inside the checkpoint.")
+    return folder / name
+
+
+def _check_record(path: Path, record: dict, size: int, sha256: str | None):
+    if size != record["bytes"]:
+        raise CheckpointError(f"{path} is damaged: {size} bytes where the manifest records {record['bytes']}.")
+    if sha256 != record["sha256"]:
+        raise CheckpointError(f"{path} is damaged: its SHA-256 differs from the one in the manifest.")
 
 
 def verify_checkpoint(folder: Path) -> tuple[dict, list[str]]:
@@ -234,21 +286,111 @@ def verify_checkpoint(folder: Path) -> tuple[dict, list[str]]:
     """
     manifest = read_manifest(folder)
     for name, record in manifest["files"].items():
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise CheckpointError(f"{folder / MANIFEST_FILE} lists {name!r}, which is not inside the checkpoint.")
-        path = folder / name
+        path = _listed_path(folder, name)
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: the checkpoint is incomplete.")
         size = path.stat().st_size
-        if size != record["bytes"]:
-            raise CheckpointError(f"{path} is damaged: {size} bytes where the manifest records {record['bytes']}.")
-        if _file_record(path)["sha256"] != record["sha256"]:
-            raise CheckpointError(f"{path} is damaged: its SHA-256 differs from the one in the manifest.")
+        # A file of the wrong size is told without hashing it.
+        _check_record(path, record, size, _file_record(path)["sha256"] if size == record["bytes"] else None)
+    return manifest, unlisted_files(folder, manifest)
+
+
+def unlisted_files(folder: Path, manifest: dict) -> list[str]:
+    """The files in `folder` that `manifest` does not list: resuming never reads them."""
     listed = set(manifest["files"]) | {MANIFEST_FILE}
-    unlisted = sorted(
-        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
-    )
-    return manifest, [name for name in unlisted if name not in listed]
+    present = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    return [name for name in present if name not in listed]
+
+
+class CheckpointReader:
+    """
+    The files of one checkpoint, read only as its manifest lists them: how resuming reads a checkpoint, everything
+    (weights, optimizer, schedule, scaler, random states, training state and history, settings) through one door.
+    A name the manifest does not list is never opened; a file is read whole, checked against the size and SHA-256 the
+    manifest records, and parsed from the bytes that were checked. Errors are CheckpointError naming the file.
+
+        reader = CheckpointReader(folder)
+        if reader.lists_state("scaler"):
+            scaler.load_state_dict(reader.read_state("scaler"))
+    """
+
+    def __init__(self, folder: Path, manifest: dict | None = None):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder) if manifest is None else manifest
+        self.files = self.manifest["files"]
+
+    def state_file(self, stem: str) -> str | None:
+        """The file the manifest lists for the state `stem` (`stem.json` or `stem.safetensors`), None if neither."""
+        names = [name for name in (f"{stem}.json", f"{stem}.safetensors") if name in self.files]
+        if len(names) == 2:
+            raise CheckpointError(
+                f"{self.folder / MANIFEST_FILE} lists both {names[0]} and {names[1]}: a save writes one of them, so "
+                "the manifest was edited. Restore the manifest the save wrote, or resume from another checkpoint."
+            )
+        return names[0] if names else None
+
+    def lists_state(self, stem: str) -> bool:
+        return self.state_file(stem) is not None
+
+    def require(self, name: str, hint: str = "") -> str:
+        """`name` if the manifest lists it; else CheckpointError naming the file, the fix and `hint`."""
+        if name not in self.files:
+            self._missing(name, hint)
+        return name
+
+    def require_state(self, stem: str, hint: str = "") -> str:
+        """The listed file of the state `stem`; else CheckpointError naming it, the fix and `hint`."""
+        name = self.state_file(stem)
+        if name is None:
+            self._missing(f"{stem}.json or {stem}.safetensors", hint)
+        return name
+
+    def _missing(self, what: str, hint: str):
+        raise CheckpointError(
+            f"{self.folder / MANIFEST_FILE} does not list {what}, which resuming needs.{hint} The manifest is the "
+            "only list of what a checkpoint holds, and files it does not list are never read: restore the manifest "
+            "the save wrote, or resume from another checkpoint."
+        )
+
+    def read_bytes(self, name: str) -> bytes:
+        """The bytes of the listed file `name`, checked against the manifest's size and SHA-256."""
+        self.require(name)
+        path = _listed_path(self.folder, name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"{path} is missing: the checkpoint is incomplete.") from None
+        except (IsADirectoryError, PermissionError) as error:
+            raise CheckpointError(f"{path} cannot be read: {error}") from None
+        _check_record(path, self.files[name], len(data), hashlib.sha256(data).hexdigest())
+        return data
+
+    def read_state(self, stem: str):
+        """The state `write_state` wrote as `stem`, from the file the manifest lists for it."""
+        name = self.require_state(stem)
+        return _parse_state(self.folder / name, self.read_bytes(name))
+
+    def read_weights(self, name: str) -> dict[str, torch.Tensor]:
+        """The weights `write_weights` wrote as `name` (tied names restored), verified."""
+        return _weights_from(self.folder / name, self.read_bytes(name))
+
+    def verify_folder(self, subfolder: str):
+        """
+        For a library that reads a sub-folder itself (DeepSpeed's partitions): every file in it is listed and intact,
+        so that what it opens is what the save wrote.
+        """
+        prefix = f"{subfolder}/"
+        listed = [name for name in self.files if name.startswith(prefix)]
+        if not listed:
+            self._missing(f"any file under {prefix}", "")
+        unlisted = [name for name in unlisted_files(self.folder, self.manifest) if name.startswith(prefix)]
+        if unlisted:
+            raise CheckpointError(
+                f"{self.folder / unlisted[0]} is not in the manifest, but the library that reads {subfolder}/ would "
+                "open it. Remove it, or resume from another checkpoint."
+            )
+        for name in listed:
+            self.read_bytes(name)
 
 
 # ---- Lineage and `latest` ----------------------------------------------------------------------------------------
@@ -393,6 +535,7 @@ __all__ = [
     "MANIFEST_FILE",
     "RUN_FILE",
     "CheckpointError",
+    "CheckpointReader",
     "config_sha256",
     "find_checkpoint",
     "install_checkpoint",
@@ -407,6 +550,7 @@ __all__ = [
     "read_state",
     "read_weights",
     "recover_checkpoints_dir",
+    "unlisted_files",
     "verify_checkpoint",
     "write_manifest",
     "write_state",

@@ -19,7 +19,7 @@ from .accelerator import first_error, writes_files
 from .arguments import run_config
 from .checkpoint_format import CheckpointError
 from .fault_injection import fault_point
-from .layout import CHECKPOINTS_DIR
+from .layout import CHECKPOINTS_DIR, output_overlap, resume_refusal, resumes_another_run
 from .sharding import (
     first_non_finite,
     gather_model_state,
@@ -166,17 +166,28 @@ def find_latest_checkpoint(checkpoints_dir: Path) -> Path | None:
 
 
 def resume_or_start_afresh(
-    accelerator: Accelerator, resume_from_checkpoint: str | None, output_dir: Path, config: dict | None = None
+    accelerator: Accelerator,
+    resume_from_checkpoint: str | None,
+    output_dir: Path,
+    config: dict | None = None,
+    resume_from_other_run: bool = False,
 ) -> TrainingState:
     """
     Call after `accelerator.prepare` (and after `claim_output_dir`). Returns a `TrainingState`, registered for
     checkpointing. With `resume_from_checkpoint` (`latest`, `latest_intact` or a folder), the checkpoint is verified
-    against its manifest and everything it holds is restored: weights, optimizer, schedule, random states, samplers
-    and the state; a damaged one is refused (SystemExit naming the file) and no pickle is ever loaded. Without, old
-    checkpoints in OUTPUT_DIR are deleted, so that `latest` can never pick one of another run. `config` (the run's
-    settings, `run_config(args)`) is recorded in every checkpoint; a resume with other settings names them.
-    Interrupted saves of an earlier run are finished or undone first, and OUTPUT_DIR/run.json records this run's
-    lineage, which `latest` follows from then on.
+    against its manifest and everything it holds is restored, each file read only as the manifest lists it
+    (`checkpoint_format.CheckpointReader`): weights, optimizer, schedule, random states, samplers and the state; a
+    damaged one, or one whose manifest lacks a file this run needs, is refused (SystemExit naming the file) and no
+    pickle is ever loaded. Without, old checkpoints in OUTPUT_DIR are deleted, so that `latest` can never pick one of
+    another run. `config` (the run's settings, `run_config(args)`) is recorded in every checkpoint; a resume with other
+    settings names them, applies a changed learning rate and other numeric optimizer settings (the schedule continues
+    from where it was, at the new rate), and refuses weights that no longer fit the model, naming the settings.
+
+    A checkpoint folder outside OUTPUT_DIR/checkpoints is another run's: it is refused unless
+    `resume_from_other_run`, and then starts a new lineage in OUTPUT_DIR (its checkpoints replaced, as by a fresh
+    start) whose `TrainingState.started_from` records the checkpoint, its step and its lineage. Interrupted saves of an
+    earlier run are finished or undone first, and OUTPUT_DIR/run.json records this run's lineage, which `latest`
+    follows from then on.
     """
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
@@ -184,6 +195,12 @@ def resume_or_start_afresh(
     checkpoints_dir = output_dir / CHECKPOINTS_DIR
     writes = writes_files(accelerator)
     run_id = checkpoint_format.new_run_id()
+    refusal = resume_refusal(resume_from_checkpoint, output_dir, resume_from_other_run)
+    if refusal is None and resume_from_other_run:  # deleting this folder's checkpoints must not delete the source
+        refusal = output_overlap(output_dir, {"--resume_from_checkpoint": resume_from_checkpoint})
+    if refusal:
+        raise SystemExit(f"error: {refusal}")
+    other_run = resumes_another_run(resume_from_checkpoint, output_dir)
 
     # Every file-writing process resolves the checkpoint on its own disk and verifies it; all must agree.
     found, error = None, None
@@ -196,7 +213,7 @@ def resume_or_start_afresh(
             for note in notes:
                 print(f"warning: {note}", file=sys.stderr)
             found = (str(folder), manifest["step"], manifest["lineage"])
-        elif writes and checkpoints_dir.exists():
+        if writes and (resume_from_checkpoint is None or other_run) and checkpoints_dir.exists():
             remove_folder(checkpoints_dir)
     except CheckpointError as failure:
         error = f"{failure} Drop --resume_from_checkpoint to start from scratch."
@@ -216,11 +233,20 @@ def resume_or_start_afresh(
         folder, step, lineage = answers[writer][0]
         accelerator.print(f"Resuming from {folder}")
         try:
-            _load_checkpoint(accelerator, Path(folder))
-        except CheckpointError as failure:  # e.g. one written under DeepSpeed, whose optimizer is in DeepSpeed's files
-            raise SystemExit(f"error: {failure} It was written by another kind of run than this one.") from None
-        state.lineage = [*lineage, {"run": run_id, "from_step": step}]
-        _report_changed_settings(accelerator, Path(folder), state.config)
+            applied = _load_checkpoint(accelerator, Path(folder), step, state.config)
+        except CheckpointError as failure:
+            raise SystemExit(f"error: {failure}") from None
+        for note in applied:
+            accelerator.print(note)
+        if other_run:
+            origin = {"checkpoint": str(Path(folder).resolve()), "step": step, "lineage": lineage}
+            if state.started_from is not None:  # that run had itself started from a third one
+                origin["started_from"] = state.started_from
+            state.started_from = origin
+            state.lineage = [{"run": run_id, "from_step": step}]
+            accelerator.print(f"Started a new run in {output_dir} from {folder} (step {step}) of another run.")
+        else:
+            state.lineage = [*lineage, {"run": run_id, "from_step": step}]
     else:
         state.lineage = [{"run": run_id, "from_step": 0}]
 
@@ -228,7 +254,10 @@ def resume_or_start_afresh(
     if writes:
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(output_dir / checkpoint_format.RUN_FILE, {"lineage": state.lineage, "config": state.config})
+            record = {"lineage": state.lineage, "config": state.config}
+            if state.started_from is not None:
+                record["started_from"] = state.started_from
+            write_json_atomic(output_dir / checkpoint_format.RUN_FILE, record)
         except OSError as failure:
             error = f"Could not write {output_dir / checkpoint_format.RUN_FILE}: {failure}"
     error = first_error(accelerator, error)
@@ -237,45 +266,160 @@ def resume_or_start_afresh(
     return state
 
 
-def _load_checkpoint(accelerator: Accelerator, folder: Path):
-    """Restore every prepared object, the registered states and this process's random state from `folder`."""
-    manifest = checkpoint_format.read_manifest(folder)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        # DeepSpeed reads its own (pickled) partition files, checked against the manifest above.
-        for index, model in enumerate(accelerator._models):
-            model.load_checkpoint(str(folder / "deepspeed"), tag=_indexed("model", index), load_lr_scheduler_states=False)
-    else:
-        for index, model in enumerate(accelerator._models):
-            load_model_state(accelerator, model, checkpoint_format.read_weights(folder / f"{_indexed('model', index)}.safetensors"))
-        for index, optimizer in enumerate(accelerator._optimizers):
-            state = checkpoint_format.read_state(folder, _indexed("optimizer", index))
-            load_optimizer_state(accelerator, optimizer, _model_of(accelerator, index), state)
-    for index, scheduler in enumerate(_schedulers(accelerator)):
-        scheduler.load_state_dict(checkpoint_format.read_state(folder, _indexed("scheduler", index)))
-    if accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(checkpoint_format.read_state(folder, "scaler"))
-    for index, obj in enumerate(accelerator._custom_objects):
-        obj.load_state_dict(checkpoint_format.read_state(folder, f"custom_state_{index}"))
-    _load_accelerator_state(accelerator, checkpoint_format.read_state(folder, "accelerator_state"))
-
-    stem = f"random_states_{accelerator.process_index}"
-    if manifest["world_size"] == accelerator.num_processes:
-        restore_rng_state(checkpoint_format.read_state(folder, stem))
-    else:
-        accelerator.print(
-            f"warning: {folder} was written by {manifest['world_size']} process(es), this run has "
-            f"{accelerator.num_processes}: the batches and random draws differ from the run that wrote it."
-        )
-        if any(name.startswith(f"{stem}.") for name in manifest["files"]):
-            restore_rng_state(checkpoint_format.read_state(folder, stem))
-
-
-def _report_changed_settings(accelerator: Accelerator, folder: Path, config: dict):
-    saved = checkpoint_format.read_state(folder, "run_config")
-    changed = [
+def changed_settings(saved: dict, config: dict) -> list[str]:
+    """The settings that differ between a checkpoint's run_config and this run's, as `name old -> new`."""
+    return [
         f"{name} {saved.get(name)!r} -> {config.get(name)!r}"
         for name in sorted(set(saved) | set(config))
         if saved.get(name) != config.get(name)
     ]
+
+
+def _load_checkpoint(accelerator: Accelerator, folder: Path, step: int, config: dict) -> list[str]:
+    """
+    Restore every prepared object, the registered states and this process's random state from `folder`, each file
+    read as its manifest lists it and verified as it is read. Every file needed is looked up in the manifest before
+    anything is loaded. Returns notes on the settings of this run applied over the checkpoint's.
+    """
+    reader = checkpoint_format.CheckpointReader(folder)
+    if reader.manifest["step"] != step:
+        raise CheckpointError(f"{folder / checkpoint_format.MANIFEST_FILE} changed while the run was resuming from it.")
+    saved_config = reader.read_state("run_config")
+    changed = changed_settings(saved_config, config)
     if changed:
         accelerator.print(f"Resuming with settings that differ from {folder.name}'s: {'; '.join(changed)}.")
+    hint = f" (Settings that differ from the checkpoint's: {'; '.join(changed)}.)" if changed else ""
+
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    model_files = [f"{_indexed('model', index)}.safetensors" for index in range(len(accelerator._models))]
+    optimizer_stems = [_indexed("optimizer", index) for index in range(len(accelerator._optimizers))]
+    for name in [] if deepspeed else model_files:  # DeepSpeed restores the weights from its own files
+        reader.require(name, hint)
+    stems = [] if deepspeed else list(optimizer_stems)
+    stems += [_indexed("scheduler", index) for index in range(len(_schedulers(accelerator)))]
+    stems += ["scaler"] if accelerator.scaler is not None else []
+    stems += [f"custom_state_{index}" for index in range(len(accelerator._custom_objects))]
+    stems += ["accelerator_state"]
+    random_stem = f"random_states_{accelerator.process_index}"
+    same_world = reader.manifest["world_size"] == accelerator.num_processes
+    if same_world:
+        stems.append(random_stem)
+    for stem in stems:
+        reader.require_state(stem, hint)
+    if deepspeed:
+        if saved_config.get("learning_rate") != config.get("learning_rate"):
+            raise CheckpointError(
+                f"{folder} was written with learning_rate {saved_config.get('learning_rate')!r}; under DeepSpeed a "
+                "changed learning rate cannot be applied on resume. Resume with the checkpoint's learning rate."
+            )
+        reader.verify_folder("deepspeed")  # DeepSpeed opens these itself: every one listed and intact
+        # DeepSpeed reads its own (pickled) partition files, checked against the manifest just now.
+        for index, model in enumerate(accelerator._models):
+            model.load_checkpoint(str(folder / "deepspeed"), tag=_indexed("model", index), load_lr_scheduler_states=False)
+    else:
+        fresh = _optimizer_settings(accelerator)  # as this run made them, before the checkpoint's replace them
+        for model, name in zip(accelerator._models, model_files):
+            try:
+                load_model_state(accelerator, model, reader.read_weights(name))
+            except (RuntimeError, ValueError, KeyError) as error:
+                raise CheckpointError(_does_not_fit(folder / name, "weights", "model", error, changed)) from None
+        for index, optimizer in enumerate(accelerator._optimizers):
+            stem = optimizer_stems[index]
+            try:
+                load_optimizer_state(accelerator, optimizer, _model_of(accelerator, index), reader.read_state(stem))
+            except (RuntimeError, ValueError, KeyError) as error:
+                path = folder / reader.state_file(stem)
+                raise CheckpointError(_does_not_fit(path, "optimizer state", "optimizer", error, changed)) from None
+    for index, scheduler in enumerate(_schedulers(accelerator)):
+        scheduler.load_state_dict(reader.read_state(_indexed("scheduler", index)))
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(reader.read_state("scaler"))
+    for index, obj in enumerate(accelerator._custom_objects):
+        obj.load_state_dict(reader.read_state(f"custom_state_{index}"))
+    _load_accelerator_state(accelerator, reader.read_state("accelerator_state"))
+    applied = [] if deepspeed else _apply_optimizer_settings(accelerator, fresh)
+
+    if same_world:
+        restore_rng_state(reader.read_state(random_stem))
+    else:
+        accelerator.print(
+            f"warning: {folder} was written by {reader.manifest['world_size']} process(es), this run has "
+            f"{accelerator.num_processes}: the batches and random draws differ from the run that wrote it."
+        )
+        if reader.lists_state(random_stem):
+            restore_rng_state(reader.read_state(random_stem))
+    return applied
+
+
+def _does_not_fit(path: Path, what: str, target: str, error: Exception, changed: list[str]) -> str:
+    """The refusal for a checkpoint's state that this run's model or optimizer cannot take, naming the settings."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else (lines[0] if lines else "")
+    cause = (
+        f"The settings that differ from the checkpoint's: {'; '.join(changed)}."
+        if changed
+        else "No recorded setting differs, so the code that builds the model changed since the save."
+    )
+    return (
+        f"{path}: the {what} do not fit this run's {target} ({detail}). {cause} Resume with the settings the "
+        "checkpoint was written with, or start a new run (without --resume_from_checkpoint)."
+    )
+
+
+def _inner_optimizer(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # the torch optimizer inside Accelerate's wrapper
+
+
+def _optimizer_settings(accelerator: Accelerator) -> list[list[dict]]:
+    """Each prepared optimizer's parameter-group settings (learning rate, weight decay, betas, ...), params left out."""
+    return [
+        [{key: value for key, value in group.items() if key != "params"} for group in _inner_optimizer(o).param_groups]
+        for o in accelerator._optimizers
+    ]
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_is_number(item) for item in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _apply_optimizer_settings(accelerator: Accelerator, fresh: list[list[dict]]) -> list[str]:
+    """
+    Put this run's numeric optimizer settings (`fresh`, as the run made them) over those a checkpoint restored, so a
+    resume with a new learning rate, weight decay or betas trains with them, as the settings it records say. The
+    learning rate is the schedule's base rate (`initial_lr`, what a transformers schedule scales): the current rate
+    and the schedulers' `base_lrs` are scaled to it, so the schedule goes on from the step it had reached at the new
+    rate. Switches (`fused`, `foreach`, ...) stay as the checkpoint has them. Returns a note per change.
+    """
+    notes, scales = [], {}
+    for index, (optimizer, groups) in enumerate(zip(accelerator._optimizers, fresh)):
+        inner = _inner_optimizer(optimizer)
+        for number, (group, wanted) in enumerate(zip(inner.param_groups, groups)):
+            where = f"optimizer {index}, parameter group {number}" if len(accelerator._optimizers) > 1 else f"parameter group {number}"
+            base_key = "initial_lr" if "initial_lr" in wanted else "lr"
+            restored, asked = group.get(base_key, group["lr"]), wanted[base_key]
+            if restored != asked:
+                if not restored > 0:
+                    raise CheckpointError(
+                        f"The checkpoint's learning rate is {restored!r} in {where}: it cannot be scaled to {asked!r}."
+                    )
+                group["lr"] = group["lr"] * (asked / restored)
+                group[base_key] = asked
+                scales[(id(inner), number)] = asked
+                notes.append(f"Applied learning rate {asked!r} (was {restored!r}) in {where}: the schedule goes on at the new rate.")
+            for key, value in wanted.items():
+                if key not in ("lr", "initial_lr") and _is_number(value) and group.get(key) != value:
+                    notes.append(f"Applied {key} {value!r} (was {group.get(key)!r}) in {where}.")
+                    group[key] = type(group[key])(value) if isinstance(group.get(key), (list, tuple)) else value
+    if scales:
+        for scheduler in _schedulers(accelerator):
+            inner = getattr(scheduler, "scheduler", scheduler)
+            optimizer = getattr(inner, "optimizer", None)
+            if hasattr(inner, "base_lrs"):
+                inner.base_lrs = [
+                    scales.get((id(optimizer), number), base) for number, base in enumerate(inner.base_lrs)
+                ]
+            if hasattr(inner, "_last_lr") and optimizer is not None:
+                inner._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return notes

@@ -31,18 +31,107 @@ def already_holds_a_run(output_dir: Path) -> str:
     )
 
 
-def claim_output_dir(accelerator: Accelerator, args: argparse.Namespace):
+def output_overlap(output: str | Path, inputs: dict[str, str | Path | None], output_name: str = "--output_dir") -> str | None:
     """
-    Make OUTPUT_DIR (`args.output_dir`) this run's for the run's life. The main process takes OUTPUT_DIR/run.lock:
-    a second run on the folder is refused with a message naming the holder, and the stale lock of a run that died is
-    taken over with a warning. Under the lock it checks again that the folder holds no run unless
-    `args.resume_from_checkpoint` continues it; with `args.overwrite_output_dir` it swaps an empty folder in for the
-    old run, then deletes it. Every process stops (SystemExit) when the claim fails. Call right after
-    `make_accelerator`.
+    The refusal for an output folder that is, contains or lies inside one of `inputs` (what a run reads, by the
+    name the user gave it: a flag, or an argument), or None. A run writes into its output folder and replacing a run
+    deletes it, so an input there would be destroyed by the very run that reads it. Only inputs that exist on this
+    machine count (a Hub id is not a folder here); links are followed, so a link to an input is that input.
+    """
+    output_path = Path(output).expanduser().resolve()
+    for name, value in inputs.items():
+        if value is None or not Path(value).expanduser().exists():
+            continue
+        path = Path(value).expanduser().resolve()
+        if path == output_path:
+            relation = "is"
+        elif path.is_relative_to(output_path):
+            relation = "contains"
+        elif output_path.is_relative_to(path):
+            relation = "lies inside"
+        else:
+            continue
+        return (
+            f"{output_name} {output} {relation} {name} {value}: the run would write into, and when it replaces a run "
+            f"delete, what it reads. Choose an {output_name} apart from its inputs."
+        )
+    return None
+
+
+def resumes_another_run(resume_from_checkpoint: str | None, output_dir: str | Path) -> bool:
+    """Whether `resume_from_checkpoint` names a checkpoint folder that is not in OUTPUT_DIR/checkpoints."""
+    if resume_from_checkpoint in (None, "latest", "latest_intact"):
+        return False
+    return Path(resume_from_checkpoint).resolve().parent != (Path(output_dir) / CHECKPOINTS_DIR).resolve()
+
+
+def resume_refusal(resume_from_checkpoint: str | None, output_dir: str | Path, resume_from_other_run: bool) -> str | None:
+    """
+    The refusal for a resume that would mix two runs, or None. A checkpoint of another run is resumed only with
+    `resume_from_other_run`, and then starts a new lineage in OUTPUT_DIR: resumed as if it were this folder's own, it
+    would replace this folder's checkpoints, final model and metrics with the other run's continuation.
+    """
+    other = resumes_another_run(resume_from_checkpoint, output_dir)
+    if other and not resume_from_other_run:
+        return (
+            f"--resume_from_checkpoint {resume_from_checkpoint} is a checkpoint of another run (not in "
+            f"{Path(output_dir) / CHECKPOINTS_DIR}). Pass --resume_from_other_run to start a new run in {output_dir} "
+            f"from it (its metrics record where it came from), or continue that run in its own folder "
+            f"(--output_dir {Path(resume_from_checkpoint).parent.parent})."
+        )
+    if resume_from_other_run and not other:
+        given = (
+            "no --resume_from_checkpoint is given"
+            if resume_from_checkpoint is None
+            else f"--resume_from_checkpoint {resume_from_checkpoint} is this folder's own"
+        )
+        return (
+            "--resume_from_other_run starts a new run from a checkpoint folder of another run, named by "
+            f"--resume_from_checkpoint, but {given}. Drop --resume_from_other_run."
+        )
+    return None
+
+
+def output_dir_refusal(args: argparse.Namespace, inputs: dict[str, str | Path | None] | None = None) -> str | None:
+    """
+    What a run's flags ask of OUTPUT_DIR that is refused before any work, or None: an output folder among the
+    run's `inputs` (and, with `args.resume_from_other_run`, the checkpoint resumed), or a resume that would mix two
+    runs (`resume_refusal`). The folder's content is checked under its lock (`claim_output_dir`).
+    """
+    other_run = getattr(args, "resume_from_other_run", False)
+    refusal = resume_refusal(args.resume_from_checkpoint, args.output_dir, other_run)
+    if refusal is None:
+        reads = dict(inputs or {})
+        if resumes_another_run(args.resume_from_checkpoint, args.output_dir):
+            reads["--resume_from_checkpoint"] = args.resume_from_checkpoint
+        refusal = output_overlap(args.output_dir, reads)
+    return refusal
+
+
+def continues_a_run(args: argparse.Namespace) -> bool:
+    """Whether the run continues the one in OUTPUT_DIR (a resume from this folder's own checkpoints)."""
+    return args.resume_from_checkpoint is not None and not resumes_another_run(args.resume_from_checkpoint, args.output_dir)
+
+
+def claim_output_dir(
+    accelerator: Accelerator, args: argparse.Namespace, inputs: dict[str, str | Path | None] | None = None
+):
+    """
+    Make OUTPUT_DIR (`args.output_dir`) this run's for the run's life. First the refusals that need no lock
+    (`output_dir_refusal`: an output among `inputs`, the folders and files the run reads by their flags; another
+    run's checkpoint without `args.resume_from_other_run`). Then the main process takes OUTPUT_DIR/run.lock: a second
+    run on the folder is refused with a message naming the holder, and the stale lock of a run that died is taken
+    over with a warning. Under the lock it checks again that the folder holds no run unless
+    `args.resume_from_checkpoint` continues it (a run started from another run's checkpoint starts afresh here); with
+    `args.overwrite_output_dir` it swaps an empty folder in for the old run, then deletes it. Every process stops
+    (SystemExit) when the claim fails. Call right after `make_accelerator`.
     """
     output_dir = Path(args.output_dir)
-    replacing = args.resume_from_checkpoint is None and args.overwrite_output_dir
-    error = None
+    continues = continues_a_run(args)
+    replacing = not continues and args.overwrite_output_dir
+    error = output_dir_refusal(args, inputs)  # the same on every process: paths only
+    if error:
+        raise SystemExit(f"error: {error}")
     try:
         if accelerator.is_main_process:
             lock = held_lock(output_dir)  # this process's earlier run in the folder, finished
@@ -51,7 +140,7 @@ def claim_output_dir(accelerator: Accelerator, args: argparse.Namespace):
                 warning = lock.acquire()
                 if warning:
                     print(f"warning: {warning}", file=sys.stderr)
-            if args.resume_from_checkpoint is None and folder_holds_a_run(output_dir) and not replacing:
+            if not continues and folder_holds_a_run(output_dir) and not replacing:
                 lock.release()
                 raise OutputDirBusyError(already_holds_a_run(output_dir))
         if replacing and writes_files(accelerator):
@@ -83,4 +172,15 @@ def _move_old_run_aside(output_dir: Path, lock: RunLock | None):
     print(f"Replaced the run in {output_dir} (overwrite_output_dir).")
 
 
-__all__ = ["CHECKPOINTS_DIR", "METRICS_FILE", "already_holds_a_run", "claim_output_dir", "folder_holds_a_run"]
+__all__ = [
+    "CHECKPOINTS_DIR",
+    "METRICS_FILE",
+    "already_holds_a_run",
+    "claim_output_dir",
+    "continues_a_run",
+    "folder_holds_a_run",
+    "output_dir_refusal",
+    "output_overlap",
+    "resume_refusal",
+    "resumes_another_run",
+]

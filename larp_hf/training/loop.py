@@ -89,5 +89,6 @@ def record_validation(accelerator: Accelerator, state: TrainingState, metrics: d
     state.history.append(entry)
     accelerator.log({name: value for name, value in entry.items() if name != "step"}, step=state.step)
     if accelerator.is_main_process:
-        write_json_atomic(output_dir / METRICS_FILE, {**entry, "history": state.history})
+        origin = {"started_from": state.started_from} if state.started_from is not None else {}
+        write_json_atomic(output_dir / METRICS_FILE, {**entry, **origin, "history": state.history})
     return entry

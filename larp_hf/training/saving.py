@@ -76,10 +76,13 @@ def save_final_model(accelerator: Accelerator, model: torch.nn.Module, output_di
 def write_final_metrics(output_dir: Path, state: TrainingState, **extra) -> dict:
     """
     OUTPUT_DIR/metrics.json of a finished run: the last validation at the top level (also when a resumed run had
-    nothing left to train), the step count, the training time, `extra` and the history. Returns what it wrote.
+    nothing left to train), the step count, the training time, `extra`, where a run started from another run's
+    checkpoint came from (`started_from`) and the history. Returns what it wrote.
     """
     latest = state.history[-1] if state.history else {}
     final = {**latest, "step": state.step, "train_seconds": round(state.train_seconds, 3), **extra}
+    if state.started_from is not None:
+        final["started_from"] = state.started_from
     final["history"] = state.history
     write_json_atomic(output_dir / METRICS_FILE, final)
     return final

@@ -12,9 +12,11 @@ import torch
 class TrainingState:
     """
     What the Accelerator does not know about: the step count, the time spent, the best validation loss and the
-    validation history, so a resumed run continues all four. `resume_or_start_afresh` makes one, registers it for
-    checkpointing and sets the two facts about the run itself that `save_checkpoint` writes into each manifest:
-    `lineage` (the runs that led to this one, see `checkpoint_format.py`) and `config` (the run's settings).
+    validation history, so a resumed run continues all four, and `started_from`: where a run started from another
+    run's checkpoint came from (the checkpoint, its step and lineage; None for a run started afresh), which its
+    checkpoints and metrics.json carry on. `resume_or_start_afresh` makes one, registers it for checkpointing and sets
+    the two facts about the run itself that `save_checkpoint` writes into each manifest: `lineage` (the runs that led
+    to this one, see `checkpoint_format.py`) and `config` (the run's settings).
     """
 
     def __init__(self):
@@ -23,6 +25,7 @@ class TrainingState:
         self.best_val_loss = math.inf
         self.best_step = 0
         self.history = []  # one entry per validation: its metrics, `step` and `train_seconds`
+        self.started_from = None
         self.lineage = []
         self.config = {}
         self._clock_start = None
@@ -43,6 +46,7 @@ class TrainingState:
             "best_val_loss": self.best_val_loss,
             "best_step": self.best_step,
             "history": self.history,
+            "started_from": self.started_from,
         }
 
     def load_state_dict(self, state):
@@ -51,6 +55,7 @@ class TrainingState:
         self.best_val_loss = float(state["best_val_loss"])
         self.best_step = int(state["best_step"])
         self.history = list(state["history"])
+        self.started_from = state.get("started_from")  # absent in checkpoints of older versions
 
 
 def capture_rng_state() -> dict:
