@@ -54,7 +54,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
     # Replacing the token dataset would delete a tokenizer or images it reads (or write into them).
-    refusal = output_overlap(output_dir, {"--vqvae": args.vqvae, "--dataset": args.dataset, "--dataset_dir": args.dataset_dir})
+    inputs = {"--vqvae": args.vqvae, "--dataset": args.dataset, "--dataset_dir": args.dataset_dir}
+    refusal = output_overlap(output_dir, inputs)
     if refusal:
         parser.error(refusal)
     # A token dataset written here before is replaced (it comes back from the cache in seconds); anything else is kept.

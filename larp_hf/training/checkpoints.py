@@ -396,7 +396,9 @@ def _apply_optimizer_settings(accelerator: Accelerator, fresh: list[list[dict]])
     for index, (optimizer, groups) in enumerate(zip(accelerator._optimizers, fresh)):
         inner = _inner_optimizer(optimizer)
         for number, (group, wanted) in enumerate(zip(inner.param_groups, groups)):
-            where = f"optimizer {index}, parameter group {number}" if len(accelerator._optimizers) > 1 else f"parameter group {number}"
+            where = f"parameter group {number}"
+            if len(accelerator._optimizers) > 1:
+                where = f"optimizer {index}, {where}"
             base_key = "initial_lr" if "initial_lr" in wanted else "lr"
             restored, asked = group.get(base_key, group["lr"]), wanted[base_key]
             if restored != asked:
@@ -407,11 +409,13 @@ def _apply_optimizer_settings(accelerator: Accelerator, fresh: list[list[dict]])
                 group["lr"] = group["lr"] * (asked / restored)
                 group[base_key] = asked
                 scales[(id(inner), number)] = asked
-                notes.append(f"Applied learning rate {asked!r} (was {restored!r}) in {where}: the schedule goes on at the new rate.")
+                notes.append(
+                    f"Applied learning rate {asked!r} (was {restored!r}) in {where}: the schedule goes on at the new rate."
+                )
             for key, value in wanted.items():
                 if key not in ("lr", "initial_lr") and _is_number(value) and group.get(key) != value:
                     notes.append(f"Applied {key} {value!r} (was {group.get(key)!r}) in {where}.")
-                    group[key] = type(group[key])(value) if isinstance(group.get(key), (list, tuple)) else value
+                    group[key] = value
     if scales:
         for scheduler in _schedulers(accelerator):
             inner = getattr(scheduler, "scheduler", scheduler)

@@ -31,7 +31,9 @@ def already_holds_a_run(output_dir: Path) -> str:
     )
 
 
-def output_overlap(output: str | Path, inputs: dict[str, str | Path | None], output_name: str = "--output_dir") -> str | None:
+def output_overlap(
+    output: str | Path, inputs: dict[str, str | Path | None], output_name: str = "--output_dir"
+) -> str | None:
     """
     The refusal for an output folder that is, contains or lies inside one of `inputs` (what a run reads, by the
     name the user gave it: a flag, or an argument), or None. A run writes into its output folder and replacing a run
@@ -67,10 +69,16 @@ def resumes_another_run(resume_from_checkpoint: str | None, output_dir: str | Pa
 
 def resume_refusal(resume_from_checkpoint: str | None, output_dir: str | Path, resume_from_other_run: bool) -> str | None:
     """
-    The refusal for a resume that would mix two runs, or None. A checkpoint of another run is resumed only with
+    The refusal for a resume from a folder that is not there or that would mix two runs, or None. A checkpoint of
+    another run is resumed only with
     `resume_from_other_run`, and then starts a new lineage in OUTPUT_DIR: resumed as if it were this folder's own, it
     would replace this folder's checkpoints, final model and metrics with the other run's continuation.
     """
+    if resume_from_checkpoint not in (None, "latest", "latest_intact") and not Path(resume_from_checkpoint).is_dir():
+        return (
+            f"No checkpoint to resume from at {resume_from_checkpoint!r}: no such folder. Pass --resume_from_checkpoint "
+            "a checkpoint-STEP folder, or 'latest' for the newest checkpoint of the run in --output_dir."
+        )
     other = resumes_another_run(resume_from_checkpoint, output_dir)
     if other and not resume_from_other_run:
         return (

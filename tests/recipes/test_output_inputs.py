@@ -31,7 +31,8 @@ def folder_with_files(path, *names):
 
 
 def snapshot(folder) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = (path for path in sorted(folder.rglob("*")) if path.is_file())
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
 def refused(recipe: str, argv, capsys) -> str:
@@ -90,7 +91,7 @@ def test_the_prior_recipe_refuses_an_output_among_its_inputs(tmp_path, capsys):
         (["--vqvae", tokenizer, "--output_dir", tokenizer, "--overwrite_output_dir"], "is --vqvae"),
         (["--vqvae", tokenizer, "--output_dir", tokenizer / "prior"], "lies inside --vqvae"),
         (["--vqvae", tokenizer, "--output_dir", tmp_path], "contains --vqvae"),
-        (["--vqvae", "hub/id", "--token_dataset", tokens, "--output_dir", tokens, "--overwrite_output_dir"], "is --token_dataset"),
+        (["--vqvae", "id", "--token_dataset", tokens, "--output_dir", tokens, "--overwrite_output_dir"], "is --token_dataset"),
         (["--vqvae", "hub/id", "--dataset", images, "--output_dir", images / "run"], "lies inside --dataset"),
         (["--vqvae", "hub/id", "--dataset_dir", images, "--output_dir", images], "is --dataset_dir"),
     ]
@@ -99,9 +100,8 @@ def test_the_prior_recipe_refuses_an_output_among_its_inputs(tmp_path, capsys):
         assert relation in error and "Choose an --output_dir apart from its inputs." in error, error
     assert snapshot(tmp_path) == before and not (tokenizer / "prior").exists()
     # --dataset is read only without --token_dataset: an output beside it then is fine.
-    args = import_recipe("train_prior").parse_args(
-        ["--vqvae", str(tokenizer), "--token_dataset", str(tokens), "--dataset", str(images), "--output_dir", str(images / "run")]
-    )
+    argv = ["--vqvae", tokenizer, "--token_dataset", tokens, "--dataset", images, "--output_dir", images / "run"]
+    args = import_recipe("train_prior").parse_args([str(arg) for arg in argv])
     assert args.output_dir == str(images / "run")
 
 

@@ -248,7 +248,8 @@ def test_another_runs_checkpoint_is_refused_without_the_flag_and_nothing_changes
     assert f"--output_dir {straight}" in message  # or continue it in its own folder
     assert snapshot(other) == before and snapshot(straight) == source
     # With the flag a run in B is still only replaced when asked to.
-    message = refusal(other, resume_from_checkpoint=str(straight / "checkpoints" / "checkpoint-2"), resume_from_other_run=True)
+    checkpoint = str(straight / "checkpoints" / "checkpoint-2")
+    message = refusal(other, resume_from_checkpoint=checkpoint, resume_from_other_run=True)
     assert "already holds a run" in message and "--overwrite_output_dir" in message
     assert snapshot(other) == before
 
@@ -282,6 +283,18 @@ def test_resume_from_another_run_with_overwrite_replaces_the_old_run(tmp_path, s
           resume_from_checkpoint=str(straight / "checkpoints" / "checkpoint-3"))  # fmt: skip
     assert sorted(p.name for p in (other / "checkpoints").iterdir()) == ["checkpoint-4"]  # B's 1..3 are gone
     assert_same_weights(weights(other), weights(straight))
+
+
+def test_a_checkpoint_folder_that_is_not_there_is_refused_before_any_work(tmp_path, capsys):
+    from .test_train_vqvae import import_recipe
+
+    missing = tmp_path / "a" / "checkpoints" / "checkpoint-4"
+    with pytest.raises(SystemExit):
+        import_recipe("train_vqvae").parse_args(
+            ["--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", str(missing)]
+        )
+    assert f"No checkpoint to resume from at '{missing}': no such folder." in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("resume", ["latest", "own", None])
@@ -345,7 +358,8 @@ def test_a_changed_learning_rate_on_resume_is_applied_and_recorded(tmp_path, str
     folder = copy_run(straight, tmp_path / "run", 2)
     result = train(folder, resume_from_checkpoint="latest", learning_rate=0.5, weight_decay=0.2)
     output = capsys.readouterr().out
-    assert "Resuming with settings that differ from checkpoint-2's: learning_rate 0.01 -> 0.5; weight_decay 0.01 -> 0.2." in output
+    changed = "learning_rate 0.01 -> 0.5; weight_decay 0.01 -> 0.2"
+    assert f"Resuming with settings that differ from checkpoint-2's: {changed}." in output
     assert "Applied learning rate 0.5 (was 0.01)" in output and "Applied weight_decay 0.2 (was 0.01)" in output
     # Steps 3 and 4 ran at the rates a run started at 0.5 has there: the schedule went on, at the new rate.
     expected = cosine_rates(0.5, MAX_STEPS)
