@@ -84,16 +84,23 @@ def _page_title(model_id: str | None) -> str:
     return f"LARP: {Path(model_id).name if Path(model_id).exists() else model_id}"
 
 
+def _shape_text(vqvae: dict, pair_key: str, side_key: str) -> str:
+    """"H×W" from the description's `[h, w]` entry (any tokenizer, square or not), else from the side of a square one
+    (pipelines described before non-square grids)."""
+    height, width = vqvae[pair_key] if vqvae.get(pair_key) else (vqvae[side_key],) * 2
+    return f"{height}×{width}"
+
+
 def _header(description: dict, title: str, model_id: str | None) -> str:
     vqvae, prior = description["vqvae"], description["prior"]
     is_hub_id = model_id and HUB_ID_PATTERN.match(model_id) and not Path(model_id).exists()
     model = f"[{model_id}](https://huggingface.co/{model_id}) · " if is_hub_id else ""
     dataset = f"trained on {description['dataset']} · " if description["dataset"] else ""
     kind = f"{prior['num_classes']} classes" if prior["num_classes"] else "unconditional"
+    images, grids = _shape_text(vqvae, "image_shape", "image_size"), _shape_text(vqvae, "grid", "grid_size")
     return (
         f"# {title}\n"
-        f"{model}{dataset}{vqvae['image_size']}×{vqvae['image_size']} images from {vqvae['grid_size']}×"
-        f"{vqvae['grid_size']} grids of {vqvae['codebook_size']} codes · GPT-2 prior of "
+        f"{model}{dataset}{images} images from {grids} grids of {vqvae['codebook_size']:,} codes · GPT-2 prior of "
         f"{prior['parameters'] / 1e6:.1f} M parameters, {kind}"
     )
 

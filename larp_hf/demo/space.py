@@ -1,20 +1,29 @@
 """A Hugging Face Space folder for a pipeline's demo: `app.py`, `requirements.txt`, a README with the Spaces header."""
 
+import json
+import logging
 import os
+import re
 import shutil
 import sys
+from collections.abc import Callable
 from importlib.metadata import requires
 from pathlib import Path
 
-from huggingface_hub import SpaceCard, SpaceCardData, snapshot_download
+from huggingface_hub import SpaceCard, SpaceCardData, hf_hub_download, snapshot_download
 
 from .. import __version__
 from ..pipelines import PIPELINE_CONFIG_NAME, hub_dataset_id, is_pipeline_folder
 from ..pipelines.folder import read_pipeline_index
+from ..tokenizers import TOKENIZER_CONFIG_NAME
 from .app import API_NAME, HUB_ID_PATTERN, import_gradio
 
 
+logger = logging.getLogger(__name__)
 SHIPPED_PIPELINE_DIR = "pipeline"
+# The extras of larp_hf that bring a tokenizer's library (transformers' and torch's are larp_hf's own dependencies).
+TOKENIZER_LIBRARY_EXTRAS = ("diffusers",)
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 # What export_space writes, and so what `overwrite=True` replaces.
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", "larp_hf", SHIPPED_PIPELINE_DIR)
 
@@ -54,8 +63,9 @@ press **Generate**, and download the grid PNG and the sampled codes (`.npy`).
 Written by `larp-hf export-space` with larp_hf {version}. The folder is the whole Space:
 
 - `app.py` loads the pipeline once and serves the page (`python app.py`);
-- `larp_hf/` is the library that wrote it (it is not on PyPI), `requirements.txt` its dependencies; the Space installs
-  Gradio {gradio_version} itself, from `sdk_version` above;{pipeline_text}
+- `larp_hf/` is the library that wrote it (it is not on PyPI), `requirements.txt` its dependencies and those of the
+  pipeline's parts (a diffusers tokenizer needs diffusers); the Space installs Gradio {gradio_version} itself, from
+  `sdk_version` above;{pipeline_text}
 
 Run it locally with `pip install -r requirements.txt "gradio=={gradio_version}"` and `python app.py`. Publish it with
 
@@ -74,11 +84,86 @@ to the page's.
 """
 
 
-def _requirements() -> str:
-    """larp_hf's own dependencies (those of no extra), as the installed package declares them."""
-    lines = [requirement for requirement in requires("larp_hf") or [] if "extra ==" not in requirement]
-    header = "# larp_hf's dependencies (larp_hf itself is the folder beside app.py); Gradio comes from sdk_version.\n"
-    return header + "\n".join(lines) + "\n"
+def _requirements_of(extra: str | None) -> list[str]:
+    """The requirements larp_hf declares for `extra` (None: its own dependencies), as the installed package says."""
+    lines = []
+    for requirement in requires("larp_hf") or []:
+        name, _, marker = requirement.partition(";")
+        found = _EXTRA_MARKER.search(marker)
+        if (found.group(1) if found else None) == extra:
+            lines.append(name.strip())
+    return lines
+
+
+def pipeline_libraries(read_json: Callable[[str], dict | None]) -> set[str]:
+    """
+    The libraries a saved pipeline's parts come from: what `larp_pipeline.json` records for each part, what the
+    tokenizer's `larp_tokenizer.json` records (an adapter's library), and diffusers for a tokenizer folder that
+    diffusers wrote (`VQModel.save_pretrained` alone). `read_json(path)` reads a JSON file of the pipeline folder by
+    its relative path (None when there is none).
+    """
+    libraries = set()
+    index = read_json(PIPELINE_CONFIG_NAME) or {}
+    libraries.update(part["library"] for part in (index.get("parts") or {}).values() if part.get("library"))
+    tokenizer_record = read_json(f"vqvae/{TOKENIZER_CONFIG_NAME}") or {}
+    if tokenizer_record.get("library"):
+        libraries.add(tokenizer_record["library"])
+    if "_diffusers_version" in (read_json("vqvae/config.json") or {}):
+        libraries.add("diffusers")
+    return libraries
+
+
+def _distribution_name(requirement: str) -> str:
+    """`"transformers<6,>=5.24"` -> `"transformers"`; names compared as pip does (case, `-` and `_` alike)."""
+    return re.split(r"[<>=!~ \[;]", requirement, maxsplit=1)[0].strip().lower().replace("-", "_")
+
+
+def _requirements(libraries: set[str] | None) -> str:
+    """
+    requirements.txt: larp_hf's own dependencies and those of the extra of each library the pipeline's parts come
+    from (`larp_hf[diffusers]` for a diffusers VQModel tokenizer). `libraries` None (the pipeline could not be read):
+    the extras of every tokenizer library larp_hf adapts, so that whichever it holds loads.
+    """
+    lines = _requirements_of(None)
+    own = {_distribution_name(line) for line in lines} | {"larp_hf"}
+    sections = []
+    if libraries is None:
+        wanted = [line for extra in TOKENIZER_LIBRARY_EXTRAS for line in _requirements_of(extra)]
+        sections.append(("The pipeline could not be read here: every tokenizer library larp_hf adapts.", wanted))
+    else:
+        for library in sorted({name for name in libraries if _distribution_name(name) not in own}):
+            from_extra = _requirements_of(library)
+            if from_extra:
+                sections.append((f"{library}: the library of a part of the pipeline (larp_hf[{library}]).", from_extra))
+            else:
+                sections.append((f"{library}: the library of a part of the pipeline (no larp_hf extra).", [library]))
+    text = "# larp_hf's dependencies (larp_hf itself is the folder beside app.py); Gradio comes from sdk_version.\n"
+    text += "\n".join(lines) + "\n"
+    for comment, section in sections:
+        text += f"# {comment}\n" + "\n".join(section) + "\n"
+    return text
+
+
+def _local_json(folder: Path) -> Callable[[str], dict | None]:
+    def read(relative: str) -> dict | None:
+        path = folder / relative
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    return read
+
+
+def _hub_libraries(repo_id: str, revision: str | None) -> set[str] | None:
+    """`pipeline_libraries` of a Hub pipeline, reading its JSON files alone; None when its index cannot be read."""
+
+    def read(relative: str) -> dict | None:
+        try:
+            return json.loads(Path(hf_hub_download(repo_id, relative, revision=revision)).read_text())
+        except OSError:  # missing file, missing repo, no network or HF_HUB_OFFLINE: huggingface_hub's errors
+            return None
+
+    if read(PIPELINE_CONFIG_NAME) is None:
+        return None
+    return pipeline_libraries(read)
 
 
 def export_space(
@@ -93,7 +178,10 @@ def export_space(
     """
     Write a folder that `HfApi().upload_folder(repo_type="space", ...)` publishes as a working demo of `pipeline`:
     `app.py` (the page of `build_demo`), `requirements.txt`, `README.md` whose header says `sdk: gradio`,
-    `app_file: app.py` and links the model, and a copy of the `larp_hf` package that wrote it.
+    `app_file: app.py` and links the model, and a copy of the `larp_hf` package that wrote it. requirements.txt holds
+    larp_hf's dependencies and the extra of each library the pipeline's parts come from (`pipeline_libraries`: e.g.
+    diffusers for a `VQModel` tokenizer); for a Hub id it reads the pipeline's JSON files from the Hub, and lists every
+    tokenizer library's extra when it cannot.
 
     Args:
         pipeline: a Hub model repo id, which the Space loads at start-up, or a local pipeline folder, which must be
@@ -139,10 +227,18 @@ def export_space(
         shutil.copytree(folder, output_dir / SHIPPED_PIPELINE_DIR, ignore=shutil.ignore_patterns(".*"))
         index = read_pipeline_index(output_dir / SHIPPED_PIPELINE_DIR, "LarpPipeline", pipeline)
         card_info = index.get("model_card") or {}
+        libraries = pipeline_libraries(_local_json(output_dir / SHIPPED_PIPELINE_DIR))
         pipeline_line = f"Path(__file__).parent / {SHIPPED_PIPELINE_DIR!r}"
         comment = "The pipeline folder shipped beside this file."
     else:
         card_info = {}
+        libraries = _hub_libraries(model_id, revision)
+        if libraries is None:
+            logger.warning(
+                "Could not read %s's %s from the Hub: requirements.txt lists the libraries of every tokenizer larp_hf "
+                "adapts (%s), whichever the pipeline holds.", model_id, PIPELINE_CONFIG_NAME,
+                ", ".join(TOKENIZER_LIBRARY_EXTRAS),
+            )  # fmt: skip
         pipeline_line = repr(model_id)
         comment = "The pipeline's Hub model repo, downloaded when the Space starts."
     package = Path(__file__).resolve().parents[1]
@@ -154,7 +250,7 @@ def export_space(
             revision=None if ship_pipeline else revision, title=title, model_id=model_id or name,
         )
     )  # fmt: skip
-    (output_dir / "requirements.txt").write_text(_requirements())
+    (output_dir / "requirements.txt").write_text(_requirements(libraries))
 
     dataset = hub_dataset_id(card_info.get("dataset"))
     card_data = SpaceCardData(
@@ -173,4 +269,4 @@ def export_space(
     return output_dir
 
 
-__all__ = ["export_space"]
+__all__ = ["TOKENIZER_LIBRARY_EXTRAS", "export_space", "pipeline_libraries"]

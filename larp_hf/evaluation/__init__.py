@@ -1,6 +1,8 @@
 """
 Judging a pipeline: sample scores on a feature network, the tokenizer's floor, a real-vs-real baseline, memorisation
-in code space and sampling sweeps. `larp-hf evaluate` and `larp-hf sweep` are thin shells over these functions.
+in code space and sampling sweeps, for a pipeline over any `ImageTokenizer` (read through its members only: grid,
+image size, channels, codebook size, hash; square or not). `larp-hf evaluate` and `larp-hf sweep` are thin shells over
+these functions.
 
 - `feature_networks`: the feature spaces (a domain classifier, Inception-v3).
 - `real_data`: real images of a split, their cached features, training code grids (all read in batches).
@@ -16,6 +18,7 @@ from .real_data import (
     default_cache_dir,
     image_batch,
     real_image_dataset,
+    token_batch_rows,
     training_token_split,
 )
 from .reports import (
@@ -65,6 +68,7 @@ __all__ = [
     "sweep_markdown",
     "sweep_pipeline",
     "sweep_plots",
+    "token_batch_rows",
     "training_token_split",
     "write_evaluation_reports",
     "write_sweep_reports",

@@ -96,7 +96,7 @@ class FeatureNetwork:
                 f"The feature network takes {self.image_shape[0]}×{self.image_shape[1]}×{self.image_shape[2]} images "
                 f"but {what} are {channels}×{height}×{width}. Train a feature network for this size "
                 f"(recipes/train_classifier.py --image_size N --in_channels {channels}, with --pad_to_size when "
-                "the tokenizer pads)."
+                "the tokenizer pads), or use Inception-v3 features (`inception`), which take images of any size."
             )
 
     def _features(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -16,15 +16,24 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from ..atomic_files import open_atomic
-from ..data import check_token_dataset, load_image_dataset, load_token_dataset, pixels_dataset, read_pixels
+from ..data import (
+    check_token_dataset,
+    load_image_dataset,
+    load_token_dataset,
+    pixels_dataset,
+    read_pixels,
+    token_dataset_metadata,
+)
 from ..data.token_dataset import CODE_COLUMNS
 from ..models import LarpImageProcessor
+from ..prior import layout_grid
 from .feature_networks import FeatureNetwork
 from .processes import batches_of_this_process, evaluation_state, from_main_process, gather_rows
 
 
 logger = logging.getLogger(__name__)
-TOKEN_BATCH_ROWS = 65536  # token-dataset rows read at a time (16 MiB of uint8 codes for 16×16 grids)
+# Token-dataset codes read at a time: 65,536 rows of 16×16 uint8 grids, 8,192 of 32×32 uint16 ones.
+TOKEN_BATCH_BYTES = 16 * 2**20
 
 
 def default_cache_dir() -> Path:
@@ -94,35 +103,55 @@ def cached_real_features(
 
 
 def training_token_split(
-    token_dataset: str | os.PathLike, split: str = "train", tokenizer_hash: str | None = None
+    token_dataset: str | os.PathLike,
+    split: str = "train",
+    tokenizer_hash: str | None = None,
+    *,
+    grid=None,
+    codebook_size: int | None = None,
 ) -> datasets.Dataset:
     """
     The `split` of a token dataset (as written by encode_dataset.py, from any place `load_token_dataset` reads),
-    checked (in batches) and reduced to its code columns; read its grids with `code_grid_batches`. With
-    `tokenizer_hash`, a token dataset made by another tokenizer is refused.
+    checked (in batches) and reduced to its code columns; read its grids with `code_grid_batches`. A token dataset
+    made by another tokenizer (`tokenizer_hash`), on another grid (`grid`, `(h, w)`) or of another `codebook_size`
+    is refused.
     """
     splits = load_token_dataset(token_dataset)
     if split not in splits:
         raise ValueError(f"The token dataset {token_dataset} has no {split!r} split (it has {sorted(splits)}).")
     tokens = splits[split]
-    check_token_dataset(tokens, tokenizer_hash=tokenizer_hash, name=f"The token dataset {token_dataset}")
+    check_token_dataset(
+        tokens, tokenizer_hash=tokenizer_hash, grid=grid, codebook_size=codebook_size,
+        name=f"The token dataset {token_dataset}",
+    )  # fmt: skip
     if len(tokens) == 0:
         raise ValueError(f"The {split!r} split of the token dataset {token_dataset} is empty: nothing to compare with.")
     return tokens.select_columns([column for column in CODE_COLUMNS if column in tokens.column_names])
 
 
+def token_batch_rows(tokens: datasets.Dataset) -> int:
+    """How many rows of a token dataset's code column hold `TOKEN_BATCH_BYTES` of codes, as stored."""
+    height, width = layout_grid(token_dataset_metadata(tokens))
+    itemsize = np.dtype(tokens.features["input_ids"].feature.dtype).itemsize
+    return max(1, TOKEN_BATCH_BYTES // (height * width * itemsize))
+
+
 def code_grid_batches(
-    tokens: datasets.Dataset, rows: range | None = None, batch_size: int = TOKEN_BATCH_ROWS
+    tokens: datasets.Dataset, rows: range | None = None, batch_size: int | None = None
 ) -> Iterator[torch.Tensor]:
     """
-    (b, h·w) code grids of `rows` (default: all) of a `training_token_split`, `batch_size` rows at a time: each
-    batch's grids, then the grids of the mirrored images when the dataset has them (the prior trained on both).
+    (b, h·w) code grids of `rows` (default: all) of a `training_token_split`, in the integer type they are stored in,
+    `batch_size` rows at a time (default: `token_batch_rows`, so a batch is a bounded number of bytes whatever the
+    grid): each batch's grids, then the grids of the mirrored images when the dataset has them (the prior trained on
+    both).
     """
     rows = range(len(tokens)) if rows is None else rows
+    batch_size = batch_size or token_batch_rows(tokens)
     for start in range(rows.start, rows.stop, batch_size):
         table = tokens.with_format("arrow")[start : min(start + batch_size, rows.stop)]
         for column in tokens.column_names:
-            # Arrow's own narrow codes (uint8 for codebooks up to 256): the numpy format would widen them to int64.
+            # Arrow's own narrow codes (uint8 up to 256 codes, uint16 up to 65,536): the numpy format would widen
+            # them to int64.
             grids = [chunk.flatten().to_numpy().reshape(len(chunk), -1) for chunk in table[column].chunks]
             yield torch.from_numpy(np.concatenate(grids))
 
@@ -133,5 +162,6 @@ __all__ = [
     "default_cache_dir",
     "image_batch",
     "real_image_dataset",
+    "token_batch_rows",
     "training_token_split",
 ]

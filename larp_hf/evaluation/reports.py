@@ -51,10 +51,11 @@ def evaluation_markdown(results: dict) -> str:
     lines += [f"| {label} | {_scores_cells(scores)} |" for label, scores in rows]
     memo = results["memorisation"]
     q = memo["hamming_to_nearest_quantiles"]
+    grid = f"{memo['grid'][0]}×{memo['grid'][1]} grids, " if "grid" in memo else ""  # results written before grids
     lines += [
         "",
-        f"Memorisation (code space, {memo['codes_per_grid']} codes per grid): {memo['exact_copies']:.2%} of the samples "
-        f"are identical to a training grid; Hamming distance to the nearest training grid: mean "
+        f"Memorisation (code space, {grid}{memo['codes_per_grid']} codes per grid): {memo['exact_copies']:.2%} of the "
+        f"samples are identical to a training grid; Hamming distance to the nearest training grid: mean "
         f"{memo['hamming_to_nearest_mean']:.1f}, min {q['min']:.0f}, 5% {q['p5']:.0f}, median {q['median']:.0f}, "
         f"max {q['max']:.0f}.",
     ]

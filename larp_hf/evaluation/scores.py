@@ -24,11 +24,11 @@ from ..metrics import density_coverage, frechet_distance, precision_recall
 from .feature_networks import FeatureNetwork, to_pixel_values
 from .processes import batches_of_this_process, evaluation_state, from_main_process, gather_rows
 from .real_data import (
-    TOKEN_BATCH_ROWS,
     cached_real_features,
     code_grid_batches,
     image_batch,
     real_image_dataset,
+    token_batch_rows,
     training_token_split,
 )
 
@@ -52,8 +52,28 @@ def sample_scores(real_features: torch.Tensor, generated_features: torch.Tensor,
 
 
 def _code_dtype(codebook_size: int) -> torch.dtype:
-    """The narrowest type that holds every code (a sampled grid then costs h·w bytes, not 8·h·w)."""
-    return torch.uint8 if codebook_size <= 2**8 else torch.int16 if codebook_size <= 2**15 else torch.int32
+    """
+    The narrowest type that holds every code, and that every device compares and NCCL sends once widened to int32: a
+    grid of 1,024 codes of a 32,768-code codebook costs 2 KiB, not 8.
+    """
+    if codebook_size <= 2**8:
+        return torch.uint8
+    if codebook_size <= 2**15:
+        return torch.int16
+    return torch.int32 if codebook_size <= 2**31 else torch.int64
+
+
+def _largest_code(codes: torch.Tensor, name: str) -> int:
+    """The largest code of an integer tensor of codebook indices (-1 when empty); negative codes are refused."""
+    if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        raise ValueError(f"`{name}` must be integer codebook indices, got {codes.dtype}.")
+    if codes.numel() == 0:
+        return -1
+    if codes.dtype in (torch.uint16, torch.uint32, torch.uint64):  # token datasets' types: torch has no max for them
+        return int(codes.cpu().numpy().max())
+    if int(codes.min()) < 0:
+        raise ValueError(f"`{name}` holds negative values ({int(codes.min())}); codebook indices are >= 0.")
+    return int(codes.max())
 
 
 def nearest_hamming_distances(
@@ -65,15 +85,19 @@ def nearest_hamming_distances(
     """
     (N,) long: for each generated grid, the number of codes (out of h·w) in which it differs from the nearest
     training grid. `training_codes` is one (M, ...) tensor or an iterable of such batches (read once, e.g. from a token
-    dataset); `chunk_size` generated grids are compared with as many training grids as keep the (chunk, rows, h·w)
-    comparison, and its sum, within `block_bytes`, on the device of `generated_codes`. Where no training grid was
-    given, the distance is h·w + 1.
+    dataset), of any integer type; `chunk_size` generated grids are compared with as many training grids as keep the
+    (chunk, rows, h·w) comparison, and its sum, within `block_bytes`, on the device of `generated_codes`. Codes are
+    compared in the narrowest integer type that holds the largest code seen so far (uint8 up to 256 codes, int16 up to
+    32,768), whatever types they come in, so no code is wrapped onto another. Where no training grid was given, the
+    distance is h·w + 1.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be a positive integer (generated grids per block), got {chunk_size!r}.")
-    generated = generated_codes.flatten(1)
-    codes_per_grid = generated.shape[1]
-    nearest = torch.full((len(generated),), codes_per_grid + 1, dtype=torch.long, device=generated.device)
+    given = generated_codes.flatten(1)
+    codes_per_grid = given.shape[1]
+    largest = _largest_code(given, "generated_codes")
+    generated = given.to(_code_dtype(largest + 1))
+    nearest = torch.full((len(given),), codes_per_grid + 1, dtype=torch.long, device=given.device)
     # Each compared code costs a bool and its copy in the sum's type (int16: the fastest here, and h·w < 2^15).
     sum_dtype = torch.int16 if codes_per_grid < 2**15 else torch.int32
     rows_per_block = max(1, block_bytes // ((1 + sum_dtype.itemsize) * chunk_size * codes_per_grid))
@@ -84,8 +108,13 @@ def nearest_hamming_distances(
             raise ValueError(
                 f"`generated_codes` grids have {codes_per_grid} codes but `training_codes` grids {batch.shape[1]}."
             )
-        batch = batch.to(device=generated.device, dtype=generated.dtype)
+        largest = max(largest, _largest_code(batch, "training_codes"))
+        if _code_dtype(largest + 1) != generated.dtype:  # a training code the generated grids' type cannot hold
+            generated = given.to(_code_dtype(largest + 1))
+        # Cast a block at a time (a whole batch in another type would be a second copy of it), on the batch's device:
+        # not every device converts uint16.
         for rows in batch.split(rows_per_block):
+            rows = rows.to(generated.dtype).to(generated.device)
             for start in range(0, len(generated), chunk_size):
                 differing = (generated[start : start + chunk_size, None, :] != rows[None]).sum(-1, dtype=sum_dtype)
                 block = nearest[start : start + chunk_size]
@@ -122,15 +151,20 @@ def memorisation(
     return memorisation_summary(nearest_hamming_distances(generated, training_codes, chunk_size), generated.shape[1])
 
 
+def _tokenizer_device(pipeline) -> torch.device:
+    """Where the pipeline's tokenizer computes: its own `device` where it says, else the pipeline's."""
+    return getattr(pipeline.vqvae, "device", None) or pipeline.device
+
+
 def _encode(pipeline, images: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) uint8 images -> (B, h, w) codes on the CPU."""
-    vqvae = pipeline.vqvae
-    return vqvae.encode(to_pixel_values(pipeline.image_processor, images).to(vqvae.device)).cpu()
+    pixel_values = to_pixel_values(pipeline.image_processor, images)  # float32, as every tokenizer encodes
+    return pipeline.vqvae.encode(pixel_values.to(_tokenizer_device(pipeline))).cpu()
 
 
 def _decode(pipeline, codes: torch.Tensor) -> torch.Tensor:
     """(B, h, w) codes -> (B, C, H, W) images in [0, 1] on the CPU."""
-    pixel_values = pipeline.vqvae.decode(codes.to(pipeline.vqvae.device))
+    pixel_values = pipeline.vqvae.decode(codes.long().to(_tokenizer_device(pipeline))).float()
     return pipeline.image_processor.postprocess(pixel_values, output_type="pt")
 
 
@@ -149,7 +183,7 @@ def reconstruct(pipeline, images: torch.Tensor, batch_size: int = 500) -> torch.
 
 def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
     """What evaluate and sweep refuse before any sampling: images the network cannot take, too few samples."""
-    network.check_images(pipeline.vqvae.config.in_channels, _output_size(pipeline), "the pipeline's images")
+    network.check_images(pipeline.vqvae.num_channels, _output_size(pipeline), "the pipeline's images")
     dim = network.feature_dim
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= dim:
         raise ValueError(
@@ -172,7 +206,7 @@ def _real_split(pipeline, dataset: str, split: str, data_dir, state: PartialStat
     pads = pipeline.image_processor.native_size is not None
     with state.main_process_first():  # the first process maps and caches the images; the others read its cache
         return real_image_dataset(
-            dataset, split, _output_size(pipeline), pipeline.vqvae.config.in_channels, data_dir, pad=pads
+            dataset, split, _output_size(pipeline), pipeline.vqvae.num_channels, data_dir, pad=pads
         )
 
 
@@ -183,13 +217,14 @@ def _sample_features(pipeline, network, num_samples: int, seed: int, batch_size:
     process samples its share of the batches in parts of at most SAMPLE_PART_BYTES of images, keeps their features
     and codes, and drops the images.
     """
-    config = pipeline.vqvae.config
-    image_bytes = 4 * config.in_channels * config.image_size**2
+    tokenizer = pipeline.vqvae
+    (height, width), (grid_height, grid_width) = tokenizer.image_size, tokenizer.grid  # need not be square
+    image_bytes = 4 * tokenizer.num_channels * height * width  # the float32 pixels a call decodes
     batches_per_part = max(1, SAMPLE_PART_BYTES // (image_bytes * batch_size))
     share = batches_of_this_process(num_samples, batch_size, state)
     code_dtype = _code_dtype(pipeline.codebook_size)
     features = [torch.empty(0, network.feature_dim, dtype=torch.float64)]
-    codes = [torch.empty(0, config.grid_size**2, dtype=code_dtype)]
+    codes = [torch.empty(0, grid_height * grid_width, dtype=code_dtype)]
     for first in range(0, len(share), batches_per_part):
         part = share[first : first + batches_per_part]
         output = pipeline(
@@ -217,7 +252,7 @@ def _reconstruction_features(pipeline, network, pixels, num_images: int, batch_s
 def _training_grid_batches(pipeline, tokens, baseline, batch_size: int, state) -> Iterator[torch.Tensor]:
     """This process's share of the training grids: from the token dataset, else `baseline` encoded batch by batch."""
     if tokens is not None:
-        rows_per_batch = min(TOKEN_BATCH_ROWS, -(-len(tokens) // state.num_processes))  # every process gets work
+        rows_per_batch = min(token_batch_rows(tokens), -(-len(tokens) // state.num_processes))  # work for everyone
         for rows in batches_of_this_process(len(tokens), rows_per_batch, state):
             yield from code_grid_batches(tokens, rows)
         return
@@ -275,8 +310,12 @@ def evaluate_pipeline(
     real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
     baseline, baseline_fingerprint = _real_split(pipeline, dataset, baseline_split, data_dir, state)
     tokens = None  # a token dataset of another tokenizer is refused before any sampling
+    tokenizer = pipeline.vqvae
     if token_dataset is not None:
-        tokens = training_token_split(token_dataset, baseline_split, pipeline.vqvae.tokenizer_hash())
+        tokens = training_token_split(
+            token_dataset, baseline_split, tokenizer.tokenizer_hash(), grid=tokenizer.grid,
+            codebook_size=tokenizer.codebook_size,
+        )  # fmt: skip
     elif len(baseline) == 0:
         raise ValueError(f"The {baseline_split!r} split of {dataset} is empty: no training grids to compare with.")
     real_features = cached_real_features(network, real, real_fingerprint, cache_dir=cache_dir,
@@ -299,7 +338,7 @@ def evaluate_pipeline(
             "samples": sample_scores(real_features, generated_features),
             "reconstructions": sample_scores(real_features, floor_features),
             "real_baseline": sample_scores(real_features, baseline_features),
-            "memorisation": memorisation_summary(nearest, codes.shape[1]),
+            "memorisation": {"grid": list(tokenizer.grid), **memorisation_summary(nearest, codes.shape[1])},
             "settings": {
                 **_settings(pipeline, network, dataset, real_split, num_samples, seed),
                 "sampling": sampling,

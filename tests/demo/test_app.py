@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from transformers import GPT2LMHeadModel
 
 from larp_hf import set_sampling_defaults
 from larp_hf.data.loading import FASHION_MNIST_LABELS
@@ -101,3 +102,44 @@ def test_the_cli_wires_the_demo_commands(capsys):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         assert f"usage: larp-hf {command}" in capsys.readouterr().out
+
+
+def _heading(demo) -> str:
+    return next(block.value for block in demo.blocks.values() if type(block).__name__ == "Markdown")
+
+
+def test_the_heading_and_a_generate_of_any_tokenizer_square_or_not():
+    pytest.importorskip("gradio", reason='the demo tests need Gradio: pip install -e ".[test]"')
+    from larp_hf import LarpImageProcessor, prior_config
+    from larp_hf.tokenizers import wrap_tokenizer
+
+    from ..tokenizers.test_evaluation_any_tokenizer import AnyTokenizerPipeline, non_square_pipeline
+
+    # A diffusers VQModel read at 8×12 pixels: a 4×6 grid of 300 codes, described as grid/image_shape [h, w].
+    pipeline = non_square_pipeline(num_classes=2)
+    assert "grid_size" not in pipeline.describe()["vqvae"] and "image_size" not in pipeline.describe()["vqvae"]
+    heading = _heading(build_demo(pipeline, model_id="org/vq"))
+    assert "· 8×12 images from 4×6 grids of 300 codes · GPT-2 prior of" in heading
+    result = sample(pipeline, 5, 3, 1.0, 0, 1.0, class_label=1, guidance_scale=2.0)
+    expected = pipeline(num_images=5, seed=3, class_labels=1, guidance_scale=2.0)
+    assert result["codes"].shape == (5, 4, 6) and np.array_equal(result["codes"], expected.codes.numpy())
+    assert all(image.size == (12, 8) for image in result["images"])  # PIL sizes are (width, height)
+    pixels = torch.stack([torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in expected.images]) / 255
+    assert np.array_equal(np.asarray(result["grid"]), np.asarray(image_grid(pixels)))
+
+    # A pipeline described with the int keys alone (folders written before grids were [h, w]): as before.
+    assert "\n16×16 images from 8×8 grids of 32 codes ·" in _heading(build_demo(make_tiny_pipeline()))
+
+    # 32×32 grids of 32,768 codes: the top-k slider reaches the whole codebook.
+    table = torch.nn.Embedding(2**15, 3)
+    tokenizer = wrap_tokenizer(
+        table, encode=lambda x: torch.zeros(x.shape[0], 32, 32, dtype=torch.long),
+        decode=lambda codes: table(codes).permute(0, 3, 1, 2), codebook_size=2**15, grid=(32, 32),
+        image_size=(64, 64), num_channels=3, value_range=(-1.0, 1.0),
+    )  # fmt: skip
+    large = AnyTokenizerPipeline(
+        tokenizer, GPT2LMHeadModel(prior_config(tokenizer, preset="tiny")), LarpImageProcessor.from_tokenizer(tokenizer)
+    )
+    demo = build_demo(large)
+    assert "\n64×64 images from 32×32 grids of 32,768 codes ·" in _heading(demo)
+    assert _components(demo)["Top-k (0 = off)"].maximum == 2**15

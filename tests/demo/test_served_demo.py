@@ -34,13 +34,15 @@ def test_gradio_client_gets_the_pipelines_images_for_a_seed_and_the_app_survives
     pipeline_dir, tmp_path
 ):
     pipeline = LarpPipeline.from_pretrained(pipeline_dir)
-    size = pipeline.vqvae.config.image_size
+    size = pipeline.image_processor.output_size  # any tokenizer's images, square or not
     with served(["-m", "larp_hf.demo", "demo", pipeline_dir], tmp_path / "demo.log") as (url, _):
         client = gradio_client.Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
         settings = {"temperature": 0.9, "top_k": 10, "top_p": 0.95}
         gallery, grid, info, files = client.predict(num_images=5, seed=7, **settings, api_name="/generate")
         expected = pipeline(num_images=5, seed=7, **settings)
-        assert len(gallery) == 5 and all(PIL.Image.open(item["image"]).size == (size, size) for item in gallery)
+        assert len(gallery) == 5 and all(
+            PIL.Image.open(item["image"]).size == (size["width"], size["height"]) for item in gallery
+        )
         assert [_pixels(item["image"]) for item in gallery] == [np.asarray(image).tolist() for image in expected.images]
         assert re.fullmatch(r"5 images in [\d.]+ s \([\d.]+ images/s\) · seed 7", info)
         grid_png, codes_npy = sorted(files, key=lambda path: Path(path).suffix == ".npy")
