@@ -1,9 +1,9 @@
 """Evaluation: `larp-hf evaluate` and `larp-hf sweep` on tiny generated data (the classifier recipe is tested in tests/recipes)."""
 
+import contextlib
 import csv
 import json
 import shutil
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -329,13 +329,6 @@ def test_a_folder_that_is_not_a_feature_network_is_refused(tiny_evaluation_setup
         load_feature_network(tmp_path / "partial")
 
 
-def test_the_evaluate_recipe_is_the_evaluate_command():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "evaluate.py"), "--help"], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0 and "usage: larp-hf evaluate" in result.stdout and "--num-samples" in result.stdout
-
-
 def test_feature_network_reads_integer_images_as_0_to_255(tiny_image_dataset_dir):
     from larp_hf.evaluation import image_batch, real_image_dataset
 
@@ -417,23 +410,43 @@ def test_evaluation_samples_in_parts_and_reads_real_images_in_batches(tiny_evalu
     assert parts["memorisation"] == whole["memorisation"] and parts["settings"] == whole["settings"]
 
 
-def run_evaluate(processes: int, pipe, *args) -> dict:
-    """`recipes/evaluate.py` launched with 1 or 2 CPU processes; its evaluation.json."""
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread, as OMP_NUM_THREADS=1 sets it in the launched processes: the same arithmetic in both."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_evaluate(processes: int, pipe, *args, capsys) -> dict:
+    """
+    The evaluation of `pipe`: in this process through the CLI for 1 process (one thread), or `recipes/evaluate.py`
+    launched with 2 CPU processes (one thread each); its evaluation.json.
+    """
     from .recipes.test_train_vqvae import launcher, run
 
     output_dir = Path(args[args.index("--output-dir") + 1])
-    result = run([*launcher(processes), str(ROOT / "recipes" / "evaluate.py"), str(pipe), *map(str, args)])
-    assert f"{processes} process(es)" in result.stdout
+    if processes == 1:
+        with one_thread():
+            stdout, _ = run_cli(capsys, "evaluate", pipe, *args)
+    else:
+        stdout = run([*launcher(processes), str(ROOT / "recipes" / "evaluate.py"), str(pipe), *map(str, args)]).stdout
+    assert f"{processes} process(es)" in stdout
     evaluation = json.loads((output_dir / "evaluation.json").read_text())
     evaluation["settings"].pop("seconds")
     return evaluation
 
 
-def test_two_processes_give_the_numbers_of_one(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, monkeypatch):
+def test_two_processes_give_the_numbers_of_one(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path, monkeypatch,
+                                               capsys):  # fmt: skip
     """
     Each process samples its share of the batches of the one seeded sequence (26 samples in batches of 8: 2 batches
     and 2) and of the real and training images; the main process scores what is gathered. The same numbers as one
-    process, with and without a token dataset, with the real features computed and read from the cache.
+    process, with and without a token dataset, with the real features computed and read from the cache. The
+    2-process runs go through `recipes/evaluate.py`, so this also shows the recipe is the `evaluate` command.
     """
     from larp_hf import encode_dataset, load_image_dataset
 
@@ -444,15 +457,19 @@ def test_two_processes_give_the_numbers_of_one(tiny_evaluation_setup, tiny_image
     tokens.save_to_disk(str(tmp_path / "tokens"))
     common = ["--feature-network", setup / "features", "--dataset", tiny_image_dataset_dir, "--num-samples", 26,
               "--batch-size", 8, "--no-record-in-card"]  # fmt: skip
-    one = run_evaluate(1, setup / "pipe", *common, "--cache-dir", tmp_path / "c1", "--output-dir", tmp_path / "one")
-    two = run_evaluate(2, setup / "pipe", *common, "--cache-dir", tmp_path / "c2", "--output-dir", tmp_path / "two")
+    one = run_evaluate(1, setup / "pipe", *common, "--cache-dir", tmp_path / "c1", "--output-dir", tmp_path / "one",
+                       capsys=capsys)
+    two = run_evaluate(2, setup / "pipe", *common, "--cache-dir", tmp_path / "c2", "--output-dir", tmp_path / "two",
+                       capsys=capsys)
     assert two == one
     assert sum(one["memorisation"]["hamming_to_nearest_histogram"]) == 26
     assert one["settings"]["reconstructed_images"] == 16 and one["settings"]["baseline_images"] == 26
 
     with_tokens = [*common, "--token-dataset", tmp_path / "tokens"]  # and the real features from the caches
-    one_t = run_evaluate(1, setup / "pipe", *with_tokens, "--cache-dir", tmp_path / "c1", "--output-dir", tmp_path / "t1")
-    two_t = run_evaluate(2, setup / "pipe", *with_tokens, "--cache-dir", tmp_path / "c2", "--output-dir", tmp_path / "t2")
+    one_t = run_evaluate(1, setup / "pipe", *with_tokens, "--cache-dir", tmp_path / "c1", "--output-dir",
+                         tmp_path / "t1", capsys=capsys)
+    two_t = run_evaluate(2, setup / "pipe", *with_tokens, "--cache-dir", tmp_path / "c2", "--output-dir",
+                         tmp_path / "t2", capsys=capsys)
     assert two_t == one_t
     assert {part: one_t[part] for part in ("samples", "reconstructions", "real_baseline")} == {
         part: one[part] for part in ("samples", "reconstructions", "real_baseline")
@@ -460,18 +477,22 @@ def test_two_processes_give_the_numbers_of_one(tiny_evaluation_setup, tiny_image
 
 
 def test_a_sweep_over_two_processes_gives_the_numbers_of_one(tiny_evaluation_setup, tiny_image_dataset_dir, tmp_path,
-                                                             monkeypatch):  # fmt: skip
+                                                             monkeypatch, capsys):  # fmt: skip
     from .recipes.test_train_vqvae import launcher, run
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same arithmetic in every process of both runs
     results = []
     for processes in (1, 2):
         output_dir = tmp_path / f"sweep{processes}"
-        result = run([*launcher(processes), "-m", "larp_hf.cli", "sweep", str(tiny_evaluation_setup / "pipe"),
-                      "--feature-network", str(tiny_evaluation_setup / "features"), "--dataset", tiny_image_dataset_dir,
-                      "--temperature", "0.5,1.0", "--top-k", "0", "--num-samples", "20", "--batch-size", "8",
-                      "--cache-dir", str(tmp_path / f"cache{processes}"), "--output-dir", str(output_dir),
-                      "--no-record-in-card"])  # fmt: skip
-        assert f"{processes} process(es)" in result.stdout
+        args = ["sweep", str(tiny_evaluation_setup / "pipe"), "--feature-network", str(tiny_evaluation_setup / "features"),
+                "--dataset", tiny_image_dataset_dir, "--temperature", "0.5,1.0", "--top-k", "0", "--num-samples", "20",
+                "--batch-size", "8", "--cache-dir", str(tmp_path / f"cache{processes}"), "--output-dir", str(output_dir),
+                "--no-record-in-card"]  # fmt: skip
+        if processes == 1:
+            with one_thread():
+                stdout, _ = run_cli(capsys, *args)
+        else:
+            stdout = run([*launcher(processes), "-m", "larp_hf.cli", *args]).stdout
+        assert f"{processes} process(es)" in stdout
         results.append(json.loads((output_dir / "sweep.json").read_text()))
     assert results[1] == results[0] and len(results[0]["rows"]) == 2
