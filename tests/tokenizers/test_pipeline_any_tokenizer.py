@@ -232,6 +232,38 @@ def test_a_wrapped_module_saves_and_loads_back_when_given(tmp_path):
         LarpPipeline.from_pretrained(tmp_path / "pipe", vqvae=wrapped_table(torch.nn.Embedding(32768, 3), 4))
 
 
+class TableTokenizer:
+    """The `ImageTokenizer` members and nothing else: no `nn.Module`, no `to`, `eval` or `parameters`."""
+
+    codebook_size, grid, image_size, num_channels, value_range = 8, (2, 4), (2, 4), 3, (0.0, 1.0)
+
+    def __init__(self):
+        self.table = torch.linspace(0, 1, 24).view(8, 3)
+
+    def encode(self, pixel_values):
+        return torch.cdist(pixel_values.permute(0, 2, 3, 1), self.table[None]).argmin(-1)
+
+    def decode(self, codes):
+        return self.table[codes.view(-1, *self.grid)].permute(0, 3, 1, 2)
+
+    def tokenizer_hash(self):
+        return "table-" + str(self.table.sum().item())
+
+    def save_pretrained(self, save_directory, **kwargs):
+        raise NotImplementedError
+
+
+def test_any_object_with_the_tokenizer_members_is_a_tokenizer():
+    tokenizer = TableTokenizer()
+    pipe = LarpPipeline(tokenizer, tiny_prior(tokenizer))
+    assert pipe.to("cpu", torch.float32) is pipe and pipe.vqvae is tokenizer
+    output = pipe(num_images=2, seed=0, output_type="pt")
+    torch.testing.assert_close(output.images, tokenizer.decode(output.codes), rtol=0, atol=1e-6)
+    description = pipe.describe()["vqvae"]
+    assert description["parameters"] is None and description["class"] == "TableTokenizer"
+    assert description["grid"] == [2, 4] and description["downsample_factor"] == 1 and "grid_size" not in description
+
+
 def test_a_pipeline_of_a_library_that_is_not_installed_names_what_to_install(tmp_path, monkeypatch):
     tokenizer = DiffusersVQTokenizer(vq_model(), value_range=(-1.0, 1.0))
     LarpPipeline(tokenizer, tiny_prior(tokenizer)).save_pretrained(tmp_path / "pipe", sample_grid=False)
