@@ -85,7 +85,8 @@ def check_part_library(index: dict, part: str, name) -> None:
         raise ValueError(
             f"{name}: its `{part}/` holds the weights of a wrapped {record.get('class')} module, and a folder names no "
             f"code to run. Build the module and pass the tokenizer: LarpPipeline.from_pretrained(path, {part}="
-            f"load_tokenizer(path + '/{part}', module=MyModule(...))), with encode=/decode= if they were not method names."
+            f"load_tokenizer(path + '/{part}', module=MyModule(...))), with encode=/decode= if they were not method "
+            "names."
         )
     if library is None or library == "larp_hf":
         return

@@ -128,10 +128,11 @@ def describe_tokenizer(tokenizer) -> dict:
 
 
 def tokenizer_text(description: dict) -> str:
-    """E.g. "24×24 grid of 16,384 codes from a transformers JanusVQVAE", from `describe_tokenizer`'s values."""
+    """E.g. "a 24×24 grid of 16,384 codes from a transformers JanusVQVAE", from `describe_tokenizer`'s values."""
     height, width = description["grid"]
+    article = "an" if str(height).startswith("8") or height in (11, 18) else "a"  # "an 8×8", "an 18×18"
     return (
-        f"{height}×{width} grid of {description['codebook_size']:,} codes from a {description['library']} "
+        f"{article} {height}×{width} grid of {description['codebook_size']:,} codes from a {description['library']} "
         f"{description['class']}"
     )
 
@@ -140,10 +141,11 @@ def _tokenizer_loading_text(description: dict) -> str:
     """How the card says to load the tokenizer alone: through larp_hf, and with its own library where it has one."""
     text = 'The tokenizer loads alone with `larp_hf.load_tokenizer("path/or/repo_id", subfolder="vqvae")`'
     library, class_name = description["library"], description["class"]
+    low, high = description["value_range"]
     if library in ("diffusers", "transformers"):
         return (
             f"{text}, or with {library} alone: `{class_name}.from_pretrained(\"path/or/repo_id\", "
-            f"subfolder=\"vqvae\")` (pixel values in {description['value_range']})."
+            f"subfolder=\"vqvae\")` (pixel values in [{low:g}, {high:g}])."
         )
     if description.get("adapter") == "WrappedTokenizer":
         return text + ", given the module to load its weights into (`module=`)."
@@ -203,7 +205,7 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
     lines = [
         f"# {MODEL_NAME}",
         "",
-        f"A `larp_hf` pipeline{f' trained on `{dataset}`' if dataset else ''}: a {prior['class']} prior samples a "
+        f"A `larp_hf` pipeline{f' trained on `{dataset}`' if dataset else ''}: a {prior['class']} prior samples "
         f"{tokenizer_text(vqvae)}{' given a class (classifier-free guidance available)' if conditional else ''}, "
         f"and the tokenizer decodes it to {image_height}×{image_width} images with {vqvae['channels']} channel(s).",
         "",

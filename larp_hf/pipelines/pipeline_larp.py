@@ -1,5 +1,5 @@
-"""`LarpPipeline`: a tokenizer (any `ImageTokenizer`) and a prior in one folder; `__call__` samples code grids and decodes
-them to images."""
+"""`LarpPipeline`: a tokenizer (any `ImageTokenizer`) and a prior in one folder; `__call__` samples code grids and
+decodes them to images."""
 
 import os
 import shutil
@@ -377,7 +377,8 @@ class LarpPipeline:
         tokenizer_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype  # "auto": as saved
         if isinstance(tokenizer_dtype, torch.dtype) and callable(getattr(vqvae, "to", None)):
             vqvae.to(dtype=tokenizer_dtype)
-        prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **({} if dtype is None else {"dtype": dtype}))
+        prior_kwargs = {} if dtype is None else {"dtype": dtype}
+        prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **prior_kwargs)
         image_processor = load_part(LarpImageProcessor.from_pretrained, path / "image_processor")
         try:
             pipeline = cls(vqvae, prior, image_processor)

@@ -299,6 +299,7 @@ def test_a_folder_saved_before_pipelines_took_any_tokenizer_still_loads(tiny_pip
     assert (description["image_size"], description["grid_size"], description["grid"]) == (16, 8, [8, 8])
     assert description["image_shape"] == [16, 16] and description["library"] == "larp_hf"
     assert description["codebook_dim"] == tiny_pipeline.vqvae.config.codebook_dim
+    assert "an 8×8 grid of 32 codes from a larp_hf LarpVQVAEModel" in reloaded.model_card().text
     # Its remote code is still copied to the root, where transformers looks for it.
     assert {"modeling_larp_vqvae.py", "configuration_larp_vqvae.py"} <= {p.name for p in folder.glob("*.py")}
 
