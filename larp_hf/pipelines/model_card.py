@@ -90,7 +90,8 @@ def _format_metric(value) -> str:
 
 def _codebook_dim(tokenizer) -> int | None:
     """The codes' vector dimension where the tokenizer tells it (an adapter's `embed_dim`, a config's `codebook_dim`)."""
-    for value in (getattr(tokenizer, "embed_dim", None), getattr(getattr(tokenizer, "config", None), "codebook_dim", None)):
+    config = getattr(tokenizer, "config", None)
+    for value in (getattr(tokenizer, "embed_dim", None), getattr(config, "codebook_dim", None)):
         if isinstance(value, int):
             return value
     return None
@@ -268,7 +269,16 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
-__all__ = ["HUB_DATASETS", "describe_pipeline", "describe_tokenizer", "tokenizer_text", "evaluation_record", "hub_dataset_id", "merge_evaluation", "pipeline_model_card"]
+__all__ = [
+    "HUB_DATASETS",
+    "describe_pipeline",
+    "describe_tokenizer",
+    "evaluation_record",
+    "hub_dataset_id",
+    "merge_evaluation",
+    "pipeline_model_card",
+    "tokenizer_text",
+]
 
 
 def card_info_from_training_runs(vqvae_dir, prior_dir, dataset: str | None = None) -> dict:

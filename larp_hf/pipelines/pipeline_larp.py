@@ -72,9 +72,9 @@ class LarpPipeline:
     `prior/`, `image_processor/`, `larp_pipeline.json` naming each part's library and class, `README.md` (the model
     card) and `samples.png`. The parts load on their own: the prior with stock `transformers`
     (`AutoModelForCausalLM.from_pretrained(path, subfolder="prior")`, whose `generate` samples code ids only), the
-    tokenizer with its library (`VQModel.from_pretrained(path, subfolder="vqvae")`, `JanusVQVAE...`; larp_hf's own with
-    `AutoModel.from_pretrained(path, subfolder="vqvae", trust_remote_code=True)`, natively after `import larp_hf`) or
-    with `larp_hf.load_tokenizer(path, subfolder="vqvae")`.
+    tokenizer with `larp_hf.load_tokenizer(path, subfolder="vqvae")` or its library's own class
+    (`VQModel.from_pretrained(path, subfolder="vqvae")` for a diffusers VQModel; larp_hf's `LarpVQVAEModel` with
+    `AutoModel.from_pretrained(path, subfolder="vqvae", trust_remote_code=True)`, natively after `import larp_hf`).
 
     Args:
         vqvae (`ImageTokenizer` or a diffusers `VQModel` / transformers `JanusVQVAE` / `Emu3VQVAE`): the tokenizer;
@@ -171,8 +171,8 @@ class LarpPipeline:
         """
         Move both models, as diffusers' pipelines do: `pipe.to("cuda")`, `pipe.to(torch.bfloat16)`,
         `pipe.to("cuda", torch.float16)` or `pipe.to(device=..., dtype=...)`. The tokenizer's quantizer and codebook
-        stay in float32 whatever the dtype (the library adapters' whole model does), so the codes (and the tokenizer hash) do
-        not change.
+        stay in float32 whatever the dtype (a library adapter's whole model does), so the codes (and the tokenizer
+        hash) do not change. A tokenizer without a `to` method stays where it is.
         """
         device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
         if kwargs:
