@@ -39,21 +39,31 @@ def _load_pipeline(args):
     return LarpPipeline.from_pretrained(args.model, **options)
 
 
+def _saved_image_processor(folder):
+    """The `LarpImageProcessor` saved in a tokenizer folder (train_vqvae.py writes one), or None: a library's folder
+    has none, or another library's processor, which makes other tensors."""
+    from larp_hf import LarpImageProcessor
+
+    config = Path(folder) / "preprocessor_config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("image_processor_type") != "LarpImageProcessor":
+        return None
+    return LarpImageProcessor.from_pretrained(folder)
+
+
 def assemble(args):
     from transformers import AutoModelForCausalLM
 
-    from larp_hf import LarpImageProcessor, LarpPipeline, LarpVQVAEModel, check_pair, set_sampling_defaults
+    from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
 
     output = Path(args.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
         what = "holds a pipeline" if is_pipeline_folder(output) else "is not empty"
         raise ValueError(f"{output} {what}; pick another --output or pass --overwrite to replace it.")
-    vqvae = LarpVQVAEModel.from_pretrained(args.vqvae)
+    vqvae = load_tokenizer(args.vqvae)  # any tokenizer folder: larp_hf's, a diffusers/transformers one, a converted one
     prior = AutoModelForCausalLM.from_pretrained(args.prior)
     check_pair(vqvae, prior, prior_name=f"prior in {args.prior}", vqvae_name=f"tokenizer in {args.vqvae}")
-    has_processor = (Path(args.vqvae) / "preprocessor_config.json").is_file()
-    pipeline = LarpPipeline(vqvae, prior, LarpImageProcessor.from_pretrained(args.vqvae) if has_processor else None)
+    pipeline = LarpPipeline(vqvae, prior, _saved_image_processor(args.vqvae))
     set_sampling_defaults(
         prior, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale
     )
@@ -222,9 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-p", type=float, help=f"1.0 = off; default: {default}")
 
     p = command(assemble, "put a trained tokenizer and prior into one pipeline folder (model card, sample grid)",
-                "Write a LarpPipeline folder from a tokenizer (train_vqvae.py output) and a prior (train_prior.py "
-                "output): vqvae/, prior/, image_processor/, larp_pipeline.json, README.md, samples.png.", model=False)
-    p.add_argument("--vqvae", required=True, help="tokenizer folder (save_pretrained format)")
+                "Write a LarpPipeline folder from a tokenizer (train_vqvae.py output, or any tokenizer folder "
+                "larp_hf.load_tokenizer reads) and a prior (train_prior.py output): vqvae/, prior/, image_processor/, "
+                "larp_pipeline.json, README.md, samples.png.", model=False)
+    p.add_argument("--vqvae", required=True,
+                   help="tokenizer folder: train_vqvae.py's, a diffusers VQModel / transformers JanusVQVAE or Emu3VQVAE "
+                   "save_pretrained folder, or a convert-tokenizer output")
     p.add_argument("--prior", required=True, help="prior folder (save_pretrained format)")
     p.add_argument("--output", required=True, help="pipeline folder to write")
     p.add_argument("--dataset", help="training dataset named in the model card (default: the tokenizer's metrics.json)")

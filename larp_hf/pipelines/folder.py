@@ -1,6 +1,7 @@
 """The layout of a saved pipeline folder: `larp_pipeline.json` naming the parts, one sub-folder per part."""
 
 import contextlib
+import importlib
 import json
 import os
 from importlib.metadata import version
@@ -15,7 +16,9 @@ from ..atomic_files import swap_folder, write_json_atomic
 # folder does not pretend it can.
 PIPELINE_CONFIG_NAME = "larp_pipeline.json"
 SAMPLE_GRID_NAME = "samples.png"
-PARTS = {"vqvae": "larp_hf", "prior": "transformers", "image_processor": "larp_hf"}  # sub-folder -> its library
+PARTS = ("vqvae", "prior", "image_processor")  # one sub-folder each
+# What to install for a part's library when it is missing (larp_hf's extras; any other library by its own name).
+INSTALL_HINTS = {"diffusers": "pip install larp_hf[diffusers]"}
 
 
 def is_pipeline_folder(path: str | os.PathLike) -> bool:
@@ -59,12 +62,50 @@ def load_part(loader, folder: Path, **kwargs):
         raise ValueError(f"Could not load {folder}: {type(error).__name__}: {error}") from error
 
 
+def part_record(part) -> dict:
+    """
+    What `larp_pipeline.json` says of one part: the `library` and `class` of the model it holds and, for a tokenizer
+    that wraps a library's model (a `larp_hf.tokenizers.TokenizerAdapter`), the larp_hf `adapter` around it, e.g.
+    `{"library": "diffusers", "class": "VQModel", "adapter": "DiffusersVQTokenizer"}`.
+    """
+    library, wrapped = getattr(part, "library", None), getattr(part, "model", None)
+    if isinstance(getattr(part, "adapter_name", None), str) and isinstance(library, str) and wrapped is not None:
+        return {"library": library, "class": type(wrapped).__name__, "adapter": type(part).__name__}
+    return {"library": type(part).__module__.split(".")[0], "class": type(part).__name__}
+
+
+def check_part_library(index: dict, part: str, name) -> None:
+    """
+    Raise a `ValueError` naming the fix when the part `index` records cannot be loaded from its folder alone: its
+    library is not installed (what to install), or it is a `wrap_tokenizer` module (whose code the caller must pass).
+    """
+    record = index.get("parts", {}).get(part) or {}
+    library = record.get("library")
+    if record.get("adapter") == "WrappedTokenizer":
+        raise ValueError(
+            f"{name}: its `{part}/` holds the weights of a wrapped {record.get('class')} module, and a folder names no "
+            f"code to run. Build the module and pass the tokenizer: LarpPipeline.from_pretrained(path, {part}="
+            f"load_tokenizer(path + '/{part}', module=MyModule(...))), with encode=/decode= if they were not method "
+            "names."
+        )
+    if library is None or library == "larp_hf":
+        return
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        hint = INSTALL_HINTS.get(library, f"pip install {library}")
+        raise ValueError(
+            f"{name}: its `{part}/` holds a {library} {record.get('class', 'model')}, and {library} is not installed. "
+            f"Install it ({hint}) and load the pipeline again."
+        ) from None
+
+
 def write_pipeline_index(folder: Path, class_name: str, parts: dict, card_info: dict):
-    """Write `larp_pipeline.json`: the pipeline class, its parts, the card info."""
+    """Write `larp_pipeline.json`: the pipeline class, its parts (`part_record` of each), the card info."""
     index = {
         "pipeline_class": class_name,
         "larp_hf_version": version("larp_hf"),
-        "parts": {name: {"library": PARTS[name], "class": type(part).__name__} for name, part in parts.items()},
+        "parts": {name: part_record(part) for name, part in parts.items()},
         "model_card": card_info,
     }
     write_json_atomic(folder / PIPELINE_CONFIG_NAME, index)
@@ -91,9 +132,13 @@ def swap_pipeline_folder(target: Path, overwrite: bool = False):
 
 
 __all__ = [
+    "INSTALL_HINTS",
+    "PARTS",
     "PIPELINE_CONFIG_NAME",
+    "check_part_library",
     "is_pipeline_folder",
     "load_part",
+    "part_record",
     "read_pipeline_index",
     "swap_pipeline_folder",
     "write_pipeline_index",

@@ -88,21 +88,76 @@ def _format_metric(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _codebook_dim(tokenizer) -> int | None:
+    """The codes' vector dimension where the tokenizer tells it (an adapter's `embed_dim`, a config's `codebook_dim`)."""
+    config = getattr(tokenizer, "config", None)
+    for value in (getattr(tokenizer, "embed_dim", None), getattr(config, "codebook_dim", None)):
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def describe_tokenizer(tokenizer) -> dict:
+    """
+    An `ImageTokenizer` in plain values, read through the interface alone: `library` and `class` of the model (and the
+    larp_hf `adapter` around it, if any), `parameters` (None for a tokenizer that is not an `nn.Module`), `grid` and
+    `image_shape` as `[h, w]`, `channels`, `codebook_size`, `codebook_dim` (where known), `downsample_factor`,
+    `value_range` and `tokenizer_hash`. A square tokenizer also gets `image_size` and `grid_size`, the sides, as ints
+    (what pipelines described before non-square grids; read `grid` and `image_shape` in new code).
+    """
+    from .folder import part_record
+
+    (height, width), (image_height, image_width) = tuple(tokenizer.grid), tuple(tokenizer.image_size)
+    parameters = tokenizer.parameters() if callable(getattr(tokenizer, "parameters", None)) else None
+    factors = (image_height // height, image_width // width)
+    codebook_dim = _codebook_dim(tokenizer)
+    square_image, square_grid = image_height == image_width, height == width
+    return {
+        **part_record(tokenizer),
+        "parameters": None if parameters is None else sum(p.numel() for p in parameters),
+        **({"image_size": image_height} if square_image else {}),
+        "image_shape": [image_height, image_width],
+        "channels": tokenizer.num_channels,
+        "value_range": [float(value) for value in tokenizer.value_range],
+        "codebook_size": tokenizer.codebook_size,
+        **({"codebook_dim": codebook_dim} if codebook_dim is not None else {}),
+        **({"grid_size": height} if square_grid else {}),
+        "grid": [height, width],
+        "downsample_factor": factors[0] if factors[0] == factors[1] else list(factors),
+        "tokenizer_hash": tokenizer.tokenizer_hash(),
+    }
+
+
+def tokenizer_text(description: dict) -> str:
+    """E.g. "a 24×24 grid of 16,384 codes from a transformers JanusVQVAE", from `describe_tokenizer`'s values."""
+    height, width = description["grid"]
+    article = "an" if str(height).startswith("8") or height in (11, 18) else "a"  # "an 8×8", "an 18×18"
+    return (
+        f"{article} {height}×{width} grid of {description['codebook_size']:,} codes from a {description['library']} "
+        f"{description['class']}"
+    )
+
+
+def _tokenizer_loading_text(description: dict) -> str:
+    """How the card says to load the tokenizer alone: through larp_hf, and with its own library where it has one."""
+    text = 'The tokenizer loads alone with `larp_hf.load_tokenizer("path/or/repo_id", subfolder="vqvae")`'
+    library, class_name = description["library"], description["class"]
+    low, high = description["value_range"]
+    if library in ("diffusers", "transformers"):
+        return (
+            f"{text}, or with {library} alone: `{class_name}.from_pretrained(\"path/or/repo_id\", "
+            f"subfolder=\"vqvae\")` (pixel values in [{low:g}, {high:g}])."
+        )
+    if description.get("adapter") == "WrappedTokenizer":
+        return text + ", given the module to load its weights into (`module=`)."
+    return text + "."
+
+
 def describe_pipeline(pipeline) -> dict:
     """A `LarpPipeline` in plain values: the parts and their sizes, the sampling defaults and the card's records."""
-    vqvae_config, prior_config = pipeline.vqvae.config, pipeline.prior.config
+    prior_config = pipeline.prior.config
     return {
-        "vqvae": {
-            "class": type(pipeline.vqvae).__name__,
-            "parameters": sum(p.numel() for p in pipeline.vqvae.parameters()),
-            "image_size": vqvae_config.image_size,
-            "channels": vqvae_config.in_channels,
-            "codebook_size": pipeline.codebook_size,
-            "codebook_dim": vqvae_config.codebook_dim,
-            "grid_size": pipeline.grid_size,
-            "downsample_factor": vqvae_config.downsample_factor,
-            "tokenizer_hash": pipeline.vqvae.tokenizer_hash(),
-        },
+        "vqvae": describe_tokenizer(pipeline.vqvae),
         "prior": {
             "class": type(pipeline.prior).__name__,
             "architecture": prior_config.model_type,
@@ -146,24 +201,28 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
         datasets=[hub_id] if hub_id else None,
         eval_results=_eval_results(evaluations) or None,
     )
-    side, grid = vqvae["image_size"], vqvae["grid_size"]
+    (height, width), (image_height, image_width) = vqvae["grid"], vqvae["image_shape"]
+    low, high = vqvae["value_range"]
     lines = [
         f"# {MODEL_NAME}",
         "",
-        f"A `larp_hf` pipeline{f' trained on `{dataset}`' if dataset else ''}: "
-        f"a VQ-VAE tokenizer turns {side}×{side} images with {vqvae['channels']} channel(s) into "
-        f"{grid}×{grid} grids of indices into a {vqvae['codebook_size']}-code codebook, and a {prior['class']} "
-        f"prior samples such grids{' given a class (classifier-free guidance available)' if conditional else ''}; "
-        "the tokenizer decodes them back to pixels.",
+        f"A `larp_hf` pipeline{f' trained on `{dataset}`' if dataset else ''}: a {prior['class']} prior samples "
+        f"{tokenizer_text(vqvae)}{' given a class (classifier-free guidance available)' if conditional else ''}, "
+        f"and the tokenizer decodes it to {image_height}×{image_width} images with {vqvae['channels']} channel(s).",
         "",
     ]
     if has_sample_grid:
         lines += ["![64 samples, seed 0, sampling defaults](samples.png)", ""]
+    dimension = f" of dimension {vqvae['codebook_dim']}" if "codebook_dim" in vqvae else ""
+    factor = vqvae["downsample_factor"]
+    factor = f"{factor}×" if isinstance(factor, int) else f"{factor[0]}× × {factor[1]}×"
+    parameters = "—" if vqvae["parameters"] is None else f"{vqvae['parameters']:,}"
+    adapter = f", through larp_hf's `{vqvae['adapter']}`" if vqvae.get("adapter") else ""
     lines += [
         "| part | class | parameters | details |",
         "|---|---|---|---|",
-        f"| `vqvae/` | `{vqvae['class']}` | {vqvae['parameters']:,} | {vqvae['codebook_size']} codes of dimension "
-        f"{vqvae['codebook_dim']}, {grid}×{grid} grid, downsampling {vqvae['downsample_factor']}× |",
+        f"| `vqvae/` | `{vqvae['class']}` ({vqvae['library']}{adapter}) | {parameters} | {vqvae['codebook_size']:,} "
+        f"codes{dimension}, {height}×{width} grid, downsampling {factor}, pixel values in [{low:g}, {high:g}] |",
         f"| `prior/` | `{prior['class']}` | {prior['parameters']:,} | {prior['layers']} layers, width "
         f"{prior['width']}, {prior['heads']} heads, {prior['positions']} positions, {prior['num_classes'] or 'no'} "
         "classes |",
@@ -184,7 +243,8 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
         else "images = pipe(num_images=16, class_labels=0, guidance_scale=2.0, seed=0).images",
         "```",
         "",
-        "or `larp-hf generate path/or/repo_id --num-images 64 --seed 0 --output grid.png`.",
+        "or `larp-hf generate path/or/repo_id --num-images 64 --seed 0 --output grid.png`. "
+        + _tokenizer_loading_text(vqvae),
         "",
     ]
     if metrics:
@@ -209,7 +269,16 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
-__all__ = ["HUB_DATASETS", "describe_pipeline", "evaluation_record", "hub_dataset_id", "merge_evaluation", "pipeline_model_card"]
+__all__ = [
+    "HUB_DATASETS",
+    "describe_pipeline",
+    "describe_tokenizer",
+    "evaluation_record",
+    "hub_dataset_id",
+    "merge_evaluation",
+    "pipeline_model_card",
+    "tokenizer_text",
+]
 
 
 def card_info_from_training_runs(vqvae_dir, prior_dir, dataset: str | None = None) -> dict:

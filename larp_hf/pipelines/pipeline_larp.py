@@ -1,4 +1,5 @@
-"""`LarpPipeline`: a tokenizer and a prior in one folder; `__call__` samples code grids and decodes them to images."""
+"""`LarpPipeline`: a tokenizer (any `ImageTokenizer`) and a prior in one folder; `__call__` samples code grids and
+decodes them to images."""
 
 import os
 import shutil
@@ -15,17 +16,26 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ..atomic_files import write_text_atomic
 from ..generation import CodebookLogitsProcessor, image_generators, resolve_guidance_scale, sample_tokens
-from ..models import LarpImageProcessor, LarpVQVAEModel
+from ..models import LarpImageProcessor
 from ..prior import (
     check_pair,
     class_token_ids,
+    layout_grid,
     null_prefix_ids,
     prefix_ids,
     prior_metadata,
     sampling_defaults,
     set_sampling_defaults,
 )
-from .folder import SAMPLE_GRID_NAME, load_part, read_pipeline_index, swap_pipeline_folder, write_pipeline_index
+from ..tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer
+from .folder import (
+    SAMPLE_GRID_NAME,
+    check_part_library,
+    load_part,
+    read_pipeline_index,
+    swap_pipeline_folder,
+    write_pipeline_index,
+)
 from .image_grid import image_grid
 from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card
 
@@ -54,20 +64,25 @@ class LarpPipeline:
     samples a grid of codebook indices with `larp_hf.generation.sample_tokens` (its own forward, one token a step,
     into a KV cache allocated once, on a CPU with its linear layers prepacked for oneDNN: the draws of `generate` with
     the same processors, without its per-step work; with classifier-free guidance, class and null rows in one
-    forward), the tokenizer (`LarpVQVAEModel`) decodes it to pixels.
+    forward), the tokenizer decodes it to pixels. The tokenizer is any `larp_hf.tokenizers.ImageTokenizer`: larp_hf's
+    `LarpVQVAEModel`, a diffusers `VQModel`, a transformers `JanusVQVAE` or `Emu3VQVAE` (raw or through their
+    adapters), a converted checkpoint or a `wrap_tokenizer` module; its grid `(h, w)` need not be square.
 
-    A saved pipeline is one folder (or Hub repo): `vqvae/`, `prior/`, `image_processor/`, `larp_pipeline.json` naming
-    the parts, `README.md` (the model card) and `samples.png`. The parts load on their own with stock `transformers`:
-    `AutoModelForCausalLM.from_pretrained(path, subfolder="prior")`, whose `generate` samples code ids only, and the
-    tokenizer with `AutoModel.from_pretrained(path, subfolder="vqvae", trust_remote_code=True)` (natively after
-    `import larp_hf`).
+    A saved pipeline is one folder (or Hub repo): `vqvae/` (the tokenizer, written by its own `save_pretrained`),
+    `prior/`, `image_processor/`, `larp_pipeline.json` naming each part's library and class, `README.md` (the model
+    card) and `samples.png`. The parts load on their own: the prior with stock `transformers`
+    (`AutoModelForCausalLM.from_pretrained(path, subfolder="prior")`, whose `generate` samples code ids only), the
+    tokenizer with `larp_hf.load_tokenizer(path, subfolder="vqvae")` or its library's own class
+    (`VQModel.from_pretrained(path, subfolder="vqvae")` for a diffusers VQModel; larp_hf's `LarpVQVAEModel` with
+    `AutoModel.from_pretrained(path, subfolder="vqvae", trust_remote_code=True)`, natively after `import larp_hf`).
 
     Args:
-        vqvae (`LarpVQVAEModel`): the tokenizer.
+        vqvae (`ImageTokenizer` or a diffusers `VQModel` / transformers `JanusVQVAE` / `Emu3VQVAE`): the tokenizer;
+            a library model is wrapped with `larp_hf.tokenizers.as_tokenizer`.
         prior (`GPT2LMHeadModel`): a prior built with `larp_hf.prior_config` over this tokenizer's codes; a pair whose
             metadata disagree (codebook size, grid, tokenizer hash) is refused.
         image_processor (`LarpImageProcessor`, *optional*): turns decoded pixels into images; defaults to
-            `LarpImageProcessor.from_vqvae_config(vqvae.config)`.
+            `LarpImageProcessor.from_tokenizer(tokenizer)` (its image size, channels and value range).
 
     Example:
 
@@ -78,27 +93,47 @@ class LarpPipeline:
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> vqvae = LarpVQVAEModel(LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[16], codebook_size=32))
-    >>> prior = GPT2LMHeadModel(prior_config(vqvae.config, preset="tiny", tokenizer_hash=vqvae.tokenizer_hash()))
+    >>> prior = GPT2LMHeadModel(prior_config(vqvae, preset="tiny"))
     >>> pipe = LarpPipeline(vqvae, prior)
     >>> output = pipe(num_images=4, temperature=0.9, top_k=8, generator=torch.Generator().manual_seed(0))
     >>> len(output.images), output.images[0].size, tuple(output.codes.shape)
     (4, (16, 16), (4, 8, 8))
     ```
+
+    Any tokenizer, here a non-square 2×3 grid of 16 codes from a wrapped embedding table:
+
+    ```python
+    >>> from larp_hf.tokenizers import wrap_tokenizer
+    >>> table = torch.nn.Embedding(16, 3)
+    >>> tokenizer = wrap_tokenizer(
+    ...     table, encode=lambda x: torch.cdist(x.permute(0, 2, 3, 1), table.weight[None]).argmin(-1),
+    ...     decode=lambda codes: table(codes).permute(0, 3, 1, 2).tanh(),
+    ...     codebook_size=16, grid=(2, 3), image_size=(2, 3), num_channels=3, value_range=(-1.0, 1.0),
+    ... )
+    >>> pipe = LarpPipeline(tokenizer, GPT2LMHeadModel(prior_config(tokenizer, preset="tiny")))
+    >>> output = pipe(num_images=2, seed=0)
+    >>> pipe.grid, tuple(output.codes.shape), output.images[0].size
+    ((2, 3), (2, 2, 3), (3, 2))
+    ```
     """
 
-    def __init__(
-        self, vqvae: LarpVQVAEModel, prior: PreTrainedModel, image_processor: LarpImageProcessor | None = None
-    ):
-        check_pair(vqvae, prior)
-        self.vqvae = vqvae.eval()
+    def __init__(self, vqvae, prior: PreTrainedModel, image_processor: LarpImageProcessor | None = None):
+        tokenizer = as_tokenizer(vqvae)
+        check_pair(tokenizer, prior)
+        self.vqvae = tokenizer.eval() if callable(getattr(tokenizer, "eval", None)) else tokenizer
         self.prior = prior.eval()
-        self.image_processor = image_processor or LarpImageProcessor.from_vqvae_config(vqvae.config)
+        self.image_processor = image_processor or LarpImageProcessor.from_tokenizer(tokenizer)
         self.larp = prior_metadata(prior.config)
         # What the model card says beyond the parts' configs: training dataset, training metrics, evaluations.
         self.card_info = {"dataset": None, "metrics": {}, "evaluations": []}
         self._progress_bar_config = {}
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def tokenizer(self) -> ImageTokenizer:
+        """The image tokenizer (the same object as `vqvae`, the name of its folder and argument)."""
+        return self.vqvae
 
     @property
     def device(self) -> torch.device:
@@ -113,8 +148,20 @@ class LarpPipeline:
         return self.larp["codebook_size"]
 
     @property
+    def grid(self) -> tuple[int, int]:
+        """`(h, w)` of the code grids the prior samples and the tokenizer decodes; need not be square."""
+        return layout_grid(self.larp)
+
+    @property
     def grid_size(self) -> int:
-        return self.larp["grid_size"]
+        """The side of a square code grid (`grid` is `(grid_size, grid_size)`); a non-square grid has none."""
+        height, width = self.grid
+        if height != width:
+            raise ValueError(
+                f"This pipeline's code grid is {height}×{width}, not square, so it has no `grid_size`: read `grid` "
+                "((height, width)) instead."
+            )
+        return height
 
     @property
     def num_classes(self) -> int:
@@ -124,7 +171,8 @@ class LarpPipeline:
         """
         Move both models, as diffusers' pipelines do: `pipe.to("cuda")`, `pipe.to(torch.bfloat16)`,
         `pipe.to("cuda", torch.float16)` or `pipe.to(device=..., dtype=...)`. The tokenizer's quantizer and codebook
-        stay in float32 whatever the dtype, so the codes (and the tokenizer hash) do not change.
+        stay in float32 whatever the dtype (a library adapter's whole model does), so the codes (and the tokenizer
+        hash) do not change. A tokenizer without a `to` method stays where it is.
         """
         device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
         if kwargs:
@@ -138,8 +186,10 @@ class LarpPipeline:
                 raise TypeError(f"LarpPipeline.to() takes a device and/or a dtype, got {arg!r}.")
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"`dtype` must be a floating-point dtype, got {dtype}.")
-        for model in (self.vqvae, self.prior):
-            model.to(**{k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None})
+        moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        self.prior.to(**moves)
+        if callable(getattr(self.vqvae, "to", None)):  # the interface does not require it: a tokenizer may not move
+            self.vqvae.to(**moves)
         return self
 
     def set_progress_bar_config(self, **kwargs):
@@ -207,8 +257,8 @@ class LarpPipeline:
         """
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"`num_images` must be a positive integer, got {num_images!r}.")
-        config = self.vqvae.config
-        image_bytes = 4 * config.in_channels * config.image_size**2  # float32 pixels, all held until the call returns
+        height, width = self.vqvae.image_size
+        image_bytes = 4 * self.vqvae.num_channels * height * width  # float32 pixels, all held until the call returns
         if num_images * image_bytes > MAX_OUTPUT_BYTES:
             raise ValueError(
                 f"`num_images`={num_images:,} would hold {num_images * image_bytes / 2**30:.1f} GiB of images in memory "
@@ -253,7 +303,7 @@ class LarpPipeline:
             input_ids = prefix_ids(self.larp, size, batch_class_tokens).to(self.device)  # (b, prefix_length)
             generators = image_generators(base_seed, first_image_index + start, size)
             all_codes.append(self._sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears))
-        codes = torch.cat(all_codes).view(num_images, self.grid_size, self.grid_size)  # (N, h, w)
+        codes = torch.cat(all_codes).view(num_images, *self.grid)  # (N, h, w)
 
         pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
         images = self.image_processor.postprocess(pixel_values, output_type=output_type)
@@ -266,7 +316,8 @@ class LarpPipeline:
         self, input_ids, codes_processor, generators, guidance_scale: float, prepack_linears: bool | None = None
     ) -> torch.Tensor:
         """(b, prefix) -> (b, h·w) codes; row r draws from `generators[r]`, so the global RNG is left alone."""
-        num_codes = self.grid_size**2
+        height, width = self.grid
+        num_codes = height * width
         null_input_ids = None
         if guidance_scale > 1:
             null_input_ids = null_prefix_ids(self.larp, input_ids.shape[0], device=input_ids.device)
@@ -285,6 +336,7 @@ class LarpPipeline:
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
         *,
+        vqvae=None,
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         revision: str | None = None,
@@ -296,9 +348,17 @@ class LarpPipeline:
         Load a pipeline saved with `save_pretrained` from a folder, or from the Hub (`"org/name"`, downloaded once
         with `huggingface_hub.snapshot_download`, then offline with `HF_HUB_OFFLINE=1`).
 
+        The tokenizer is rebuilt from `vqvae/` by `larp_hf.tokenizers.load_tokenizer` (its library's own
+        `from_pretrained`, never with `trust_remote_code`); the library `larp_pipeline.json` names for it must be
+        installed (`pip install larp_hf[diffusers]` for a diffusers `VQModel`).
+
         Args:
             pretrained_model_name_or_path: a pipeline folder or a Hub repo id.
-            dtype: load both models in this dtype (e.g. `torch.bfloat16`); the tokenizer's quantizer stays float32.
+            vqvae (`ImageTokenizer` or a library VQ model, *optional*): use this tokenizer instead of the saved one,
+                e.g. a `wrap_tokenizer` module (whose code a folder cannot bring) or the same tokenizer already in
+                memory. It is paired with the prior as any tokenizer is: another tokenizer's codes are refused.
+            dtype: load the prior (and cast the tokenizer) in this dtype (e.g. `torch.bfloat16`); the tokenizer's
+                quantizer stays float32.
             device: move the pipeline there after loading (`"cuda"`, `"cpu"`, ...).
             revision, token, cache_dir, local_files_only: as for `snapshot_download` (Hub ids only).
         """
@@ -311,9 +371,14 @@ class LarpPipeline:
                 )
             )  # fmt: skip
         index = read_pipeline_index(path, cls.__name__, pretrained_model_name_or_path)
-        load_kwargs = {} if dtype is None else {"dtype": dtype}
-        vqvae = load_part(LarpVQVAEModel.from_pretrained, path / "vqvae", **load_kwargs)
-        prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **load_kwargs)
+        if vqvae is None:
+            check_part_library(index, "vqvae", pretrained_model_name_or_path)
+            vqvae = load_part(load_tokenizer, path / "vqvae")
+        tokenizer_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype  # "auto": as saved
+        if isinstance(tokenizer_dtype, torch.dtype) and callable(getattr(vqvae, "to", None)):
+            vqvae.to(dtype=tokenizer_dtype)
+        prior_kwargs = {} if dtype is None else {"dtype": dtype}
+        prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **prior_kwargs)
         image_processor = load_part(LarpImageProcessor.from_pretrained, path / "image_processor")
         try:
             pipeline = cls(vqvae, prior, image_processor)
@@ -324,7 +389,8 @@ class LarpPipeline:
 
     def save_pretrained(self, save_directory: str | os.PathLike, sample_grid: bool = True, overwrite: bool = False):
         """
-        Write the pipeline to `save_directory`: `vqvae/`, `prior/` (with the whole sampling policy in its
+        Write the pipeline to `save_directory`: `vqvae/` (the tokenizer's own `save_pretrained`: for a library
+        adapter, the library's folder plus `larp_tokenizer.json`), `prior/` (with the whole sampling policy in its
         `generation_config.json`), `image_processor/`, `larp_pipeline.json`, `README.md` (the model card) and, with
         `sample_grid=True`, `samples.png`: 64 images sampled with seed 0 at the sampling defaults.
 
@@ -340,6 +406,7 @@ class LarpPipeline:
             self.image_processor.save_pretrained(folder / "image_processor")
             # transformers looks for remote code at the repo's root even with `subfolder=`: a copy there lets
             # `AutoModel.from_pretrained(repo, subfolder="vqvae", trust_remote_code=True)` work without larp_hf.
+            # Only larp_hf's own parts bring such code; a library's folder (diffusers, transformers) has none.
             for code in [*(folder / "vqvae").glob("*.py"), *(folder / "image_processor").glob("*.py")]:
                 shutil.copyfile(code, folder / code.name)
             if sample_grid:

@@ -123,7 +123,12 @@ def load_tokenizer(
     library_kwargs = {**kwargs, **({"subfolder": subfolder} if subfolder else {})}
 
     if layout == "diffusers.VQModel":
-        from diffusers import VQModel
+        try:
+            from diffusers import VQModel
+        except ImportError:
+            raise ValueError(
+                f"{path} holds a diffusers VQModel, and diffusers is not installed: pip install larp_hf[diffusers]."
+            ) from None
 
         from .adapter_diffusers import AMUSED_VALUE_RANGE, DiffusersVQTokenizer
 

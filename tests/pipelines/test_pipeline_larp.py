@@ -283,6 +283,27 @@ def test_save_load_gives_the_same_images_and_the_folder_is_complete(tiny_pipelin
     np.testing.assert_array_equal(first.images, original.images)
 
 
+def test_a_folder_saved_before_pipelines_took_any_tokenizer_still_loads(tiny_pipeline, tmp_path):
+    folder = tmp_path / "pipe"
+    tiny_pipeline.save_pretrained(folder, sample_grid=False)
+    index = json.loads((folder / "larp_pipeline.json").read_text())
+    assert index["parts"]["vqvae"] == {"library": "larp_hf", "class": "LarpVQVAEModel"}  # as written before
+    # Priors saved before non-square grids record the side alone.
+    config = json.loads((folder / "prior" / "config.json").read_text())
+    del config["larp"]["grid"]
+    (folder / "prior" / "config.json").write_text(json.dumps(config))
+    reloaded = LarpPipeline.from_pretrained(folder)
+    assert type(reloaded.vqvae).__name__ == "LarpVQVAEModel" and (reloaded.grid, reloaded.grid_size) == ((8, 8), 8)
+    assert torch.equal(reloaded(num_images=3, seed=2).codes, tiny_pipeline(num_images=3, seed=2).codes)
+    description = reloaded.describe()["vqvae"]
+    assert (description["image_size"], description["grid_size"], description["grid"]) == (16, 8, [8, 8])
+    assert description["image_shape"] == [16, 16] and description["library"] == "larp_hf"
+    assert description["codebook_dim"] == tiny_pipeline.vqvae.config.codebook_dim
+    assert "an 8×8 grid of 32 codes from a larp_hf LarpVQVAEModel" in reloaded.model_card().text
+    # Its remote code is still copied to the root, where transformers looks for it.
+    assert {"modeling_larp_vqvae.py", "configuration_larp_vqvae.py"} <= {p.name for p in folder.glob("*.py")}
+
+
 def test_loading_refuses_folders_that_are_not_pipelines_or_hold_a_mismatched_pair(tiny_pipeline, tmp_path):
     with pytest.raises(ValueError, match="no larp_pipeline.json.*larp-hf assemble"):
         LarpPipeline.from_pretrained(tmp_path)
