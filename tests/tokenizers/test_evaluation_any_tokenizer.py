@@ -26,90 +26,21 @@ from larp_hf.evaluation import (  # noqa: E402
     sweep_pipeline,
 )
 from larp_hf.evaluation.feature_networks import to_pixel_values  # noqa: E402
-from larp_hf.generation import (  # noqa: E402
-    CodebookLogitsProcessor,
-    image_generators,
-    resolve_guidance_scale,
-    sample_tokens,
-)
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel  # noqa: E402
-from larp_hf.pipelines import LarpPipelineOutput  # noqa: E402
-from larp_hf.prior import class_token_ids, null_prefix_ids, prefix_ids  # noqa: E402
 from larp_hf.tokenizers.adapter_diffusers import DiffusersVQTokenizer  # noqa: E402
 
-from ..conftest import make_tiny_pipeline  # noqa: E402
 from .test_downstream import large_codebook_vq_model  # noqa: E402
 
 
-class AnyTokenizerPipeline(LarpPipeline):
-    """
-    `LarpPipeline` with `__call__` and `describe` read through the `ImageTokenizer` members alone, as the pipeline
-    branch makes them: on this branch `LarpPipeline.__call__` still reads `vqvae.config.image_size` and the prior's
-    `grid_size` (square grids only) and `describe()` reads `vqvae.config`. Everything else is `LarpPipeline`'s own.
-    `test_the_stand_in_samples_what_larp_pipeline_samples` checks that it samples exactly as `LarpPipeline` does.
-    """
-
-    @torch.no_grad()
-    def __call__(self, num_images=1, batch_size=64, temperature=None, top_k=None, top_p=None, class_labels=None,
-                 guidance_scale=None, generator=None, seed=None, output_type="pil", return_dict=True,
-                 first_image_index=0, prepack_linears=None):  # fmt: skip
-        generator = torch.Generator().manual_seed(seed) if seed is not None else generator
-        base_seed = int(torch.randint(2**62, (), generator=generator))
-        defaults = self.sampling_defaults()
-        chosen = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-        chosen = {name: defaults[name] if value is None else value for name, value in chosen.items()}
-        processor = CodebookLogitsProcessor(self.codebook_size, **chosen)
-        class_tokens = class_token_ids(self.larp, class_labels, num_images, first_image_index)
-        scale = resolve_guidance_scale(guidance_scale, class_labels, self.num_classes, defaults["guidance_scale"])
-        height, width = self.vqvae.grid
-        codes = []
-        for start in range(0, num_images, batch_size):
-            size = min(batch_size, num_images - start)
-            tokens = None if class_tokens is None else class_tokens[start : start + size]
-            codes.append(sample_tokens(
-                self.prior, prefix_ids(self.larp, size, tokens).to(self.device), processor, height * width,
-                generators=image_generators(base_seed, first_image_index + start, size),
-                null_input_ids=null_prefix_ids(self.larp, size, device=self.device) if scale > 1 else None,
-                guidance_scale=scale, prepack_linears=prepack_linears,
-            ))  # fmt: skip
-        codes = torch.cat(codes).view(num_images, height, width).cpu()
-        pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
-        images = self.image_processor.postprocess(pixel_values, output_type=output_type)
-        return LarpPipelineOutput(images=images, codes=codes) if return_dict else (images, codes)
-
-    def describe(self) -> dict:
-        """What the demo reads of `LarpPipeline.describe()`, with the tokenizer's `grid` and `image_shape` as
-        `[h, w]` (the int `grid_size`/`image_size` only where square)."""
-        tokenizer = self.vqvae
-        square = {"grid_size": tokenizer.grid[0]} if tokenizer.grid[0] == tokenizer.grid[1] else {}
-        if tokenizer.image_size[0] == tokenizer.image_size[1]:
-            square["image_size"] = tokenizer.image_size[0]
-        return {
-            "vqvae": {
-                "class": type(tokenizer).__name__, "channels": tokenizer.num_channels,
-                "codebook_size": tokenizer.codebook_size, "grid": list(tokenizer.grid),
-                "image_shape": list(tokenizer.image_size), "tokenizer_hash": tokenizer.tokenizer_hash(), **square,
-            },
-            "prior": {
-                "class": type(self.prior).__name__, "parameters": sum(p.numel() for p in self.prior.parameters()),
-                "num_classes": self.num_classes,
-            },
-            "sampling_defaults": self.sampling_defaults(),
-            "dataset": self.card_info.get("dataset"),
-            "metrics": self.card_info.get("metrics") or {},
-            "evaluations": self.card_info.get("evaluations") or [],
-        }  # fmt: skip
-
-
-def non_square_pipeline(num_classes: int = 2) -> AnyTokenizerPipeline:
+def non_square_pipeline(num_classes: int = 2) -> LarpPipeline:
     """A VQModel read at 8×12 pixels (a 4×6 grid of 300 codes, RGB in [-1, 1]) and a tiny GPT-2 prior over it."""
     tokenizer = DiffusersVQTokenizer(large_codebook_vq_model(), value_range=(-1.0, 1.0), image_size=(8, 12))
     torch.manual_seed(0)
     prior = GPT2LMHeadModel(prior_config(tokenizer, preset="tiny", num_classes=num_classes))
-    return AnyTokenizerPipeline(tokenizer, prior, LarpImageProcessor.from_tokenizer(tokenizer))
+    return LarpPipeline(tokenizer, prior, LarpImageProcessor.from_tokenizer(tokenizer))
 
 
-def large_grid_pipeline() -> AnyTokenizerPipeline:
+def large_grid_pipeline() -> LarpPipeline:
     """A VQModel with 32,768 codes read at 32×32 pixels (a 16×16 grid) and a tiny unconditional GPT-2 prior."""
     torch.manual_seed(0)
     model = diffusers.VQModel(
@@ -122,7 +53,7 @@ def large_grid_pipeline() -> AnyTokenizerPipeline:
         model.quantize.embedding.weight.copy_(picked + 0.05 * latents.std() * torch.randn_like(picked))
     tokenizer = DiffusersVQTokenizer(model, value_range=(-1.0, 1.0))
     prior = GPT2LMHeadModel(prior_config(tokenizer, preset="tiny"))
-    return AnyTokenizerPipeline(tokenizer, prior, LarpImageProcessor.from_tokenizer(tokenizer))
+    return LarpPipeline(tokenizer, prior, LarpImageProcessor.from_tokenizer(tokenizer))
 
 
 def feature_network(channels: int, image_size: tuple[int, int]) -> FeatureNetwork:
@@ -151,15 +82,6 @@ def one_torch_thread():
 def brute_force_nearest(generated: torch.Tensor, training: torch.Tensor) -> torch.Tensor:
     """The whole (N, M, h·w) comparison at once, in int64."""
     return (generated.flatten(1).long()[:, None] != training.flatten(1).long()[None]).sum(-1).min(1).values
-
-
-def test_the_stand_in_samples_what_larp_pipeline_samples():
-    pipeline = make_tiny_pipeline(num_classes=3)
-    stand_in = AnyTokenizerPipeline(pipeline.vqvae, pipeline.prior, pipeline.image_processor)
-    for options in ({}, {"class_labels": 2, "guidance_scale": 2.0, "top_k": 5}, {"class_labels": "null"}):
-        expected = pipeline(num_images=5, seed=3, batch_size=2, first_image_index=1, output_type="pt", **options)
-        got = stand_in(num_images=5, seed=3, batch_size=2, first_image_index=1, output_type="pt", **options)
-        assert torch.equal(got.codes, expected.codes) and torch.equal(got.images, expected.images)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +135,7 @@ def test_evaluate_and_sweep_a_pipeline_over_a_non_square_vqmodel_grid(tiny_image
 
     # A token dataset of another tokenizer (other weights, the same grid) is refused before any sampling.
     other = DiffusersVQTokenizer(large_codebook_vq_model(seed=3), value_range=(-1.0, 1.0), image_size=(8, 12))
-    other_pipeline = AnyTokenizerPipeline(other, GPT2LMHeadModel(prior_config(other, preset="tiny", num_classes=2)),
+    other_pipeline = LarpPipeline(other, GPT2LMHeadModel(prior_config(other, preset="tiny", num_classes=2)),
                                           LarpImageProcessor.from_tokenizer(other))  # fmt: skip
     with pytest.raises(ValueError, match="was made by tokenizer .* but the tokenizer here is"):
         evaluate_pipeline(other_pipeline, network, token_dataset=tmp_path / "tokens", **options)
