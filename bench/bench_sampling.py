@@ -59,7 +59,7 @@ def generate_sampler(pipe, use_cache: bool):
 
     def sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears=None):
         processors = LogitsProcessorList([codes_processor, PerImageSamplingLogitsProcessor(generators)])
-        num_codes = pipe.grid_size**2
+        num_codes = pipe.grid[0] * pipe.grid[1]
         with torch.random.fork_rng(devices=[pipe.device] if pipe.device.type == "cuda" else []):
             if guidance_scale > 1:
                 null_input_ids = null_prefix_ids(larp, input_ids.shape[0], device=input_ids.device)
@@ -158,7 +158,7 @@ def main():
     print(
         f"device {args.device}, {torch.get_num_threads()} threads (load average {load}); {prior.model_type} prior, "
         f"{sum(p.numel() for p in pipe.prior.parameters()) / 1e6:.1f} M parameters, {prior.num_hidden_layers} layers, "
-        f"width {prior.hidden_size}; {pipe.grid_size}x{pipe.grid_size} grids, vocabulary {prior.vocab_size}"
+        f"width {prior.hidden_size}; {pipe.grid[0]}x{pipe.grid[1]} grids, vocabulary {prior.vocab_size}"
         + (f"; guided, scale {args.guidance_scale}, classes in turn" if guided else "")
     )
     reference = "guided loop" if guided else "generate"
