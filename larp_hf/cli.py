@@ -55,13 +55,15 @@ def assemble(args):
 
     from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
+    from larp_hf.pipelines.folder import check_no_remote_code
 
     output = Path(args.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
         what = "holds a pipeline" if is_pipeline_folder(output) else "is not empty"
         raise ValueError(f"{output} {what}; pick another --output or pass --overwrite to replace it.")
     vqvae = load_tokenizer(args.vqvae)  # any tokenizer folder: larp_hf's, a diffusers/transformers one, a converted one
-    prior = AutoModelForCausalLM.from_pretrained(args.prior)
+    check_no_remote_code(Path(args.prior))
+    prior = AutoModelForCausalLM.from_pretrained(args.prior, trust_remote_code=False)  # a folder never brings code
     check_pair(vqvae, prior, prior_name=f"prior in {args.prior}", vqvae_name=f"tokenizer in {args.vqvae}")
     pipeline = LarpPipeline(vqvae, prior, _saved_image_processor(args.vqvae))
     set_sampling_defaults(

@@ -78,7 +78,7 @@ def main(argv=None):
     state = Accelerator()
     vqvae = load_tokenizer(args.vqvae).to(args.device or state.device).eval()
     try:
-        image_processor = AutoImageProcessor.from_pretrained(args.vqvae)
+        image_processor = AutoImageProcessor.from_pretrained(args.vqvae, trust_remote_code=False)
     except OSError:
         image_processor = None
     if not isinstance(image_processor, LarpImageProcessor):

@@ -11,7 +11,7 @@ import PIL.Image
 import pytest
 from huggingface_hub import ModelCard
 
-from larp_hf import cli
+from larp_hf import LarpPipeline, cli
 from larp_hf.pipelines import samples
 
 from .conftest import make_tiny_pipeline
@@ -206,3 +206,36 @@ def test_assemble_stores_a_guidance_scale_for_a_class_conditional_prior(tmp_path
     _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "unconditional", "--output",
                      tmp_path / "other", "--guidance-scale", 2.5, expect_success=False, capsys=capsys)  # fmt: skip
     assert "--guidance-scale" in err and "unconditional" in err
+
+
+def test_no_command_runs_code_planted_in_a_folder(pipeline_dir, tmp_path, monkeypatch, capsys):
+    """
+    A prior whose config names a module of its own folder (transformers' `auto_map`) never has it imported, and no
+    command asks whether to (an `input()` that would answer yes is never called): with a model type transformers
+    knows, the stock class loads; with one only the planted code defines, the command fails and says why.
+    """
+    planted = tmp_path / "planted"
+    shutil.copytree(pipeline_dir, planted)
+    marker = tmp_path / "code-ran"
+    payload = f"open({str(marker)!r}, 'w').write('ran')\nfrom transformers import GPT2Config as PlantedConfig\n"
+    payload += "from transformers import GPT2LMHeadModel as PlantedModel\n"
+    for folder in (planted / "prior", planted):
+        (folder / "planted.py").write_text(payload)
+    config = json.loads((planted / "prior" / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "planted.PlantedConfig", "AutoModelForCausalLM": "planted.PlantedModel"}
+    (planted / "prior" / "config.json").write_text(json.dumps(config))
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda *args: asked.append(args) or "y")
+
+    larp_hf("info", planted, capsys=capsys)
+    larp_hf("generate", planted, "--num-images", 2, "--output", tmp_path / "grid.png", capsys=capsys)
+    larp_hf("assemble", "--vqvae", planted / "vqvae", "--prior", planted / "prior", "--output", tmp_path / "again",
+            capsys=capsys)  # fmt: skip
+    LarpPipeline.from_pretrained(planted)
+
+    (planted / "prior" / "config.json").write_text(json.dumps({**config, "model_type": "planted"}))
+    for command in (["info", planted], ["generate", planted, "--output", tmp_path / "grid2.png"],
+                    ["assemble", "--vqvae", planted / "vqvae", "--prior", planted / "prior", "--output", tmp_path / "x"]):
+        _, err = larp_hf(*command, expect_success=False, capsys=capsys)
+        assert "never runs code from a model folder" in err and "model type 'planted'" in err, err
+    assert not marker.exists() and not asked

@@ -45,6 +45,30 @@ def read_pipeline_index(path: Path, class_name: str, name) -> dict:
     return index
 
 
+def check_no_remote_code(folder: Path, what: str = "prior") -> None:
+    """
+    Refuse a model folder whose `config.json` has a model type transformers does not know and names code of its own
+    (`auto_map`): loading it would mean running that code, which larp_hf never does. A known model type with an
+    `auto_map` loads the stock class (the `trust_remote_code=False` every loader passes).
+    """
+    from transformers import CONFIG_MAPPING
+
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        return
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return  # the loader names the damaged file
+    model_type = config.get("model_type")
+    if config.get("auto_map") and model_type not in CONFIG_MAPPING:
+        raise ValueError(
+            f"The {what} in {folder} has model type {model_type!r}, which transformers does not know, and its "
+            f"config names code of its own to run ({', '.join(sorted(config['auto_map'].values()))}). larp_hf never "
+            f"runs code from a model folder. Use a {what} of a stock architecture (train_prior.py writes GPT-2 or Llama)."
+        )
+
+
 def load_part(loader, folder: Path, **kwargs):
     """`loader(folder, **kwargs)`; a damaged or missing file becomes a `ValueError` that names it."""
     try:

@@ -30,6 +30,7 @@ from ..prior import (
 from ..tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer
 from .folder import (
     SAMPLE_GRID_NAME,
+    check_no_remote_code,
     check_part_library,
     load_part,
     read_pipeline_index,
@@ -377,7 +378,9 @@ class LarpPipeline:
         tokenizer_dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype  # "auto": as saved
         if isinstance(tokenizer_dtype, torch.dtype) and callable(getattr(vqvae, "to", None)):
             vqvae.to(dtype=tokenizer_dtype)
-        prior_kwargs = {} if dtype is None else {"dtype": dtype}
+        # A folder never brings code to run: a prior whose config names a module of its own is refused, never asked about.
+        prior_kwargs = {"trust_remote_code": False} if dtype is None else {"dtype": dtype, "trust_remote_code": False}
+        check_no_remote_code(path / "prior")
         prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **prior_kwargs)
         image_processor = load_part(LarpImageProcessor.from_pretrained, path / "image_processor")
         try:
