@@ -71,6 +71,9 @@ def _script_main(name: str, argv: list[str], environment: dict, cwd: str, stdout
     from larp_hf.training import run_lock
 
     redirect_output(stdout_path, stderr_path)
+    # A process forked from the server inherits its default start method, "forkserver"; the script's own DataLoader
+    # workers and pools must start as in a fresh interpreter (by default, forked from the process that needs them).
+    multiprocessing.set_start_method(None, force=True)
     os.environ.clear()
     os.environ.update(environment)
     if "OMP_NUM_THREADS" in environment:  # read when torch starts, which the server did before this process existed
