@@ -6,7 +6,10 @@ stderr and exit status, as `python recipes/NAME.py ARGS` has them; `processes=2`
 environment, a gloo world as `torchrun --nproc_per_node 2` makes it.
 
 What only a fresh interpreter shows (the `if __name__ == "__main__"` entry point, `accelerate launch` and torchrun
-themselves) is shown by the tests that still launch the scripts: tests/recipes/test_train_*.py's `test_launch_*`.
+themselves) is shown by the tests that still launch each script once as users launch it: train_vqvae.py under
+`accelerate launch` (test_train_vqvae's test_launch_*[1]), train_prior.py and train_classifier.py under torchrun
+with 2 processes (test_train_prior's test_launch_*[2], test_train_classifier's two-process test), encode_dataset.py
+under `python` (conftest.py's `tokens`).
 """
 
 import importlib
