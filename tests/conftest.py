@@ -58,3 +58,88 @@ def make_tiny_pipeline(num_classes: int = 0, codebook_size: int = 32, seed: int 
 @pytest.fixture
 def tiny_pipeline():
     return make_tiny_pipeline()
+
+
+# A server for `python_without_larp_hf`: it imports what a stock transformers user's script imports, never larp_hf,
+# and runs each job it reads (one JSON line) in a child it forks, answering with the child's exit status.
+STOCK_PYTHON_SERVER = r"""
+import json, os, sys, traceback
+import PIL.Image, torch, transformers
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM
+
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(job["cwd"])
+        for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+        sys.argv = ["-c", *job["args"]]
+        code = 0
+        try:
+            exec(compile(job["script"], "<string>", "exec"), {"__name__": "__main__"})
+        except SystemExit as stop:
+            if stop.code is not None and not isinstance(stop.code, int):
+                print(stop.code, file=sys.stderr)  # what Python does with SystemExit("message")
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print("job done", json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+@pytest.fixture(scope="session")
+def python_without_larp_hf(tmp_path_factory):
+    """
+    `python -c SCRIPT ARGS` as a user's own script that never imports larp_hf runs it (`run(script, *args,
+    cwd=...)` -> CompletedProcess): each call is a process forked from one server that imported torch and
+    transformers once, so a test pays for its script, not for a fresh interpreter's imports. Dynamic modules
+    (trust_remote_code) land in a folder of the session's, not in the user's cache.
+    """
+    import json
+    import select
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path_factory.mktemp("python_without_larp_hf")
+    environment = {**os.environ, "HF_MODULES_CACHE": str(folder / "modules")}  # read when transformers is imported
+    server = subprocess.Popen(
+        [sys.executable, "-c", STOCK_PYTHON_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+        cwd=folder, env=environment,
+    )  # fmt: skip
+    jobs, pending = 0, b""
+
+    def answer(timeout: float) -> dict:
+        nonlocal pending
+        deadline = time.monotonic() + timeout
+        while True:
+            line, newline, rest = pending.partition(b"\n")
+            if newline:
+                pending = rest
+                if line.startswith(b"job done "):  # the server's own output, if any, is not an answer
+                    return json.loads(line.removeprefix(b"job done "))
+                continue
+            ready, _, _ = select.select([server.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(server.stdout.fileno(), 65536) if ready else b""
+            assert chunk, f"no answer in {timeout} s from the server (exit status {server.poll()})"
+            pending += chunk
+
+    def run(script: str, *args, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+        nonlocal jobs
+        jobs += 1
+        out, err = folder / f"job-{jobs}.out", folder / f"job-{jobs}.err"
+        job = {"script": script, "args": [str(arg) for arg in args], "cwd": str(cwd or folder)}
+        server.stdin.write((json.dumps({**job, "stdout": str(out), "stderr": str(err)}) + "\n").encode())
+        returncode = answer(timeout)["returncode"]
+        read = lambda path: path.read_text() if path.exists() else ""  # noqa: E731
+        return subprocess.CompletedProcess(["python", "-c", script, *job["args"]], returncode, read(out), read(err))
+
+    yield run
+    server.stdin.close()
+    server.wait(timeout=60)

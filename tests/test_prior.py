@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -137,7 +135,7 @@ print(json.dumps({"larp": model.config.larp, "logits": logits[0, -1].tolist(), "
 """
 
 
-def test_saved_prior_loads_with_stock_transformers_in_a_process_without_larp_hf(tmp_path):
+def test_saved_prior_loads_with_stock_transformers_in_a_process_without_larp_hf(tmp_path, python_without_larp_hf):
     torch.manual_seed(0)
     vqvae = LarpVQVAEModel(LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[8, 8], codebook_size=16))
     config = prior_config(vqvae.config, preset="tiny", num_classes=3, tokenizer_hash=vqvae.tokenizer_hash())
@@ -146,10 +144,7 @@ def test_saved_prior_loads_with_stock_transformers_in_a_process_without_larp_hf(
     input_ids = [[16, 18] + list(range(16))]  # BOS, class 1, then 16 codes
     with torch.no_grad():
         expected = prior(torch.tensor(input_ids)).logits[0, -1]
-    result = subprocess.run(
-        [sys.executable, "-c", STOCK_LOADER, str(tmp_path), json.dumps(input_ids)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+    result = python_without_larp_hf(STOCK_LOADER, tmp_path, json.dumps(input_ids), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["type"] == "GPT2LMHeadModel"
@@ -209,7 +204,7 @@ print(json.dumps({"shape": list(sequences.shape), "largest_id": int(sequences[:,
 """
 
 
-def test_stock_generate_in_a_process_without_larp_hf_samples_only_code_ids(tmp_path):
+def test_stock_generate_in_a_process_without_larp_hf_samples_only_code_ids(tmp_path, python_without_larp_hf):
     prior = prior_that_prefers_special_tokens()
     bos = torch.full((4, 1), 16)
     with torch.no_grad():  # without the saved policy, stock sampling emits nothing but special tokens
@@ -217,9 +212,7 @@ def test_stock_generate_in_a_process_without_larp_hf_samples_only_code_ids(tmp_p
     assert (raw[:, 1:] >= 16).all()
     set_sampling_defaults(prior, temperature=1.5)
     prior.save_pretrained(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-c", STOCK_GENERATE, str(tmp_path), "256"], capture_output=True, text=True, timeout=300
-    )
+    result = python_without_larp_hf(STOCK_GENERATE, tmp_path, 256)
     assert result.returncode == 0, result.stderr[-2000:]
     sampled = json.loads(result.stdout.strip().splitlines()[-1])
     assert sampled["shape"] == [256, 65]  # BOS + one whole 8x8 grid each, no more, no less
@@ -280,7 +273,7 @@ def test_llama_prior_has_the_same_layout_metadata_and_parameter_budget():
         prior_config(VQVAE, architecture="mamba")
 
 
-def test_llama_prior_trains_with_attention_dropout_and_samples_through_the_pipeline(tmp_path):
+def test_llama_prior_trains_with_attention_dropout_and_samples_through_the_pipeline(tmp_path, python_without_larp_hf):
     from larp_hf import LarpPipeline, LarpPriorCollator
 
     torch.manual_seed(0)
@@ -305,10 +298,7 @@ def test_llama_prior_trains_with_attention_dropout_and_samples_through_the_pipel
     reloaded = LarpPipeline.from_pretrained(tmp_path / "pipe")
     assert type(reloaded.prior).__name__ == "LlamaForCausalLM"
     assert torch.equal(reloaded(num_images=2, seed=3).codes, pipe(num_images=2, seed=3).codes)
-    result = subprocess.run(
-        [sys.executable, "-c", STOCK_GENERATE, str(tmp_path / "pipe" / "prior"), "64"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = python_without_larp_hf(STOCK_GENERATE, tmp_path / "pipe" / "prior", 64)
     assert result.returncode == 0, result.stderr[-2000:]
     sampled = json.loads(result.stdout.strip().splitlines()[-1])
     assert sampled["shape"] == [64, 65] and sampled["largest_id"] < 16  # stock Llama generate: code ids only

@@ -153,12 +153,12 @@ def test_workers_decode_the_same_codes_as_this_process(train_split):
     assert in_workers["input_ids_flipped"] == here["input_ids_flipped"] and in_workers["label"] == here["label"]
 
 
-@pytest.mark.parametrize("num_proc", [0, 2])
-def test_an_image_that_cannot_be_decoded_is_named_by_its_row(train_split, num_proc):
+def test_an_image_that_cannot_be_decoded_is_named_by_its_row(train_split):
+    # Decoded in DataLoader workers (num_proc=2), the row is named the same way: tests/recipes/test_encode_dataset.py's
+    # broken-image test, where the workers' process exits afterwards. Here, torch would keep this process waiting
+    # 5 s for each worker of an iterator that a worker's error ended.
     rows = [{"bytes": image["bytes"], "path": None} for image in train_split.cast_column("image", datasets.Image(decode=False))["image"][:8]]
     rows[5] = {"bytes": b"\x89PNG\r\n\x1a\n but cut short", "path": None}
     broken = datasets.Dataset.from_dict({"image": rows}, features=datasets.Features({"image": datasets.Image()}))
-    with pytest.raises(Exception, match=r"Row 5 of the dataset holds an image that cannot be decoded") as caught:
-        encode_dataset(tiny_vqvae(), broken, batch_size=4, num_proc=num_proc)
-    if num_proc == 0:
-        assert isinstance(caught.value, ValueError)
+    with pytest.raises(ValueError, match=r"Row 5 of the dataset holds an image that cannot be decoded"):
+        encode_dataset(tiny_vqvae(), broken, batch_size=4, num_proc=0)

@@ -1,23 +1,24 @@
-"""encode_dataset.py as users run it: one process, two torchrun processes, workers that decode, a broken image."""
+"""
+encode_dataset.py as users run it: one process, two processes in torchrun's world, workers that decode, a broken
+image; each run is the script's main in processes of its own forked from a preloaded server
+(tests/recipes/forked_runs.py). conftest.py's `tokens` runs it in a fresh interpreter.
+"""
 
 import json
-import sys
 
 import datasets
 import pytest
 
-from .test_train_prior import ENCODE, save_tiny_vqvae
-from .test_train_vqvae import ROOT, launcher, run
+from .forked_runs import ROOT, run_recipe
 
 
-def encode(*args, processes: int = 1) -> list[str]:
-    prefix = [sys.executable] if processes == 1 else launcher(processes)
-    return [*prefix, str(ENCODE), *map(str, args)]
+def encode(*args, processes: int = 1, expect_success: bool = True):
+    return run_recipe("encode_dataset", *args, processes=processes, expect_success=expect_success)
 
 
 @pytest.fixture(scope="module")
-def vqvae(tmp_path_factory):
-    return save_tiny_vqvae(tmp_path_factory.mktemp("encode") / "vqvae")
+def vqvae(tokens):
+    return tokens[0]  # conftest.py's tiny tokenizer
 
 
 def assert_same_rows(left: datasets.DatasetDict, right: datasets.DatasetDict):
@@ -31,10 +32,10 @@ def test_two_processes_write_the_token_dataset_one_process_writes(vqvae, tiny_im
     # Batches of 16: the 64 training images make 4 batches, 2 per process; the 16 test images 1, so the second
     # process has no part of the test split.
     common = ["--vqvae", vqvae, "--dataset", tiny_image_dataset_dir, "--batch_size", 16]
-    run(encode(*common, "--output_dir", tmp_path / "one"))
-    result = run(encode(*common, "--output_dir", tmp_path / "two", processes=2))
+    encode(*common, "--output_dir", tmp_path / "one")
+    result = encode(*common, "--output_dir", tmp_path / "two", processes=2)
     assert "2 process(es)" in result.stdout
-    run(encode(*common, "--output_dir", tmp_path / "workers", "--num_proc", 2))
+    encode(*common, "--output_dir", tmp_path / "workers", "--num_proc", 2)
     one = datasets.load_from_disk(str(tmp_path / "one"))
     assert (len(one["train"]), len(one["test"])) == (64, 16)
     assert_same_rows(datasets.load_from_disk(str(tmp_path / "two")), one)
@@ -45,7 +46,7 @@ def test_two_processes_write_the_token_dataset_one_process_writes(vqvae, tiny_im
 
 def test_a_broken_image_is_named_and_leaves_the_old_token_dataset_whole(vqvae, tiny_image_dataset_dir, tmp_path):
     output_dir = tmp_path / "tokens"
-    run(encode("--vqvae", vqvae, "--dataset", tiny_image_dataset_dir, "--output_dir", output_dir))
+    encode("--vqvae", vqvae, "--dataset", tiny_image_dataset_dir, "--output_dir", output_dir)
     before = datasets.load_from_disk(str(output_dir))
 
     images = datasets.load_from_disk(tiny_image_dataset_dir)
@@ -58,16 +59,13 @@ def test_a_broken_image_is_named_and_leaves_the_old_token_dataset_whole(vqvae, t
     )  # fmt: skip
     broken.save_to_disk(str(tmp_path / "broken"))
     for extra in ([], ["--num_proc", 2]):
-        result = run(
-            encode("--vqvae", vqvae, "--dataset", tmp_path / "broken", "--output_dir", output_dir, *extra),
-            expect_success=False,
-        )
+        result = encode("--vqvae", vqvae, "--dataset", tmp_path / "broken", "--output_dir", output_dir, *extra, expect_success=False)
         assert result.returncode != 0
         assert "Row 37 of the dataset holds an image that cannot be decoded" in result.stderr, result.stderr[-2000:]
     assert_same_rows(datasets.load_from_disk(str(output_dir)), before)
 
     # Written again over itself: replaced by a rename, nothing left beside it.
-    run(encode("--vqvae", vqvae, "--dataset", tiny_image_dataset_dir, "--output_dir", output_dir, "--no_flip_augment"))
+    encode("--vqvae", vqvae, "--dataset", tiny_image_dataset_dir, "--output_dir", output_dir, "--no_flip_augment")
     assert datasets.load_from_disk(str(output_dir))["train"].column_names == ["input_ids", "label"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["broken", "tokens"]
     assert ROOT.is_dir()

@@ -15,7 +15,6 @@ import pickle
 import random
 import shutil
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from safetensors.torch import load_file
 from larp_hf import training
 from larp_hf.training import checkpoint_format
 
-from .test_train_vqvae import ROOT, import_recipe, run, tiny_config  # noqa: F401 (a fixture)
+from .forked_runs import free_port
+from .test_train_vqvae import import_recipe, tiny_config, train_vqvae  # noqa: F401 (a fixture)
 from .tiny_training import start_in_child
 
 
@@ -98,12 +98,6 @@ def snapshot(folder: Path) -> dict[str, str]:
 def hidden_leftovers(output_dir: Path) -> list[str]:
     checkpoints = output_dir / "checkpoints"
     return sorted(p.name for p in checkpoints.iterdir() if p.name.startswith(".")) if checkpoints.exists() else []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def world(processes: int, port: int, rank: int, local: bool = True) -> dict:
@@ -438,8 +432,8 @@ def test_every_recipe_refuses_a_folder_holding_another_runs_checkpoints(recipe, 
 
 def test_the_tokenizer_recipe_with_a_learning_rate_of_1e12_exits_non_zero_and_saves_no_tokenizer(tiny_config, tmp_path):
     output_dir = tmp_path / "out"
-    command = [sys.executable, str(ROOT / "recipes" / "train_vqvae.py"), "--config", str(tiny_config)]
-    result = run([*command, "--output_dir", str(output_dir), "--max_steps", "3", "--learning_rate", "1e12"], expect_success=False)
+    flags = ["--config", tiny_config, "--output_dir", output_dir, "--max_steps", 3, "--learning_rate", 1e12]
+    result = train_vqvae(*flags, expect_success=False)
     assert result.returncode != 0 and "FloatingPointError" in result.stderr, result.stderr[-2000:]
     assert not (output_dir / "model.safetensors").exists()
     for checkpoint in (output_dir / "checkpoints").glob("checkpoint-*"):

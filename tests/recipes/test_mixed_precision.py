@@ -2,35 +2,19 @@
 
 import json
 import platform
-import sys
 
 import pytest
 import torch
-import yaml
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
 from larp_hf import training
 from larp_hf.training import accelerator as training_accelerator
 
-from .test_train_prior import ENCODE, save_tiny_vqvae, train_prior
-from .test_train_vqvae import run
+from .test_train_prior import train_prior
 
 
-@pytest.fixture(scope="module")
-def prior_config_file(tmp_path_factory, tiny_image_dataset_dir):
-    """A tiny tokenizer, its token dataset of the tiny images, and a config for the tiny prior over them."""
-    folder = tmp_path_factory.mktemp("mixed-precision")
-    vqvae, tokens = save_tiny_vqvae(folder / "vqvae"), folder / "tokens"
-    command = [sys.executable, str(ENCODE), "--vqvae", str(vqvae), "--dataset", tiny_image_dataset_dir]
-    run([*command, "--output_dir", str(tokens)])
-    config = {
-        "vqvae": str(vqvae), "token_dataset": str(tokens), "preset": "tiny", "train_batch_size": 8,
-        "eval_batch_size": 16, "lr_warmup_steps": 0, "validation_steps": 1, "checkpointing_steps": 1,
-    }  # fmt: skip
-    path = folder / "prior.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+# The recipe runs train the tiny prior of tests/recipes/conftest.py's `prior_config_file`.
 
 
 @pytest.mark.parametrize(
@@ -103,10 +87,10 @@ def test_resume_matches_an_uninterrupted_run_in_either_precision(mixed_precision
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     common = ["--config", prior_config_file, "--lr_scheduler", "constant", "--max_train_samples", 24]
     common += ["--mixed_precision", mixed_precision]
-    result = run(train_prior(*common, "--output_dir", straight, "--max_steps", 5))
+    result = train_prior(*common, "--output_dir", straight, "--max_steps", 5)
     assert f"Mixed precision: {mixed_precision} (as asked)" in result.stdout
-    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 4))
-    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest"))
+    train_prior(*common, "--output_dir", interrupted, "--max_steps", 4)
+    train_prior(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest")
     assert json.loads((interrupted / "metrics.json").read_text())["step"] == 5
     expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
     for name in expected:
@@ -115,11 +99,10 @@ def test_resume_matches_an_uninterrupted_run_in_either_precision(mixed_precision
 
 
 def test_the_recipe_default_is_auto_and_reports_its_choice(prior_config_file, tmp_path):
-    result = run(train_prior("--config", prior_config_file, "--output_dir", tmp_path / "auto", "--max_steps", 2))
+    result = train_prior("--config", prior_config_file, "--output_dir", tmp_path / "auto", "--max_steps", 2)
     expected = "bf16" if training.cpu_has_bf16() else "no"
     assert f"Mixed precision: {expected} (auto: " in result.stdout
-    fp32 = run(train_prior("--config", prior_config_file, "--output_dir", tmp_path / "fp32", "--max_steps", 2,
-                           "--mixed_precision", "no"))  # fmt: skip
+    fp32 = train_prior("--config", prior_config_file, "--output_dir", tmp_path / "fp32", "--max_steps", 2, "--mixed_precision", "no")
     assert "Mixed precision: no (as asked)" in fp32.stdout
     weights = [load_file(tmp_path / name / "model.safetensors") for name in ("auto", "fp32")]
     differs = any(not torch.equal(weights[0][name], weights[1][name]) for name in weights[0])

@@ -1,9 +1,11 @@
-"""The classifier recipe (the feature network behind FID), run as users run it: in a subprocess."""
+"""
+The classifier recipe (the feature network behind FID), run as users run it: torchrun for two processes, and
+otherwise the script's main in a process of its own forked from a preloaded server (tests/recipes/forked_runs.py).
+"""
 
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,23 +14,26 @@ import yaml
 from larp_hf.evaluation import FeatureNetwork
 from larp_hf.models.classifier import LarpClassifierModel
 
+from .forked_runs import run_recipe
 from .test_train_vqvae import ROOT, import_recipe, launcher, run
 
 
 RECIPE = ROOT / "recipes" / "train_classifier.py"
 
 
+def train_classifier(*args, expect_success: bool = True) -> subprocess.CompletedProcess:
+    """`python recipes/train_classifier.py ARGS`, forked from the preloaded server."""
+    return run_recipe("train_classifier", *args, expect_success=expect_success)
+
+
 @pytest.fixture(scope="module")
 def trained_classifier(tmp_path_factory, tiny_image_dataset_dir):
     """A classifier trained for 1 epoch by the recipe on 16×16 grey images."""
     folder = tmp_path_factory.mktemp("classifier") / "features"
-    command = [
-        sys.executable, str(RECIPE), "--dataset", tiny_image_dataset_dir,
-        "--image_size", "16", "--hidden_channels", "8,16", "--feature_dim", "8", "--epochs", "1", "--batch_size", "16",
-        "--output_dir", str(folder),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_classifier(
+        "--dataset", tiny_image_dataset_dir, "--image_size", 16, "--hidden_channels", "8,16", "--feature_dim", 8,
+        "--epochs", 1, "--batch_size", 16, "--output_dir", folder,
+    )  # fmt: skip
     return folder
 
 
@@ -43,22 +48,14 @@ def test_classifier_recipe_saves_a_named_classifier(trained_classifier):
 
 
 def test_classifier_recipe_resumes_exactly_where_it_stopped(tiny_image_dataset_dir, tmp_path):
-    common = [
-        sys.executable, str(RECIPE), "--dataset", tiny_image_dataset_dir,
-        "--image_size", "16", "--hidden_channels", "8", "--feature_dim", "8", "--batch_size", "16",
-    ]  # fmt: skip
-
-    def run(*args):
-        result = subprocess.run([*common, *map(str, args)], capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result
-
-    run("--epochs", 2, "--output_dir", tmp_path / "straight")
+    common = ["--dataset", tiny_image_dataset_dir, "--image_size", 16, "--hidden_channels", 8, "--feature_dim", 8]
+    common += ["--batch_size", 16]
+    train_classifier(*common, "--epochs", 2, "--output_dir", tmp_path / "straight")
     checkpoints = tmp_path / "straight" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2"]
     # A run interrupted after its first epoch: only that epoch's checkpoint exists.
     shutil.copytree(checkpoints / "checkpoint-1", tmp_path / "resumed" / "checkpoints" / "checkpoint-1")
-    result = run("--epochs", 2, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest")
+    result = train_classifier(*common, "--epochs", 2, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", "latest")
     assert "after epoch 1" in result.stdout
 
     straight = LarpClassifierModel.from_pretrained(tmp_path / "straight").state_dict()
@@ -85,18 +82,23 @@ def test_two_processes_train_from_a_config_and_end_with_the_same_weights(tiny_im
     assert model.config.hidden_channels == [8] and metrics["weights_sha256"] == model.weights_sha256()
 
 
-def test_another_run_is_not_overwritten_by_accident(trained_classifier, tiny_image_dataset_dir, tmp_path):
-    common = [sys.executable, str(RECIPE), "--dataset", tiny_image_dataset_dir, "--image_size", "16"]
-    common += ["--hidden_channels", "8"]
+def test_another_run_is_not_overwritten_by_accident(trained_classifier, tiny_image_dataset_dir, tmp_path, capsys):
+    common = ["--dataset", tiny_image_dataset_dir, "--image_size", 16, "--hidden_channels", 8]
+
+    def refusal(output_dir) -> str:  # argparse's error, in this process: before any work
+        with pytest.raises(SystemExit) as exit_info:
+            import_recipe("train_classifier").parse_args([*map(str, common), "--output_dir", str(output_dir)])
+        assert exit_info.value.code != 0
+        return capsys.readouterr().err
+
     before = (trained_classifier / "model.safetensors").read_bytes()
-    result = run([*common, "--output_dir", str(trained_classifier)], expect_success=False)
-    assert result.returncode != 0 and "already holds a run" in result.stderr and "--overwrite_output_dir" in result.stderr
+    message = refusal(trained_classifier)
+    assert "already holds a run" in message and "--overwrite_output_dir" in message
     assert (trained_classifier / "model.safetensors").read_bytes() == before
     # Checkpoints alone (a run interrupted before it wrote metrics.json) hold a run too.
     (tmp_path / "interrupted" / "checkpoints" / "checkpoint-1").mkdir(parents=True)
-    result = run([*common, "--output_dir", str(tmp_path / "interrupted")], expect_success=False)
-    assert result.returncode != 0 and "already holds a run" in result.stderr
-    run([*common, "--epochs", "1", "--output_dir", str(tmp_path / "interrupted"), "--overwrite_output_dir"])
+    assert "already holds a run" in refusal(tmp_path / "interrupted")
+    train_classifier(*common, "--epochs", 1, "--output_dir", tmp_path / "interrupted", "--overwrite_output_dir")
     assert json.loads((tmp_path / "interrupted" / "metrics.json").read_text())["epoch"] == 1
 
 

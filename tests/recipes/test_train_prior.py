@@ -1,18 +1,23 @@
-"""Token datasets and the prior recipe, run as users run them: subprocesses, `accelerate launch` with 1 and 2 processes."""
+"""
+Token datasets and the prior recipe, run as users run them: `torchrun` in `test_launch_*`, and otherwise the scripts'
+main in processes of their own forked from a preloaded server (tests/recipes/forked_runs.py), one or two at a time.
+The tiny tokenizer, its token dataset and the prior's config are tests/recipes/conftest.py's `tokens` and
+`prior_config_file`.
+"""
 
 import json
 import subprocess
-import sys
 
 import datasets
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_metadata, token_dataset_metadata
+from larp_hf import LarpPipeline, LarpVQVAEModel, prior_metadata, token_dataset_metadata
 
+from .conftest import save_tiny_vqvae  # noqa: F401 (re-exported to other tests)
+from .forked_runs import run_recipe
 from .test_train_vqvae import ROOT, import_recipe, launcher, run
 
 
@@ -20,47 +25,13 @@ ENCODE = ROOT / "recipes" / "encode_dataset.py"
 TRAIN_PRIOR = ROOT / "recipes" / "train_prior.py"
 
 
-def save_tiny_vqvae(path, seed=0):
-    torch.manual_seed(seed)
-    config = LarpVQVAEConfig(
-        in_channels=1, image_size=16, hidden_channels=[8, 8], stem_channels=8, num_res_blocks=1,
-        res_hidden_channels=8, codebook_size=16, codebook_dim=4, codebook_init="random",
-    )  # fmt: skip
-    LarpVQVAEModel(config).save_pretrained(path)
-    return path
+def train_prior(*args, processes: int = 1, expect_success: bool = True) -> subprocess.CompletedProcess:
+    """`python recipes/train_prior.py ARGS` (torchrun's world for processes=2), forked from the preloaded server."""
+    return run_recipe("train_prior", *args, processes=processes, expect_success=expect_success)
 
 
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory, tiny_image_dataset_dir):
-    """A tiny tokenizer and the token dataset encode_dataset.py makes of the tiny image dataset with it."""
-    folder = tmp_path_factory.mktemp("prior")
-    vqvae = save_tiny_vqvae(folder / "vqvae")
-    output = folder / "tokens"
-    run([sys.executable, str(ENCODE), "--vqvae", str(vqvae), "--dataset", tiny_image_dataset_dir, "--output_dir", str(output)])
-    return vqvae, output
-
-
-@pytest.fixture
-def prior_config_file(tmp_path, tokens):
-    vqvae, token_dataset = tokens
-    config = {
-        "vqvae": str(vqvae),
-        "token_dataset": str(token_dataset),
-        "preset": "tiny",
-        "train_batch_size": 8,
-        "eval_batch_size": 16,
-        "lr_warmup_steps": 0,
-        "validation_steps": 1,
-        "checkpointing_steps": 1,
-        "attention_dropout": 0.2,
-    }
-    path = tmp_path / "prior.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def train_prior(*args) -> list[str]:
-    return [sys.executable, str(TRAIN_PRIOR), *map(str, args)]
+def encode(*args, expect_success: bool = True) -> subprocess.CompletedProcess:
+    return run_recipe("encode_dataset", *args, expect_success=expect_success)
 
 
 def test_encode_recipe_writes_every_split_with_metadata(tokens):
@@ -76,12 +47,12 @@ def test_encode_recipe_writes_every_split_with_metadata(tokens):
 
 def test_encode_recipe_rewrites_its_own_output_but_not_a_foreign_folder(tokens, tiny_image_dataset_dir, tmp_path):
     vqvae, token_dataset = tokens
-    command = [sys.executable, str(ENCODE), "--vqvae", str(vqvae), "--dataset", tiny_image_dataset_dir, "--output_dir"]
+    common = ["--vqvae", vqvae, "--dataset", tiny_image_dataset_dir, "--output_dir"]
     before = datasets.load_from_disk(str(token_dataset))["test"]["input_ids"]
-    run([*command, str(token_dataset)])
+    encode(*common, token_dataset)
     assert datasets.load_from_disk(str(token_dataset))["test"]["input_ids"] == before
     (tmp_path / "notes.txt").write_text("mine")
-    result = run([*command, str(tmp_path)], expect_success=False)
+    result = encode(*common, tmp_path, expect_success=False)
     assert result.returncode != 0 and "holds no token dataset" in result.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -89,8 +60,11 @@ def test_encode_recipe_rewrites_its_own_output_but_not_a_foreign_folder(tokens, 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_launch_trains_a_prior_that_stock_transformers_loads(processes, prior_config_file, tmp_path, tokens):
     output_dir = tmp_path / "prior"
-    command = [*launcher(processes), str(TRAIN_PRIOR), "--config", str(prior_config_file), "--output_dir", str(output_dir)]
-    result = run([*command, "--max_steps", "2"])
+    flags = ["--config", prior_config_file, "--output_dir", output_dir, "--max_steps", 2]
+    if processes == 1:  # `accelerate launch` itself is the tokenizer recipe's test_launch_*
+        result = train_prior(*flags)
+    else:
+        result = run([*launcher(processes), str(TRAIN_PRIOR), *map(str, flags)])
     assert f"{processes} process(es) on cpu" in result.stdout
     assert f"Parameters identical across {processes} process(es)." in result.stdout
 
@@ -114,26 +88,19 @@ def test_launch_trains_a_prior_that_stock_transformers_loads(processes, prior_co
     assert pipeline(num_images=2, seed=0).codes.shape == (2, 4, 4)
 
 
-def test_resume_matches_an_uninterrupted_run(prior_config_file, tmp_path):
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    common = ["--config", prior_config_file, "--lr_scheduler", "constant", "--max_train_samples", 24]
-    run(train_prior(*common, "--output_dir", straight, "--max_steps", 5))
-    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 4))
-    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest"))
-    assert json.loads((interrupted / "metrics.json").read_text())["step"] == 5
-    expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
-    for name in expected:
-        torch.testing.assert_close(resumed[name], expected[name], msg=name)
+# That a resumed run matches an uninterrupted one is test_mixed_precision.py's
+# test_resume_matches_an_uninterrupted_run_in_either_precision, with this config and both precisions.
 
 
-def test_mismatched_tokenizer_and_unknown_preset_are_refused(prior_config_file, tmp_path, tokens):
+def test_mismatched_tokenizer_and_unknown_preset_are_refused(prior_config_file, tmp_path, tokens, capsys):
     other_vqvae = save_tiny_vqvae(tmp_path / "other-vqvae", seed=1)
-    result = run(train_prior("--config", prior_config_file, "--vqvae", other_vqvae, "--output_dir", tmp_path / "a"), expect_success=False)
+    result = train_prior("--config", prior_config_file, "--vqvae", other_vqvae, "--output_dir", tmp_path / "a", expect_success=False)
     assert result.returncode != 0 and f"--token_dataset {tokens[1]} (train split) was made by tokenizer" in result.stderr
     assert "Re-encode the images with this tokenizer" in result.stderr
 
-    result = run(train_prior("--config", prior_config_file, "--preset", "gigantic", "--output_dir", tmp_path / "b"), expect_success=False)
-    assert result.returncode != 0 and "unknown --preset 'gigantic'" in result.stderr
+    with pytest.raises(SystemExit) as exit_info:  # argparse's error, in this process
+        import_recipe("train_prior").parse_args(["--config", str(prior_config_file), "--preset", "gigantic", "--output_dir", str(tmp_path / "b")])
+    assert exit_info.value.code != 0 and "unknown --preset 'gigantic'" in capsys.readouterr().err
 
 
 def test_a_token_dataset_written_to_parquet_trains_as_the_saved_one(prior_config_file, tmp_path, tokens):
@@ -141,9 +108,9 @@ def test_a_token_dataset_written_to_parquet_trains_as_the_saved_one(prior_config
     for name, split in splits.items():
         split.to_parquet(tmp_path / "parquet" / f"{name}.parquet")
     common = ["--config", prior_config_file, "--max_steps", 2, "--num_classes", 2]
-    result = run(train_prior(*common, "--token_dataset", tmp_path / "parquet", "--output_dir", tmp_path / "from-parquet"))
+    result = train_prior(*common, "--token_dataset", tmp_path / "parquet", "--output_dir", tmp_path / "from-parquet")
     assert "64 train / 16 val sequences" in result.stdout
-    run(train_prior(*common, "--output_dir", tmp_path / "from-disk"))
+    train_prior(*common, "--output_dir", tmp_path / "from-disk")
     expected, trained = (load_file(tmp_path / name / "model.safetensors") for name in ("from-disk", "from-parquet"))
     for name in expected:
         torch.testing.assert_close(trained[name], expected[name], msg=name)
@@ -169,10 +136,9 @@ def test_malformed_token_datasets_are_refused(broken, message, prior_config_file
             features[column] = datasets.List(features[column].feature, length=len(value))
     malformed = splits.map(lambda row: broken, features=features)
     malformed.save_to_disk(str(tmp_path / "malformed"))
-    result = run(
-        train_prior("--config", prior_config_file, "--token_dataset", tmp_path / "malformed", "--num_classes", 2,
-                    "--output_dir", tmp_path / "out"),
-        expect_success=False,
+    result = train_prior(
+        "--config", prior_config_file, "--token_dataset", tmp_path / "malformed", "--num_classes", 2,
+        "--output_dir", tmp_path / "out", expect_success=False,
     )  # fmt: skip
     assert result.returncode != 0 and f"--token_dataset {tmp_path / 'malformed'} (train split)" in result.stderr
     assert message in result.stderr, result.stderr[-1500:]
@@ -194,9 +160,9 @@ def test_class_conditional_prior_encoding_on_the_fly(tokens, tiny_image_dataset_
     on_the_fly, pre_encoded = tmp_path / "on-the-fly", tmp_path / "pre-encoded"
     # The images are decoded in 2 DataLoader workers; the tokenizer encodes them in the training process.
     on_the_fly_flags = ["--encode_on_the_fly", "--dataset", tiny_image_dataset_dir, "--dataloader_num_workers", 2]
-    result = run(train_prior(*common, *on_the_fly_flags, "--output_dir", on_the_fly))
+    result = train_prior(*common, *on_the_fly_flags, "--output_dir", on_the_fly)
     assert "64 train / 16 val sequences" in result.stdout
-    run(train_prior(*common, "--token_dataset", token_dataset, "--output_dir", pre_encoded))
+    train_prior(*common, "--token_dataset", token_dataset, "--output_dir", pre_encoded)
 
     prior = AutoModelForCausalLM.from_pretrained(on_the_fly)
     larp = prior_metadata(prior.config)
@@ -208,7 +174,7 @@ def test_class_conditional_prior_encoding_on_the_fly(tokens, tiny_image_dataset_
     metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (on_the_fly, pre_encoded)]
     assert metrics[0]["val_loss"] == pytest.approx(metrics[1]["val_loss"], rel=1e-6)
 
-    result = run(train_prior(*common, "--num_classes", 3, "--token_dataset", token_dataset, "--output_dir", tmp_path / "x"), expect_success=False)
+    result = train_prior(*common, "--num_classes", 3, "--token_dataset", token_dataset, "--output_dir", tmp_path / "x", expect_success=False)
     assert result.returncode != 0 and "needs a `label` ClassLabel column with that many classes" in result.stderr
 
 
@@ -216,22 +182,22 @@ def test_two_processes_without_a_token_dataset_encode_the_images_themselves(toke
     vqvae, token_dataset = tokens
     common = ["--vqvae", vqvae, "--preset", "tiny", "--train_batch_size", 8, "--eval_batch_size", 16]
     common += ["--lr_warmup_steps", 0, "--max_steps", 2, "--validation_steps", 2]
-    run([*launcher(2), str(TRAIN_PRIOR), *map(str, common), "--dataset", tiny_image_dataset_dir, "--output_dir", str(tmp_path / "encoded")])
-    run([*launcher(2), str(TRAIN_PRIOR), *map(str, common), "--token_dataset", str(token_dataset), "--output_dir", str(tmp_path / "read")])
+    train_prior(*common, "--dataset", tiny_image_dataset_dir, "--output_dir", tmp_path / "encoded", processes=2)
+    train_prior(*common, "--token_dataset", token_dataset, "--output_dir", tmp_path / "read", processes=2)
     # The codes both processes made together are those encode_dataset.py made: the two runs train alike.
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("encoded", "read")]
     assert metrics[0]["val_loss"] == pytest.approx(metrics[1]["val_loss"], rel=1e-6)
 
 
-def test_a_llama_prior_trains_resumes_and_loads_with_stock_transformers(prior_config_file, tmp_path):
+def test_a_llama_prior_trains_resumes_and_loads_with_stock_transformers(prior_config_file, tmp_path, capsys):
     from transformers import LlamaForCausalLM
 
     common = ["--config", prior_config_file, "--architecture", "llama", "--model.num_hidden_layers", 1,
               "--lr_scheduler", "constant", "--max_train_samples", 24]  # fmt: skip
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    run(train_prior(*common, "--output_dir", straight, "--max_steps", 3))
-    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 2))
-    run(train_prior(*common, "--output_dir", interrupted, "--max_steps", 3, "--resume_from_checkpoint", "latest"))
+    train_prior(*common, "--output_dir", straight, "--max_steps", 3)
+    train_prior(*common, "--output_dir", interrupted, "--max_steps", 2)
+    train_prior(*common, "--output_dir", interrupted, "--max_steps", 3, "--resume_from_checkpoint", "latest")
     prior = AutoModelForCausalLM.from_pretrained(straight)
     assert isinstance(prior, LlamaForCausalLM) and prior.config.num_hidden_layers == 1
     assert prior_metadata(prior.config)["architecture"] == "llama"
@@ -239,6 +205,6 @@ def test_a_llama_prior_trains_resumes_and_loads_with_stock_transformers(prior_co
     expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], msg=name)
-    refused = subprocess.run(train_prior(*common, "--output_dir", tmp_path / "x", "--model.n_layer", 2),
-                             capture_output=True, text=True)  # fmt: skip
-    assert refused.returncode != 0 and "unknown LlamaConfig fields ['n_layer']" in refused.stderr
+    with pytest.raises(SystemExit) as exit_info:  # argparse's error, in this process
+        import_recipe("train_prior").parse_args([*map(str, common), "--output_dir", str(tmp_path / "x"), "--model.n_layer", "2"])
+    assert exit_info.value.code != 0 and "unknown LlamaConfig fields ['n_layer']" in capsys.readouterr().err

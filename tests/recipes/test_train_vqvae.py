@@ -1,10 +1,11 @@
-"""The tokenizer recipe, run as users run it: in a subprocess, through `accelerate launch` or plain `python`."""
+"""
+The tokenizer recipe, run as users run it: `accelerate launch` in `test_launch_*[1]`, and otherwise the script's main
+in processes of its own forked from a preloaded server (tests/recipes/forked_runs.py), one or two at a time.
+"""
 
-import importlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ from transformers import AutoImageProcessor, AutoModel
 
 from larp_hf import LarpImageProcessor, LarpVQVAEModel, training
 
+from .forked_runs import ROOT, free_port, import_recipe, run_recipe  # noqa: F401 (re-exported to other tests)
 
-ROOT = Path(__file__).resolve().parents[2]
+
 RECIPE = ROOT / "recipes" / "train_vqvae.py"
 ACCELERATE_CONFIGS = ROOT / "recipes" / "accelerate_configs"
 
@@ -54,6 +56,7 @@ def tiny_config(tmp_path, tiny_image_dataset_dir) -> Path:
 
 
 def run(command: list[str], expect_success: bool = True) -> subprocess.CompletedProcess:
+    """`command` in a fresh interpreter, as a user's shell runs it."""
     # ACCELERATE_USE_CPU makes Accelerate read torchrun's world as a gloo CPU world (else every rank runs alone).
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1", "ACCELERATE_USE_CPU": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -62,23 +65,9 @@ def run(command: list[str], expect_success: bool = True) -> subprocess.Completed
     return result
 
 
-def python_recipe(*args) -> list[str]:
-    return [sys.executable, str(RECIPE), *map(str, args)]
-
-
-def import_recipe(name: str):
-    """A recipe script imported as a module, to call its parse_args in this process."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "recipes"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def train_vqvae(*args, processes: int = 1, expect_success: bool = True) -> subprocess.CompletedProcess:
+    """`python recipes/train_vqvae.py ARGS` (torchrun's world for processes=2), forked from the preloaded server."""
+    return run_recipe("train_vqvae", *args, processes=processes, expect_success=expect_success)
 
 
 def launcher(processes: int) -> list[str]:
@@ -91,10 +80,10 @@ def launcher(processes: int) -> list[str]:
 def test_padded_images_come_back_at_their_own_size_and_psnr_is_measured_on_their_pixels(tiny_config, tmp_path):
     output_dir = tmp_path / "out"
     # 16×16 images padded into a 24×24 tokenizer input (a 6×6 grid), not stretched.
-    run(python_recipe(
+    train_vqvae(
         "--config", tiny_config, "--output_dir", output_dir, "--max_steps", "2", "--model.image_size", "24",
         "--pad_to_size", "--mixed_precision", "no",
-    ))  # fmt: skip
+    )  # fmt: skip
     processor = AutoImageProcessor.from_pretrained(output_dir)
     assert processor.do_pad and processor.native_size == {"height": 16, "width": 16}
     model = AutoModel.from_pretrained(output_dir).eval()
@@ -117,8 +106,11 @@ def test_padded_images_come_back_at_their_own_size_and_psnr_is_measured_on_their
 @pytest.mark.parametrize("processes", [1, 2])
 def test_launch_leaves_a_model_that_auto_classes_load(processes, tiny_config, tmp_path):
     output_dir = tmp_path / "out"
-    command = [*launcher(processes), str(RECIPE), "--config", str(tiny_config), "--output_dir", str(output_dir)]
-    result = run([*command, "--max_steps", "2"])
+    flags = ["--config", tiny_config, "--output_dir", output_dir, "--max_steps", 2]
+    if processes == 1:
+        result = run([*launcher(processes), str(RECIPE), *map(str, flags)])
+    else:  # torchrun itself is the prior's and the classifier's test
+        result = train_vqvae(*flags, processes=processes)
     assert f"{processes} process(es) on cpu" in result.stdout
     # --mixed_precision auto by default: bf16 autocast on a CPU that does bf16 in hardware, whatever the launcher said.
     assert f"Mixed precision: {'bf16' if training.cpu_has_bf16() else 'no'} (auto: " in result.stdout
@@ -150,11 +142,9 @@ def test_resume_continues_exactly_where_it_stopped(tiny_config, tmp_path):
     # the middle of the second epoch and the resumed one crosses into the third.
     common = ["--config", tiny_config, "--lr_scheduler", "constant", "--max_train_samples", 24]
     common += ["--gradient_accumulation_steps", 2]
-    run(python_recipe(*common, "--output_dir", straight, "--max_steps", 5))
-    run(python_recipe(*common, "--output_dir", interrupted, "--max_steps", 3))
-    result = run(
-        python_recipe(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest")
-    )
+    train_vqvae(*common, "--output_dir", straight, "--max_steps", 5)
+    train_vqvae(*common, "--output_dir", interrupted, "--max_steps", 3)
+    result = train_vqvae(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest")
     assert "checkpoint-3" in result.stdout + result.stderr
     metrics = json.loads((interrupted / "metrics.json").read_text())
     assert metrics["step"] == 5
@@ -171,11 +161,11 @@ def test_images_read_a_batch_at_a_time_in_workers_resume_exactly_and_train_as_th
     common = ["--config", tiny_config, "--lr_scheduler", "constant", "--max_train_samples", 24]
     common += ["--gradient_accumulation_steps", 2]
     # The uninterrupted run holds the pixels in memory; the interrupted one reads them from the dataset in 2 workers.
-    run(python_recipe(*common, "--output_dir", straight, "--max_steps", 5, "--pixels_in_memory", "always"))
+    train_vqvae(*common, "--output_dir", straight, "--max_steps", 5, "--pixels_in_memory", "always")
     streamed = [*common, "--output_dir", interrupted, "--pixels_in_memory", "never", "--dataloader_num_workers", 2]
-    result = run(python_recipe(*streamed, "--max_steps", 3))
+    result = train_vqvae(*streamed, "--max_steps", 3)
     assert "read a batch at a time" in result.stdout
-    result = run(python_recipe(*streamed, "--max_steps", 5, "--resume_from_checkpoint", "latest"))
+    result = train_vqvae(*streamed, "--max_steps", 5, "--resume_from_checkpoint", "latest")
     assert "checkpoint-3" in result.stdout + result.stderr
     expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
     for name in expected:
@@ -192,10 +182,10 @@ def test_a_streamed_dataset_resumes_exactly(tiny_config, tmp_path):
     # workers share 16 shards and yield 2 and 1 of each epoch's batches.
     common = ["--config", tiny_config, "--lr_scheduler", "constant", "--max_train_samples", 24, "--streaming"]
     common += ["--gradient_accumulation_steps", 2, "--dataloader_num_workers", 2]
-    result = run(python_recipe(*common, "--output_dir", straight, "--max_steps", 5))
+    result = train_vqvae(*common, "--output_dir", straight, "--max_steps", 5)
     assert "24 training images an epoch, streamed" in result.stdout
-    run(python_recipe(*common, "--output_dir", interrupted, "--max_steps", 3))
-    run(python_recipe(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest"))
+    train_vqvae(*common, "--output_dir", interrupted, "--max_steps", 3)
+    train_vqvae(*common, "--output_dir", interrupted, "--max_steps", 5, "--resume_from_checkpoint", "latest")
     expected, resumed = load_file(straight / "model.safetensors"), load_file(interrupted / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(resumed[name], expected[name], msg=name)
@@ -204,8 +194,8 @@ def test_a_streamed_dataset_resumes_exactly(tiny_config, tmp_path):
 
 def test_two_processes_train_on_a_stream(tiny_config, tmp_path):
     output_dir = tmp_path / "out"
-    command = [*launcher(2), str(RECIPE), "--config", str(tiny_config), "--output_dir", str(output_dir), "--streaming"]
-    result = run([*command, "--max_steps", "2", "--dataloader_num_workers", "1"])
+    common = ["--config", tiny_config, "--output_dir", output_dir, "--streaming"]
+    result = train_vqvae(*common, "--max_steps", 2, "--dataloader_num_workers", 1, processes=2)
     assert "2 process(es) on cpu" in result.stdout and "Parameters identical across 2 process(es)." in result.stdout
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["step"] == 2 and 0 < metrics["val_psnr"] < 100
@@ -216,46 +206,47 @@ def test_two_processes_train_on_a_stream(tiny_config, tmp_path):
 def test_half_written_checkpoints_are_never_resumed(tiny_config, tmp_path):
     output_dir = tmp_path / "out"
     common = ["--config", tiny_config, "--output_dir", output_dir, "--checkpoints_total_limit", 5]
-    run(python_recipe(*common, "--max_steps", 2))
+    train_vqvae(*common, "--max_steps", 2)
     # A crash during the save of step 3 leaves only the temporary folder behind.
     (output_dir / "checkpoints" / ".tmp-checkpoint-3").mkdir()
-    result = run(python_recipe(*common, "--max_steps", 3, "--resume_from_checkpoint", "latest"))
+    result = train_vqvae(*common, "--max_steps", 3, "--resume_from_checkpoint", "latest")
     assert "Resuming from" in result.stdout and "checkpoint-2" in result.stdout
     assert json.loads((output_dir / "metrics.json").read_text())["step"] == 3
     assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
 
 
-def test_bad_invocations_fail_with_clear_messages(tiny_config, tmp_path, capsys):
+def test_bad_invocations_fail_with_clear_messages(tiny_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recipe's relative default output_dir must not meet a run of the user's
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("max_stpes: 10\n")
-    with pytest.raises(SystemExit) as exit_info:  # argparse's error, in this process: no recipe start-up to pay for
-        import_recipe("train_vqvae").parse_args(["--config", str(bad_yaml)])
-    assert exit_info.value.code != 0 and "unknown options ['max_stpes']" in capsys.readouterr().err
+    # argparse's errors, in this process: no recipe start-up to pay for.
+    for argv, message in [
+        (["--config", bad_yaml], "unknown options ['max_stpes']"),
+        (["--config", tiny_config, "--model.codebok_size", 8], "unknown LarpVQVAEConfig fields ['codebok_size']"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            import_recipe("train_vqvae").parse_args([str(arg) for arg in argv])
+        assert exit_info.value.code != 0 and message in capsys.readouterr().err
 
     missing = tmp_path / "missing"
-    result = run(python_recipe("--config", tiny_config, "--dataset", missing, "--output_dir", tmp_path / "x"), expect_success=False)
+    result = train_vqvae("--config", tiny_config, "--dataset", missing, "--output_dir", tmp_path / "x", expect_success=False)
     assert result.returncode != 0 and "does not exist" in result.stderr
 
-    result = run(python_recipe("--config", tiny_config, "--model.codebok_size", 8), expect_success=False)
-    assert result.returncode != 0 and "unknown LarpVQVAEConfig fields ['codebok_size']" in result.stderr
-
-    result = run(
-        python_recipe("--config", tiny_config, "--output_dir", tmp_path / "fresh", "--resume_from_checkpoint", "latest"),
-        expect_success=False,
-    )
+    fresh = ["--config", tiny_config, "--output_dir", tmp_path / "fresh", "--resume_from_checkpoint", "latest"]
+    result = train_vqvae(*fresh, expect_success=False)
     assert result.returncode != 0 and "No checkpoint to resume from" in result.stderr
 
 
 def test_a_finished_run_is_not_overwritten_by_accident(tiny_config, tmp_path):
     output_dir = tmp_path / "out"
-    run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 2))
+    train_vqvae("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 2)
     before = (output_dir / "model.safetensors").read_bytes()
-    result = run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1), expect_success=False)
+    result = train_vqvae("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1, expect_success=False)
     assert result.returncode != 0 and "already holds a run" in result.stderr and "--overwrite_output_dir" in result.stderr
     assert (output_dir / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
     # With the flag, the old run's checkpoints go too, so `latest` can never pick one of them up.
-    run(python_recipe("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1, "--overwrite_output_dir"))
+    train_vqvae("--config", tiny_config, "--output_dir", output_dir, "--max_steps", 1, "--overwrite_output_dir")
     assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-1"]
 
 

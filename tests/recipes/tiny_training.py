@@ -1,14 +1,12 @@
 """
 A miniature recipe for the fault-injection tests: the `larp_hf.training` calls of recipes/train_*.py, in their order,
 around a one-layer GPT-2 (with dropout, so that every step draws random numbers) on random tokens. The tests run it
-in processes forked from a server that has imported everything once (`run_in_child`), so a run starts in a fraction
+in processes forked from a server that has imported everything once (tests/recipes/forked_runs.py), so a run starts in a fraction
 of a second and can be killed, damaged and resumed dozens of times within the suite's budget.
 """
 
 import argparse
-import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from larp_hf import training
 from larp_hf.training import run_lock
+
+from .forked_runs import redirect_output, start
 
 
 DEFAULTS = {
@@ -124,10 +124,7 @@ def train(options: dict):
 
 def child_main(options: dict, log_path: str, environment: dict, cwd: str):
     """The entry point of a forked child: its own log, environment (kill point, distributed world) and folder."""
-    log = open(log_path, "w", buffering=1)
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    sys.stdout, sys.stderr = log, log
+    redirect_output(log_path)
     os.environ.update(environment)
     os.chdir(cwd)
     torch.set_num_threads(1)
@@ -137,13 +134,7 @@ def child_main(options: dict, log_path: str, environment: dict, cwd: str):
         run_lock.release_held_locks()  # what interpreter exit does; a forked child leaves through os._exit
 
 
-_context = multiprocessing.get_context("forkserver")
-_context.set_forkserver_preload([__name__])
-
-
 def start_in_child(options: dict, log_path: Path, environment: dict | None = None, cwd: Path | None = None):
     """Start `train(options)` in a process forked from the preloaded server; returns the started Process."""
     environment = {"TQDM_DISABLE": "1", **(environment or {})}
-    process = _context.Process(target=child_main, args=(options, str(log_path), environment, str(cwd or Path.cwd())))
-    process.start()
-    return process
+    return start(child_main, options, str(log_path), environment, str(cwd or Path.cwd()))

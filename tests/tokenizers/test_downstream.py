@@ -3,7 +3,6 @@ goes through encode_dataset -> token dataset -> prior_config -> one training ste
 recipes/encode_dataset.py and recipes/train_prior.py; larger grids (16×16, 32×32) get the positions they need."""
 
 import json
-import sys
 
 import datasets
 import numpy as np
@@ -21,8 +20,7 @@ from larp_hf.prior import layout_grid, prior_metadata  # noqa: E402
 from larp_hf.tokenizers import load_tokenizer, wrap_tokenizer  # noqa: E402
 from larp_hf.tokenizers.adapter_diffusers import DiffusersVQTokenizer  # noqa: E402
 
-from ..recipes.test_train_prior import ENCODE, TRAIN_PRIOR  # noqa: E402
-from ..recipes.test_train_vqvae import launcher, run  # noqa: E402
+from ..recipes.forked_runs import run_recipe  # noqa: E402
 from .test_adapter_diffusers import tiny_vq_model  # noqa: E402
 
 
@@ -183,7 +181,7 @@ def test_recipes_take_a_folder_saved_by_vqmodel_alone(tmp_path, tiny_image_datas
     model.save_pretrained(tmp_path / "vq")
     tokens = tmp_path / "tokens"
     common = ["--vqvae", tmp_path / "vq", "--dataset", tiny_image_dataset_dir, "--batch_size", 16]
-    result = run([sys.executable, str(ENCODE), *map(str, common), "--output_dir", str(tokens)])
+    result = run_recipe("encode_dataset", *common, "--output_dir", tokens)  # forked from the preloaded server
     assert "has no LarpImageProcessor" in result.stdout and "8×8 codes" in result.stdout
     encoded = datasets.load_from_disk(str(tokens))
     tokenizer = load_tokenizer(tmp_path / "vq")
@@ -195,11 +193,10 @@ def test_recipes_take_a_folder_saved_by_vqmodel_alone(tmp_path, tiny_image_datas
     assert summary["grid"] == [8, 8] and summary["codebook_size"] == CODEBOOK_SIZE
 
     output_dir = tmp_path / "prior"
-    run([
-        *launcher(1), str(TRAIN_PRIOR), "--vqvae", str(tmp_path / "vq"), "--token_dataset", str(tokens),
-        "--preset", "tiny", "--num_classes", "2", "--train_batch_size", "8", "--eval_batch_size", "16",
-        "--lr_warmup_steps", "0", "--max_steps", "1", "--output_dir", str(output_dir),
-    ])  # fmt: skip
+    run_recipe(
+        "train_prior", "--vqvae", tmp_path / "vq", "--token_dataset", tokens, "--preset", "tiny", "--num_classes", 2,
+        "--train_batch_size", 8, "--eval_batch_size", 16, "--lr_warmup_steps", 0, "--max_steps", 1, "--output_dir", output_dir,
+    )  # fmt: skip
     prior = AutoModelForCausalLM.from_pretrained(output_dir)
     larp = prior_metadata(prior.config)
     assert larp["grid"] == [8, 8] and larp["codebook_size"] == CODEBOOK_SIZE and prior.config.n_positions == 2 + 64

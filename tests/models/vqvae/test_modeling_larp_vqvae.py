@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -313,7 +310,7 @@ def test_saved_folder_carries_auto_map_and_self_contained_code(tester, tmp_path)
     assert sorted(path.name for path in (tmp_path / "model-only").glob("*.py")) == code
 
 
-def test_folder_loads_with_trust_remote_code_in_a_process_without_larp_hf(tester, tmp_path):
+def test_folder_loads_with_trust_remote_code_in_a_process_without_larp_hf(tester, tmp_path, python_without_larp_hf):
     model = trained_model(tester)
     save_tokenizer_folder(model, tmp_path / "tokenizer")
     images = tester.images(seed=3)
@@ -342,12 +339,9 @@ torch.save({
     "hashes": [model.tokenizer_hash(), bf16.tokenizer_hash()], "codes_bf16": bf16.encode(pixel_values),
 }, out)
 """
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}  # the dynamic modules land in tmp_path
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "tokenizer"), str(tmp_path / "images"), str(tmp_path / "out.pt"),
-         str(torch.get_num_threads())],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
-    )  # fmt: skip
+    result = python_without_larp_hf(
+        script, tmp_path / "tokenizer", tmp_path / "images", tmp_path / "out.pt", torch.get_num_threads(), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / "out.pt")
     assert not remote["larp_hf_imported"]
