@@ -1,7 +1,7 @@
 """The layout of a saved pipeline folder: `larp_pipeline.json` naming the parts, one sub-folder per part."""
 
 import contextlib
-import importlib
+import importlib.util
 import json
 import os
 from importlib.metadata import version
@@ -114,14 +114,13 @@ def check_part_library(index: dict, part: str, name) -> None:
         )
     if library is None or library == "larp_hf":
         return
-    try:
-        importlib.import_module(library)
-    except ImportError:
-        hint = INSTALL_HINTS.get(library, f"pip install {library}")
+    # find_spec looks the name up without importing it: the name comes from a file of the folder.
+    if not isinstance(library, str) or not library.isidentifier() or importlib.util.find_spec(library) is None:
+        hint = INSTALL_HINTS.get(str(library), f"pip install {library}")
         raise ValueError(
             f"{name}: its `{part}/` holds a {library} {record.get('class', 'model')}, and {library} is not installed. "
             f"Install it ({hint}) and load the pipeline again."
-        ) from None
+        )
 
 
 def write_pipeline_index(folder: Path, class_name: str, parts: dict, card_info: dict):
