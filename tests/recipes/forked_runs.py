@@ -9,7 +9,7 @@ What only a fresh interpreter shows (the `if __name__ == "__main__"` entry point
 themselves) is shown by the tests that still launch each script once as users launch it: train_vqvae.py under
 `accelerate launch` (test_train_vqvae's test_launch_*[1]), train_prior.py and train_classifier.py under torchrun
 with 2 processes (test_train_prior's test_launch_*[2], test_train_classifier's two-process test), encode_dataset.py
-under `python` (conftest.py's `tokens`).
+under `python` (tests/recipes/conftest.py's `tokens`).
 """
 
 import importlib
@@ -45,7 +45,7 @@ def import_recipe(name: str):
         sys.path.remove(str(ROOT / "recipes"))
 
 
-# The server imports this module (and through it the recipes and the miniature recipe) before it forks anything.
+# The server imports the miniature recipe and this module (and through it the recipes) before it forks anything.
 RECIPES = {name: import_recipe(name) for name in RECIPE_NAMES}
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(["tests.recipes.tiny_training", __name__])
