@@ -9,7 +9,7 @@ What only a fresh interpreter shows (the `if __name__ == "__main__"` entry point
 themselves) is shown by the tests that still launch each script once as users launch it: train_vqvae.py under
 `accelerate launch` (test_train_vqvae's test_launch_*[1]), train_prior.py and train_classifier.py under torchrun
 with 2 processes (test_train_prior's test_launch_*[2], test_train_classifier's two-process test), encode_dataset.py
-under `python` (conftest.py's `tokens`).
+under `python` (tests/recipes/conftest.py's `tokens`).
 """
 
 import importlib
@@ -27,9 +27,10 @@ import torch
 
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE_NAMES = ("train_vqvae", "train_prior", "train_classifier", "encode_dataset", "evaluate")
-# recipes/evaluate.py is `larp-hf evaluate`: its `main` is larp_hf.cli.main, which takes the command first.
-COMMAND_PREFIX = {"evaluate": ["evaluate"]}
+RECIPE_NAMES = ("train_vqvae", "train_prior", "train_classifier", "encode_dataset")
+# The scripts that are the console script, with the command they put first: `larp-hf ARGS`, and recipes/evaluate.py,
+# `larp-hf evaluate ARGS` (not imported as a module: it would take the name of the `evaluate` library).
+CLI_SCRIPTS = {"larp-hf": [], "evaluate": ["evaluate"]}
 # What a test's subprocess gets on top of the test process's environment (tests/recipes/test_train_vqvae.py's run).
 # ACCELERATE_USE_CPU makes Accelerate read torchrun's world as a gloo CPU world (else every rank runs alone).
 RUN_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1", "ACCELERATE_USE_CPU": "1"}
@@ -44,7 +45,7 @@ def import_recipe(name: str):
         sys.path.remove(str(ROOT / "recipes"))
 
 
-# The server imports this module (and through it the recipes and the miniature recipe) before it forks anything.
+# The server imports the miniature recipe and this module (and through it the recipes) before it forks anything.
 RECIPES = {name: import_recipe(name) for name in RECIPE_NAMES}
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(["tests.recipes.tiny_training", __name__])
@@ -83,12 +84,12 @@ def _script_main(name: str, argv: list[str], environment: dict, cwd: str, stdout
         torch.set_num_threads(int(environment["OMP_NUM_THREADS"]))
     os.chdir(cwd)
     # argparse's `prog` and the run lock's `command` come from sys.argv, as in the script.
-    if name == "larp-hf":
-        sys.argv, main = ["larp-hf", *argv], cli.main
-    else:
-        sys.argv, main = [str(ROOT / "recipes" / f"{name}.py"), *argv], RECIPES[name].main
+    sys.argv = ["larp-hf" if name == "larp-hf" else str(ROOT / "recipes" / f"{name}.py"), *argv]
     try:
-        main([*COMMAND_PREFIX.get(name, []), *argv])
+        if name in CLI_SCRIPTS:
+            cli.main([*CLI_SCRIPTS[name], *argv])
+        else:
+            RECIPES[name].main(argv)
     finally:
         run_lock.release_held_locks()  # what interpreter exit does; a forked child leaves through os._exit
         sys.stdout.flush()
@@ -114,8 +115,8 @@ def run_recipe(
 ) -> subprocess.CompletedProcess:
     """
     `python recipes/NAME.py ARGS` (or `torchrun --nproc_per_node PROCESSES recipes/NAME.py ARGS`), forked; NAME
-    "larp-hf" is the console script (larp_hf.cli.main). The returncode is the first non-zero exit status of its
-    processes, stdout and stderr are theirs, rank by rank.
+    "larp-hf" is the console script (larp_hf.cli.main), "evaluate" recipes/evaluate.py. The returncode is the first
+    non-zero exit status of its processes, stdout and stderr are theirs, rank by rank.
     """
     argv = [str(arg) for arg in args]
     port = free_port()
