@@ -27,6 +27,14 @@ def _list_of(kind):
     return parse
 
 
+def _class_labels(text: str) -> list[str]:
+    """An argparse type: comma-separated class names or indices; the pipeline reads each (names first)."""
+    labels = [item.strip() for item in text.split(",") if item.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError(f"expected one or comma-separated class names or indices, got {text!r}")
+    return labels
+
+
 def _load_pipeline(args):
     """MODEL at --revision; for the commands that sample, in --dtype on --device (default: cuda when available)."""
     import torch
@@ -106,7 +114,14 @@ def info(args):
     for part in ("vqvae", "prior"):
         print(f"  {part}:")
         for key, value in description[part].items():
+            if key == "class_names":
+                continue  # a line of its own below
             print(f"    {key:<15} {value:,}" if isinstance(value, int) else f"    {key:<15} {value}")
+    names = description["prior"].get("class_names")
+    if names:
+        print("  classes: " + ", ".join(f"{index} {name}" for index, name in enumerate(names)))
+    elif description["prior"]["num_classes"]:
+        print(f"  classes: 0…{description['prior']['num_classes'] - 1} (unnamed: the prior's id2label is the default)")
     defaults = ", ".join(f"{k}={v}" for k, v in description["sampling_defaults"].items())
     print(f"  sampling defaults: {defaults}\n  dataset: {description['dataset'] or 'unknown'}")
     for name, value in description["metrics"].items():
@@ -256,9 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default 0)")
-    p.add_argument("--class-label", type=_list_of(int),
-                   help="class-conditional priors: one class, or one per image (default: the classes in turn, one "
-                   "grid row each)")
+    p.add_argument("--class-label", type=_class_labels,
+                   help="class-conditional priors: one class, or comma-separated one per image, each a class name "
+                   "(`larp-hf info` lists them) or index; 'null' for the unconditional model (default: the classes "
+                   "in turn, one grid row each)")
     p.add_argument("--guidance-scale", type=float,
                    help="classifier-free guidance scale (>= 1; 1 = none; default: the pipeline's stored scale)")
     p.add_argument("--output", help="grid PNG (default samples.png unless --image-dir or --output-dataset is given)")

@@ -1,7 +1,10 @@
 """The pipeline's model card (README.md), built from plain values: Hub metadata, sizes, sampling defaults, metrics and
 evaluation results as model-index entries that the Hub and `ModelCard.load` read back."""
 
+import json
+import os
 import re
+import shlex
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -16,6 +19,7 @@ HUB_DATASETS = {
     "stl10": "tanganke/stl10",
     "faces": "Dmini/FFHQ-64x64",
 }
+MAX_LISTED_CLASSES = 100  # the card lists the first classes by name; more would drown it
 SCORE_NAMES = {"fid": "FID", "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
@@ -28,6 +32,35 @@ def hub_dataset_id(dataset: str | None) -> str | None:
         return HUB_DATASETS[dataset]
     looks_local = dataset.startswith((".", "/", "~")) or ".." in dataset or Path(dataset).exists()
     return dataset if _HUB_ID.match(dataset) and not looks_local else None
+
+
+def dataset_source(dataset) -> str | None:
+    """
+    The name of a recorded dataset as recipes and commands take it (a seed name, a folder or a Hub id): the value
+    itself, or the `source` of a dataset provenance record (a dict), or `None` when nothing is recorded.
+    """
+    if isinstance(dataset, dict):
+        dataset = dataset.get("source")
+    return dataset or None
+
+
+def same_dataset(first: str | None, second: str | None) -> bool:
+    """Whether two recorded dataset names mean the same data: a seed name and its Hub id do, as do `a/` and `a`."""
+    if not first or not second:
+        return False
+
+    def canonical(name: str) -> str:
+        name = "fashion_mnist" if name == "fashion-mnist" else name
+        return HUB_DATASETS.get(name, os.path.normpath(name))
+
+    return canonical(first) == canonical(second)
+
+
+def is_training_data(record: dict, training_dataset: str | None) -> bool | None:
+    """Whether an evaluation record scored the data the model was trained on; `None` when no training data is recorded."""
+    if training_dataset is None:
+        return None
+    return same_dataset(record["dataset"], training_dataset)
 
 
 def evaluation_record(
@@ -62,26 +95,79 @@ def _sampling_text(sampling: dict) -> str:
     return ", ".join(parts)
 
 
-def _eval_results(evaluations: list[dict]) -> list[EvalResult]:
+def eval_results(evaluations: list[dict], training_dataset: str | None = None) -> list[EvalResult]:
+    """
+    The model-index entries of evaluation records, one per score. A record whose real images are not the training
+    data (`training_dataset`, when recorded) says so in its dataset name and config, so that a score against other
+    data is never read as one on the model's own dataset.
+    """
     results = []
     for record in evaluations:
         dataset = record["dataset"]
+        other_data = is_training_data(record, training_dataset) is False
+        dataset_name = f"{dataset} (not the training data, {training_dataset})" if other_data else dataset
+        config = f"{_sampling_text(record['sampling'])}; {record['num_samples']} samples; {record['command']}"
+        if other_data:
+            config += f"; samples compared with {dataset}, the model was trained on {training_dataset}"
         for name, value in record["scores"].items():
             results.append(
                 EvalResult(
                     task_type=TASK_TYPE,
                     dataset_type=hub_dataset_id(dataset) or dataset,
-                    dataset_name=dataset,
+                    dataset_name=dataset_name,
                     dataset_split=record["split"],
                     metric_type=name,
                     metric_name=f"{SCORE_NAMES[name]} ({record['feature_network']})",
                     metric_value=round(value, 4),
-                    metric_config=(
-                        f"{_sampling_text(record['sampling'])}; {record['num_samples']} samples; {record['command']}"
-                    ),
+                    metric_config=config,
                 )
             )
     return results
+
+
+def evaluation_section(evaluations: list[dict], training_dataset: str | None = None) -> list[str]:
+    """The card's "## Evaluation" section (lines, ending with a blank one) for evaluation records; none for none."""
+    if not evaluations:
+        return []
+    lines = [
+        "## Evaluation",
+        "",
+        "| # | command | real images | samples | sampling | feature network | FID | precision | recall | density | "
+        "coverage |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    other_data = False
+    for number, record in enumerate(evaluations, start=1):
+        scores = [_format_metric(record["scores"][name]) if name in record["scores"] else "" for name in SCORE_NAMES]
+        mark = " †" if is_training_data(record, training_dataset) is False else ""
+        other_data = other_data or bool(mark)
+        lines.append(
+            f"| {number} | `{record['command']}` | {record['dataset']} {record['split']}{mark} | "
+            f"{record['num_samples']:,} | {_sampling_text(record['sampling'])} | {record['feature_network']} "
+            f"(`{record['feature_network_sha256'][:12]}…`) | " + " | ".join(scores) + " |"
+        )
+    lines += ["", "Scores on different feature networks or sample counts are not comparable with each other."]
+    if other_data:
+        lines[-1] += (
+            f" † The real images are not the training data (`{training_dataset}`): such a score measures how close "
+            "the samples come to that other dataset, not how well the model learned its own."
+        )
+    lines += [
+        "",
+        "`larp-hf card path/to/pipeline --list` lists these results (by #), `--remove #` or `--remove DATASET` "
+        "removes some, `--remove-all` all of them.",
+        "",
+    ]
+    return lines
+
+
+def _classes_text(names: list[str] | None, num_classes: int) -> str:
+    """The card's line on the classes: their names by index (the prior config's `id2label`), or that they have none."""
+    if names is None:
+        return f"Classes: indices 0…{num_classes - 1} (the prior's `id2label` names none)."
+    listed = ", ".join(f"{index} `{name}`" for index, name in enumerate(names[:MAX_LISTED_CLASSES]))
+    more = f" and {len(names) - MAX_LISTED_CLASSES:,} more" if len(names) > MAX_LISTED_CLASSES else ""
+    return f"Classes (`prior/config.json`'s `id2label`): {listed}{more}."
 
 
 def _format_metric(value) -> str:
@@ -168,6 +254,7 @@ def describe_pipeline(pipeline) -> dict:
             "positions": prior_config.max_position_embeddings,
             "vocab_size": prior_config.vocab_size,
             "num_classes": pipeline.num_classes,
+            "class_names": pipeline.class_names,
             "preset": pipeline.larp.get("preset"),
         },
         "sampling_defaults": pipeline.sampling_defaults(),
@@ -189,6 +276,7 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
     evaluations = description.get("evaluations") or []
     defaults = description["sampling_defaults"]
     conditional = prior["num_classes"] > 0
+    dataset = dataset_source(dataset)
     hub_id = hub_dataset_id(dataset)
     architecture = prior.get("architecture", "gpt2")
     card_data = ModelCardData(
@@ -199,7 +287,7 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
         tags=["larp_hf", "vq-vae", architecture, "image-generation", "latent-autoregressive"]
         + (["class-conditional"] if conditional else []),
         datasets=[hub_id] if hub_id else None,
-        eval_results=_eval_results(evaluations) or None,
+        eval_results=eval_results(evaluations, dataset) or None,
     )
     (height, width), (image_height, image_width) = vqvae["grid"], vqvae["image_shape"]
     low, high = vqvae["value_range"]
@@ -232,6 +320,22 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
         + (f" Classes in turn unless asked for, guided with scale {defaults.get('guidance_scale', 1.0)} (stored in "
            "`prior/config.json`'s `larp` entry, which stock `generate` does not read)." if prior["num_classes"] else ""),
         "",
+    ]
+    if conditional:
+        lines += [
+            "Stock `generate` must start from the prefix the prior was trained with, `[BOS, class token]` "
+            "(`larp_hf.prior.prefix_ids`; by hand, `[bos_token_id, class_token_offset + class index]` from the `larp` "
+            "entry of `prior/config.json`): from BOS alone, the first code lands in the class slot and every code "
+            "after it is one place off.",
+            "",
+        ]
+    names = prior.get("class_names")
+    if conditional:
+        lines += [_classes_text(names, prior["num_classes"]), ""]
+    # The card's example asks for the first class by name where the classes have names.
+    label = json.dumps(names[0]) if names else "0"
+    cli_label = f" (`--class-label {shlex.quote(names[0]) if names else 0}` for one class)" if conditional else ""
+    lines += [
         "## Use",
         "",
         "```python",
@@ -240,10 +344,10 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
         'pipe = LarpPipeline.from_pretrained("path/or/repo_id")',
         "images = pipe(num_images=16, seed=0).images"
         if not conditional
-        else "images = pipe(num_images=16, class_labels=0, guidance_scale=2.0, seed=0).images",
+        else f"images = pipe(num_images=16, class_labels={label}, guidance_scale=2.0, seed=0).images",
         "```",
         "",
-        "or `larp-hf generate path/or/repo_id --num-images 64 --seed 0 --output grid.png`. "
+        f"or `larp-hf generate path/or/repo_id --num-images 64 --seed 0 --output grid.png`{cli_label}. "
         + _tokenizer_loading_text(vqvae),
         "",
     ]
@@ -251,32 +355,23 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
         lines += ["## Training metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {_format_metric(value)} |" for name, value in metrics.items()]
         lines += [""]
-    if evaluations:
-        lines += [
-            "## Evaluation",
-            "",
-            "| command | real images | samples | sampling | feature network | FID | precision | recall | density | coverage |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for record in evaluations:
-            scores = [_format_metric(record["scores"][name]) if name in record["scores"] else "" for name in SCORE_NAMES]
-            lines.append(
-                f"| `{record['command']}` | {record['dataset']} {record['split']} | {record['num_samples']:,} | "
-                f"{_sampling_text(record['sampling'])} | {record['feature_network']} "
-                f"(`{record['feature_network_sha256'][:12]}…`) | " + " | ".join(scores) + " |"
-            )
-        lines += ["", "Scores on different feature networks or sample counts are not comparable with each other.", ""]
+    lines += evaluation_section(evaluations, dataset)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
 __all__ = [
     "HUB_DATASETS",
+    "dataset_source",
     "describe_pipeline",
+    "eval_results",
+    "evaluation_section",
     "describe_tokenizer",
     "evaluation_record",
     "hub_dataset_id",
+    "is_training_data",
     "merge_evaluation",
     "pipeline_model_card",
+    "same_dataset",
     "tokenizer_text",
 ]
 
@@ -286,8 +381,6 @@ def card_info_from_training_runs(vqvae_dir, prior_dir, dataset: str | None = Non
     What the card says about training: the dataset and the final validation numbers that `train_vqvae.py` and
     `train_prior.py` wrote to their folders' `metrics.json` (missing files or keys are left out).
     """
-    import json
-
     def read(folder) -> dict:
         path = Path(folder) / "metrics.json"
         return json.loads(path.read_text()) if path.is_file() else {}

@@ -28,6 +28,7 @@ from ..prior import (
     set_sampling_defaults,
 )
 from ..tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer
+from .class_names import class_indices, prior_class_names
 from .folder import (
     SAMPLE_GRID_NAME,
     check_no_remote_code,
@@ -125,6 +126,7 @@ class LarpPipeline:
         self.prior = prior.eval()
         self.image_processor = image_processor or LarpImageProcessor.from_tokenizer(tokenizer)
         self.larp = prior_metadata(prior.config)
+        self._class_names = prior_class_names(prior.config)  # checked once: names that do not fit are refused here
         # What the model card says beyond the parts' configs: training dataset, training metrics, evaluations.
         self.card_info = {"dataset": None, "metrics": {}, "evaluations": []}
         self._progress_bar_config = {}
@@ -167,6 +169,22 @@ class LarpPipeline:
     @property
     def num_classes(self) -> int:
         return self.larp["num_classes"]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """
+        The names of the classes by index, from the prior's config `id2label` (`train_prior.py` writes a dataset's
+        `ClassLabel` names there), or `None` for an unconditional prior or one that names no classes (transformers'
+        default `LABEL_0`, ...): its classes are indices alone.
+        """
+        return None if self._class_names is None else list(self._class_names)
+
+    def class_indices(self, class_labels):
+        """
+        `class_labels` with class names (`"circle"`) replaced by their indices, as `__call__` reads them; indices,
+        `None` and `"null"` pass unchanged. An unknown name raises a `ValueError` that lists the prior's classes.
+        """
+        return class_indices(class_labels, self._class_names, self.num_classes)
 
     def to(self, *args, **kwargs) -> "LarpPipeline":
         """
@@ -214,7 +232,7 @@ class LarpPipeline:
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        class_labels: int | list[int] | torch.Tensor | str | None = None,
+        class_labels: int | str | list[int | str] | torch.Tensor | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
@@ -233,10 +251,11 @@ class LarpPipeline:
             temperature: > 0; defaults to the prior's generation config (1.0 if unset).
             top_k: sample among the `top_k` most likely codes; 0 turns it off; defaults to the generation config.
             top_p: nucleus mass in (0, 1]; defaults to the generation config (1.0, off, if unset).
-            class_labels: class-conditional priors only: one class index for every image, or one per image. Left
-                out, the classes take turns, as many images of each: image i (counted from `first_image_index`) gets
+            class_labels: class-conditional priors only: one class for every image, or one per image, each a
+                class index or a class name (`class_names`: the prior config's `id2label`, e.g. `["circle",
+                "square"]`; a string of digits that names no class is an index). Left out, the classes take turns, as many images of each: image i (counted from `first_image_index`) gets
                 class `(first_image_index + i) % num_classes`. `"null"` samples the null class, i.e. the
-                unconditional model.
+                unconditional model (a class named "null" is reached by its index).
             guidance_scale: classifier-free guidance, >= 1 (1 = none): the logits become
                 `null + guidance_scale · (class - null)`, with both halves computed in one batched forward per step.
                 Left out: the prior's stored scale (`sampling_defaults()["guidance_scale"]`, 1.0 unless set with
@@ -291,6 +310,7 @@ class LarpPipeline:
         top_p = defaults["top_p"] if top_p is None else top_p
         codes_processor = CodebookLogitsProcessor(self.codebook_size, temperature, top_k, top_p)
 
+        class_labels = self.class_indices(class_labels)
         class_tokens = class_token_ids(self.larp, class_labels, num_images, first_image_index)  # (N,) or None
         stored_scale = defaults["guidance_scale"]
         guidance_scale = resolve_guidance_scale(guidance_scale, class_labels, self.num_classes, stored_scale)

@@ -85,7 +85,7 @@ def save_samples(
         output_dataset: a folder for the dataset.
         nrow: images per grid row (default: square-ish, or as above for classes in turn).
         batch_size: images sampled together (see `LarpPipeline.__call__`).
-        class_labels: as for `LarpPipeline.__call__`; one label per image, one for all, or `"null"`.
+        class_labels: as for `LarpPipeline.__call__`; one label (index or name) per image, one for all, or `"null"`.
         seed: the images' seed; None draws one from the global RNG (the parts still share it).
         overwrite: write into a non-empty `image_dir` or `output_dataset`; refused otherwise.
         keep_images: also return the PIL images and the codes (memory then grows with `num_images`).
@@ -109,6 +109,7 @@ def save_samples(
             raise ValueError(f"{folder} already exists and is not empty; pick another `{name}` or pass `overwrite`.")
     if isinstance(class_labels, (list, tuple)) and len(class_labels) != num_images:
         raise ValueError(f"`class_labels` holds {len(class_labels)} labels for {num_images} images.")
+    class_labels = pipeline.class_indices(class_labels)  # names to indices, before the labels are counted or written
     classes_in_turn = class_labels is None and pipeline.num_classes > 0
     if classes_in_turn:  # the pipeline's default, spelled out for the dataset's labels and the grid's rows
         class_labels = [index % pipeline.num_classes for index in range(num_images)]
@@ -120,7 +121,8 @@ def save_samples(
         Path(image_dir).mkdir(parents=True, exist_ok=True)
     features = {"image": datasets.Image(), "codes": datasets.Sequence(datasets.Value("int32"))}
     if has_labels:
-        features["label"] = datasets.Value("int64")
+        names = pipeline.class_names
+        features["label"] = datasets.Value("int64") if names is None else datasets.ClassLabel(names=names)
     grid_parts, pil_images, codes, part_folders, seconds = [], [], [], [], 0.0
     parts_dir = None
     if output_dataset is not None:
