@@ -11,7 +11,7 @@ from pathlib import Path
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
 FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-dir", "temperatures": "--temperature",
                       "top_ks": "--top-k", "guidance_scales": "--guidance-scale", "grid_path": "--output",
-                      "pretrained_model_name_or_path": "MODEL"}  # fmt: skip
+                      "pretrained_model_name_or_path": "MODEL", "results": "--remove"}  # fmt: skip
 
 
 def _list_of(kind):
@@ -129,6 +129,42 @@ def info(args):
     for record in description["evaluations"]:
         scores = ", ".join(f"{name} {value:.4g}" for name, value in record["scores"].items())
         print(f"  {record['command']} ({record['dataset']} {record['split']}, n = {record['num_samples']}): {scores}")
+
+
+def _result_line(number: int, record: dict, training_dataset: str | None) -> str:
+    from larp_hf.pipelines.model_card import is_training_data
+
+    scores = ", ".join(f"{name} {value:.4g}" for name, value in record["scores"].items())
+    other = " (not the training data)" if is_training_data(record, training_dataset) is False else ""
+    sampling = ", ".join(f"{name}={value}" for name, value in record["sampling"].items())
+    return (
+        f"  #{number}  {record['command']}  {record['dataset']} {record['split']}{other}  n = {record['num_samples']:,}"
+        f"  {record['feature_network']}  {sampling}: {scores}"
+    )
+
+
+def card(args):
+    from larp_hf.pipelines.card_results import CARD_NAME, card_results, remove_card_results, training_dataset
+
+    if args.remove or args.remove_all:
+        # A whole number is a result's number in --list; anything else names a dataset.
+        which = [int(item) if item.isdigit() else item for item in args.remove or []]
+        removed = remove_card_results(args.model, which or None, remove_all=args.remove_all)
+        left = len(card_results(args.model))
+        if not removed:
+            print(f"The card of {args.model} holds no results; nothing to remove.")
+            return
+        print(f"Removed {len(removed)} result(s) from {Path(args.model) / CARD_NAME}; {left} left:")
+    training, records = training_dataset(args.model), card_results(args.model)
+    if args.json:
+        print(json.dumps({"training_dataset": training, "results": records}, indent=2))
+        return
+    if not (args.remove or args.remove_all):
+        print(f"Results on the card of {args.model} (trained on {training or 'an unrecorded dataset'}):")
+    for number, record in enumerate(records, start=1):
+        print(_result_line(number, record, training))
+    if not records:
+        print("  none")
 
 
 def convert_tokenizer(args):
@@ -326,6 +362,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-generation-config", action="store_true",
                    help="store the best setting as the pipeline's sampling default (generation config, the "
                    "prior's guidance scale, model card)")
+
+    p = command(card, "list or remove the evaluation results on a pipeline's model card",
+                "List the evaluation results (model-index entries and the Evaluation table) on the model card of a "
+                "local pipeline folder, or remove some or all of them; the rest of README.md is kept. To replace a "
+                "result, remove it and run `larp-hf evaluate`/`sweep` again.", model=False)
+    p.add_argument("model", help="local pipeline folder")
+    p.add_argument("--list", action="store_true", help="list the results, numbered (what the command does by default)")
+    p.add_argument("--remove", action="append", metavar="RESULT",
+                   help="remove result number RESULT (as --list numbers them) or every result on dataset RESULT; "
+                   "repeat for more")
+    p.add_argument("--remove-all", action="store_true", help="remove every result")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = commands.add_parser(
         "convert-tokenizer", help="turn a taming-transformers VQGAN or LlamaGen VQ checkpoint into a tokenizer folder",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.loading import FASHION_MNIST_HUB_ID, FASHION_MNIST_LABELS, FASHION_MNIST_NAMES
 from ..pipelines import save_samples
 
 
@@ -37,11 +36,28 @@ def import_gradio():
     return gradio
 
 
-def class_names(num_classes: int, dataset: str | None) -> list[str]:
-    """The label of each class index: the dataset's class names where larp_hf knows them, else "class 0", ..."""
-    if num_classes == len(FASHION_MNIST_LABELS) and dataset in (*FASHION_MNIST_NAMES, FASHION_MNIST_HUB_ID):
-        return list(FASHION_MNIST_LABELS)
-    return [f"class {index}" for index in range(num_classes)]
+def class_names(pipeline) -> list[str]:
+    """
+    How the page shows each class index: the prior's class names (`pipeline.class_names`, its config's `id2label`),
+    or "class 0", "class 1", ... for a prior that names none; `[]` for an unconditional prior.
+    """
+    names = pipeline.class_names
+    return list(names) if names is not None else [f"class {index}" for index in range(pipeline.num_classes)]
+
+
+def captions(pipeline, class_label, num_images: int) -> list[str] | None:
+    """
+    The gallery's caption of each image: its class as `class_names` shows it (for `ALL_CLASSES`, the classes in turn
+    as the pipeline samples them), "unconditional" for the null class, or `None` for an unconditional prior.
+    """
+    if not pipeline.num_classes:
+        return None
+    if class_label == NULL_CLASS:
+        return ["unconditional"] * num_images
+    names = class_names(pipeline)
+    if class_label == ALL_CLASSES:
+        return [names[index % pipeline.num_classes] for index in range(num_images)]
+    return [names[pipeline.class_indices(class_label)]] * num_images
 
 
 def _whole_to_int(value):
@@ -57,8 +73,9 @@ def sample(
     One press of Generate: `larp_hf.pipelines.save_samples` with the page's settings (the grid PNG written to
     `grid_path` when given). Returns the images (PIL), the grid (PIL, square; for every class in turn, sorted by
     class), the codes ((N, h, w) int64 array) and the seconds sampling took. Invalid settings raise the pipeline's
-    ValueError. `class_label` is a class index, `ALL_CLASSES` (-1, every class in turn) or `NULL_CLASS` (-2, the
-    unconditional model); `guidance_scale` None is the pipeline's stored scale.
+    ValueError. `class_label` is a class index or name, `ALL_CLASSES` (-1, every class in turn) or `NULL_CLASS` (-2,
+    the unconditional model); `guidance_scale` None is the pipeline's stored scale. Also returns each image's caption
+    (`captions`).
     """
     class_label = _whole_to_int(class_label)
     num_images = _whole_to_int(num_images)
@@ -75,7 +92,10 @@ def sample(
         guidance_scale=guidance_scale if pipeline.num_classes else None,
         seed=_whole_to_int(seed),
     )
-    return {"images": saved.images, "grid": saved.grid, "codes": saved.codes, "seconds": saved.seconds}
+    return {
+        "images": saved.images, "grid": saved.grid, "codes": saved.codes, "seconds": saved.seconds,
+        "captions": captions(pipeline, class_label, len(saved.images)),
+    }  # fmt: skip
 
 
 def _page_title(model_id: str | None) -> str:
@@ -145,7 +165,8 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
         np.save(codes_path, result["codes"])
         count = len(result["images"])
         info = f"{count} images in {result['seconds']:.2f} s ({count / result['seconds']:.1f} images/s) · seed {seed}"
-        return result["images"], result["grid"], info, [str(grid_path), str(codes_path)]
+        images = result["images"] if result["captions"] is None else list(zip(result["images"], result["captions"]))
+        return images, result["grid"], info, [str(grid_path), str(codes_path)]
 
     # A Space serves for weeks: every hour, Gradio deletes the files it cached more than an hour ago.
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
@@ -162,7 +183,7 @@ def build_demo(pipeline, *, title: str | None = None, model_id: str | None = Non
                 )
                 top_k = gr.Slider(0, pipeline.codebook_size, value=defaults["top_k"], step=1, label="Top-k (0 = off)")
                 top_p = gr.Slider(0.0, 1.0, value=defaults["top_p"], step=0.01, label="Top-p (1.0 = off)")
-                names = class_names(num_classes, description["dataset"])
+                names = class_names(pipeline)
                 class_label = gr.Dropdown(
                     [
                         ("every class in turn", ALL_CLASSES), ("none (the unconditional model)", NULL_CLASS),
@@ -209,5 +230,6 @@ def launch_demo(demo, *, server_name: str | None = None, server_port: int | None
 
 
 __all__ = [
-    "ALL_CLASSES", "API_NAME", "NULL_CLASS", "build_demo", "class_names", "import_gradio", "launch_demo", "sample"
+    "ALL_CLASSES", "API_NAME", "NULL_CLASS", "build_demo", "captions", "class_names", "import_gradio", "launch_demo",
+    "sample",
 ]  # fmt: skip

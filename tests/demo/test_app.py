@@ -33,12 +33,26 @@ def test_without_gradio_every_entry_point_names_the_demo_extra(monkeypatch, tmp_
         assert str(error.value) == f"error: The larp_hf demo needs Gradio, an optional dependency: {extra}"
 
 
-def test_class_names_are_the_datasets_where_known():
-    assert class_names(10, "fashion_mnist") == FASHION_MNIST_LABELS
-    assert class_names(10, "zalando-datasets/fashion_mnist") == FASHION_MNIST_LABELS
-    assert class_names(3, "fashion_mnist") == ["class 0", "class 1", "class 2"]  # not Fashion-MNIST's 10 classes
-    assert class_names(2, None) == ["class 0", "class 1"]
-    assert class_names(0, "fashion_mnist") == []
+def test_class_names_are_the_priors_id2label_else_indices():
+    named = make_tiny_pipeline(num_classes=10, id2label=dict(enumerate(FASHION_MNIST_LABELS)))
+    assert class_names(named) == FASHION_MNIST_LABELS
+    # No names in the prior (transformers' default id2label): indices, whatever dataset the card names.
+    unnamed = make_tiny_pipeline(num_classes=3)
+    unnamed.card_info["dataset"] = "fashion_mnist"
+    assert class_names(unnamed) == ["class 0", "class 1", "class 2"]
+    assert class_names(make_tiny_pipeline()) == []
+
+
+def test_the_gallery_captions_name_each_images_class():
+    pipeline = make_tiny_pipeline(num_classes=3, id2label={0: "circle", 1: "square", 2: "triangle"})
+    in_turn = sample(pipeline, 4, 0, 1.0, 0, 1.0, class_label=ALL_CLASSES, guidance_scale=1.0)
+    assert in_turn["captions"] == ["circle", "square", "triangle", "circle"]
+    assert sample(pipeline, 2, 0, 1.0, 0, 1.0, class_label=2.0, guidance_scale=1.0)["captions"] == ["triangle"] * 2
+    assert sample(pipeline, 1, 0, 1.0, 0, 1.0, class_label=NULL_CLASS, guidance_scale=1.0)["captions"] == [
+        "unconditional"
+    ]
+    assert sample(make_tiny_pipeline(num_classes=2), 2, 0, 1.0, 0, 1.0, class_label=1)["captions"] == ["class 1"] * 2
+    assert sample(make_tiny_pipeline(), 1, 0, 1.0, 0, 1.0)["captions"] is None
 
 
 def test_one_generate_is_the_pipeline_call_with_the_same_seed():
@@ -69,7 +83,7 @@ def _components(demo) -> dict:
 
 def test_the_controls_start_at_the_pipelines_sampling_defaults_and_classes_show_only_when_there_are_some():
     pytest.importorskip("gradio", reason='the demo tests need Gradio: pip install -e ".[test]"')
-    pipeline = make_tiny_pipeline(num_classes=10)
+    pipeline = make_tiny_pipeline(num_classes=10, id2label=dict(enumerate(FASHION_MNIST_LABELS)))
     pipeline.card_info["dataset"] = "fashion_mnist"
     set_sampling_defaults(pipeline.prior, temperature=0.8, top_k=5, top_p=0.9, guidance_scale=2.5)
     demo = build_demo(pipeline, model_id="org/tiny")
