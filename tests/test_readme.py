@@ -5,12 +5,16 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
+
+from larp_hf.data.loading import FASHION_MNIST_LABELS
 
 from .conftest import make_tiny_pipeline
 
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_PIPELINE = "outputs/larp-fashion-mnist-quick"
+QUICKSTART_CLASSES = yaml.safe_load((ROOT / "recipes/configs/prior_fashion_mnist_quick.yaml").read_text())["num_classes"]
 README = (ROOT / "README.md").read_text()
 
 
@@ -21,17 +25,41 @@ def code_blocks(language: str) -> list[str]:
 @pytest.mark.parametrize("index", range(len(code_blocks("python"))))
 def test_python_example_runs(index, tmp_path, monkeypatch):
     """Runs the block as a user would paste it; the block's own asserts and any exception fail the test."""
+    run_python_block(index, tmp_path, monkeypatch)
+
+
+def run_python_block(index: int, tmp_path, monkeypatch) -> dict:
+    """Run README python block `index` in `tmp_path`, checking that every top-level assert ran; its namespace."""
     code = code_blocks("python")[index]
     assert "import" in code, "a README example should be self-contained"
     monkeypatch.chdir(tmp_path)
     if QUICKSTART_PIPELINE in code:
-        # What `make quickstart` leaves there, in miniature (an untrained pipeline with a 128-code codebook).
-        make_tiny_pipeline(codebook_size=128).save_pretrained(tmp_path / QUICKSTART_PIPELINE, sample_grid=False)
+        # What `make quickstart` leaves there, in miniature: an untrained pipeline with a 128-code codebook and, as
+        # prior_fashion_mnist_quick.yaml trains it, a prior conditioned on Fashion-MNIST's 10 classes.
+        pipeline = make_tiny_pipeline(
+            codebook_size=128, num_classes=QUICKSTART_CLASSES, id2label=dict(enumerate(FASHION_MNIST_LABELS))
+        )
+        pipeline.save_pretrained(tmp_path / QUICKSTART_PIPELINE, sample_grid=False)
     tree, checks = counted_asserts(code)
     assert checks, f"README python block {index} should assert what it promises"
     namespace = {"__name__": "__readme__", "__checks_passed__": 0}
     exec(compile(tree, f"README.md python block {index}", "exec"), namespace)
     assert namespace["__checks_passed__"] == checks  # every promise in the block was checked, none skipped
+    return namespace
+
+
+def test_the_stock_generate_example_prompts_the_class_conditional_prior_as_it_was_trained(tmp_path, monkeypatch):
+    """The quick prior is class-conditional: from BOS alone, stock `generate` would put a code in the class slot and
+    shift the grid by one, without an error; the README's prompt must be the `[BOS, class token]` prefix."""
+    index = next(i for i, code in enumerate(code_blocks("python")) if ".generate(" in code)
+    namespace = run_python_block(index, tmp_path, monkeypatch)
+    config, sequences = namespace["prior"].config, namespace["sequences"]
+    larp = config.larp
+    assert larp["num_classes"] == QUICKSTART_CLASSES
+    assert sequences.shape[1] == config.n_positions  # the whole trained sequence: [BOS, class token] + 64 codes
+    assert (sequences[:, 0] == larp["bos_token_id"]).all()
+    class_slot = sequences[:, 1]
+    assert ((class_slot >= larp["class_token_offset"]) & (class_slot < larp["null_class_token_id"])).all()
 
 
 def counted_asserts(code: str) -> tuple[ast.Module, int]:

@@ -73,7 +73,9 @@ class LarpPipeline:
     A saved pipeline is one folder (or Hub repo): `vqvae/` (the tokenizer, written by its own `save_pretrained`),
     `prior/`, `image_processor/`, `larp_pipeline.json` naming each part's library and class, `README.md` (the model
     card) and `samples.png`. The parts load on their own: the prior with stock `transformers`
-    (`AutoModelForCausalLM.from_pretrained(path, subfolder="prior")`, whose `generate` samples code ids only), the
+    (`AutoModelForCausalLM.from_pretrained(path, subfolder="prior")`, whose `generate` samples code ids only, given the
+    prefix the prior was trained with: `larp_hf.prior.prefix_ids`, `[BOS, class token]` for a class-conditional
+    prior, whose grid BOS alone would shift by one), the
     tokenizer with `larp_hf.load_tokenizer(path, subfolder="vqvae")` or its library's own class
     (`VQModel.from_pretrained(path, subfolder="vqvae")` for a diffusers VQModel; larp_hf's `LarpVQVAEModel` with
     `AutoModel.from_pretrained(path, subfolder="vqvae", trust_remote_code=True)`, natively after `import larp_hf`).
