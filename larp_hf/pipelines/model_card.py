@@ -108,7 +108,7 @@ def eval_results(evaluations: list[dict], training_dataset: str | None = None) -
         dataset_name = f"{dataset} (not the training data, {training_dataset})" if other_data else dataset
         config = f"{_sampling_text(record['sampling'])}; {record['num_samples']} samples; {record['command']}"
         if other_data:
-            config += f"; samples compared with {dataset}, the model was trained on {training_dataset}"
+            config += f"; real images from {dataset}, not the training data ({training_dataset})"
         for name, value in record["scores"].items():
             results.append(
                 EvalResult(
