@@ -82,7 +82,7 @@ def test_generate_reports_bad_input_clearly(pipeline_dir, tmp_path, capsys):
     assert "unconditional" in error_of(pipeline_dir, "--class-label", 0, "--output", tmp_path / "g.png")
     assert "not a LarpPipeline" in error_of(tmp_path, "--output", tmp_path / "g.png")
     assert "must end in .png" in error_of(pipeline_dir, "--output", tmp_path / "g.jpg")
-    assert "unconditional" in error_of(pipeline_dir, "--class-label", "a,b")  # names too: this prior has no classes
+    assert "unconditional" in error_of(pipeline_dir, "--class-label", "circle")  # a name too: this prior has no classes
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     assert "--overwrite" in error_of(pipeline_dir, "--image-dir", tmp_path / "full")

@@ -62,12 +62,13 @@ def _class_index(name: str, names: list[str] | None, num_classes: int) -> int:
     if names is None:
         raise ValueError(
             f"`class_labels` names a class {name!r}, but this prior's classes have no names (its config's `id2label` "
-            f"is transformers' default, LABEL_0, ...): pass class indices 0…{num_classes - 1}, or name the classes "
-            "in the prior's config.json (`id2label`)."
+            f"is transformers' default, LABEL_0, ...): pass class indices 0…{num_classes - 1}, None (every class in "
+            f"turn) or {NULL_CLASS!r} (the null class), or name the classes in the prior's config.json (`id2label`)."
         )
     raise ValueError(
         f"`class_labels`: {name!r} is not a class of this prior. Its classes are {', '.join(map(repr, names))} "
-        f"(or their indices 0…{num_classes - 1}), and {NULL_CLASS!r} the null class."
+        f"(or their indices 0…{num_classes - 1}); or pass None (every class in turn) or {NULL_CLASS!r} (the null "
+        "class)."
     )
 
 
