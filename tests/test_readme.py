@@ -14,7 +14,8 @@ from .conftest import make_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_PIPELINE = "outputs/larp-fashion-mnist-quick"
-QUICKSTART_CLASSES = yaml.safe_load((ROOT / "recipes/configs/prior_fashion_mnist_quick.yaml").read_text())["num_classes"]
+QUICKSTART_PRIOR_CONFIG = ROOT / "recipes" / "configs" / "prior_fashion_mnist_quick.yaml"
+QUICKSTART_CLASSES = yaml.safe_load(QUICKSTART_PRIOR_CONFIG.read_text())["num_classes"]
 README = (ROOT / "README.md").read_text()
 
 

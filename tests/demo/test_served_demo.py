@@ -11,6 +11,7 @@ import PIL.Image
 import pytest
 
 from larp_hf import LarpPipeline
+from larp_hf.demo import class_names
 
 from .conftest import served
 
@@ -44,6 +45,8 @@ def test_gradio_client_gets_the_pipelines_images_for_a_seed_and_the_app_survives
             PIL.Image.open(item["image"]).size == (size["width"], size["height"]) for item in gallery
         )
         assert [_pixels(item["image"]) for item in gallery] == [np.asarray(image).tolist() for image in expected.images]
+        names = class_names(pipeline)  # every class in turn, each image captioned with its class's name
+        assert [item["caption"] for item in gallery] == [names[i % len(names)] if names else None for i in range(5)]
         assert re.fullmatch(r"5 images in [\d.]+ s \([\d.]+ images/s\) · seed 7", info)
         grid_png, codes_npy = sorted(files, key=lambda path: Path(path).suffix == ".npy")
         assert Path(grid_png).name == "larp_samples.png" and _pixels(grid_png) == _pixels(grid)
