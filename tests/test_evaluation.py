@@ -20,7 +20,7 @@ from larp_hf import LarpPipeline, set_sampling_defaults
 from larp_hf.evaluation import FeatureNetwork, evaluate_pipeline, memorisation
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 
-from .conftest import make_tiny_pipeline
+from .conftest import make_tiny_pipeline, spread_features
 from .pipelines.test_pipeline_larp import fake_hub_snapshot
 from .recipes.test_train_vqvae import ROOT
 from .test_cli import larp_hf
@@ -56,7 +56,7 @@ def tiny_evaluation_setup(tmp_path_factory):
     make_tiny_pipeline().save_pretrained(folder / "pipe", sample_grid=False)
     torch.manual_seed(0)
     config = LarpClassifierConfig(image_size=16, hidden_channels=[8, 16], feature_dim=8, num_classes=2)
-    LarpClassifierModel(config).save_pretrained(folder / "features")
+    spread_features(LarpClassifierModel(config)).save_pretrained(folder / "features")
     (folder / "features" / "metrics.json").write_text(json.dumps({"dataset": "tiny"}))  # as the recipe names it
     return folder
 
@@ -79,7 +79,7 @@ def test_evaluate_writes_json_and_markdown(tiny_evaluation_setup, tiny_image_dat
     assert results["settings"]["feature_network_sha256"] == network.weights_sha256()
     table = (tmp_path / "eval" / "evaluation.md").read_text()
     assert "FID (" in table and "classifier features)" in table and "Memorisation" in table
-    assert list((tmp_path / "cache" / "features").glob("*.pt"))  # real features cached on disk
+    assert list((tmp_path / "cache" / "features").glob("*.safetensors"))  # real features cached on disk
 
     _, err = run_cli(capsys, "evaluate", setup / "pipe", *common, "--num-samples", 5, "--output-dir", tmp_path / "x",
                      expect_success=False)
@@ -261,7 +261,7 @@ def test_a_padding_tokenizer_is_judged_on_the_datasets_own_pixels(tmp_path):
     square = FeatureNetwork(LarpClassifierModel(config), "16×16 features")
     with pytest.raises(ValueError, match="takes 1×16×16 images but the pipeline's images are 1×12×12"):
         evaluate_pipeline(pipeline, square, dataset=str(folder), num_samples=8, cache_dir=tmp_path)
-    network = FeatureNetwork(LarpClassifierModel(config), "padding features", padding(native_size={"height": 12, "width": 12}))
+    network = FeatureNetwork(spread_features(LarpClassifierModel(config)), "padding features", padding(native_size={"height": 12, "width": 12}))
     results = evaluate_pipeline(pipeline, network, dataset=str(folder), num_samples=8, cache_dir=tmp_path)
     assert all(np.isfinite(results[part]["fid"]) for part in ("samples", "reconstructions", "real_baseline"))
 
