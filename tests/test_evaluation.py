@@ -194,8 +194,9 @@ def test_one_batching_loop_gives_the_same_features_whatever_the_batch_size():
     torch.testing.assert_close(whole, batched)
 
 
-def test_inception_features_go_through_the_same_batching_loop(monkeypatch):
+def test_inception_features_go_through_the_same_batching_loop(monkeypatch, tmp_path):
     """torch-fidelity's network replaced by a stand-in that records what it is given: uint8 RGB batches of 100."""
+    from safetensors.torch import save_file
     seen = []
 
     class StandInInception(torch.nn.Module):
@@ -209,11 +210,13 @@ def test_inception_features_go_through_the_same_batching_loop(monkeypatch):
 
     module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
     module.FeatureExtractorInceptionV3 = StandInInception
+    module.load_state_dict_from_url = None  # replaced by the tensors of the weights file
+    save_file({"weight": torch.ones(1)}, tmp_path / "weights.safetensors")
     monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
     from larp_hf.evaluation import load_feature_network
 
-    network = load_feature_network("inception")
+    network = load_feature_network(f"inception:{tmp_path / 'weights.safetensors'}")
     features = network(torch.rand(250, 1, 16, 16))
     assert features.shape == (250, 2048) and features.dtype == torch.float64 and len(network.weights_sha256) == 64
     assert seen == [(torch.uint8, (100, 3, 16, 16)), (torch.uint8, (100, 3, 16, 16)), (torch.uint8, (50, 3, 16, 16))]
@@ -308,7 +311,7 @@ def test_inception_features_say_what_they_need(tmp_path):
         with pytest.raises(ValueError, match="pip install torch-fidelity"):
             load_feature_network("inception")
     else:
-        with pytest.raises(ValueError, match="pt_inception-2015-12-05"):
+        with pytest.raises(ValueError, match="weights-inception-2015-12-05-6726825d.pth"):
             load_feature_network(f"inception:{tmp_path / 'missing.pth'}")
     with pytest.raises(ValueError, match="No feature network in"):
         load_feature_network(tmp_path)

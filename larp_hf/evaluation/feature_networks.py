@@ -186,9 +186,9 @@ class InceptionFeatureNetwork(FeatureNetwork):
             return cached
         offline = os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
         fix = (
-            f"download {cls.WEIGHTS_URL} on a machine with network access and pass its path (`inception:PATH` on "
-            f"the command line, `weights_path` here) or put it at {cached}; or use features that need no download "
-            "(a classifier from recipes/train_classifier.py, or `random`)."
+            f"download {cls.WEIGHTS_URL} on a machine with network access and pass its path (`weights_path`; on the "
+            f"command line `--feature-network inception:PATH`) or put it at {cached}; or use features that need no "
+            "download (a classifier from recipes/train_classifier.py, or `random`)."
         )
         if not download or offline:
             why = "`download` is off" if not download else "HF_HUB_OFFLINE is set"
@@ -209,9 +209,12 @@ class InceptionFeatureNetwork(FeatureNetwork):
                 return load_file(path)
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001  (unpickling errors, truncated files, foreign globals)
+            # torch's message goes on to suggest weights_only=False, i.e. running the file's code: keep the reason only.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
             raise ValueError(
                 f"{path} could not be read as Inception-v3 weights (plain tensors, torch.load(weights_only=True) or "
-                f"safetensors): {error}. Pass torch-fidelity's {cls.WEIGHTS_FILE}."
+                f"safetensors; nothing in it is run): {reason} Pass torch-fidelity's {cls.WEIGHTS_FILE}."
             ) from None
 
     @property
