@@ -187,9 +187,9 @@ def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
     dim = network.feature_dim
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= dim:
         raise ValueError(
-            f"`num_samples` = {num_samples!r} is too few for {dim}-dimensional features ({network.name}): FID needs more "
-            f"samples than dimensions (at least {dim + 1}; thousands for stable numbers). Raise `num_samples`, or use "
-            "a feature network with fewer features."
+            f"`num_samples` = {num_samples!r} is too few for {dim}-dimensional features ({network.name}): FID needs "
+            f"more samples than dimensions (at least {dim + 1}; thousands for stable numbers). Raise `num_samples`, "
+            "or use a feature network with fewer features."
         )
 
 

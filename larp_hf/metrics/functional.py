@@ -39,8 +39,8 @@ def check_feature_spread(
 ):
     """
     Raise a `ValueError` naming `name` when `features` ((N, D), N >= 2) are degenerate: their total variance (sum of
-    the per-feature variances) is below `min_total_variance`, so every distance measured around them rounds to zero. Only the real
-    set is judged this way: generated samples that collapse are a bad model, and FID says so.
+    the per-feature variances) is below `min_total_variance`, so every distance measured around them rounds to zero.
+    Only the real set is judged this way: generated samples that collapse are a bad model, and FID says so.
     """
     total_variance = float(features.double().var(dim=0).sum())
     if not total_variance >= min_total_variance:
