@@ -409,7 +409,9 @@ def test_evaluation_samples_in_parts_and_reads_real_images_in_batches(tiny_evalu
     assert [(call["first_image_index"], call["num_images"]) for call in calls] == [(0, 8), (8, 8), (16, 8), (24, 2)]
     assert max(seen) == 5  # samples a sampling batch (4) at a time; real images a network batch (5) at a time
     for part in ("samples", "reconstructions", "real_baseline"):
-        assert parts[part] == pytest.approx(whole[part], rel=1e-9)
+        # Real images go through the network 5 at a time instead of 500: float32 convolutions round a little
+        # differently with the batch size (features of a non-degenerate network differ by ~1e-7 relative).
+        assert parts[part] == pytest.approx(whole[part], rel=1e-6)
     assert parts["memorisation"] == whole["memorisation"] and parts["settings"] == whole["settings"]
 
 

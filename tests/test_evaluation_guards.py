@@ -15,8 +15,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from larp_hf import LarpPipeline
-from larp_hf.evaluation import FeatureNetwork, cached_real_features, evaluate_pipeline, real_image_dataset, sweep_pipeline
-from larp_hf.evaluation.feature_networks import RandomFeatureNetwork
+from larp_hf.evaluation import (
+    FeatureNetwork,
+    RandomFeatureNetwork,
+    cached_real_features,
+    evaluate_pipeline,
+    real_image_dataset,
+    sweep_pipeline,
+)
 from larp_hf.metrics import frechet_distance
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 
@@ -192,7 +198,7 @@ def test_evaluate_works_offline_on_unlabelled_data(unlabelled_dataset_dir, tmp_p
                      "--num-samples", 70, "--output-dir", tmp_path / "eval", "--cache-dir", tmp_path / "cache",
                      "--batch-size", 70, capsys=capsys)  # fmt: skip
     results = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
-    assert results["settings"]["feature_network"] == "random-network features (seed 0)"
+    assert results["settings"]["feature_network"] == "seed-0 random-network features"
     assert results["settings"]["feature_network_sha256"] == RandomFeatureNetwork(0).weights_sha256
     for part in ("samples", "reconstructions", "real_baseline"):
         assert results[part]["fid"] > 0

@@ -260,7 +260,7 @@ class RandomFeatureNetwork(FeatureNetwork):
             layers += [conv, torch.nn.ReLU()]
             channels = width
         self.model = torch.nn.Sequential(*layers).eval().requires_grad_(False)
-        self.name = f"random-network features (seed {seed})"
+        self.name = f"seed-{seed} random-network features"
         digest = hashlib.sha256()
         for key, tensor in sorted(self.model.state_dict().items()):
             digest.update(key.encode())
