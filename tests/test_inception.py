@@ -90,6 +90,9 @@ def test_the_weights_file_is_read_without_unpickling_and_as_safetensors(random_i
     torch.save({"Conv2d_1a_3x3.conv.weight": Planted()}, tmp_path / "planted.pth")
     with pytest.raises(ValueError, match="could not be read as Inception-v3 weights.*weights-inception-2015-12-05"):
         load_feature_network(f"inception:{tmp_path / 'planted.pth'}")
+    torch.save([torch.zeros(3)], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="holds a list, not a state dict"):
+        load_feature_network(f"inception:{tmp_path / 'list.pth'}")
     save_file({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="do not fit torch-fidelity's network"):
         load_feature_network(f"inception:{tmp_path / 'other.safetensors'}")

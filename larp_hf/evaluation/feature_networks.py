@@ -205,9 +205,7 @@ class InceptionFeatureNetwork(FeatureNetwork):
     def read_weights(cls, path: Path) -> dict[str, torch.Tensor]:
         """The tensors of a `.safetensors` file, or of a `.pth` read with `torch.load(weights_only=True)`."""
         try:
-            if path.suffix == ".safetensors":
-                return load_file(path)
-            return torch.load(path, map_location="cpu", weights_only=True)
+            weights = load_file(path) if path.suffix == ".safetensors" else torch.load(path, "cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001  (unpickling errors, truncated files, foreign globals)
             # torch's message goes on to suggest weights_only=False, i.e. running the file's code: keep the reason only.
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -216,6 +214,9 @@ class InceptionFeatureNetwork(FeatureNetwork):
                 f"{path} could not be read as Inception-v3 weights (plain tensors, torch.load(weights_only=True) or "
                 f"safetensors; nothing in it is run): {reason} Pass torch-fidelity's {cls.WEIGHTS_FILE}."
             ) from None
+        if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+            raise ValueError(f"{path} holds a {type(weights).__name__}, not a state dict: pass {cls.WEIGHTS_FILE}.")
+        return weights
 
     @property
     def feature_dim(self) -> int:
