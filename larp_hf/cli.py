@@ -324,12 +324,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_evaluation_arguments(p, num_samples):
         p.add_argument("--feature-network", default="outputs/features-fashion-mnist",
-                       help="folder of a classifier from recipes/train_classifier.py (default: %(default)s), or "
-                       "'inception[:WEIGHTS.pth]' for Inception-v3 (needs torch-fidelity)")
+                       help="the feature space of the scores: a folder of a classifier from "
+                       "recipes/train_classifier.py (labelled data; default: %(default)s); 'inception' for the field's "
+                       "Inception-v3 FID (2048 pool3 features as torch-fidelity computes them; pip install "
+                       "torch-fidelity; downloads weights-inception-2015-12-05-6726825d.pth on first use) or "
+                       "'inception:PATH' with a local copy of that file (offline); or 'random[:SEED]', a fixed random "
+                       "network (64 features) that needs no labels and no download, for unlabelled data offline: it "
+                       "sees textures, not content, and its numbers compare only with runs on the same seed and "
+                       "image size, never with published FIDs")
         p.add_argument("--dataset", default="fashion_mnist", help="real images: 'fashion_mnist', a folder or a Hub id")
         p.add_argument("--dataset-dir", help="folder of the Fashion-MNIST IDX files (input)")
-        p.add_argument("--real-split", default="test", help="the real set the samples are compared with")
-        p.add_argument("--num-samples", type=int, default=num_samples)
+        p.add_argument("--real-split", default="test",
+                       help="the real set the samples are compared with (default: %(default)s); FID needs more images "
+                       "than features (Inception: > 2048), checked before sampling")
+        p.add_argument("--num-samples", type=int, default=num_samples,
+                       help="samples drawn (default: %(default)s); more than the features (Inception: > 2048)")
         p.add_argument("--batch-size", type=int, default=256)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--output-dir", required=True, help="where the tables (and plots) go")

@@ -20,7 +20,7 @@ from larp_hf import LarpPipeline, set_sampling_defaults
 from larp_hf.evaluation import FeatureNetwork, evaluate_pipeline, memorisation
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 
-from .conftest import make_tiny_pipeline
+from .conftest import make_tiny_pipeline, spread_features
 from .pipelines.test_pipeline_larp import fake_hub_snapshot
 from .recipes.test_train_vqvae import ROOT
 from .test_cli import larp_hf
@@ -56,7 +56,7 @@ def tiny_evaluation_setup(tmp_path_factory):
     make_tiny_pipeline().save_pretrained(folder / "pipe", sample_grid=False)
     torch.manual_seed(0)
     config = LarpClassifierConfig(image_size=16, hidden_channels=[8, 16], feature_dim=8, num_classes=2)
-    LarpClassifierModel(config).save_pretrained(folder / "features")
+    spread_features(LarpClassifierModel(config)).save_pretrained(folder / "features")
     (folder / "features" / "metrics.json").write_text(json.dumps({"dataset": "tiny"}))  # as the recipe names it
     return folder
 
@@ -79,7 +79,7 @@ def test_evaluate_writes_json_and_markdown(tiny_evaluation_setup, tiny_image_dat
     assert results["settings"]["feature_network_sha256"] == network.weights_sha256()
     table = (tmp_path / "eval" / "evaluation.md").read_text()
     assert "FID (" in table and "classifier features)" in table and "Memorisation" in table
-    assert list((tmp_path / "cache" / "features").glob("*.pt"))  # real features cached on disk
+    assert list((tmp_path / "cache" / "features").glob("*.safetensors"))  # real features cached on disk
 
     _, err = run_cli(capsys, "evaluate", setup / "pipe", *common, "--num-samples", 5, "--output-dir", tmp_path / "x",
                      expect_success=False)
@@ -194,8 +194,9 @@ def test_one_batching_loop_gives_the_same_features_whatever_the_batch_size():
     torch.testing.assert_close(whole, batched)
 
 
-def test_inception_features_go_through_the_same_batching_loop(monkeypatch):
+def test_inception_features_go_through_the_same_batching_loop(monkeypatch, tmp_path):
     """torch-fidelity's network replaced by a stand-in that records what it is given: uint8 RGB batches of 100."""
+    from safetensors.torch import save_file
     seen = []
 
     class StandInInception(torch.nn.Module):
@@ -209,11 +210,13 @@ def test_inception_features_go_through_the_same_batching_loop(monkeypatch):
 
     module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
     module.FeatureExtractorInceptionV3 = StandInInception
+    module.load_state_dict_from_url = None  # replaced by the tensors of the weights file
+    save_file({"weight": torch.ones(1)}, tmp_path / "weights.safetensors")
     monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
     from larp_hf.evaluation import load_feature_network
 
-    network = load_feature_network("inception")
+    network = load_feature_network(f"inception:{tmp_path / 'weights.safetensors'}")
     features = network(torch.rand(250, 1, 16, 16))
     assert features.shape == (250, 2048) and features.dtype == torch.float64 and len(network.weights_sha256) == 64
     assert seen == [(torch.uint8, (100, 3, 16, 16)), (torch.uint8, (100, 3, 16, 16)), (torch.uint8, (50, 3, 16, 16))]
@@ -261,7 +264,7 @@ def test_a_padding_tokenizer_is_judged_on_the_datasets_own_pixels(tmp_path):
     square = FeatureNetwork(LarpClassifierModel(config), "16×16 features")
     with pytest.raises(ValueError, match="takes 1×16×16 images but the pipeline's images are 1×12×12"):
         evaluate_pipeline(pipeline, square, dataset=str(folder), num_samples=8, cache_dir=tmp_path)
-    network = FeatureNetwork(LarpClassifierModel(config), "padding features", padding(native_size={"height": 12, "width": 12}))
+    network = FeatureNetwork(spread_features(LarpClassifierModel(config)), "padding features", padding(native_size={"height": 12, "width": 12}))
     results = evaluate_pipeline(pipeline, network, dataset=str(folder), num_samples=8, cache_dir=tmp_path)
     assert all(np.isfinite(results[part]["fid"]) for part in ("samples", "reconstructions", "real_baseline"))
 
@@ -308,7 +311,7 @@ def test_inception_features_say_what_they_need(tmp_path):
         with pytest.raises(ValueError, match="pip install torch-fidelity"):
             load_feature_network("inception")
     else:
-        with pytest.raises(ValueError, match="pt_inception-2015-12-05"):
+        with pytest.raises(ValueError, match="weights-inception-2015-12-05-6726825d.pth"):
             load_feature_network(f"inception:{tmp_path / 'missing.pth'}")
     with pytest.raises(ValueError, match="No feature network in"):
         load_feature_network(tmp_path)
@@ -406,7 +409,9 @@ def test_evaluation_samples_in_parts_and_reads_real_images_in_batches(tiny_evalu
     assert [(call["first_image_index"], call["num_images"]) for call in calls] == [(0, 8), (8, 8), (16, 8), (24, 2)]
     assert max(seen) == 5  # samples a sampling batch (4) at a time; real images a network batch (5) at a time
     for part in ("samples", "reconstructions", "real_baseline"):
-        assert parts[part] == pytest.approx(whole[part], rel=1e-9)
+        # Real images go through the network 5 at a time instead of 500: float32 convolutions round a little
+        # differently with the batch size (features of a non-degenerate network differ by ~1e-7 relative).
+        assert parts[part] == pytest.approx(whole[part], rel=1e-6)
     assert parts["memorisation"] == whole["memorisation"] and parts["settings"] == whole["settings"]
 
 

@@ -4,14 +4,15 @@ in code space and sampling sweeps, for a pipeline over any `ImageTokenizer` (rea
 image size, channels, codebook size, hash; square or not). `larp-hf evaluate` and `larp-hf sweep` are thin shells over
 these functions.
 
-- `feature_networks`: the feature spaces (a domain classifier, Inception-v3).
+- `feature_networks`: the feature spaces (a domain classifier, Inception-v3, a fixed random network for unlabelled
+  data offline).
 - `real_data`: real images of a split, their cached features, training code grids (all read in batches).
 - `scores`: `evaluate_pipeline`, `sweep_pipeline` and the scores they are made of (plain dicts).
 - `processes`: sharing the work out across processes (`accelerate launch`) and gathering it back.
 - `reports`: tables, files, plots and model-card records of those results.
 """
 
-from .feature_networks import FeatureNetwork, InceptionFeatureNetwork, load_feature_network
+from .feature_networks import FeatureNetwork, InceptionFeatureNetwork, RandomFeatureNetwork, load_feature_network
 from .real_data import (
     cached_real_features,
     code_grid_batches,
@@ -47,6 +48,7 @@ from .scores import (
 __all__ = [
     "FeatureNetwork",
     "InceptionFeatureNetwork",
+    "RandomFeatureNetwork",
     "best_setting",
     "cached_real_features",
     "code_grid_batches",

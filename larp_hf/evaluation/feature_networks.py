@@ -1,12 +1,15 @@
-"""Feature networks: the spaces the sample metrics are computed in (a domain classifier, or Inception-v3)."""
+"""Feature networks: the spaces the sample metrics are computed in (a domain classifier, Inception-v3, or a fixed
+random network for unlabelled data offline)."""
 
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
+from unittest import mock
 
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..models import LarpImageProcessor
@@ -118,35 +121,102 @@ class FeatureNetwork:
 
 class InceptionFeatureNetwork(FeatureNetwork):
     """
-    The standard FID feature space: Inception-v3's 2048 pool3 features (the TF-compatible network and bilinear resize
-    to 299×299 of torch-fidelity, the reference PyTorch port). Grey images are repeated to RGB. Needs
-    `pip install torch-fidelity` and either the weights file `pt_inception-2015-12-05-6726825d.pth` (`weights_path`) or
-    network access to download it.
+    The field's FID feature space: Inception-v3's 2048 pool3 features, computed by torch-fidelity's
+    `FeatureExtractorInceptionV3` (the TF-1.x-compatible network, weights converted from the 2015-12-05 TensorFlow
+    graph, and the TF-1.x bilinear resize to 299×299 that the original TTUR FID code applies). Our features are that
+    module's own output (tested equal on a random instance of it); with `larp_hf.metrics.frechet_distance` the score is
+    torch-fidelity's FID (`fid_statistics_to_metric`) on the same features. torchmetrics' `FrechetInceptionDistance`
+    gives the same features only with `antialias=False`: its default antialiased resize is another protocol.
+    Grey images are repeated to RGB; images are quantised to uint8 first, as saved PNGs are.
+
+    Needs `pip install torch-fidelity` (`pip install larp_hf[inception]`). The weights: `weights_path` (torch-fidelity's
+    `WEIGHTS_FILE`, a `.pth` of plain tensors, or the same tensors as `.safetensors`), else that file in torch's hub
+    cache (`torch.hub.get_dir()/checkpoints`), else downloaded there from `WEIGHTS_URL` (`download=False`, or
+    `HF_HUB_OFFLINE=1`, never tries). The file is read with `torch.load(weights_only=True)` or safetensors: no pickle
+    runs (torch-fidelity's own loader would unpickle it).
     """
 
-    WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+    WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+    WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
     batch_size = 100  # 299×299 inputs
 
-    def __init__(self, weights_path: str | os.PathLike | None = None):
+    def __init__(self, weights_path: str | os.PathLike | None = None, download: bool = True):
         try:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+            from torch_fidelity import feature_extractor_inceptionv3
         except ImportError:
             raise ValueError(
-                "Inception-v3 features need torch-fidelity (`pip install torch-fidelity`); or use a domain classifier "
-                "from recipes/train_classifier.py, which works offline."
+                "Inception-v3 features need torch-fidelity (`pip install torch-fidelity`, or `pip install "
+                "larp_hf[inception]`); or use a domain classifier from recipes/train_classifier.py, or the offline "
+                "`random` feature network."
             ) from None
-        if weights_path is not None and not Path(weights_path).is_file():
-            raise ValueError(
-                f"`weights_path` {weights_path} is not a file; download {self.WEIGHTS_FILE} once and pass its path."
-            )
-        weights = None if weights_path is None else str(weights_path)
-        self.model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=weights)
+        state_dict = self.read_weights(self.weights_file(weights_path, download))
+        # torch-fidelity reads its weights itself, from the URL or a path, with torch.load(weights_only=False) (a
+        # pickle that can run code): its module is built here with the tensors read safely above instead.
+        with mock.patch.object(feature_extractor_inceptionv3, "load_state_dict_from_url", lambda *_, **__: state_dict):
+            try:
+                self.model = feature_extractor_inceptionv3.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+            except RuntimeError as error:  # load_state_dict(strict=True): missing, unexpected or misshaped tensors
+                first_line = str(error).splitlines()[1:2] or [str(error)]
+                raise ValueError(
+                    f"The Inception-v3 weights do not fit torch-fidelity's network ({first_line[0].strip()}): pass "
+                    f"torch-fidelity's {self.WEIGHTS_FILE}."
+                ) from None
         self.name = "Inception-v3 pool3 features"
         digest = hashlib.sha256()
         for key, tensor in sorted(self.model.state_dict().items()):
             digest.update(key.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         self.weights_sha256 = digest.hexdigest()
+
+    @classmethod
+    def weights_file(cls, weights_path: str | os.PathLike | None = None, download: bool = True) -> Path:
+        """
+        The weights file to read: `weights_path`, else `WEIGHTS_FILE` in torch's hub cache, downloaded there first
+        when missing (unless `download=False` or `HF_HUB_OFFLINE=1`). A `ValueError` names the file and the fix.
+        """
+        if weights_path is not None:
+            if not Path(weights_path).is_file():
+                raise ValueError(
+                    f"`weights_path` {weights_path} is not a file. Inception-v3 FID needs torch-fidelity's "
+                    f"{cls.WEIGHTS_FILE} ({cls.WEIGHTS_URL}): download it once and pass its path."
+                )
+            return Path(weights_path)
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / cls.WEIGHTS_FILE
+        if cached.is_file():
+            return cached
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+        fix = (
+            f"download {cls.WEIGHTS_URL} on a machine with network access and pass its path (`weights_path`; on the "
+            f"command line `--feature-network inception:PATH`) or put it at {cached}; or use features that need no "
+            "download (a classifier from recipes/train_classifier.py, or `random`)."
+        )
+        if not download or offline:
+            why = "`download` is off" if not download else "HF_HUB_OFFLINE is set"
+            raise ValueError(f"The Inception-v3 weights {cls.WEIGHTS_FILE} are not in {cached.parent} and {why}: {fix}")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("Downloading the Inception-v3 weights %s to %s", cls.WEIGHTS_URL, cached)
+        try:
+            torch.hub.download_url_to_file(cls.WEIGHTS_URL, str(cached), progress=True)  # writes a temporary, renames
+        except OSError as error:  # URLError, timeouts, a full disk
+            raise ValueError(f"The Inception-v3 weights could not be downloaded ({error}): {fix}") from None
+        return cached
+
+    @classmethod
+    def read_weights(cls, path: Path) -> dict[str, torch.Tensor]:
+        """The tensors of a `.safetensors` file, or of a `.pth` read with `torch.load(weights_only=True)`."""
+        try:
+            weights = load_file(path) if path.suffix == ".safetensors" else torch.load(path, "cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001  (unpickling errors, truncated files, foreign globals)
+            # torch's message goes on to suggest weights_only=False, i.e. running the file's code: keep the reason only.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+            raise ValueError(
+                f"{path} could not be read as Inception-v3 weights (plain tensors, torch.load(weights_only=True) or "
+                f"safetensors; nothing in it is run): {reason} Pass torch-fidelity's {cls.WEIGHTS_FILE}."
+            ) from None
+        if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+            raise ValueError(f"{path} holds a {type(weights).__name__}, not a state dict: pass {cls.WEIGHTS_FILE}.")
+        return weights
 
     @property
     def feature_dim(self) -> int:
@@ -161,20 +231,92 @@ class InceptionFeatureNetwork(FeatureNetwork):
         return self.model(pixels.to(self.device))[0]
 
 
+class RandomFeatureNetwork(FeatureNetwork):
+    """
+    An offline feature space that needs no labels and no download: a small convolutional network with fixed random
+    weights (He-normal from `seed`, no training), its 64 channels averaged over the image. Randomly initialised
+    networks are a known classifier-free embedding for data far from ImageNet (Naeem et al., 2020,
+    https://arxiv.org/abs/2002.09797, study them for precision/recall/density/coverage); here it is the fallback for
+    unlabelled data without network access.
+
+    Its limits: the features describe local colour, edge and texture statistics (a receptive field of 17 pixels at
+    the input size), not what the images show, so a sample set with the right textures but wrong content can score
+    well. Numbers are comparable only between runs with the same weights (`weights_sha256`, recorded with the scores)
+    and image size, never with published FIDs (Inception-v3) nor with a trained classifier's. 64 features need more
+    than 64 images on each side (hundreds for stable numbers), far fewer than Inception's 2048. Grey or RGB images
+    (grey repeated to RGB), any size of at least 8×8.
+    """
+
+    batch_size = 500
+    FEATURE_DIM = 64
+
+    def __init__(self, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        layers, channels = [], 3
+        for width, stride in ((32, 1), (64, 2), (64, 2), (self.FEATURE_DIM, 1)):
+            conv = torch.nn.Conv2d(channels, width, 3, stride=stride, padding=1)
+            with torch.no_grad():  # He init keeps the activations' scale through the ReLUs (no normalisation layers)
+                conv.weight.normal_(0.0, (2.0 / (channels * 9)) ** 0.5, generator=generator)
+                conv.bias.zero_()
+            layers += [conv, torch.nn.ReLU()]
+            channels = width
+        self.model = torch.nn.Sequential(*layers).eval().requires_grad_(False)
+        self.name = f"seed-{seed} random-network features"
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+        self.weights_sha256 = digest.hexdigest()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.FEATURE_DIM
+
+    def check_images(self, channels: int, size: int | tuple[int, int], what: str):
+        height, width = (size, size) if isinstance(size, int) else size
+        if channels not in (1, 3) or min(height, width) < 8:
+            raise ValueError(
+                f"The random feature network takes grey or RGB images of at least 8×8, but {what} are "
+                f"{channels}×{height}×{width}."
+            )
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.expand(-1, 3, -1, -1) if pixels.shape[1] == 1 else pixels  # (B, 3, H, W) uint8
+        pixel_values = pixels.to(self.device, torch.float32) / 127.5 - 1
+        return self.model(pixel_values).mean(dim=(2, 3))  # (B, 64)
+
+
 def load_feature_network(spec: str | os.PathLike) -> FeatureNetwork:
-    """`spec`: `inception` or `inception:WEIGHTS.pth` for Inception-v3, else a folder from train_classifier.py."""
+    """
+    `spec`: `inception` (downloads its weights on first use) or `inception:WEIGHTS` (a local copy of torch-fidelity's
+    `weights-inception-2015-12-05-6726825d.pth`) for Inception-v3; `random` or `random:SEED` for the offline,
+    label-free `RandomFeatureNetwork`; else a folder from recipes/train_classifier.py.
+    """
     spec = str(spec)
     if spec == "inception" or spec.startswith("inception:"):
         network = InceptionFeatureNetwork(spec.partition(":")[2] or None)
+    elif spec == "random" or spec.startswith("random:"):
+        seed = spec.partition(":")[2] or "0"
+        if not seed.isdigit():
+            raise ValueError(f"`random:SEED` takes a non-negative integer seed, got {seed!r}.")
+        network = RandomFeatureNetwork(int(seed))
     elif (Path(spec) / "config.json").is_file():
         network = FeatureNetwork.from_pretrained(spec)
     else:
         raise ValueError(
             f"No feature network in {spec}. Train one with `accelerate launch recipes/train_classifier.py "
-            "--output_dir DIR` (Fashion-MNIST: minutes on a CPU), or pass `inception[:WEIGHTS.pth]`."
+            "--output_dir DIR` (labelled data; Fashion-MNIST: minutes on a CPU), pass `inception[:WEIGHTS.pth]` "
+            "(the field's FID), or `random` (offline, no labels; see its limits)."
         )
     logger.info("Feature network: %s (weights SHA-256 %s)", network.name, network.weights_sha256)
     return network
 
 
-__all__ = ["FeatureNetwork", "InceptionFeatureNetwork", "as_uint8", "load_feature_network", "to_pixel_values"]
+__all__ = [
+    "FeatureNetwork",
+    "InceptionFeatureNetwork",
+    "RandomFeatureNetwork",
+    "as_uint8",
+    "load_feature_network",
+    "to_pixel_values",
+]

@@ -4,6 +4,7 @@ is read from memory-mapped Arrow files in batches, so memory does not grow with 
 """
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -13,6 +14,8 @@ import datasets
 import numpy as np
 import torch
 from accelerate import PartialState
+from safetensors import safe_open
+from safetensors.torch import save
 from tqdm.auto import tqdm
 
 from ..atomic_files import open_atomic
@@ -62,6 +65,10 @@ def image_batch(pixels: datasets.Dataset, rows: Sequence[int]) -> torch.Tensor:
     return read_pixels(pixels, rows)
 
 
+# Rows of a cached feature file recomputed on every read, to check it against the network and images it claims.
+CACHE_SPOT_CHECK_ROWS = 8
+
+
 def cached_real_features(
     network: FeatureNetwork,
     pixels: datasets.Dataset,
@@ -70,24 +77,40 @@ def cached_real_features(
     cache_dir: Path | None = None,
     desc: str = "",
     state: PartialState | None = None,
+    source: dict | None = None,
 ) -> torch.Tensor | None:
     """
-    (len(rows), D) float64 features of `rows` (default: all) of a `real_image_dataset`, computed once per (dataset
-    fingerprint, rows, feature network) and kept on disk. Images are read a network batch at a time; under several
-    processes each computes its share of the batches. The features are returned on the main process, `None` on the
-    others.
+    (len(rows), D) float64 features of `rows` (default: all) of a `real_image_dataset`, computed once and kept on disk
+    as a safetensors file. Its name and its metadata are the key it was computed from: the feature network (name and
+    weights SHA-256), the dataset's `fingerprint`, `source` (what the images are: dataset, split, size, channels...),
+    the rows and their number; the features' SHA-256 is stored beside them. A file is used only when every entry of
+    its key and its digest match, and when the features of its first `CACHE_SPOT_CHECK_ROWS` rows, recomputed, agree;
+    anything else (a damaged, edited or foreign file) is logged as such and recomputed over it.
+
+    Images are read a network batch at a time; under several processes each computes its share of the batches. The
+    features are returned on the main process, `None` on the others.
     """
     state = state or evaluation_state()
-    every_row = rows is None
-    rows = range(len(pixels)) if every_row else rows
-    name = f"{fingerprint}-{network.weights_sha256[:16]}"
-    if not every_row:  # e.g. the real baseline's randomly chosen rows
-        name += "-rows-" + hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
-    path = Path(cache_dir or default_cache_dir()) / "features" / f"{name}.pt"
+    rows = range(len(pixels)) if rows is None else rows
+    key = {
+        "feature_network": network.name,
+        "feature_network_sha256": network.weights_sha256,
+        "dataset_fingerprint": fingerprint,
+        "source": {name: str(value) for name, value in sorted((source or {}).items())},
+        "num_rows": len(rows),
+        "rows_sha256": hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest(),
+    }
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    path = Path(cache_dir or default_cache_dir()) / "features" / f"{name}.safetensors"
     what = desc or "real images"
-    if from_main_process(path.is_file(), state):
+    cached = None
+    if state.is_main_process and path.is_file():
+        cached, problem = _read_cached_features(path, key, network, pixels, rows)
+        if problem:
+            logger.warning("Not using the cached features of %s in %s: %s. Computing them again.", what, path, problem)
+    if from_main_process(cached is not None, state):
         logger.info("Features of %s from the cache: %s", what, path)
-        return torch.load(path) if state.is_main_process else None
+        return cached
     share = batches_of_this_process(len(rows), network.batch_size, state)
     bar = tqdm(share, desc=f"Features of {what}", disable=not state.is_main_process)
     features = [network(image_batch(pixels, rows[batch.start : batch.stop])) for batch in bar]
@@ -96,10 +119,46 @@ def cached_real_features(
     if not state.is_main_process:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
+    features = features.contiguous()
+    metadata = {"key": json.dumps(key, sort_keys=True), "features_sha256": _digest(features)}
     with open_atomic(path) as handle:  # several evaluations may share the cache: each writes its own temporary file
-        torch.save(features, handle)
+        handle.write(save({"features": features}, metadata=metadata))
     logger.info("Cached the features of %s: %s", what, path)
     return features
+
+
+def _digest(features: torch.Tensor) -> str:
+    return hashlib.sha256(features.numpy().tobytes()).hexdigest()
+
+
+def _read_cached_features(path: Path, key: dict, network: FeatureNetwork, pixels, rows) -> tuple:
+    """(features, None) for a cache file that holds what `key` describes, else (None, what is wrong with it)."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            features = handle.get_tensor("features") if "features" in handle.keys() else None
+    except Exception as error:  # noqa: BLE001  (a truncated or foreign file: safetensors' own errors)
+        return None, f"unreadable ({error})"
+    try:
+        stored_key = json.loads(metadata.get("key", "null"))
+    except json.JSONDecodeError:
+        stored_key = None
+    if not isinstance(stored_key, dict):
+        return None, "it records no key"
+    differing = sorted(name for name in key.keys() | stored_key.keys() if key.get(name) != stored_key.get(name))
+    if differing:
+        return None, f"it was computed from something else (differs in {', '.join(differing)})"
+    if features is None or features.dtype != torch.float64 or tuple(features.shape) != (len(rows), network.feature_dim):
+        shape = None if features is None else (tuple(features.shape), features.dtype)
+        return None, f"it holds {shape}, not {len(rows)} rows of {network.feature_dim} float64 features"
+    if metadata.get("features_sha256") != _digest(features.contiguous()):
+        return None, "its features do not match their recorded SHA-256 (edited or damaged)"
+    checked = list(rows[:CACHE_SPOT_CHECK_ROWS])
+    if checked:
+        fresh = network(image_batch(pixels, checked))
+        if not torch.allclose(fresh, features[: len(checked)], rtol=1e-4, atol=1e-6 * float(fresh.abs().max()) + 1e-12):
+            return None, f"its first {len(checked)} rows differ from the features of those images computed now"
+    return features, None
 
 
 def training_token_split(

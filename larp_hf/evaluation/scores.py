@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..generation import CodebookLogitsProcessor
 from ..generation.guidance import check_guidance_scale
-from ..metrics import density_coverage, frechet_distance, precision_recall
+from ..metrics import check_feature_spread, density_coverage, frechet_distance, precision_recall
 from .feature_networks import FeatureNetwork, to_pixel_values
 from .processes import batches_of_this_process, evaluation_state, from_main_process, gather_rows
 from .real_data import (
@@ -187,8 +187,9 @@ def _check_setup(pipeline, network: FeatureNetwork, num_samples: int):
     dim = network.feature_dim
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= dim:
         raise ValueError(
-            f"`num_samples` = {num_samples!r} is too few for {dim}-dimensional features: FID needs more samples than "
-            f"dimensions (at least {dim + 1}; thousands for stable numbers)."
+            f"`num_samples` = {num_samples!r} is too few for {dim}-dimensional features ({network.name}): FID needs "
+            f"more samples than dimensions (at least {dim + 1}; thousands for stable numbers). Raise `num_samples`, "
+            "or use a feature network with fewer features."
         )
 
 
@@ -200,13 +201,41 @@ def _output_size(pipeline) -> tuple[int, int]:
 
 def _real_split(pipeline, dataset: str, split: str, data_dir, state: PartialState):
     """
-    A real split at the size of the pipeline's images (memory-mapped) and its fingerprint. Where the tokenizer pads
-    the dataset's images rather than resizing them, real images are compared at their own size and pixels.
+    A real split at the size of the pipeline's images (memory-mapped), its fingerprint, and what it is (the `source`
+    its cached features are keyed by). Where the tokenizer pads the dataset's images rather than resizing them, real
+    images are compared at their own size and pixels.
     """
     pads = pipeline.image_processor.native_size is not None
+    size, channels = _output_size(pipeline), pipeline.vqvae.num_channels
     with state.main_process_first():  # the first process maps and caches the images; the others read its cache
-        return real_image_dataset(
-            dataset, split, _output_size(pipeline), pipeline.vqvae.num_channels, data_dir, pad=pads
+        pixels, fingerprint = real_image_dataset(dataset, split, size, channels, data_dir, pad=pads)
+    source = {"dataset": dataset, "split": split, "data_dir": data_dir, "image_size": list(size),
+              "channels": channels, "pad": pads, "column": "image"}  # fmt: skip
+    return pixels, fingerprint, source
+
+
+def _check_spread(real_features: torch.Tensor | None, what: str, state: PartialState):
+    """Before any sampling, on every process: real features that cannot give a FID above 0 are refused."""
+    problem = None
+    if state.is_main_process:
+        try:
+            check_feature_spread(real_features, what)
+        except ValueError as error:
+            problem = str(error)
+    problem = from_main_process(problem, state)
+    if problem:
+        raise ValueError(problem)
+
+
+def _check_real_size(network: FeatureNetwork, pixels, dataset: str, split: str, argument: str):
+    """Before any sampling: FID's covariance of the real images of `split` needs more images than features."""
+    dim = network.feature_dim
+    if len(pixels) <= dim:
+        raise ValueError(
+            f"The {split!r} split of {dataset} has {len(pixels)} images, too few for FID on {dim}-dimensional "
+            f"features ({network.name}): it needs more images than features (at least {dim + 1}; thousands for "
+            f"stable numbers). Choose a larger split with `{argument}` (e.g. 'train'), or a feature network with "
+            f"fewer features (a classifier from recipes/train_classifier.py, or `random`: 64)."
         )
 
 
@@ -307,8 +336,10 @@ def evaluate_pipeline(
     chosen = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance_scale": guidance_scale}
     sampling = {**pipeline.sampling_defaults(), **{k: v for k, v in chosen.items() if v is not None}}
     _check_sampling(pipeline, sampling)  # refuses bad settings before any work
-    real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
-    baseline, baseline_fingerprint = _real_split(pipeline, dataset, baseline_split, data_dir, state)
+    real, real_fingerprint, real_source = _real_split(pipeline, dataset, real_split, data_dir, state)
+    baseline, baseline_fingerprint, baseline_source = _real_split(pipeline, dataset, baseline_split, data_dir, state)
+    _check_real_size(network, real, dataset, real_split, "real_split")
+    _check_real_size(network, baseline, dataset, baseline_split, "baseline_split")
     tokens = None  # a token dataset of another tokenizer is refused before any sampling
     tokenizer = pipeline.vqvae
     if token_dataset is not None:
@@ -316,17 +347,17 @@ def evaluate_pipeline(
             token_dataset, baseline_split, tokenizer.tokenizer_hash(), grid=tokenizer.grid,
             codebook_size=tokenizer.codebook_size,
         )  # fmt: skip
-    elif len(baseline) == 0:
-        raise ValueError(f"The {baseline_split!r} split of {dataset} is empty: no training grids to compare with.")
     real_features = cached_real_features(network, real, real_fingerprint, cache_dir=cache_dir,
-                                         desc=f"{dataset} {real_split}", state=state)  # fmt: skip
+                                         desc=f"{dataset} {real_split}", state=state, source=real_source)  # fmt: skip
+    _check_spread(real_features, f"The features of {dataset} {real_split}", state)
 
     generated_features, codes = _sample_features(pipeline, network, num_samples, seed, batch_size, state, **sampling)
     floor_images = min(num_samples, len(real))
     floor_features = _reconstruction_features(pipeline, network, real, floor_images, batch_size, state)
     chosen_rows = torch.randperm(len(baseline), generator=torch.Generator().manual_seed(seed))[:num_samples]
     baseline_features = cached_real_features(network, baseline, baseline_fingerprint, chosen_rows.tolist(), cache_dir,
-                                             desc=f"{dataset} {baseline_split} (baseline)", state=state)  # fmt: skip
+                                             desc=f"{dataset} {baseline_split} (baseline)", state=state,
+                                             source=baseline_source)  # fmt: skip
     # Each process compares every sampled grid with its share of the training grids; the nearest of the shares wins.
     training_grids = _training_grid_batches(pipeline, tokens, baseline, batch_size, state)
     nearest = nearest_hamming_distances(codes.to(pipeline.device), training_grids)
@@ -393,9 +424,11 @@ def sweep_pipeline(
                                        "guidance_scale": guidance_scale})  # fmt: skip
         except ValueError as error:
             raise ValueError(f"The sweep holds a setting the pipeline cannot sample: {error}") from None
-    real, real_fingerprint = _real_split(pipeline, dataset, real_split, data_dir, state)
+    real, real_fingerprint, real_source = _real_split(pipeline, dataset, real_split, data_dir, state)
+    _check_real_size(network, real, dataset, real_split, "real_split")
     real_features = cached_real_features(network, real, real_fingerprint, cache_dir=cache_dir,
-                                         desc=f"{dataset} {real_split}", state=state)  # fmt: skip
+                                         desc=f"{dataset} {real_split}", state=state, source=real_source)  # fmt: skip
+    _check_spread(real_features, f"The features of {dataset} {real_split}", state)
     rows = []
     for temperature, top_k, guidance_scale in tqdm(grid, desc="Sweep", disable=not state.is_main_process):
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance_scale": guidance_scale}

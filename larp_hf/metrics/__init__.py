@@ -3,6 +3,8 @@
 from pathlib import Path
 
 from .functional import (
+    MIN_TOTAL_VARIANCE,
+    check_feature_spread,
     density_coverage,
     frechet_distance,
     nearest_neighbour_radii,
@@ -27,6 +29,8 @@ def evaluate_module_path(name: str) -> str:
 
 __all__ = [
     "EVALUATE_MODULES",
+    "MIN_TOTAL_VARIANCE",
+    "check_feature_spread",
     "density_coverage",
     "evaluate_module_path",
     "frechet_distance",

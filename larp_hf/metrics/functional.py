@@ -28,6 +28,29 @@ def _check_features(real_features: torch.Tensor, generated_features: torch.Tenso
         )
 
 
+# FID is reported to 3 decimals. Real features whose total variance (the trace of their covariance) is below this
+# cannot show a difference between sets drawn around them: a collapsed or untrained network (features of std 1e-6)
+# reports FID 0.000 for anything. Trained feature spaces are many orders above (Inception-v3: hundreds).
+MIN_TOTAL_VARIANCE = 1e-6
+
+
+def check_feature_spread(
+    features: torch.Tensor, name: str = "`real_features`", min_total_variance: float = MIN_TOTAL_VARIANCE
+):
+    """
+    Raise a `ValueError` naming `name` when `features` ((N, D), N >= 2) are degenerate: their total variance (sum of
+    the per-feature variances) is below `min_total_variance`, so every distance measured around them rounds to zero.
+    Only the real set is judged this way: generated samples that collapse are a bad model, and FID says so.
+    """
+    total_variance = float(features.double().var(dim=0).sum())
+    if not total_variance >= min_total_variance:
+        raise ValueError(
+            f"{name} are degenerate: their total variance is {total_variance:.3g} (below {min_total_variance:g}), "
+            "so any Fréchet distance to them rounds to 0. The feature network does not separate these images "
+            "(untrained, collapsed, or its features are scaled to nearly nothing): train it, or use another one."
+        )
+
+
 def frechet_distance(real_features: torch.Tensor, generated_features: torch.Tensor) -> float:
     r"""
     Fréchet distance between Gaussians fitted to two feature sets:
@@ -35,7 +58,9 @@ def frechet_distance(real_features: torch.Tensor, generated_features: torch.Tens
     product of two covariance matrices are real and ≥ 0; rounding leaves tiny imaginary or negative parts, dropped).
 
     Each set needs more samples than feature dimensions, or its covariance matrix is singular and the score is not
-    comparable with anything: a `ValueError` says so.
+    comparable with anything: a `ValueError` says so, as it does for degenerate real features
+    (`check_feature_spread`). The formula and its eigenvalue route are torch-fidelity 0.4's `fid_statistics_to_metric`
+    (and torchmetrics' `FrechetInceptionDistance`): on the same features the numbers agree to about 1e-9 relative.
 
     Example:
 
@@ -50,6 +75,7 @@ def frechet_distance(real_features: torch.Tensor, generated_features: torch.Tens
     ```
     """
     _check_features(real_features, generated_features, min_samples=2)
+    check_feature_spread(real_features)
     dimension = real_features.shape[1]
     for name, features in (("real_features", real_features), ("generated_features", generated_features)):
         if len(features) <= dimension:
@@ -186,6 +212,8 @@ def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 5, ignor
 
 
 __all__ = [
+    "MIN_TOTAL_VARIANCE",
+    "check_feature_spread",
     "density_coverage",
     "frechet_distance",
     "nearest_neighbour_radii",

@@ -29,6 +29,7 @@ from larp_hf.evaluation.feature_networks import to_pixel_values  # noqa: E402
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel  # noqa: E402
 from larp_hf.tokenizers.adapter_diffusers import DiffusersVQTokenizer  # noqa: E402
 
+from ..conftest import spread_features  # noqa: E402
 from .test_downstream import large_codebook_vq_model  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def large_grid_pipeline() -> LarpPipeline:
 
 
 def feature_network(channels: int, image_size: tuple[int, int]) -> FeatureNetwork:
-    """An untrained 4-feature classifier; images smaller than its square input are padded into it (centred)."""
+    """An untrained 4-feature classifier (spread: not degenerate); images smaller than its square input are padded into it (centred)."""
     side = max(image_size)
     torch.manual_seed(0)
     config = LarpClassifierConfig(
@@ -67,7 +68,8 @@ def feature_network(channels: int, image_size: tuple[int, int]) -> FeatureNetwor
         num_channels=channels, size={"height": side, "width": side}, do_pad=True,
         native_size={"height": image_size[0], "width": image_size[1]},
     )  # fmt: skip
-    return FeatureNetwork(LarpClassifierModel(config), f"{image_size[0]}×{image_size[1]} features", processor)
+    model = spread_features(LarpClassifierModel(config))
+    return FeatureNetwork(model, f"{image_size[0]}×{image_size[1]} features", processor)
 
 
 @pytest.fixture(autouse=True)
