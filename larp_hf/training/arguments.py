@@ -8,6 +8,8 @@ import argparse
 import dataclasses
 import json
 import math
+import types
+import typing
 from pathlib import Path
 
 import datasets
@@ -231,11 +233,34 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
         model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
     if not isinstance(model_config_class, type):  # chosen by the parsed flags, e.g. the prior's --architecture
         model_config_class = model_config_class(args)
-    unknown_fields = sorted(set(model_overrides) - {field.name for field in dataclasses.fields(model_config_class)})
+    fields = {field.name: field for field in dataclasses.fields(model_config_class)}
+    unknown_fields = sorted(set(model_overrides) - set(fields))
     if unknown_fields:
         parser.error(f"unknown {model_config_class.__name__} fields {unknown_fields} (in `model:` or --model.FIELD).")
+    for name, value in model_overrides.items():
+        problem = _integer_field_problem(fields[name].type, value)
+        if problem:
+            parser.error(f"model field {name} (in `model:` or --model.{name}) {problem}, got {value!r}.")
     args.model = model_overrides
     return args
+
+
+def _integer_field_problem(annotation, value) -> str | None:
+    """
+    What is wrong with `value` for a model config field annotated `annotation` when the field holds integers (`int`,
+    `int | None`, `list[int]`, `tuple[int, ...]`), else None: YAML reads `2.7` as a float and `yes` as a boolean,
+    and a float count would train a different model than the one recorded. Other fields are left to the config.
+    """
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    arms = typing.get_args(annotation) if union else (annotation,)
+    if int in arms and float not in arms:
+        if value is None and type(None) in arms:
+            return None
+        return None if type(value) is int else "must be an integer (not a float or a boolean)"
+    sequences = [arm for arm in arms if typing.get_origin(arm) in (list, tuple) and int in typing.get_args(arm)]
+    if sequences and isinstance(value, (list, tuple)) and not all(type(item) is int for item in value):
+        return "must be a list of integers"
+    return None
 
 
 def _value_from_config(parser: argparse.ArgumentParser, action: argparse.Action, value, path: str):
