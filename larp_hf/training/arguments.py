@@ -17,6 +17,7 @@ import yaml
 from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
+from ..errors import describe_error
 from .accelerator import MIXED_PRECISION_CHOICES, make_accelerator
 from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
 
@@ -214,8 +215,14 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
     config_args, _ = parser.parse_known_args(argv)
     model_overrides = {}
     if config_args.config is not None:
-        with open(config_args.config) as handle:
-            file_config = yaml.safe_load(handle) or {}
+        try:
+            with open(config_args.config) as handle:
+                file_config = yaml.safe_load(handle) or {}
+        except (OSError, yaml.YAMLError) as error:  # a typo in the path, a folder, a syntax error: name the file
+            parser.error(f"--config {config_args.config}: {describe_error(error)}")
+        if not isinstance(file_config, dict):
+            parser.error(f"--config {config_args.config} must hold a mapping of flag names to values, not a "
+                         f"{type(file_config).__name__}.")  # fmt: skip
         model_overrides.update(file_config.pop("model", None) or {})
         actions = {action.dest: action for action in parser._actions if action.option_strings}
         unknown = sorted(set(file_config) - set(actions))
@@ -325,6 +332,13 @@ def select_splits(
         held_out = train.train_test_split(test_size=args.validation_size, seed=args.seed)
         train, validation = held_out["train"], held_out["test"]
         PartialState().print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
+    for name, split, flag in ((args.train_split, train, "--train_split"), (args.validation_split, validation,
+                                                                          "--validation_split")):  # fmt: skip
+        if len(split) == 0:  # one batch fewer than none: an endless loop or a division by zero, minutes in
+            raise ValueError(
+                f"The {flag} {name!r} has no examples: point the recipe at a dataset with rows in it (the dataset "
+                "may have been written by a run that was stopped or given no images)."
+            )
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
     if args.max_validation_samples is not None:
