@@ -334,7 +334,7 @@ def select_splits(
         PartialState().print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
     for name, split, flag in ((args.train_split, train, "--train_split"), (args.validation_split, validation,
                                                                           "--validation_split")):  # fmt: skip
-        if len(split) == 0:  # one batch fewer than none: an endless loop or a division by zero, minutes in
+        if isinstance(split, datasets.Dataset) and len(split) == 0:  # one batch fewer than none: an endless loop or a division by zero, minutes in
             raise ValueError(
                 f"The {flag} {name!r} has no examples: point the recipe at a dataset with rows in it (the dataset "
                 "may have been written by a run that was stopped or given no images)."
