@@ -166,17 +166,19 @@ def check_output_path(path: str | os.PathLike, *, name: str, folder: bool = Fals
     if path.exists() and folder != path.is_dir():
         kind = "a folder" if path.is_dir() else "a file"
         raise ValueError(f"`{name}` {path} is {kind}, but {'a folder' if folder else 'a file'} is expected there.")
-    existing = path if folder and path.is_dir() else path.parent
+    existing = path.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"`{name}` {path} lies under {existing}, which is a file, not a folder.")
-    try:
-        with tempfile.TemporaryFile(dir=existing, prefix=".larp-write-test-"):
-            pass
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise ValueError(f"`{name}` {path} cannot be written ({reason} in {existing}): pick a writable location.") from None
+    # A folder output is written inside itself, or beside itself and swapped in: both places must take a new file.
+    for place in (existing, path) if folder and path.is_dir() else (existing,):
+        try:
+            with tempfile.TemporaryFile(dir=place, prefix=".larp-write-test-"):
+                pass
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ValueError(f"`{name}` {path} cannot be written ({reason} in {place}): pick a writable location.") from None
     return path
 
 
