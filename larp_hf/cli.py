@@ -378,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="the .ckpt / .pt / .safetensors file")
     p.add_argument("output", help="tokenizer folder to write")
     p.add_argument("--layout", choices=("taming", "llamagen"), help="default: recognised from the weights' names")
-    p.add_argument("--image-size", type=_count(1), help="the training image size (default: stored in the checkpoint, else 256)")
+    p.add_argument("--image-size", type=_count(1),
+                   help="the training image size (default: stored in the checkpoint, else 256)")
     p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="pixel range the tokenizer expects (default -1 1, as both codebases train)")
 

@@ -3,8 +3,9 @@ The error policy of the `larp-hf` commands and the recipes, in one place: every 
 (what, where, the fix) on stderr, with no traceback unless `--debug` or `LARP_HF_DEBUG=1`, and an exit status that
 says how it ended: 1 for an error, 130 for Ctrl-C, 0 when the reader of our output went away (`larp-hf info | head`).
 
-`run_command` wraps a command's work, `run_script` a recipe's `main`; `check_output_path` is the check of an output path that commands run before
-their work, so that a read-only or missing folder fails in a second, not after minutes of sampling.
+`run_command` wraps a command's work, `run_script` a recipe's `main`; `check_output_path` and `check_model_reference`
+are the checks commands run before their work, so that an unwritable output or a mistyped model folder fails in a
+second, not after minutes of sampling (or as a Hub error, after retries).
 """
 
 import errno
@@ -178,7 +179,9 @@ def check_output_path(path: str | os.PathLike, *, name: str, folder: bool = Fals
                 pass
         except OSError as error:
             reason = error.strerror or str(error)
-            raise ValueError(f"`{name}` {path} cannot be written ({reason} in {place}): pick a writable location.") from None
+            raise ValueError(
+                f"`{name}` {path} cannot be written ({reason} in {place}): pick a writable location."
+            ) from None
     return path
 
 

@@ -176,7 +176,8 @@ def test_a_mistyped_local_model_path_is_named_not_sent_to_the_hub(tmp_path, no_l
     refusal = cli_exit(["info", tmp_path / "pipe-typo"]).code
     assert refusal.startswith(f"error: `MODEL` {tmp_path / 'pipe-typo'}: no such folder.")
     (tmp_path / "weights.bin").write_text("x")
-    refusal = cli_exit(["assemble", "--vqvae", tmp_path / "weights.bin", "--prior", tmp_path, "--output", tmp_path / "o"])
+    weights = tmp_path / "weights.bin"
+    refusal = cli_exit(["assemble", "--vqvae", weights, "--prior", tmp_path, "--output", tmp_path / "o"])
     assert "`--vqvae`" in refusal.code and "is a file, but a model folder is expected" in refusal.code
 
 
