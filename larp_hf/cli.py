@@ -399,7 +399,8 @@ def _in_cli_terms(message: str, args) -> str:
 def _what_generate_kept(args) -> str:
     """Said after Ctrl-C in `generate`: what of the request is on disk (PNG files are written as sampling goes)."""
     if getattr(args, "image_dir", None):
-        return f"the PNG files written so far in {args.image_dir} are kept (numbered by image; rerun to complete them)"
+        return (f"the PNG files written so far in {args.image_dir} are kept, named by image index; the grid and "
+                "the dataset, written whole at the end, were not written")  # fmt: skip
     return "nothing was written (the grid and the dataset are written whole at the end)"
 
 
