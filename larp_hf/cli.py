@@ -2,10 +2,13 @@
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
 from pathlib import Path
+
+from larp_hf import errors
 
 
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
@@ -35,12 +38,30 @@ def _class_labels(text: str) -> list[str]:
     return labels
 
 
+def _count(minimum: int):
+    """An argparse type: an integer of at least `minimum`, refused by argparse (exit 2) before any work: a zero
+    batch size or image count used to divide by zero after the model was loaded."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = "positive integer" if minimum == 1 else f"integer >= {minimum}"
+    return parse
+
+
 def _load_pipeline(args):
     """MODEL at --revision; for the commands that sample, in --dtype on --device (default: cuda when available)."""
     import torch
 
     from larp_hf import LarpPipeline
 
+    errors.check_model_reference(args.model, name="MODEL")
     options = {"revision": args.revision}
     if "device" in args:
         options.update(dtype=args.dtype, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -65,10 +86,13 @@ def assemble(args):
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
     from larp_hf.pipelines.folder import check_no_remote_code
 
+    errors.check_model_reference(args.vqvae, name="vqvae")
+    errors.check_model_reference(args.prior, name="prior")
     output = Path(args.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
         what = "holds a pipeline" if is_pipeline_folder(output) else "is not empty"
         raise ValueError(f"{output} {what}; pick another --output or pass --overwrite to replace it.")
+    errors.check_output_path(output, name="output", folder=True)
     vqvae = load_tokenizer(args.vqvae)  # any tokenizer folder: larp_hf's, a diffusers/transformers one, a converted one
     check_no_remote_code(Path(args.prior))
     prior = AutoModelForCausalLM.from_pretrained(args.prior, trust_remote_code=False)  # a folder never brings code
@@ -83,16 +107,43 @@ def assemble(args):
     print(f"Wrote the pipeline to {output} ({time.perf_counter() - start:.1f} s)")
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 2 * 86400 else f"{seconds / 86400:.1f} days"
+
+
+def _print_estimate(num_images: int, batch_size: int):
+    """`save_samples`' progress: after its first batch, the whole request's size and time at that pace."""
+    num_batches = math.ceil(num_images / batch_size)
+
+    def progress(images_done: int, seconds: float):
+        if images_done <= batch_size and num_batches > 1:
+            total = seconds * num_images / images_done
+            print(f"Sampling {num_images:,} images: about {num_batches:,} batches of {batch_size}, ~{_duration(total)} "
+                  "at the first batch's pace", file=sys.stderr, flush=True)  # fmt: skip
+
+    return progress
+
+
 def generate(args):
     from larp_hf.pipelines import save_samples
 
     grid_path = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
+    # Where the results go is checked before the pipeline is loaded and anything sampled.
+    if grid_path is not None:
+        errors.check_output_path(grid_path, name="output")
+    for folder, name in ((args.image_dir, "image_dir"), (args.output_dataset, "output_dataset")):
+        if folder is not None:
+            errors.check_output_path(folder, name=name, folder=True)
     labels = args.class_label[0] if args.class_label and len(args.class_label) == 1 else args.class_label
     saved = save_samples(
         _load_pipeline(args), args.num_images, grid_path=grid_path, image_dir=args.image_dir,
         output_dataset=args.output_dataset, nrow=args.nrow, batch_size=args.batch_size, class_labels=labels,
         seed=args.seed, overwrite=args.overwrite, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        guidance_scale=args.guidance_scale,
+        guidance_scale=args.guidance_scale, progress=_print_estimate(args.num_images, args.batch_size),
     )  # fmt: skip
     count = args.num_images
     print(f"Sampled {count} images in {saved.seconds:.1f} s ({count / saved.seconds:.1f} images/s)")
@@ -204,6 +255,7 @@ def _judging_setup(args):
 def evaluate(args):
     from larp_hf import evaluation
 
+    errors.check_output_path(args.output_dir, name="output_dir", folder=True)
     pipeline, network, state, record = _judging_setup(args)
     start = time.perf_counter()
     results = evaluation.evaluate_pipeline(
@@ -232,6 +284,7 @@ def sweep(args):
     if args.write_generation_config and (not is_pipeline_folder(args.model) or args.dtype not in (None, "float32")):
         raise ValueError("--write-generation-config saves MODEL again, weights included: it needs MODEL to be a local "
                          "pipeline folder, loaded without --dtype.")
+    errors.check_output_path(args.output_dir, name="output_dir", folder=True)
     pipeline, network, state, record = _judging_setup(args)
     pipeline.set_progress_bar_config(disable=True)
     start = time.perf_counter()
@@ -265,7 +318,11 @@ def _end_processes(state):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="larp-hf", description="Build, sample, describe and judge LARP pipelines.")
+    parser = argparse.ArgumentParser(
+        prog="larp-hf", description="Build, sample, describe and judge LARP pipelines.",
+        epilog=f"A failure is told in a line or two; add {errors.DEBUG_FLAG} (anywhere) or set {errors.DEBUG_VARIABLE}=1 "
+        "for its traceback.",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(func, help: str, description: str | None = None, model: bool = True, samples: bool = True):
@@ -281,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_sampling_arguments(p, default="the pipeline's sampling default"):
         p.add_argument("--temperature", type=float, help=f"default: {default}")
-        p.add_argument("--top-k", type=int, help=f"0 = off; default: {default}")
+        p.add_argument("--top-k", type=_count(0), help=f"0 = off; default: {default}")
         p.add_argument("--top-p", type=float, help=f"1.0 = off; default: {default}")
 
     p = command(assemble, "put a trained tokenizer and prior into one pipeline folder (model card, sample grid)",
@@ -303,10 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(generate, "sample images from a pipeline (folder or Hub repo id)",
                 "Sample images and write a grid PNG, one PNG per image (--image-dir) and/or a datasets image dataset "
                 "with the sampled codes (--output-dataset).")
-    p.add_argument("--num-images", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-images", type=_count(1), default=64)
+    p.add_argument("--batch-size", type=_count(1), default=64)
     add_sampling_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same images (default 0)")
+    p.add_argument("--seed", type=_count(0), default=0, help="the same seed gives the same images (default 0)")
     p.add_argument("--class-label", type=_class_labels,
                    help="class-conditional priors: one class, or comma-separated one per image, each a class name "
                    "(`larp-hf info` lists them) or index; 'null' for the unconditional model (default: the classes "
@@ -314,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float,
                    help="classifier-free guidance scale (>= 1; 1 = none; default: the pipeline's stored scale)")
     p.add_argument("--output", help="grid PNG (default samples.png unless --image-dir or --output-dataset is given)")
-    p.add_argument("--nrow", type=int, help="images per grid row (default: a square grid)")
+    p.add_argument("--nrow", type=_count(1), help="images per grid row (default: a square grid)")
     p.add_argument("--image-dir", help="also write one PNG per image to this folder")
     p.add_argument("--output-dataset", help="also save a datasets image dataset (image, codes[, label]) to this folder")
     p.add_argument("--overwrite", action="store_true", help="write into non-empty --image-dir/--output-dataset folders")
@@ -337,10 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--real-split", default="test",
                        help="the real set the samples are compared with (default: %(default)s); FID needs more images "
                        "than features (Inception: > 2048), checked before sampling")
-        p.add_argument("--num-samples", type=int, default=num_samples,
+        p.add_argument("--num-samples", type=_count(1), default=num_samples,
                        help="samples drawn (default: %(default)s); more than the features (Inception: > 2048)")
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--batch-size", type=_count(1), default=256)
+        p.add_argument("--seed", type=_count(0), default=0)
         p.add_argument("--output-dir", required=True, help="where the tables (and plots) go")
         p.add_argument("--cache-dir", help="real-image feature cache (default $LARP_HF_CACHE or ~/.cache/larp_hf)")
         p.add_argument("--record-in-card", action=argparse.BooleanOptionalAction,
@@ -394,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="the .ckpt / .pt / .safetensors file")
     p.add_argument("output", help="tokenizer folder to write")
     p.add_argument("--layout", choices=("taming", "llamagen"), help="default: recognised from the weights' names")
-    p.add_argument("--image-size", type=int, help="the training image size (default: stored in the checkpoint, else 256)")
+    p.add_argument("--image-size", type=_count(1),
+                   help="the training image size (default: stored in the checkpoint, else 256)")
     p.add_argument("--value-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="pixel range the tokenizer expects (default -1 1, as both codebases train)")
 
@@ -411,12 +469,22 @@ def _in_cli_terms(message: str, args) -> str:
     return re.sub(r"`(\w+)`", lambda match: f"`{flags.get(match[1], match[1])}`", message)
 
 
+def _what_generate_kept(args) -> str:
+    """Said after Ctrl-C in `generate`: what of the request is on disk (PNG files are written as sampling goes)."""
+    if getattr(args, "image_dir", None):
+        return (f"the PNG files written so far in {args.image_dir} are kept, named by image index; the grid and "
+                "the dataset, written whole at the end, were not written")  # fmt: skip
+    return "nothing was written (the grid and the dataset are written whole at the end)"
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, FileNotFoundError) as error:  # the library's refusals; anything else is a bug: traceback
-        raise SystemExit(f"error: {_in_cli_terms(str(error), args)}") from None
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    debug = errors.debug_requested(argv)
+    args = build_parser().parse_args([arg for arg in argv if arg != errors.DEBUG_FLAG])
+    errors.run_command(
+        lambda: args.func(args), debug=debug, in_user_terms=lambda message: _in_cli_terms(message, args),
+        interrupted=(lambda: _what_generate_kept(args)) if args.func is generate else None,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -133,4 +133,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from larp_hf.errors import run_script  # one error policy: a line or two, a traceback only with --debug
+
+    run_script(main)

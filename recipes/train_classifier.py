@@ -248,4 +248,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from larp_hf.errors import TRAINING_INTERRUPTED, run_script  # one error policy: a traceback only with --debug
+
+    run_script(main, interrupted=TRAINING_INTERRUPTED)

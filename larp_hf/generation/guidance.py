@@ -11,6 +11,9 @@ import numbers
 import torch
 
 
+# The largest float32: the logits are float32, so a larger scale could only ever multiply them into infinities.
+MAX_GUIDANCE_SCALE = float(torch.finfo(torch.float32).max)
+
 def check_guidance_scale(guidance_scale, class_labels, num_classes: int) -> float:
     """
     `guidance_scale` (None = 1.0, no guidance) checked against the request: a finite number >= 1, and above 1 only
@@ -24,6 +27,11 @@ def check_guidance_scale(guidance_scale, class_labels, num_classes: int) -> floa
         raise ValueError(
             f"`guidance_scale` must be a finite number >= 1 (1 = no guidance), got {guidance_scale!r}. To sample from "
             'the unconditional model of a class-conditional prior, pass `class_labels="null"`.'
+        )
+    if guidance_scale > MAX_GUIDANCE_SCALE:
+        raise ValueError(
+            f"`guidance_scale` {guidance_scale:g} is beyond float32's range ({MAX_GUIDANCE_SCALE:.3g}), in which the "
+            "logits are mixed: use a smaller scale (scales in the thousands already sample almost greedily)."
         )
     if guidance_scale > 1 and num_classes == 0:
         raise ValueError(
@@ -68,7 +76,8 @@ def with_null_rows(input_ids: torch.Tensor, null_input_ids: torch.Tensor) -> tor
 def guided_logits(logits: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """
     (2B, V) logits of `with_null_rows` rows -> (B, V) guided logits `null + guidance_scale · (class − null)`: the
-    conditional model's at scale 1, pushed away from the unconditional model's above it.
+    conditional model's at scale 1, pushed away from the unconditional model's above it. Float32 logits come back
+    float32, unless the mix overflows float32 (a scale in the 1e30s and up): then the rows are float64, exact.
 
     Example:
 
@@ -83,7 +92,14 @@ def guided_logits(logits: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         raise ValueError(f"Guided logits come in class and null-class halves; got an odd {logits.shape[0]} rows.")
     batch_size = logits.shape[0] // 2
     conditional, null = logits[:batch_size], logits[batch_size:]
-    return null + guidance_scale * (conditional - null)
+    guided = null + guidance_scale * (conditional - null)
+    overflowed = (~torch.isfinite(guided) & torch.isfinite(conditional) & torch.isfinite(null)).any(dim=-1)  # (B,)
+    if bool(overflowed.any()):
+        # A huge scale pushes finite float32 logits to ±inf (and 0 · inf to NaN), whose softmax is NaN: mix those
+        # rows in float64 instead, which holds any scale up to MAX_GUIDANCE_SCALE times any float32 difference.
+        wide = null.double() + guidance_scale * (conditional.double() - null.double())
+        return torch.where(overflowed[:, None], wide, guided.double())
+    return guided
 
 
-__all__ = ["check_guidance_scale", "guided_logits", "resolve_guidance_scale", "with_null_rows"]
+__all__ = ["MAX_GUIDANCE_SCALE", "check_guidance_scale", "guided_logits", "resolve_guidance_scale", "with_null_rows"]

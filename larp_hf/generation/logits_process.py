@@ -25,8 +25,10 @@ class CodebookLogitsProcessor(LogitsProcessor):
     Args:
         codebook_size (`int`): number of code tokens, K; ids `>= K` are never sampled.
         temperature (`float`, *optional*, defaults to 1.0): > 0; below 1 sharpens the distribution, above 1 flattens it.
+            A temperature so small that the scores overflow gives the limit, greedy sampling (ties split evenly).
         top_k (`int`, *optional*, defaults to 0): keep only the `top_k` most likely codes (0 ≤ top_k ≤ K); 0 is off.
-        top_p (`float`, *optional*, defaults to 1.0): nucleus sampling mass in (0, 1]; 1.0 is off.
+        top_p (`float`, *optional*, defaults to 1.0): nucleus sampling mass in (0, 1]; 1.0 is off. The most likely
+            code is always kept, so a vanishing `top_p` is greedy.
 
     The conventions (`top_k=0` and `top_p=1.0` mean off) are those of `transformers.GenerationConfig`, so the values
     stored in a prior's `generation_config.json` (`larp_hf.set_sampling_defaults`) build this processor unchanged:
@@ -75,6 +77,8 @@ class CodebookLogitsProcessor(LogitsProcessor):
                 f"({self.codebook_size}): this processor belongs to a prior over a larger codebook."
             )
         codes = scores[:, : self.codebook_size] / self.temperature  # (B, K), a new tensor
+        if self.temperature < 1:
+            codes = self._sharpened_in_limit(scores[:, : self.codebook_size], codes)
         if 0 < self.top_k < self.codebook_size:
             kth_best = torch.topk(codes, self.top_k, dim=-1).values[:, -1:]  # (B, 1)
             codes = codes.masked_fill(codes < kth_best, float("-inf"))
@@ -84,10 +88,27 @@ class CodebookLogitsProcessor(LogitsProcessor):
             # Drop a code when the codes ranked above it already hold `top_p` of the mass; the best one always stays.
             mass_before = probabilities.cumsum(dim=-1) - probabilities
             drop_sorted = mass_before >= self.top_p
+            # A `top_p` below float32's smallest number compares as 0 and would drop even the best code: keep it, the
+            # limit of a vanishing `top_p` is greedy.
+            drop_sorted[:, 0] = False
             drop = drop_sorted.scatter(1, order, drop_sorted)
             codes = codes.masked_fill(drop, float("-inf"))
         specials = torch.full_like(scores[:, self.codebook_size :], float("-inf"))
         return torch.cat([codes, specials], dim=-1)
+
+    def _sharpened_in_limit(self, codes: torch.Tensor, tempered: torch.Tensor) -> torch.Tensor:
+        """
+        `tempered` (= `codes / temperature`), except in rows where a tiny temperature overflowed a finite score to
+        ±inf (softmax of inf - inf is NaN, which used to sample code 0): there `(codes - row max) / temperature` in
+        float64, the same distribution, whose best code stays at 0 and the rest fall towards -inf, so the limit is
+        greedy (ties split evenly) and top-k/top-p still apply.
+        """
+        overflowed = (torch.isinf(tempered) & torch.isfinite(codes)).any(dim=-1)  # (B,)
+        if not bool(overflowed.any()):
+            return tempered
+        wide = codes.double()
+        shifted = (wide - wide.amax(dim=-1, keepdim=True)) / self.temperature  # (B, K), <= 0, 0 at the best codes
+        return torch.where(overflowed[:, None], shifted.to(tempered.dtype), tempered)
 
     def __repr__(self):
         return (

@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def save_samples(
     seed: int | None = None,
     overwrite: bool = False,
     keep_images: bool = False,
+    progress: Callable[[int, float], None] | None = None,
     **sampling,
 ) -> SavedSamples:
     r"""
@@ -89,6 +91,8 @@ def save_samples(
         seed: the images' seed; None draws one from the global RNG (the parts still share it).
         overwrite: write into a non-empty `image_dir` or `output_dataset`; refused otherwise.
         keep_images: also return the PIL images and the codes (memory then grows with `num_images`).
+        progress: called as `progress(images_done, seconds)` after each part; the first part is one batch, so a
+            caller can tell the time the whole request will take early (`larp-hf generate` prints it).
         **sampling: `temperature`, `top_k`, `top_p`, `guidance_scale`, `prepack_linears`, passed to every
             `pipeline(...)` call.
 
@@ -111,9 +115,9 @@ def save_samples(
         raise ValueError(f"`class_labels` holds {len(class_labels)} labels for {num_images} images.")
     class_labels = pipeline.class_indices(class_labels)  # names to indices, before the labels are counted or written
     classes_in_turn = class_labels is None and pipeline.num_classes > 0
-    if classes_in_turn:  # the pipeline's default, spelled out for the dataset's labels and the grid's rows
-        class_labels = [index % pipeline.num_classes for index in range(num_images)]
-    has_labels = class_labels is not None and not isinstance(class_labels, str)  # the null class has no label
+    # Classes in turn are the pipeline's default, spelled out part by part for the dataset's labels (a list of
+    # `num_images` labels would hold 8 GB for 10^9 images before the first is drawn).
+    has_labels = classes_in_turn or (class_labels is not None and not isinstance(class_labels, str))  # null: none
     if seed is None:
         seed = int(torch.randint(2**62, ()))
 
@@ -130,11 +134,16 @@ def save_samples(
         parts_dir = Path(tempfile.mkdtemp(prefix=".larp-generate-", dir=Path(output_dataset).parent))
     try:
         part_size = max(batch_size, PART_IMAGES)
-        for first in range(0, num_images, part_size):
-            size = min(part_size, num_images - first)
+        # The first part's first batch alone, so that `progress` hears of it early; the batches stay those of whole
+        # parts (a part's batches start at its start), so the images are the same.
+        starts = sorted({*range(0, num_images, part_size), *([batch_size] if batch_size < num_images else [])})
+        for first, end in zip(starts, [*starts[1:], num_images]):
+            size = end - first
             part_labels = class_labels
-            if isinstance(class_labels, (list, tuple)):
-                part_labels = class_labels[first : first + size]
+            if classes_in_turn:
+                part_labels = [index % pipeline.num_classes for index in range(first, end)]
+            elif isinstance(class_labels, (list, tuple)):
+                part_labels = class_labels[first:end]
             start = time.perf_counter()
             result = pipeline(
                 num_images=size, batch_size=batch_size, class_labels=part_labels, seed=seed, output_type="pt",
@@ -156,12 +165,21 @@ def save_samples(
                     columns["label"] = torch.as_tensor(part_labels).expand(size).tolist()
                 part_folders.append(str(parts_dir / f"part-{len(part_folders):05d}"))
                 datasets.Dataset.from_dict(columns, features=datasets.Features(features)).save_to_disk(part_folders[-1])
+            if progress is not None:
+                progress(end, seconds)
 
         saved = SavedSamples(num_images=num_images, seconds=seconds)
+        # The dataset first: a grid that cannot be written (full disk, a folder in its place) loses only the grid.
+        if parts_dir is not None:
+            dataset = datasets.concatenate_datasets([datasets.load_from_disk(part) for part in part_folders])
+            with swap_folder(output_dataset, replace=overwrite) as folder:
+                dataset.save_to_disk(str(folder))
+            saved.dataset = datasets.load_from_disk(str(output_dataset))  # memory-mapped from where it now lives
         if grid_parts:
             images = torch.cat(grid_parts)
             if classes_in_turn:
-                images = images[torch.as_tensor(class_labels).argsort(stable=True)]  # class 0's images, then 1's, ...
+                in_turn = torch.arange(num_images) % pipeline.num_classes
+                images = images[in_turn.argsort(stable=True)]  # class 0's images, then 1's, ...
                 nrow = nrow or math.ceil(num_images / pipeline.num_classes)
             saved.grid = image_grid(images, nrow=nrow)
             if grid_path is not None:
@@ -170,11 +188,6 @@ def save_samples(
                     saved.grid.save(handle, format="PNG")
         if keep_images:
             saved.images, saved.codes = pil_images, torch.cat(codes).numpy()
-        if parts_dir is not None:
-            dataset = datasets.concatenate_datasets([datasets.load_from_disk(part) for part in part_folders])
-            with swap_folder(output_dataset, replace=overwrite) as folder:
-                dataset.save_to_disk(str(folder))
-            saved.dataset = datasets.load_from_disk(str(output_dataset))  # memory-mapped from where it now lives
     finally:
         if parts_dir is not None:
             shutil.rmtree(parts_dir, ignore_errors=True)

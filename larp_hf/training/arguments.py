@@ -8,6 +8,8 @@ import argparse
 import dataclasses
 import json
 import math
+import types
+import typing
 from pathlib import Path
 
 import datasets
@@ -15,6 +17,7 @@ import yaml
 from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
+from ..errors import describe_error
 from .accelerator import MIXED_PRECISION_CHOICES, make_accelerator
 from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
 
@@ -212,8 +215,14 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
     config_args, _ = parser.parse_known_args(argv)
     model_overrides = {}
     if config_args.config is not None:
-        with open(config_args.config) as handle:
-            file_config = yaml.safe_load(handle) or {}
+        try:
+            with open(config_args.config) as handle:
+                file_config = yaml.safe_load(handle) or {}
+        except (OSError, yaml.YAMLError) as error:  # a typo in the path, a folder, a syntax error: name the file
+            parser.error(f"--config {config_args.config}: {describe_error(error)}")
+        if not isinstance(file_config, dict):
+            parser.error(f"--config {config_args.config} must hold a mapping of flag names to values, not a "
+                         f"{type(file_config).__name__}.")  # fmt: skip
         model_overrides.update(file_config.pop("model", None) or {})
         actions = {action.dest: action for action in parser._actions if action.option_strings}
         unknown = sorted(set(file_config) - set(actions))
@@ -231,11 +240,34 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
         model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
     if not isinstance(model_config_class, type):  # chosen by the parsed flags, e.g. the prior's --architecture
         model_config_class = model_config_class(args)
-    unknown_fields = sorted(set(model_overrides) - {field.name for field in dataclasses.fields(model_config_class)})
+    fields = {field.name: field for field in dataclasses.fields(model_config_class)}
+    unknown_fields = sorted(set(model_overrides) - set(fields))
     if unknown_fields:
         parser.error(f"unknown {model_config_class.__name__} fields {unknown_fields} (in `model:` or --model.FIELD).")
+    for name, value in model_overrides.items():
+        problem = _integer_field_problem(fields[name].type, value)
+        if problem:
+            parser.error(f"model field {name} (in `model:` or --model.{name}) {problem}, got {value!r}.")
     args.model = model_overrides
     return args
+
+
+def _integer_field_problem(annotation, value) -> str | None:
+    """
+    What is wrong with `value` for a model config field annotated `annotation` when the field holds integers (`int`,
+    `int | None`, `list[int]`, `tuple[int, ...]`), else None: YAML reads `2.7` as a float and `yes` as a boolean,
+    and a float count would train a different model than the one recorded. Other fields are left to the config.
+    """
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    arms = typing.get_args(annotation) if union else (annotation,)
+    if int in arms and float not in arms:
+        if value is None and type(None) in arms:
+            return None
+        return None if type(value) is int else "must be an integer (not a float or a boolean)"
+    sequences = [arm for arm in arms if typing.get_origin(arm) in (list, tuple) and int in typing.get_args(arm)]
+    if sequences and isinstance(value, (list, tuple)) and not all(type(item) is int for item in value):
+        return "must be a list of integers"
+    return None
 
 
 def _value_from_config(parser: argparse.ArgumentParser, action: argparse.Action, value, path: str):
@@ -300,6 +332,13 @@ def select_splits(
         held_out = train.train_test_split(test_size=args.validation_size, seed=args.seed)
         train, validation = held_out["train"], held_out["test"]
         PartialState().print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
+    for name, split, flag in ((args.train_split, train, "--train_split"), (args.validation_split, validation,
+                                                                          "--validation_split")):  # fmt: skip
+        if isinstance(split, datasets.Dataset) and len(split) == 0:  # one batch fewer than none: an endless loop or a division by zero, minutes in
+            raise ValueError(
+                f"The {flag} {name!r} has no examples: point the recipe at a dataset with rows in it (the dataset "
+                "may have been written by a run that was stopped or given no images)."
+            )
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
     if args.max_validation_samples is not None:

@@ -75,11 +75,16 @@ class LarpImageProcessorKwargs(ImagesKwargs, total=False):
     native_size (`dict[str, int]`, *optional*):
         With `do_pad=True`, the size of the dataset's images inside the padded `size`; `postprocess` crops the
         border back off, so outputs come back at that size.
+    input_scale (`float`, *optional*):
+        The input value that means full intensity (white), the same for every image of a dataset: e.g. 255 for
+        float images on the 0-255 scale, 4095 for 12-bit data. `None` decides it by type, never by the values:
+        see `input_scale_of`.
     """
 
     num_channels: int | None
     pad_value: float | None
     native_size: dict | None
+    input_scale: int | float | None
 
 
 class LarpImageProcessor(TorchvisionBackend):
@@ -87,8 +92,12 @@ class LarpImageProcessor(TorchvisionBackend):
     Prepares images for [`LarpVQVAEModel`] and turns its outputs back into images.
 
     Accepts PIL images of any mode (`1`, `L`, `P`, `RGB`, `RGBA`, `I;16`, ...), NumPy arrays and torch tensors
-    (`(H, W)`, `(H, W, C)` or `(C, H, W)`; uint8, bool, 16-bit integers (read as 8-bit when no value exceeds 255),
-    or floats in [0, 1] or [0, 255]) of any size, one or a list. Each
+    (`(H, W)`, `(H, W, C)` or `(C, H, W)`; bool, integers, floats) of any size, one or a list. The value that means
+    white is decided by the type, never guessed from an image's values, so every image of a dataset is read on one
+    scale (`input_scale_of` says which): 255 for 8-bit images and plain integer arrays, 65535 for 16-bit ones (PIL
+    modes `I;16*` and `I`, the modes of 16-bit PNGs; uint16/int16 arrays), 1.0 for floats; `input_scale` overrides
+    it. A value outside [0, scale] (a negative pixel, a float image on the 0-255 scale, a 16-bit value in a plain
+    integer array) is refused, naming the fix, rather than clamped. Each
     image is converted to `num_channels` (alpha is composited onto white; RGB→grey uses PIL's luma weights), then
     either resized to `size` (`do_resize=True`, the default) or, with `do_pad=True`, shrunk if needed to fit `size`
     keeping its aspect ratio and padded to it, centred. Pixels are then rescaled to [0, 1] and normalised with
@@ -101,6 +110,8 @@ class LarpImageProcessor(TorchvisionBackend):
         resample (`PILImageResampling`, *optional*, defaults to `BILINEAR`): resampling filter (antialiased).
         do_pad (`bool`, *optional*, defaults to `False`): letterbox instead of stretching (takes precedence over `do_resize`).
         pad_value (`float`, *optional*, defaults to 0): border value on the 0–255 scale.
+        input_scale (`float`, *optional*): the input value of white for every image (see above); `None` (the
+            default) decides it by type.
         native_size (`dict[str, int]`, *optional*): with `do_pad=True`, the dataset's own image size (e.g. 28×28
             Fashion-MNIST padded losslessly to 32×32): `postprocess` returns images at this size, centred crops of
             the model's output. `native_size_for` computes it.
@@ -126,6 +137,7 @@ class LarpImageProcessor(TorchvisionBackend):
 
     num_channels = 3
     pad_value = 0.0
+    input_scale = None
     do_resize = True
     size = {"height": 32, "width": 32}
     resample = PILImageResampling.BILINEAR
@@ -155,6 +167,18 @@ class LarpImageProcessor(TorchvisionBackend):
             if not self.do_pad:
                 raise ValueError("`native_size` is the image inside the padding: it needs `do_pad=True`.")
             self.native_size = native
+        self._check_input_scale(self.input_scale)
+
+    @staticmethod
+    def _check_input_scale(input_scale):
+        if input_scale is None:
+            return
+        is_number = isinstance(input_scale, (int, float)) and not isinstance(input_scale, bool)
+        if not is_number or not (np.isfinite(input_scale) and input_scale > 0):
+            raise ValueError(
+                f"`input_scale` is the input value that means white (e.g. 1.0, 255 or 65535), a finite number > 0; "
+                f"got {input_scale!r}."
+            )
 
     @property
     def output_size(self) -> dict[str, int]:
@@ -224,32 +248,54 @@ class LarpImageProcessor(TorchvisionBackend):
             images = with_channel_axis(images)
         return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
 
-    def process_image(self, image, num_channels: int | None = None, **kwargs) -> torch.Tensor:
+    def process_image(
+        self, image, num_channels: int | None = None, input_scale: float | None = None, **kwargs
+    ) -> torch.Tensor:
         """One raw image -> (num_channels, H, W) float32 tensor on the 0–255 scale."""
         num_channels = num_channels or self.num_channels
+        input_scale = self.input_scale if input_scale is None else input_scale
+        self._check_input_scale(input_scale)
         if isinstance(image, PIL.Image.Image):
-            tensor = self._pil_to_tensor(image)
+            if image.mode not in SIXTEEN_BIT_PIL_MODES + ("F",):
+                image = self._to_8_bit_mode(image)
+            tensor = self._array_to_tensor(torch.from_numpy(np.array(image)), input_scale or self.input_scale_of(image))
         elif isinstance(image, (np.ndarray, torch.Tensor)):
-            tensor = self._array_to_tensor(torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image))
+            array = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image)
+            tensor = self._array_to_tensor(array, input_scale or self.input_scale_of(array))
         else:
             raise TypeError(f"Expected a PIL image, a NumPy array or a torch tensor, got {type(image).__name__}.")
         return self._convert_channels(tensor, num_channels)
 
     @staticmethod
-    def _pil_to_tensor(image: PIL.Image.Image) -> torch.Tensor:
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            # High bit-depth grey: go through the array path, which scales by dtype instead of clipping at 255.
-            return LarpImageProcessor._array_to_tensor(torch.from_numpy(np.array(image)))
-        if image.mode == "P" or image.mode == "PA":
-            image = image.convert("RGBA")
-        elif image.mode not in ("L", "LA", "RGB", "RGBA"):
-            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        array = np.array(image)  # (H, W) or (H, W, C) uint8
-        return LarpImageProcessor._array_to_tensor(torch.from_numpy(array))
+    def input_scale_of(image) -> float:
+        """
+        The value that means white in `image` (a PIL image, a NumPy array or a torch tensor) when no `input_scale`
+        is given, decided by its type alone, so that every image of a dataset is read on the same scale: 65535 for
+        16-bit data (PIL modes `I;16*` and `I`, the modes a 16-bit PNG opens in; uint16 and int16 arrays), 1.0 for
+        floats (PIL mode `F` too), 255 for everything else (8-bit PIL modes, uint8 and bool arrays, and plain
+        integer arrays such as NumPy's default int64: pass `input_scale` for those when they hold more bits).
+        """
+        if isinstance(image, PIL.Image.Image):
+            return 65535.0 if image.mode in SIXTEEN_BIT_PIL_MODES else 1.0 if image.mode == "F" else 255.0
+        dtype = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image).dtype
+        if dtype.is_floating_point:
+            return 1.0
+        return 65535.0 if dtype in (torch.uint16, torch.int16) else 255.0
 
     @staticmethod
-    def _array_to_tensor(array: torch.Tensor) -> torch.Tensor:
-        """(H, W), (H, W, C) or (C, H, W) array of any dtype -> (C, H, W) float32 on the 0–255 scale."""
+    def _to_8_bit_mode(image: PIL.Image.Image) -> PIL.Image.Image:
+        if image.mode == "P" or image.mode == "PA":
+            return image.convert("RGBA")
+        if image.mode not in ("L", "LA", "RGB", "RGBA"):
+            return image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        return image
+
+    @staticmethod
+    def _array_to_tensor(array: torch.Tensor, input_scale: float = 255.0) -> torch.Tensor:
+        """
+        (H, W), (H, W, C) or (C, H, W) array of any dtype whose white is `input_scale` -> (C, H, W) float32 on the
+        0–255 scale; values outside [0, input_scale] are refused.
+        """
         if array.ndim == 2:
             array = array[None]
         elif array.ndim == 3:
@@ -264,29 +310,38 @@ class LarpImageProcessor(TorchvisionBackend):
             raise ValueError(f"An image must have 2 or 3 dimensions, got shape {tuple(array.shape)}.")
         if array.dtype == torch.bool:
             return array.float() * 255.0
-        if array.dtype == torch.uint8:
+        if array.dtype == torch.uint8 and input_scale == 255:
             return array.float()
-        if not array.is_floating_point():
-            # 16-bit or 8-bit by the values held: PIL's "I" and "I;16" also carry 0-255 images (e.g. from convert()).
-            array = array.to(torch.int64)  # torch has no max() for uint16
-            if array.numel() > 0 and array.max() > 255:
-                return array.double().div(65535.0 / 255.0).float()
+        if array.is_floating_point():
+            if not torch.isfinite(array).all():
+                num_nan = int(torch.isnan(array).sum())
+                raise ValueError(
+                    f"An image holds non-finite values ({num_nan} NaN, {int((~torch.isfinite(array)).sum()) - num_nan} "
+                    "infinite): fix or drop it; no code can stand for a pixel that is not a number."
+                )
+            if array.numel() > 0 and array.min() < 0:
+                raise ValueError(
+                    f"Float images must hold values in [0, {input_scale:g}], got a minimum of "
+                    f"{array.min().item():.3f}. Model-space tensors in [-1, 1] go back to images with `postprocess`, "
+                    "not through the processor."
+                )
+        else:
+            array = array.to(torch.int64)  # torch has no min()/max() for uint16
+            if array.numel() > 0 and array.min() < 0:
+                raise ValueError(
+                    f"An integer image holds negative values (down to {array.min().item()}); pixel values count up "
+                    "from 0 (black). Shift or convert the data to 0 … white first."
+                )
+        if array.numel() > 0 and array.max() > input_scale:
+            kind = "float" if array.is_floating_point() else "these integer"
+            raise ValueError(
+                f"An image holds values up to {array.max().item():g}, above {input_scale:g}, the value of white for "
+                f"{kind} images; pass `input_scale`, the value of white for the whole dataset (e.g. 255 for floats on "
+                "the 0-255 scale, 65535 for 16-bit data), rather than have each image scaled by its own maximum."
+            )
+        if input_scale == 255:
             return array.float()
-        if not torch.isfinite(array).all():
-            num_nan = int(torch.isnan(array).sum())
-            raise ValueError(
-                f"An image holds non-finite values ({num_nan} NaN, {int((~torch.isfinite(array)).sum()) - num_nan} "
-                "infinite): fix or drop it; no code can stand for a pixel that is not a number."
-            )
-        if array.numel() > 0 and array.min() < 0:
-            raise ValueError(
-                f"Float images must hold values in [0, 1] (or [0, 255]), got a minimum of {array.min().item():.3f}. "
-                "Model-space tensors in [-1, 1] go back to images with `postprocess`, not through the processor."
-            )
-        array = array.float()
-        if array.numel() > 0 and array.max() <= 1.0:
-            array = array * 255.0  # floats in [0, 1]
-        return array
+        return (array.double() * (255.0 / input_scale)).float()
 
     @staticmethod
     def _convert_channels(image: torch.Tensor, num_channels: int) -> torch.Tensor:
@@ -385,6 +440,10 @@ class LarpImageProcessor(TorchvisionBackend):
         if output_type == "np":
             return array
         return to_pil_images(images)
+
+
+# PIL modes of 16-bit grey data: a 16-bit PNG opens as `I;16` (older Pillow: `I`); both are read on 0-65535.
+SIXTEEN_BIT_PIL_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 # `save_pretrained` copies this file next to preprocessor_config.json and writes `auto_map`, so

@@ -21,7 +21,9 @@ GREY = PIL.Image.new("RGB", (1, 1), COLOR).convert("L").getpixel((0, 0))  # PIL'
 @pytest.mark.parametrize("num_channels", [1, 3])
 def test_any_pil_mode_and_size_becomes_model_input(mode, num_channels):
     image = PIL.Image.new("RGB", (45, 27), COLOR).convert(mode)
-    processor = LarpImageProcessor(num_channels=num_channels, size={"height": 32, "width": 32})
+    # 16-bit and float modes are read on their own scales (0-65535, 0-1); these were converted from 8-bit, so say so.
+    input_scale = 255 if mode in ("I;16", "I", "F") else None
+    processor = LarpImageProcessor(num_channels=num_channels, size={"height": 32, "width": 32}, input_scale=input_scale)
     values = pixel_values(processor, [image, image])
     assert values.shape == (2, num_channels, 32, 32)
     assert values.dtype == torch.float32
