@@ -200,6 +200,10 @@ def test_classes_in_turn_are_not_spelled_out_for_the_whole_request_before_sampli
 
     class FirstCallStops:
         num_classes = 3
+        class_names = None
+
+        def class_indices(self, labels):
+            return labels
 
         def __call__(self, **kwargs):
             assert kwargs["class_labels"] == [0, 1]  # the first batch's labels, counted from image 0
