@@ -54,13 +54,28 @@ def assemble(args):
     from transformers import AutoModelForCausalLM
 
     from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
+    from larp_hf.output_folders import folder_entries, names_list, output_overlap
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
     from larp_hf.pipelines.folder import check_no_remote_code
 
     output = Path(args.output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
-        what = "holds a pipeline" if is_pipeline_folder(output) else "is not empty"
-        raise ValueError(f"{output} {what}; pick another --output or pass --overwrite to replace it.")
+    inputs = {"--vqvae": args.vqvae, "--prior": args.prior, "--dataset": args.dataset}
+    refusal = output_overlap(output, inputs, "--output")
+    if refusal:
+        raise ValueError(refusal)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; pick another --output (a folder).")
+    if folder_entries(output) and not is_pipeline_folder(output):
+        # A tokenizer's training folder, a user's notes: nothing assemble wrote, so nothing it may replace.
+        raise ValueError(
+            f"--output {output} is not empty and holds no pipeline ({names_list(folder_entries(output))}); assemble "
+            "writes a new folder or replaces a pipeline, never a folder of other files. Pick another --output."
+        )
+    if folder_entries(output) and not args.overwrite:
+        raise ValueError(
+            f"{output} holds a pipeline; pick another --output or pass --overwrite to replace it (files that no "
+            "pipeline save wrote there are kept)."
+        )
     vqvae = load_tokenizer(args.vqvae)  # any tokenizer folder: larp_hf's, a diffusers/transformers one, a converted one
     check_no_remote_code(Path(args.prior))
     prior = AutoModelForCausalLM.from_pretrained(args.prior, trust_remote_code=False)  # a folder never brings code
@@ -76,9 +91,17 @@ def assemble(args):
 
 
 def generate(args):
-    from larp_hf.pipelines import save_samples
+    from larp_hf.output_folders import output_overlap
+    from larp_hf.pipelines import is_pipeline_folder, save_samples
 
     grid_path = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
+    outputs = {"--output": grid_path, "--image-dir": args.image_dir, "--output-dataset": args.output_dataset}
+    for flag, output in outputs.items():
+        # A folder that holds no pipeline is refused as such when it loads, which says more.
+        pipeline_folder = args.model if is_pipeline_folder(args.model) else None
+        refusal = None if output is None else output_overlap(output, {"MODEL": pipeline_folder}, flag)
+        if refusal:
+            raise ValueError(refusal)
     labels = args.class_label[0] if args.class_label and len(args.class_label) == 1 else args.class_label
     saved = save_samples(
         _load_pipeline(args), args.num_images, grid_path=grid_path, image_dir=args.image_dir,
@@ -117,7 +140,16 @@ def info(args):
 
 
 def convert_tokenizer(args):
+    from larp_hf.output_folders import folder_entries, output_overlap
     from larp_hf.tokenizers import convert_checkpoint
+
+    refusal = output_overlap(args.output, {"CHECKPOINT": args.checkpoint}, "OUTPUT")
+    if refusal:
+        raise ValueError(refusal)
+    if Path(args.output).is_file() or folder_entries(args.output):
+        raise ValueError(
+            f"OUTPUT {args.output} is not an empty folder; convert-tokenizer writes a new one. Pick another OUTPUT."
+        )
 
     converted = convert_checkpoint(
         args.checkpoint, args.output, layout=args.layout, image_size=args.image_size, value_range=args.value_range
@@ -125,6 +157,30 @@ def convert_tokenizer(args):
     print(f"{converted.layout} checkpoint -> {converted.model_class} folder: {converted.folder}")
     for name, reason in converted.dropped.items():
         print(f"  dropped {name}: {reason}")
+
+
+def _check_report_folder(args):
+    """
+    --output-dir takes reports (files of new names, nothing deleted): inside the pipeline folder it is welcome, and a
+    re-save of the pipeline keeps them, but not inside one of its parts, nor among the other inputs.
+    """
+    from larp_hf.output_folders import how_paths_meet, output_overlap
+    from larp_hf.pipelines import is_pipeline_folder
+    from larp_hf.pipelines.folder import PARTS
+
+    inputs = {"--feature-network": args.feature_network, "--dataset": args.dataset, "--dataset-dir": args.dataset_dir,
+              "--token-dataset": getattr(args, "token_dataset", None)}  # fmt: skip
+    refusal = output_overlap(args.output_dir, inputs, "--output-dir")
+    if refusal:
+        raise ValueError(refusal)
+    if is_pipeline_folder(args.model):
+        for part in PARTS:
+            relation = how_paths_meet(args.output_dir, Path(args.model) / part)
+            if relation in ("is", "lies inside"):
+                raise ValueError(
+                    f"--output-dir {args.output_dir} {relation} the pipeline's {part}/ folder, which its reports must "
+                    f"not mix with. Choose the pipeline folder itself, another folder in it, or one apart."
+                )
 
 
 def _judging_setup(args):
@@ -135,6 +191,7 @@ def _judging_setup(args):
     from larp_hf.evaluation.processes import evaluation_state
     from larp_hf.pipelines import is_pipeline_folder
 
+    _check_report_folder(args)
     state = evaluation_state()
     local = is_pipeline_folder(args.model)
     if args.record_in_card and not local:

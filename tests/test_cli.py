@@ -126,7 +126,7 @@ def test_assemble_builds_a_pipeline_from_recipe_outputs(tmp_path, capsys):
     (tmp_path / "notes" / "a.txt").write_text("mine")
     _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
                      tmp_path / "notes", expect_success=False, capsys=capsys)
-    assert "--overwrite" in err and sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["a.txt"]
+    assert "holds no pipeline (a.txt)" in err and sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["a.txt"]
     # An existing pipeline is not replaced by accident; with --overwrite it is, old sample grid and all.
     before = (tmp_path / "pipe" / "larp_pipeline.json").read_text()
     _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
