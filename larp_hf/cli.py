@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float,
                    help="class-conditional priors: the default guidance scale (>= 1); default: the prior's stored value")
     p.add_argument("--no-sample-grid", action="store_true", help="skip sampling the model card's 8x8 grid")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (a pipeline too)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the pipeline in --output (files no pipeline save wrote there are kept)")
 
     p = command(generate, "sample images from a pipeline (folder or Hub repo id)",
                 "Sample images and write a grid PNG, one PNG per image (--image-dir) and/or a datasets image dataset "
@@ -322,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nrow", type=int, help="images per grid row (default: a square grid)")
     p.add_argument("--image-dir", help="also write one PNG per image to this folder")
     p.add_argument("--output-dataset", help="also save a datasets image dataset (image, codes[, label]) to this folder")
-    p.add_argument("--overwrite", action="store_true", help="write into non-empty --image-dir/--output-dataset folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what an earlier generate wrote in --image-dir/--output-dataset (nothing else)")
 
     p = command(info, "describe a pipeline: parts, sizes, sampling defaults, metrics, recorded scores", samples=False)
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -72,3 +72,17 @@ def test_a_card_writer_waits_for_the_one_that_holds_the_card(tmp_path):
     assert child.exitcode == 0
     holder.save_model_card(folder)
     assert sorted(recorded(folder)) == [("larp-hf evaluate", 9.0), ("larp-hf sweep", 11.0)]
+
+
+def test_a_sweep_saving_its_best_setting_keeps_what_another_command_recorded_meanwhile(tmp_path):
+    from larp_hf.evaluation import save_best_setting
+
+    folder = tmp_path / "pipe"
+    make_tiny_pipeline().save_pretrained(folder, sample_grid=False)
+    sweep, evaluate = LarpPipeline.from_pretrained(folder), LarpPipeline.from_pretrained(folder)
+    record(evaluate, "larp-hf evaluate", 12.5)
+    evaluate.save_model_card(folder)
+    record(sweep, "larp-hf sweep", 11.0, temperature=0.9)
+    save_best_setting(sweep, {"best": {"temperature": 0.9, "top_k": 5, "top_p": 1.0}}, folder)  # the folder swapped
+    assert recorded(folder) == [("larp-hf evaluate", 12.5), ("larp-hf sweep", 11.0)]
+    assert (folder / ".larp_pipeline.lock").is_file()  # the card's lock file went along: writers share one lock

@@ -204,9 +204,12 @@ def export_space(
             needs no model repo.
         revision: the Hub revision to load or download (Hub ids only).
         title: the Space's and the page's title (default: "LARP: " and the pipeline's name).
-        overwrite: replace what an earlier export wrote in `output_dir`; otherwise `output_dir` must be empty.
+        overwrite: replace what an earlier export wrote in `output_dir` (its mark lists it); otherwise
+            `output_dir` must be empty. A file of the user's under one of the export's names is refused, never
+            deleted; other files are kept.
 
-    Returns the folder.
+    `output_dir` may not be, contain or lie inside a local `pipeline`, and a shipped pipeline may hold no link that
+    leads out of it (a Space is published whole). Returns the folder.
     """
     gradio = import_gradio()  # the Space runs the Gradio version the app was written against
     source = Path(pipeline)

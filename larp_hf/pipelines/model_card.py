@@ -290,6 +290,25 @@ def card_lock(folder: Path):
         os.close(descriptor)
 
 
+def merge_records_on_disk(pipeline, folder: str | os.PathLike):
+    """
+    Add the evaluation records that the pipeline folder `folder` holds now (another command may have written some
+    since `pipeline` was loaded) to `pipeline.card_info` (`merge_evaluation`: the pipeline's own record of the same
+    command and settings wins). Nothing to add where `folder` holds no pipeline. Call it under `card_lock(folder)`.
+    """
+    index_path = Path(folder) / PIPELINE_CONFIG_NAME
+    if not index_path.is_file():
+        return
+    try:
+        on_disk = (json.loads(index_path.read_text()).get("model_card") or {}).get("evaluations") or []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{index_path} cannot be read to merge the card's records into: {error}") from None
+    merged = [record for record in on_disk if isinstance(record, dict)]
+    for record in pipeline.card_info.get("evaluations") or []:
+        merged = merge_evaluation(merged, record)
+    pipeline.card_info["evaluations"] = merged
+
+
 def write_model_card(pipeline, save_directory: str | os.PathLike):
     """
     Write `larp_pipeline.json` and `README.md` of `save_directory` from `pipeline.card_info`. Into a folder that
@@ -301,15 +320,7 @@ def write_model_card(pipeline, save_directory: str | os.PathLike):
     parts = {"vqvae": pipeline.vqvae, "prior": pipeline.prior, "image_processor": pipeline.image_processor}
     index_path = save_directory / PIPELINE_CONFIG_NAME
     with card_lock(save_directory) if index_path.is_file() else contextlib.nullcontext():
-        if index_path.is_file():
-            try:
-                on_disk = (json.loads(index_path.read_text()).get("model_card") or {}).get("evaluations") or []
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
-                raise ValueError(f"{index_path} cannot be read to merge the card's records into: {error}") from None
-            merged = [record for record in on_disk if isinstance(record, dict)]
-            for record in pipeline.card_info.get("evaluations") or []:
-                merged = merge_evaluation(merged, record)
-            pipeline.card_info["evaluations"] = merged
+        merge_records_on_disk(pipeline, save_directory)
         write_pipeline_index(save_directory, type(pipeline).__name__, parts, pipeline.card_info)
         card = pipeline.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file())
         write_text_atomic(save_directory / "README.md", str(card))
@@ -324,6 +335,7 @@ __all__ = [
     "evaluation_record",
     "hub_dataset_id",
     "merge_evaluation",
+    "merge_records_on_disk",
     "pipeline_model_card",
     "tokenizer_text",
     "write_model_card",

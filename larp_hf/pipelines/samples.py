@@ -169,6 +169,9 @@ def save_samples(
     exactly the images of one call with the same seed. The dataset's parts are written beside `output_dataset` and
     joined there at the end.
 
+    Both folders are claimed before any sampling (`larp_hf.output_folders.claim_folder`): a second writer into one
+    is refused at once. Each PNG is created as a new file, never written through a link found in `image_dir`.
+
     A class-conditional pipeline samples its classes in turn unless `class_labels` says otherwise (image i gets class
     `i % num_classes`); the grid then holds the images sorted by class, `ceil(num_images / num_classes)` a row unless
     `nrow` is given: one class a row when the classes come out even.
@@ -183,7 +186,10 @@ def save_samples(
         batch_size: images sampled together (see `LarpPipeline.__call__`).
         class_labels: as for `LarpPipeline.__call__`; one label per image, one for all, or `"null"`.
         seed: the images' seed; None draws one from the global RNG (the parts still share it).
-        overwrite: write into a non-empty `image_dir` or `output_dataset`; refused otherwise.
+        overwrite: write into a non-empty `image_dir` or `output_dataset`; refused otherwise. It replaces only what
+            an earlier `save_samples` wrote there (the folder's mark, `larp_hf.output_folders.OUTPUT_MARK`, lists
+            it): other files in `image_dir` are kept, or refused by name where an image would replace one; an
+            `output_dataset` holding anything else is refused.
         keep_images: also return the PIL images and the codes (memory then grows with `num_images`).
         **sampling: `temperature`, `top_k`, `top_p`, `guidance_scale`, `prepack_linears`, passed to every
             `pipeline(...)` call.
