@@ -171,7 +171,7 @@ def test_generate_writes_large_requests_in_parts_that_match_one_call(pipeline_di
     written = datasets.load_from_disk(str(tmp_path / "ds"))
     expected = LarpPipeline.from_pretrained(pipeline_dir)(num_images=10, seed=2).codes.flatten(1).tolist()
     assert written["codes"] == expected
-    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"{i:05d}.png" for i in range(10)]
+    assert sorted(p.name for p in (tmp_path / "pngs").glob("*.png")) == [f"{i:05d}.png" for i in range(10)]
     assert not list(tmp_path.glob(".larp-generate-*"))  # the parts are gone
     with pytest.raises(SystemExit, match="at most 4096 images"):
         cli.main(["generate", str(pipeline_dir), "--num-images", "5000", "--output", str(tmp_path / "big.png")])
