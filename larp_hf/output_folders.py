@@ -72,10 +72,11 @@ def read_mark(folder: str | os.PathLike) -> dict | None:
     return mark if isinstance(mark, dict) and isinstance(mark.get("entries"), list) else None
 
 
-def write_mark(folder: str | os.PathLike, command: str, entries: Iterable[str]):
-    """Record in `folder` that `command` wrote its top-level `entries` (names), whole or not at all."""
+def write_mark(folder: str | os.PathLike, command: str, entries: Iterable[str], **details):
+    """Record in `folder` that `command` wrote its top-level `entries` (names), and `details` (JSON values) of what
+    else it wrote, whole or not at all."""
     names = sorted({str(name) for name in entries} - set(BOOKKEEPING))
-    write_json_atomic(Path(folder) / OUTPUT_MARK, {"command": command, "entries": names})
+    write_json_atomic(Path(folder) / OUTPUT_MARK, {"command": command, "entries": names, **details})
 
 
 def entries_written_by(folder: str | os.PathLike, command: str) -> set[str]:

@@ -204,6 +204,8 @@ def test_overwrite_replaces_only_the_images_an_earlier_sampling_wrote(tmp_path):
     (images / "notes.txt").write_text("mine")
     save_samples(StubPipeline(), 2, image_dir=images, overwrite=True)
     assert sorted(os.listdir(images)) == sorted(["00000.png", "00001.png", "notes.txt", OUTPUT_MARK])
+    # A count, not a name per image: the mark of a request of 10^9 images is as short as this one's.
+    assert json.loads((images / OUTPUT_MARK).read_text())["images"] == 2
     # A file of the user's under an image's name is in the way: refused by name, before any sampling.
     (images / "00005.png").write_text("my own picture")
     with pytest.raises(ValueError, match=r"holds 00005\.png, which no earlier sampling into it wrote"):

@@ -6,7 +6,6 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from ..output_folders import (
     folder_entries,
     how_paths_meet,
     names_list,
+    read_mark,
     remove_entry,
     write_mark,
 )
@@ -67,8 +67,19 @@ def _is_taken(folder) -> bool:
     return folder is not None and Path(folder).exists() and (Path(folder).is_file() or bool(folder_entries(folder)))
 
 
-def _image_names(num_images: int) -> Iterator[str]:
-    return (f"{index:05d}.png" for index in range(num_images))
+def _image_index(name: str) -> int | None:
+    """The index of an image file `save_samples` names (`00042.png` -> 42), else None."""
+    if not _IMAGE_NAME.fullmatch(name) or f"{int(name[:-4]):05d}.png" != name:
+        return None
+    return int(name[:-4])
+
+
+def _images_written_before(image_dir: Path) -> int:
+    """How many images an earlier `save_samples` wrote into `image_dir` (its mark's count: the names alone would
+    make a mark as long as the request), 0 without its mark."""
+    mark = read_mark(image_dir)
+    count = mark.get("images") if mark is not None and mark.get("command") == IMAGES_MARK else 0
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
 
 
 def _check_outputs_apart(grid_path, image_dir, output_dataset):
@@ -102,21 +113,21 @@ def _claim_image_dir(image_dir: Path, num_images: int, overwrite: bool) -> tuple
             raise ValueError(
                 f"{image_dir} already exists and is not empty; pick another `image_dir` or pass `overwrite`."
             )
-        ours = entries_written_by(image_dir, IMAGES_MARK)
-        new = set(_image_names(num_images))
-        in_the_way = [name for name in present if name in new and name not in ours]
+        written_before = _images_written_before(image_dir)
+        indices = {name: _image_index(name) for name in present}
+        in_the_way = [name for name, i in indices.items() if i is not None and written_before <= i < num_images]
         if in_the_way:
             raise ValueError(
-                f"{image_dir} holds {names_list(in_the_way)}, which no earlier sampling into it wrote (its mark "
-                f"{OUTPUT_MARK} does not list them); `overwrite` replaces only what it wrote. Move them away or pick "
-                "another `image_dir`."
+                f"{image_dir} holds {names_list(sorted(in_the_way))}, which no earlier sampling into it wrote (by "
+                f"its mark {OUTPUT_MARK}); `overwrite` replaces only what one wrote. Move them away or pick another "
+                "`image_dir`."
             )
-        # Until the end, the mark lists the old images and the new ones: a run that dies leaves none unaccounted for.
-        write_mark(image_dir, IMAGES_MARK, ours | new)
+        # Until the end, the mark counts the old images and the new ones: a run that dies leaves none unaccounted for.
+        write_mark(image_dir, IMAGES_MARK, [], images=max(written_before, num_images))
     except BaseException:
         claim.release()
         raise
-    return claim, (ours & set(present)) - new
+    return claim, {name for name, i in indices.items() if i is not None and num_images <= i < written_before}
 
 
 def _claim_output_dataset(output_dataset: Path, overwrite: bool) -> FolderClaim:
@@ -235,7 +246,7 @@ def save_samples(
         if image_dir is not None:
             for name in sorted(stale_images):  # an earlier run's images beyond this run's count
                 remove_entry(Path(image_dir) / name)
-            write_mark(image_dir, IMAGES_MARK, _image_names(num_images))
+            write_mark(image_dir, IMAGES_MARK, [], images=num_images)
     finally:
         for claim in claims:
             claim.release()
