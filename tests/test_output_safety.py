@@ -240,6 +240,16 @@ def test_a_dataset_folder_is_replaced_only_when_a_sampling_wrote_all_of_it(tmp_p
     assert (dataset / "notes.txt").read_text() == "mine"
 
 
+def test_a_sampling_that_fails_leaves_no_folder_it_made(tmp_path):
+    class Failing(StubPipeline):
+        def __call__(self, num_images, **kwargs):
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        save_samples(Failing(), 2, image_dir=tmp_path / "pngs", output_dataset=tmp_path / "ds")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_second_sampling_into_a_claimed_folder_is_refused_at_once(tmp_path):
     images = tmp_path / "pngs"
     with claim_folder(images, "image_dir"):  # as a `larp-hf generate` still at work holds it

@@ -16,6 +16,7 @@ import torch
 
 from ..atomic_files import open_atomic, swap_folder
 from ..output_folders import (
+    BOOKKEEPING,
     OUTPUT_MARK,
     FolderClaim,
     claim_folder,
@@ -232,6 +233,8 @@ def save_samples(
 
     # The outputs are claimed before any sampling: a second writer is refused now, not mixed in later.
     claims, stale_images = [], set()
+    outputs = [Path(folder) for folder in (image_dir, output_dataset) if folder is not None]
+    created = [folder for folder in outputs if not folder.exists()]
     try:
         if image_dir is not None:
             claim, stale_images = _claim_image_dir(Path(image_dir), num_images, overwrite)
@@ -250,6 +253,11 @@ def save_samples(
     finally:
         for claim in claims:
             claim.release()
+        for folder in created:  # a folder the claim made for a run that failed before writing into it
+            if folder.is_dir() and not folder_entries(folder):
+                for name in BOOKKEEPING:
+                    (folder / name).unlink(missing_ok=True)
+                folder.rmdir()
     return saved
 
 
