@@ -8,6 +8,7 @@ either as they were or as they were meant to be, never half written.
 - A folder goes through `swap_folder`: it is written as a fresh `.tmp-NAME-*` partial folder beside the target, and
   `install_folder` renames an existing target aside to `.old-NAME-*`, renames the partial into place, syncs the
   parent and only then removes the old folder. A crash leaves the old folder at the target or beside it, whole.
+  What the writer did not write there (`keep`) is carried into the new folder by hard links (`link_tree`) first.
 - A folder is removed by `remove_folder`: renamed to `.deleting-NAME` first, so that no half-deleted folder is ever
   found under its own name.
 
@@ -21,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -147,6 +148,8 @@ def install_folder(
     if not replace:
         _refuse_to_replace(target)
     for path in partial.rglob("*"):
+        if path.is_symlink():
+            continue  # a link's target is not the folder's to sync (or even to open)
         if path.is_file():
             fsync_file(path)
         elif path.is_dir():
@@ -171,15 +174,43 @@ def install_folder(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def link_tree(source: str | os.PathLike, destination: str | os.PathLike):
+    """
+    Put a copy of the file or folder `source` at `destination` (in the same file system) that costs no space and
+    leaves `source` as it is: files are hard-linked (copied where the file system cannot link), links recreated as
+    links (never followed), folders made anew with their permissions.
+    """
+    source, destination = Path(source), Path(destination)
+    if source.is_symlink():
+        os.symlink(os.readlink(source), destination)
+    elif source.is_dir():
+        destination.mkdir()
+        shutil.copymode(source, destination)
+        for child in source.iterdir():
+            link_tree(child, destination / child.name)
+    else:
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+
+
 @contextlib.contextmanager
 def swap_folder(
-    target: str | os.PathLike, replace: bool = True, on_step: Callable[[str], None] | None = None
+    target: str | os.PathLike,
+    replace: bool = True,
+    on_step: Callable[[str], None] | None = None,
+    keep: Callable[[Path], Iterable[str]] | None = None,
 ) -> Iterator[Path]:
     """
     Yield a fresh empty folder beside `target` to write into (`new_partial_folder`); when the block ends without an
     error it takes `target`'s place (`install_folder`, with its `replace` and `on_step`). On an error the partial
     folder is removed and `target` left as it was. With `replace=False` a non-empty `target` is refused
     (FileExistsError) before the block runs and again before the swap.
+
+    `keep(target)` names entries of the existing `target` that the new folder keeps (what the writer did not write
+    there: a user's notes, reports): each is carried over by `link_tree` before the swap, unless the new folder
+    has an entry of that name, so the old folder still holds them all until the new one is in place.
 
         with swap_folder(output_dir) as folder:
             dataset.save_to_disk(folder)
@@ -190,6 +221,11 @@ def swap_folder(
     partial = new_partial_folder(target)
     try:
         yield partial
+        if keep is not None and target.is_dir():
+            for name in keep(target):
+                if (target / name).exists() or (target / name).is_symlink():
+                    if not ((partial / name).exists() or (partial / name).is_symlink()):
+                        link_tree(target / name, partial / name)
         install_folder(partial, target, replace=replace, on_step=on_step)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -236,6 +272,7 @@ __all__ = [
     "fsync_file",
     "fsync_folder",
     "install_folder",
+    "link_tree",
     "new_partial_folder",
     "open_atomic",
     "remove_folder",

@@ -83,15 +83,30 @@ def assemble(args):
     from transformers import AutoModelForCausalLM
 
     from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
+    from larp_hf.output_folders import folder_entries, names_list, output_overlap
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
     from larp_hf.pipelines.folder import check_no_remote_code
 
     errors.check_model_reference(args.vqvae, name="vqvae")
     errors.check_model_reference(args.prior, name="prior")
     output = Path(args.output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
-        what = "holds a pipeline" if is_pipeline_folder(output) else "is not empty"
-        raise ValueError(f"{output} {what}; pick another --output or pass --overwrite to replace it.")
+    inputs = {"--vqvae": args.vqvae, "--prior": args.prior, "--dataset": args.dataset}
+    refusal = output_overlap(output, inputs, "--output")
+    if refusal:
+        raise ValueError(refusal)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; pick another --output (a folder).")
+    if folder_entries(output) and not is_pipeline_folder(output):
+        # A tokenizer's training folder, a user's notes: nothing assemble wrote, so nothing it may replace.
+        raise ValueError(
+            f"--output {output} is not empty and holds no pipeline ({names_list(folder_entries(output))}); assemble "
+            "writes a new folder or replaces a pipeline, never a folder of other files. Pick another --output."
+        )
+    if folder_entries(output) and not args.overwrite:
+        raise ValueError(
+            f"{output} holds a pipeline; pick another --output or pass --overwrite to replace it (files that no "
+            "pipeline save wrote there are kept)."
+        )
     errors.check_output_path(output, name="output", folder=True)
     vqvae = load_tokenizer(args.vqvae)  # any tokenizer folder: larp_hf's, a diffusers/transformers one, a converted one
     check_no_remote_code(Path(args.prior))
@@ -129,10 +144,18 @@ def _print_estimate(num_images: int, batch_size: int):
 
 
 def generate(args):
-    from larp_hf.pipelines import save_samples
+    from larp_hf.output_folders import output_overlap
+    from larp_hf.pipelines import is_pipeline_folder, save_samples
 
     grid_path = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
-    # Where the results go is checked before the pipeline is loaded and anything sampled.
+    outputs = {"--output": grid_path, "--image-dir": args.image_dir, "--output-dataset": args.output_dataset}
+    for flag, output in outputs.items():
+        # A folder that holds no pipeline is refused as such when it loads, which says more.
+        pipeline_folder = args.model if is_pipeline_folder(args.model) else None
+        refusal = None if output is None else output_overlap(output, {"MODEL": pipeline_folder}, flag)
+        if refusal:
+            raise ValueError(refusal)
+    # Where the results go is checked (writable) before the pipeline is loaded and anything sampled.
     if grid_path is not None:
         errors.check_output_path(grid_path, name="output")
     for folder, name in ((args.image_dir, "image_dir"), (args.output_dataset, "output_dataset")):
@@ -219,7 +242,16 @@ def card(args):
 
 
 def convert_tokenizer(args):
+    from larp_hf.output_folders import folder_entries, output_overlap
     from larp_hf.tokenizers import convert_checkpoint
+
+    refusal = output_overlap(args.output, {"CHECKPOINT": args.checkpoint}, "OUTPUT")
+    if refusal:
+        raise ValueError(refusal)
+    if Path(args.output).is_file() or folder_entries(args.output):
+        raise ValueError(
+            f"OUTPUT {args.output} is not an empty folder; convert-tokenizer writes a new one. Pick another OUTPUT."
+        )
 
     converted = convert_checkpoint(
         args.checkpoint, args.output, layout=args.layout, image_size=args.image_size, value_range=args.value_range
@@ -227,6 +259,30 @@ def convert_tokenizer(args):
     print(f"{converted.layout} checkpoint -> {converted.model_class} folder: {converted.folder}")
     for name, reason in converted.dropped.items():
         print(f"  dropped {name}: {reason}")
+
+
+def _check_report_folder(args):
+    """
+    --output-dir takes reports (files of new names, nothing deleted): inside the pipeline folder it is welcome, and a
+    re-save of the pipeline keeps them, but not inside one of its parts, nor among the other inputs.
+    """
+    from larp_hf.output_folders import how_paths_meet, output_overlap
+    from larp_hf.pipelines import is_pipeline_folder
+    from larp_hf.pipelines.folder import PARTS
+
+    inputs = {"--feature-network": args.feature_network, "--dataset": args.dataset, "--dataset-dir": args.dataset_dir,
+              "--token-dataset": getattr(args, "token_dataset", None)}  # fmt: skip
+    refusal = output_overlap(args.output_dir, inputs, "--output-dir")
+    if refusal:
+        raise ValueError(refusal)
+    if is_pipeline_folder(args.model):
+        for part in PARTS:
+            relation = how_paths_meet(args.output_dir, Path(args.model) / part)
+            if relation in ("is", "lies inside"):
+                raise ValueError(
+                    f"--output-dir {args.output_dir} {relation} the pipeline's {part}/ folder, which its reports must "
+                    f"not mix with. Choose the pipeline folder itself, another folder in it, or one apart."
+                )
 
 
 def _judging_setup(args):
@@ -237,6 +293,7 @@ def _judging_setup(args):
     from larp_hf.evaluation.processes import evaluation_state
     from larp_hf.pipelines import is_pipeline_folder
 
+    _check_report_folder(args)
     state = evaluation_state()
     local = is_pipeline_folder(args.model)
     if args.record_in_card and not local:
@@ -355,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float,
                    help="class-conditional priors: the default guidance scale (>= 1); default: the prior's stored value")
     p.add_argument("--no-sample-grid", action="store_true", help="skip sampling the model card's 8x8 grid")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output (a pipeline too)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the pipeline in --output (files no pipeline save wrote there are kept)")
 
     p = command(generate, "sample images from a pipeline (folder or Hub repo id)",
                 "Sample images and write a grid PNG, one PNG per image (--image-dir) and/or a datasets image dataset "
@@ -374,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nrow", type=_count(1), help="images per grid row (default: a square grid)")
     p.add_argument("--image-dir", help="also write one PNG per image to this folder")
     p.add_argument("--output-dataset", help="also save a datasets image dataset (image, codes[, label]) to this folder")
-    p.add_argument("--overwrite", action="store_true", help="write into non-empty --image-dir/--output-dataset folders")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what an earlier generate wrote in --image-dir/--output-dataset (nothing else)")
 
     p = command(info, "describe a pipeline: parts, sizes, sampling defaults, metrics, recorded scores", samples=False)
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -126,7 +126,7 @@ def test_assemble_builds_a_pipeline_from_recipe_outputs(tmp_path, capsys):
     (tmp_path / "notes" / "a.txt").write_text("mine")
     _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
                      tmp_path / "notes", expect_success=False, capsys=capsys)
-    assert "--overwrite" in err and sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["a.txt"]
+    assert "holds no pipeline (a.txt)" in err and sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["a.txt"]
     # An existing pipeline is not replaced by accident; with --overwrite it is, old sample grid and all.
     before = (tmp_path / "pipe" / "larp_pipeline.json").read_text()
     _, err = larp_hf("assemble", "--vqvae", tmp_path / "vqvae", "--prior", tmp_path / "prior", "--output",
@@ -172,7 +172,7 @@ def test_generate_writes_large_requests_in_parts_that_match_one_call(pipeline_di
     written = datasets.load_from_disk(str(tmp_path / "ds"))
     expected = LarpPipeline.from_pretrained(pipeline_dir)(num_images=10, seed=2).codes.flatten(1).tolist()
     assert written["codes"] == expected
-    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"{i:05d}.png" for i in range(10)]
+    assert sorted(p.name for p in (tmp_path / "pngs").glob("*.png")) == [f"{i:05d}.png" for i in range(10)]
     assert not list(tmp_path.glob(".larp-generate-*"))  # the parts are gone
     with pytest.raises(SystemExit, match="at most 4096 images"):
         cli.main(["generate", str(pipeline_dir), "--num-images", "5000", "--output", str(tmp_path / "big.png")])

@@ -13,6 +13,18 @@ from pathlib import Path
 from huggingface_hub import SpaceCard, SpaceCardData, hf_hub_download, snapshot_download
 
 from .. import __version__
+from ..atomic_files import write_text_atomic
+from ..output_folders import (
+    OUTPUT_MARK,
+    claim_folder,
+    entries_written_by,
+    folder_entries,
+    links_out_of,
+    names_list,
+    output_overlap,
+    remove_entry,
+    write_mark,
+)
 from ..pipelines import PIPELINE_CONFIG_NAME, hub_dataset_id, is_pipeline_folder
 from ..pipelines.folder import read_pipeline_index
 from ..tokenizers import TOKENIZER_CONFIG_NAME
@@ -24,8 +36,9 @@ SHIPPED_PIPELINE_DIR = "pipeline"
 # The extras of larp_hf that bring a tokenizer's library (transformers' and torch's are larp_hf's own dependencies).
 TOKENIZER_LIBRARY_EXTRAS = ("diffusers",)
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
-# What export_space writes, and so what `overwrite=True` replaces.
+# What export_space writes, and so what `overwrite=True` replaces (where the folder's mark says an export wrote it).
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", "larp_hf", SHIPPED_PIPELINE_DIR)
+SPACE_COMMAND = "export_space"
 
 APP_TEMPLATE = '''"""The Gradio demo of the LARP pipeline {name}: `python app.py` serves it, as a Space does.
 
@@ -191,9 +204,12 @@ def export_space(
             needs no model repo.
         revision: the Hub revision to load or download (Hub ids only).
         title: the Space's and the page's title (default: "LARP: " and the pipeline's name).
-        overwrite: replace what an earlier export wrote in `output_dir`; otherwise `output_dir` must be empty.
+        overwrite: replace what an earlier export wrote in `output_dir` (its mark lists it); otherwise
+            `output_dir` must be empty. A file of the user's under one of the export's names is refused, never
+            deleted; other files are kept.
 
-    Returns the folder.
+    `output_dir` may not be, contain or lie inside a local `pipeline`, and a shipped pipeline may hold no link that
+    leads out of it (a Space is published whole). Returns the folder.
     """
     gradio = import_gradio()  # the Space runs the Gradio version the app was written against
     source = Path(pipeline)
@@ -211,19 +227,55 @@ def export_space(
         raise ValueError("`revision` names a Hub revision; leave it out for a local pipeline folder.")
 
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{output_dir} is not empty; pick another `output_dir` or pass `overwrite`.")
-        for name in SPACE_FILES:
-            path = output_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if is_local:
+        refusal = output_overlap(output_dir, {"`pipeline`": source}, "`output_dir`")
+        if refusal:
+            raise ValueError(refusal)
+        _refuse_links_out(source, source)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"`output_dir` {output_dir} is a file; pick another `output_dir` (a folder).")
+    if folder_entries(output_dir) and not overwrite:
+        raise ValueError(f"{output_dir} is not empty; pick another `output_dir` or pass `overwrite`.")
+    written = [name for name in SPACE_FILES if name != SHIPPED_PIPELINE_DIR or ship_pipeline]
+    with claim_folder(output_dir, "output_dir"):
+        # Only what an earlier export wrote (its mark lists it) is replaced; a user's own file of one of these names
+        # is refused, never deleted.
+        ours = entries_written_by(output_dir, SPACE_COMMAND)
+        present = set(folder_entries(output_dir))
+        in_the_way = [name for name in SPACE_FILES if name in present and name not in ours]
+        if in_the_way:
+            raise ValueError(
+                f"{output_dir} holds {names_list(in_the_way)}, which no earlier export wrote (its mark {OUTPUT_MARK} "
+                "does not list them); `overwrite` replaces only what an export wrote. Move them away or pick another "
+                "`output_dir`."
+            )
+        write_mark(output_dir, SPACE_COMMAND, ours | set(written))  # before the work: a failed export is ours too
+        for name in sorted(ours & present):
+            remove_entry(output_dir / name)
+        _write_space(source, pipeline, output_dir, is_local, ship_pipeline, revision, title, gradio)
+        write_mark(output_dir, SPACE_COMMAND, written)
+    return output_dir
 
+
+def _refuse_links_out(folder: Path, root: Path):
+    """A folder copied for publishing follows no link out of `root` (a secret, a home folder), nor one in a loop."""
+    links = links_out_of(folder, root)
+    if links:
+        shown = names_list([f"{link} -> {target}" for link, target in links])
+        raise ValueError(
+            f"`pipeline` {folder} holds links that lead out of it or loop, and a Space is published whole: {shown}. "
+            "Replace each link by the file it stands for, or remove it."
+        )
+
+
+def _write_space(source, pipeline, output_dir, is_local, ship_pipeline, revision, title, gradio):
     model_id = None if is_local else str(pipeline)
     name = source.resolve().name if is_local else str(pipeline)
     title = title or f"LARP: {name}"
     if ship_pipeline:
         folder = source if is_local else Path(snapshot_download(str(pipeline), revision=revision))
+        if not is_local:  # a Hub cache's snapshot is links into the repo's blobs: those are its own
+            _refuse_links_out(folder, folder.parent.parent)
         shutil.copytree(folder, output_dir / SHIPPED_PIPELINE_DIR, ignore=shutil.ignore_patterns(".*"))
         index = read_pipeline_index(output_dir / SHIPPED_PIPELINE_DIR, "LarpPipeline", pipeline)
         card_info = index.get("model_card") or {}
@@ -244,13 +296,14 @@ def export_space(
     package = Path(__file__).resolve().parents[1]
     shutil.copytree(package, output_dir / "larp_hf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
-    (output_dir / "app.py").write_text(
+    write_text_atomic(
+        output_dir / "app.py",
         APP_TEMPLATE.format(
             name=name, version=__version__, pipeline_comment=comment, pipeline=pipeline_line,
             revision=None if ship_pipeline else revision, title=title, model_id=model_id or name,
-        )
+        ),
     )  # fmt: skip
-    (output_dir / "requirements.txt").write_text(_requirements(libraries))
+    write_text_atomic(output_dir / "requirements.txt", _requirements(libraries))
 
     dataset = hub_dataset_id(card_info.get("dataset"))
     card_data = SpaceCardData(
@@ -265,8 +318,7 @@ def export_space(
         pipeline_text=f"\n- `{SHIPPED_PIPELINE_DIR}/` is the pipeline (a `LarpPipeline.save_pretrained` folder)."
         if ship_pipeline else f"\n- the pipeline is the Hub model `{model_id}`, loaded when the Space starts.",
     )  # fmt: skip
-    SpaceCard(f"---\n{card_data.to_yaml()}\n---\n{body}").save(output_dir / "README.md")
-    return output_dir
+    write_text_atomic(output_dir / "README.md", str(SpaceCard(f"---\n{card_data.to_yaml()}\n---\n{body}")))
 
 
 __all__ = ["TOKENIZER_LIBRARY_EXTRAS", "export_space", "pipeline_libraries"]

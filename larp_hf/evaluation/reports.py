@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..atomic_files import open_atomic, write_json_atomic, write_text_atomic
 from ..pipelines.folder import SAMPLE_GRID_NAME
+from ..pipelines.model_card import card_lock, merge_records_on_disk
 from ..prior import set_sampling_defaults
 
 
@@ -182,12 +183,16 @@ def save_best_setting(pipeline, results: dict, folder: str | Path):
     Make the best setting of a `sweep_pipeline` result the pipeline's sampling default (top-p, not swept, keeps its
     stored value; a class-conditional prior also stores the guidance scale, where stock `generate` does not read it)
     and save the pipeline to `folder` again: generation config, a new sample grid if the folder had one, and the model
-    card with its records.
+    card with its records and those other commands recorded meanwhile; the folder's other files (reports) are kept.
     """
     best = results["best"]
     guidance = {"guidance_scale": best["guidance_scale"]} if pipeline.num_classes > 0 and "guidance_scale" in best else {}
     set_sampling_defaults(pipeline.prior, temperature=best["temperature"], top_k=best["top_k"], **guidance)
-    pipeline.save_pretrained(folder, sample_grid=(Path(folder) / SAMPLE_GRID_NAME).is_file())
+    # Under the card's lock, with the records other commands wrote since the pipeline was loaded: the re-save
+    # replaces the card whole. The lock file is no save's, so the new folder keeps it (the same file, linked).
+    with card_lock(Path(folder)):
+        merge_records_on_disk(pipeline, folder)
+        pipeline.save_pretrained(folder, sample_grid=(Path(folder) / SAMPLE_GRID_NAME).is_file())
     logger.info("Sampling defaults of %s: %s", folder, pipeline.sampling_defaults())
 
 

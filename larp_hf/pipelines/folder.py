@@ -10,6 +10,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from ..atomic_files import swap_folder, write_json_atomic
+from ..output_folders import entries_written_by, folder_entries, write_mark
 
 
 # The pipeline's own file. Not diffusers' `model_index.json`: `DiffusionPipeline` cannot load a LarpPipeline, so the
@@ -139,8 +140,9 @@ def swap_pipeline_folder(target: Path, overwrite: bool = False):
     """
     Yield an empty folder beside `target` to write a pipeline into; on success it takes `target`'s place whole
     (`larp_hf.atomic_files.swap_folder`: the old folder is renamed aside, the new one renamed in, the old one
-    removed), and a failure leaves `target` as it was. A pipeline folder is replaced; a non-empty `target` that is
-    not a pipeline folder is refused unless `overwrite`.
+    removed), and a failure leaves `target` as it was. A pipeline folder is replaced, keeping the entries that no save
+    wrote (its mark, `SAVE_COMMAND`, lists what one did); a non-empty `target` that is not a pipeline folder is
+    refused unless `overwrite`.
     """
     target = Path(target)
     if target.exists() and not target.is_dir():
@@ -150,8 +152,22 @@ def swap_pipeline_folder(target: Path, overwrite: bool = False):
         raise ValueError(
             f"{target} is not empty and holds no pipeline; pick another folder or pass overwrite=True to replace it."
         )
-    with swap_folder(target, replace=replace) as partial:
+    with swap_folder(target, replace=replace, keep=_not_written_by_a_save) as partial:
         yield partial
+        write_mark(partial, SAVE_COMMAND, os.listdir(partial))
+
+
+SAVE_COMMAND = "LarpPipeline.save_pretrained"  # the mark (`larp_hf.output_folders`) of a saved pipeline folder
+
+
+def _not_written_by_a_save(folder: Path) -> list[str]:
+    """The entries of a pipeline folder that a save did not write (reports, a user's notes): a re-save keeps them."""
+    written = entries_written_by(folder, SAVE_COMMAND)
+    if not written:  # a folder saved before saves were marked: what a save writes
+        written = {*PARTS, PIPELINE_CONFIG_NAME, "README.md", SAMPLE_GRID_NAME}
+        code_copies = (path.name for part in PARTS for path in (folder / part).glob("*.py"))
+        written |= {name for name in code_copies if (folder / name).exists()}
+    return [name for name in folder_entries(folder) if name not in written]
 
 
 __all__ = [

@@ -1,6 +1,8 @@
 """The pipeline's model card (README.md), built from plain values: Hub metadata, sizes, sampling defaults, metrics and
 evaluation results as model-index entries that the Hub and `ModelCard.load` read back."""
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -8,6 +10,9 @@ import shlex
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..atomic_files import write_text_atomic
+from .folder import PIPELINE_CONFIG_NAME, SAMPLE_GRID_NAME, write_pipeline_index
 
 
 MODEL_NAME = "LARP latent-autoregressive image model"
@@ -21,6 +26,9 @@ HUB_DATASETS = {
 }
 MAX_LISTED_CLASSES = 100  # the card lists the first classes by name; more would drown it
 SCORE_NAMES = {"fid": "FID", "precision": "precision", "recall": "recall", "density": "density", "coverage": "coverage"}
+# Beside the card in a pipeline folder: the lock its writers take to merge their records (kept, so that a writer
+# never locks a file another has just removed).
+CARD_LOCK_NAME = ".larp_pipeline.lock"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
@@ -359,9 +367,58 @@ def pipeline_model_card(description: dict, has_sample_grid: bool = False) -> Mod
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
+@contextlib.contextmanager
+def card_lock(folder: Path):
+    """Hold the exclusive lock of `folder`'s card (`CARD_LOCK_NAME`: an `flock`, dropped if the process dies)."""
+    descriptor = os.open(folder / CARD_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits: another writer holds it for one read and two small writes
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def merge_records_on_disk(pipeline, folder: str | os.PathLike):
+    """
+    Add the evaluation records that the pipeline folder `folder` holds now (another command may have written some
+    since `pipeline` was loaded) to `pipeline.card_info` (`merge_evaluation`: the pipeline's own record of the same
+    command and settings wins). Nothing to add where `folder` holds no pipeline. Call it under `card_lock(folder)`.
+    """
+    index_path = Path(folder) / PIPELINE_CONFIG_NAME
+    if not index_path.is_file():
+        return
+    try:
+        on_disk = (json.loads(index_path.read_text()).get("model_card") or {}).get("evaluations") or []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{index_path} cannot be read to merge the card's records into: {error}") from None
+    merged = [record for record in on_disk if isinstance(record, dict)]
+    for record in pipeline.card_info.get("evaluations") or []:
+        merged = merge_evaluation(merged, record)
+    pipeline.card_info["evaluations"] = merged
+
+
+def write_model_card(pipeline, save_directory: str | os.PathLike):
+    """
+    Write `larp_pipeline.json` and `README.md` of `save_directory` from `pipeline.card_info`. Into a folder that
+    holds a pipeline already, under its card lock (`card_lock`), the evaluation records the folder holds now are
+    merged in first (`merge_evaluation`: the pipeline's own record of the same command and settings wins): two
+    commands recording their scores at the same time both land, neither rewrites the card it loaded at its start.
+    """
+    save_directory = Path(save_directory)
+    parts = {"vqvae": pipeline.vqvae, "prior": pipeline.prior, "image_processor": pipeline.image_processor}
+    index_path = save_directory / PIPELINE_CONFIG_NAME
+    with card_lock(save_directory) if index_path.is_file() else contextlib.nullcontext():
+        merge_records_on_disk(pipeline, save_directory)
+        write_pipeline_index(save_directory, type(pipeline).__name__, parts, pipeline.card_info)
+        card = pipeline.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file())
+        write_text_atomic(save_directory / "README.md", str(card))
+
+
 __all__ = [
+    "CARD_LOCK_NAME",
     "HUB_DATASETS",
     "dataset_source",
+    "card_lock",
     "describe_pipeline",
     "eval_results",
     "evaluation_section",
@@ -370,9 +427,11 @@ __all__ = [
     "hub_dataset_id",
     "is_training_data",
     "merge_evaluation",
+    "merge_records_on_disk",
     "pipeline_model_card",
     "same_dataset",
     "tokenizer_text",
+    "write_model_card",
 ]
 
 

@@ -14,7 +14,6 @@ from huggingface_hub import HfApi, snapshot_download
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from ..atomic_files import write_text_atomic
 from ..generation import CodebookLogitsProcessor, image_generators, resolve_guidance_scale, sample_tokens
 from ..models import LarpImageProcessor
 from ..prior import (
@@ -36,10 +35,9 @@ from .folder import (
     load_part,
     read_pipeline_index,
     swap_pipeline_folder,
-    write_pipeline_index,
 )
 from .image_grid import image_grid
-from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card
+from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card, write_model_card
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 MAX_OUTPUT_BYTES = 8 * 2**30  # one call's decoded images
@@ -440,12 +438,9 @@ class LarpPipeline:
             self.save_model_card(folder)
 
     def save_model_card(self, save_directory: str | os.PathLike):
-        """Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info` (the weights are untouched)."""
-        save_directory = Path(save_directory)
-        parts = {"vqvae": self.vqvae, "prior": self.prior, "image_processor": self.image_processor}
-        write_pipeline_index(save_directory, type(self).__name__, parts, self.card_info)
-        card = self.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file())
-        write_text_atomic(save_directory / "README.md", str(card))
+        """Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info`, merged with the records the
+        folder holds now (`larp_hf.pipelines.model_card.write_model_card`); the weights are untouched."""
+        write_model_card(self, save_directory)
 
     def push_to_hub(
         self,

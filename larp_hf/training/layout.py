@@ -7,6 +7,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from ..atomic_files import remove_swap_leftovers, swap_folder
+from ..output_folders import output_overlap  # the rule of every command that writes; re-exported for the recipes
 from .accelerator import first_error, writes_files
 from .fault_injection import fault_point
 from .run_lock import OutputDirBusyError, RunLock, held_lock
@@ -29,35 +30,6 @@ def already_holds_a_run(output_dir: Path) -> str:
         f"{output_dir} already holds a run. Pass --resume_from_checkpoint latest to continue it, "
         "--overwrite_output_dir to replace it, or another --output_dir."
     )
-
-
-def output_overlap(
-    output: str | Path, inputs: dict[str, str | Path | None], output_name: str = "--output_dir"
-) -> str | None:
-    """
-    The refusal for an output folder that is, contains or lies inside one of `inputs` (what a run reads, by the
-    name the user gave it: a flag, or an argument), or None. A run writes into its output folder and replacing a run
-    deletes it, so an input there would be destroyed by the very run that reads it. Only inputs that exist on this
-    machine count (a Hub id is not a folder here); links are followed, so a link to an input is that input.
-    """
-    output_path = Path(output).expanduser().resolve()
-    for name, value in inputs.items():
-        if value is None or not Path(value).expanduser().exists():
-            continue
-        path = Path(value).expanduser().resolve()
-        if path == output_path:
-            relation = "is"
-        elif path.is_relative_to(output_path):
-            relation = "contains"
-        elif output_path.is_relative_to(path):
-            relation = "lies inside"
-        else:
-            continue
-        return (
-            f"{output_name} {output} {relation} {name} {value}: the run would write into, and when it replaces a run "
-            f"delete, what it reads. Choose an {output_name} apart from its inputs."
-        )
-    return None
 
 
 def resumes_another_run(resume_from_checkpoint: str | None, output_dir: str | Path) -> bool:

@@ -28,6 +28,7 @@ def test_a_shipped_pipelines_space_folder_serves_it_with_its_own_copy_of_larp_hf
     space = tmp_path / "space"
     demo_main(["export-space", str(class_conditional_pipeline_dir), str(space), "--ship-pipeline", "--title", "Tiny"])
     assert sorted(path.name for path in space.iterdir()) == [
+        ".larp_hf-output.json",  # what the export wrote, so that --overwrite replaces only that
         "README.md",
         "app.py",
         "larp_hf",

@@ -32,7 +32,7 @@ def test_what_is_written_is_what_one_pipeline_call_samples(tmp_path, monkeypatch
     dataset = datasets.load_from_disk(str(tmp_path / "ds"))
     assert dataset["label"] == [0, 1, 2, 0, 1, 2] and dataset["codes"] == expected.codes.flatten(1).tolist()
     assert len(saved.dataset) == 6 and not list(tmp_path.glob(".larp-generate-*"))
-    pngs = sorted((tmp_path / "pngs").iterdir())
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))  # beside them, the mark of what wrote them
     for path, kept, image in zip(pngs, saved.images, expected.images, strict=True):
         assert PIL.Image.open(path).tobytes() == kept.tobytes() == image.tobytes()
     # The grid: class 0's two images on the first row, then class 1's, then class 2's.
