@@ -55,8 +55,11 @@ def assemble(args):
 
     from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
+    from larp_hf.local_paths import check_local_path
     from larp_hf.pipelines.folder import check_no_remote_code
 
+    check_local_path(args.vqvae, "vqvae")  # both named as missing before either model loads
+    check_local_path(args.prior, "prior")
     output = Path(args.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not args.overwrite:
         what = "holds a pipeline" if is_pipeline_folder(output) else "is not empty"

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ..atomic_files import write_text_atomic
 from ..generation import CodebookLogitsProcessor, image_generators, resolve_guidance_scale, sample_tokens
+from ..local_paths import check_local_path
 from ..models import LarpImageProcessor
 from ..prior import (
     check_pair,
@@ -364,6 +365,7 @@ class LarpPipeline:
             revision, token, cache_dir, local_files_only: as for `snapshot_download` (Hub ids only).
         """
         path = Path(pretrained_model_name_or_path)
+        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")  # never a Hub retry loop
         if not path.is_dir():
             path = Path(
                 snapshot_download(

@@ -15,7 +15,8 @@ import yaml
 from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
-from .accelerator import MIXED_PRECISION_CHOICES, make_accelerator
+from ..local_paths import check_local_path
+from .accelerator import MIXED_PRECISION_CHOICES, check_trackers, make_accelerator
 from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
 
 
@@ -127,7 +128,11 @@ def add_run_arguments(
         "--dataloader_num_workers", type=non_negative_int, default=0,
         help="Processes that read and preprocess the examples of each batch (0: the training process does).",
     )  # fmt: skip
-    group.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
+    group.add_argument(
+        "--report_to", type=str, default=None,
+        help="Accelerate trackers, comma-separated ('tensorboard', 'wandb', ...) or 'all' (those installed); refused "
+        "if one is not installed. They get the scalars and the validation image grids.",
+    )  # fmt: skip
     return group
 
 
@@ -172,13 +177,24 @@ def check_run_arguments(
     (`parser.error`, before any work): a folder that holds a run is continued or replaced explicitly, never by
     accident; OUTPUT_DIR is none of the run's `inputs` (flag -> the path it names; `--config` is added here), does
     not contain one and does not lie inside one; another run's checkpoint is resumed only with
-    --resume_from_other_run. Counts and rates are checked by their types, on the command line and in the `--config`
+    --resume_from_other_run; an input that is a local path (`./x`, `/x`, `outputs/x`) exists; the --report_to trackers
+    are installed. Counts and rates are checked by their types, on the command line and in the `--config`
     file alike.
     """
     refusal = output_dir_refusal(args, {"--config": getattr(args, "config", None), **(inputs or {})})
     if refusal:
         parser.error(refusal)
     refuse_to_overwrite_a_run(parser, args)
+    for flag, path in (inputs or {}).items():
+        try:
+            if path is not None:
+                check_local_path(path, flag)
+        except FileNotFoundError as error:
+            parser.error(str(error).replace(f"`{flag}`", flag))
+    try:
+        check_trackers(args.report_to)
+    except ValueError as error:
+        parser.error(in_flag_terms(str(error)))
 
 
 def start_run(args: argparse.Namespace, inputs: dict[str, str | None] | None = None) -> Accelerator:
@@ -193,13 +209,27 @@ def start_run(args: argparse.Namespace, inputs: dict[str, str | None] | None = N
     refusal = output_dir_refusal(args, inputs)  # the same on every process: paths only
     if refusal:
         raise SystemExit(f"error: {refusal}")
-    accelerator = make_accelerator(
-        Path(args.output_dir), args.seed, args.mixed_precision, args.gradient_accumulation_steps,
-        log_with=args.report_to, save_on_each_node=args.save_on_each_node,
-    )  # fmt: skip
+    try:
+        accelerator = make_accelerator(
+            Path(args.output_dir), args.seed, args.mixed_precision, args.gradient_accumulation_steps,
+            log_with=args.report_to, save_on_each_node=args.save_on_each_node,
+        )  # fmt: skip
+    except ValueError as error:  # fp16 on a CPU, a tracker that is not installed
+        raise SystemExit(f"error: {in_flag_terms(str(error))}") from None
     args.mixed_precision = accelerator.mixed_precision
     claim_output_dir(accelerator, args, inputs)
     return accelerator
+
+
+# The arguments of make_accelerator's refusals, as the recipes' flags.
+_FLAGS_OF_ARGUMENTS = {"mixed_precision": "--mixed_precision", "log_with": "--report_to"}
+
+
+def in_flag_terms(message: str) -> str:
+    """A library refusal that names `make_accelerator`'s arguments, said with the recipe flags that set them."""
+    for argument, flag in _FLAGS_OF_ARGUMENTS.items():
+        message = message.replace(f"`{argument}`", flag)
+    return message
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
