@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from larp_hf.argparse_help import ArgumentParser
+
 
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
 FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-dir", "temperatures": "--temperature",
@@ -217,8 +219,9 @@ def _end_processes(state):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="larp-hf", description="Build, sample, describe and judge LARP pipelines.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = ArgumentParser(prog="larp-hf", description="Build, sample, describe and judge LARP pipelines.")
+    # Every sub-command's --help shows the defaults too (ArgumentParser's formatter).
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
 
     def command(func, help: str, description: str | None = None, model: bool = True, samples: bool = True):
         p = commands.add_parser(func.__name__, help=help, description=description or help)

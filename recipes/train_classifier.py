@@ -43,7 +43,7 @@ def int_list(text: str) -> list[int]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.DefaultsHelpFormatter)
     training.add_run_arguments(
         parser, output_dir="outputs/features-fashion-mnist", eval_batch_size=512, learning_rate=3e-3
     )

@@ -45,7 +45,7 @@ TOP_K = (1, 5, 10)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.DefaultsHelpFormatter)
     training.add_run_arguments(parser, output_dir="outputs/prior", eval_batch_size=256, learning_rate=1e-3)
     training.add_step_arguments(parser, train_batch_size=64, lr_warmup_steps=200)
     training.add_split_arguments(parser)

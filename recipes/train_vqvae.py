@@ -43,7 +43,7 @@ IN_MEMORY_BYTES = 256 * 2**20
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.DefaultsHelpFormatter)
     training.add_run_arguments(parser, output_dir="outputs/vqvae", eval_batch_size=512, learning_rate=2e-3)
     training.add_step_arguments(parser, train_batch_size=128, lr_warmup_steps=50)
     training.add_split_arguments(parser)

@@ -29,6 +29,7 @@ from .accelerator import (
     resolve_mixed_precision,
 )
 from .arguments import (
+    DefaultsHelpFormatter,
     add_mixed_precision_argument,
     add_run_arguments,
     add_split_arguments,
@@ -70,6 +71,7 @@ from .state import TrainingState, capture_rng_state, preserve_random_state, rest
 
 __all__ = [
     "CHECKPOINTS_DIR",
+    "DefaultsHelpFormatter",
     "METRICS_FILE",
     "MIXED_PRECISION_CHOICES",
     "TrainingState",

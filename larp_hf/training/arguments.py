@@ -15,6 +15,7 @@ import yaml
 from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
+from ..argparse_help import DefaultsHelpFormatter
 from ..local_paths import check_local_path
 from .accelerator import MIXED_PRECISION_CHOICES, check_trackers, make_accelerator
 from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
