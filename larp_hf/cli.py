@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from larp_hf.argparse_help import ArgumentParser
+from larp_hf.flags import ArgumentParser, list_of
 
 
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
@@ -17,16 +17,8 @@ FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-di
 
 
 def _list_of(kind):
-    """An argparse type: one value or comma-separated values of `kind` (int or float)."""
-
-    def parse(text: str) -> list:
-        try:
-            return [kind(item) for item in text.split(",") if item.strip()]
-        except ValueError:
-            what = "integers" if kind is int else "numbers"
-            raise argparse.ArgumentTypeError(f"expected one or comma-separated {what}, got {text!r}") from None
-
-    return parse
+    """An argparse type: one value or comma-separated values of `kind` (int or float), brackets allowed."""
+    return list_of(kind)
 
 
 def _load_pipeline(args):

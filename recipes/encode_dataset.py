@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from transformers import AutoImageProcessor
 
 from larp_hf import LarpImageProcessor, load_tokenizer  # importing larp_hf registers the tokenizer's processor
-from larp_hf.argparse_help import DefaultsHelpFormatter
+from larp_hf.flags import DefaultsHelpFormatter
 from larp_hf.atomic_files import remove_swap_leftovers, swap_folder, write_json_atomic
 from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
 from larp_hf.prior import layout_grid

@@ -15,7 +15,7 @@ import yaml
 from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
-from ..argparse_help import DefaultsHelpFormatter
+from ..flags import DefaultsHelpFormatter, parse_list
 from ..local_paths import check_local_path
 from .accelerator import MIXED_PRECISION_CHOICES, check_trackers, make_accelerator
 from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
@@ -262,11 +262,27 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
         model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
     if not isinstance(model_config_class, type):  # chosen by the parsed flags, e.g. the prior's --architecture
         model_config_class = model_config_class(args)
-    unknown_fields = sorted(set(model_overrides) - {field.name for field in dataclasses.fields(model_config_class)})
+    fields = {field.name: field for field in dataclasses.fields(model_config_class)}
+    unknown_fields = sorted(set(model_overrides) - set(fields))
     if unknown_fields:
         parser.error(f"unknown {model_config_class.__name__} fields {unknown_fields} (in `model:` or --model.FIELD).")
+    for name, value in model_overrides.items():
+        kind = _list_kind(fields[name])
+        if kind is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            try:  # the one list syntax: --model.hidden_channels 32,64 (or [32,64]), as --hidden_channels takes it
+                model_overrides[name] = parse_list(str(value), kind)
+            except argparse.ArgumentTypeError as error:
+                parser.error(f"--model.{name}: {error}")
     args.model = model_overrides
     return args
+
+
+def _list_kind(field: dataclasses.Field) -> type | None:
+    """The item type of a config field whose default is a list (`hidden_channels`), else None."""
+    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+    if not isinstance(default, (list, tuple)) or not default:
+        return None
+    return int if all(isinstance(item, int) for item in default) else float
 
 
 def _value_from_config(parser: argparse.ArgumentParser, action: argparse.Action, value, path: str):
@@ -288,6 +304,8 @@ def _value_from_config(parser: argparse.ArgumentParser, action: argparse.Action,
         parser.error(f"{where}, but {flag} is a switch: true or false.")
     if isinstance(value, bool):  # YAML reads an unquoted no, yes, off, on as a boolean
         parser.error(f"{where}, but {flag} takes a value, not a boolean (quote an unquoted no, yes, off or on).")
+    if isinstance(value, list) and getattr(action.type, "reads_a_list", False):
+        value = ",".join(map(str, value))  # a YAML list, for a list flag (`hidden_channels: [32, 64]`)
     if isinstance(value, (list, dict)):
         parser.error(f"{where}, but {flag} takes one value, as on the command line (model fields go under `model:`).")
     text = value if isinstance(value, str) else str(value)

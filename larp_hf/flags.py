@@ -1,6 +1,7 @@
 """
-`--help` that shows every flag's default, for the recipes and `larp-hf` alike (kept free of heavy imports: the CLI's
-`--help` reads it before torch is loaded).
+How flags read and show, for the recipes and `larp-hf` alike: one syntax for lists (`list_of`) and `--help` that
+shows every flag's default (`DefaultsHelpFormatter`). Kept free of heavy imports: the CLI's `--help` reads it before
+torch is loaded.
 """
 
 import argparse
@@ -43,4 +44,32 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
 
-__all__ = ["ArgumentParser", "DefaultsHelpFormatter"]
+def parse_list(text: str, kind=int) -> list:
+    """
+    The one syntax of list flags: comma-separated values (`32,64`), also taken in brackets (`[32,64]`, `[32, 64]`, as
+    YAML writes a list), spaces allowed; each value converted by `kind` (`int`, `float`, `str`). Raises
+    `argparse.ArgumentTypeError` naming what was expected.
+    """
+    body = text.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    items = [item.strip() for item in body.split(",")]
+    try:
+        return [kind(item) for item in items if item]
+    except ValueError:
+        what = {int: "integers", float: "numbers"}.get(kind, "values")
+        raise argparse.ArgumentTypeError(f"expected one or comma-separated {what} (e.g. 32,64), got {text!r}") from None
+
+
+def list_of(kind=int):
+    """An argparse `type` that reads a list with `parse_list` (`--hidden_channels 32,64`, `--top-k 0,50`)."""
+
+    def parse(text: str) -> list:
+        return parse_list(text, kind)
+
+    parse.__name__ = f"list of {kind.__name__}"
+    parse.reads_a_list = True  # a YAML list in a --config file is taken for it too
+    return parse
+
+
+__all__ = ["ArgumentParser", "DefaultsHelpFormatter", "list_of", "parse_list"]
