@@ -65,12 +65,11 @@ def parse_args(argv=None):
     parser.add_argument("--weight_decay", type=training.non_negative_float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
 
-    args = training.parse_args_with_config(parser, argv, LarpClassifierConfig)
-    # The model flags of the recipe's first version stay as shorthands for --model.FIELD.
-    for field in ("image_size", "in_channels", "hidden_channels", "feature_dim"):
-        value = vars(args).pop(field)
-        if value is not None:
-            args.model[field] = value
+    # The model flags of the recipe's first version stay as shorthands for --model.FIELD. Resuming, the model
+    # settings are the checkpoint's.
+    args = training.parse_args_with_config(
+        parser, argv, LarpClassifierConfig, model_shorthands=("image_size", "in_channels", "hidden_channels", "feature_dim")
+    )
 
     # Sanity checks (counts and rates are checked by their types).
     if "num_classes" in args.model:

@@ -83,9 +83,11 @@ def parse_args(argv=None):
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
     parser.add_argument("--torch_compile", action="store_true", help="Compile the prior with torch.compile.")
 
+    # Resuming, the model settings (and --preset, --architecture, --num_classes) are the checkpoint's.
     args = training.parse_args_with_config(
-        parser, argv, lambda args: LlamaConfig if args.architecture == "llama" else GPT2Config
-    )
+        parser, argv, lambda args: LlamaConfig if args.architecture == "llama" else GPT2Config,
+        model_flags=("preset", "architecture", "num_classes"),
+    )  # fmt: skip
 
     # Sanity checks (counts and rates are checked by their types).
     if args.vqvae is None:

@@ -77,7 +77,7 @@ def parse_args(argv=None):
         "--num_grid_images", type=training.positive_int, default=32, help="Images in reconstructions.png."
     )
 
-    args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)
+    args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)  # resuming: the checkpoint's model settings
 
     # Sanity checks (counts and rates are checked by their types).
     if args.streaming and args.pixels_in_memory == "always":

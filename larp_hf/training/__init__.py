@@ -3,9 +3,11 @@ The parts of the training recipes that took debugging to get right, in one place
 standalone scripts that read top to bottom (recipes/train_*.py) and call these as `training.NAME`:
 
 - `arguments`: the flags every recipe shares and their checks, `--config` parsing, the start of a run, the
-  train/validation splits, the settings trackers and checkpoints record;
-- `accelerator`: the Accelerator (and its mixed precision, `auto` resolved), which processes write files, one error
-  agreed on by all processes, the learning-rate schedule;
+  train/validation splits, the settings trackers and checkpoints record, a resume's model settings read from its
+  checkpoint;
+- `accelerator`: the Accelerator (and its mixed precision, `auto` resolved, fp16 on a CPU refused), its trackers
+  (checked before the run, given the validation grids), which processes write files, one error agreed on by all
+  processes, the learning-rate schedule;
 - `layout`: what a run's folder holds, and the run's claim on it (never among the run's inputs, never another
   run's checkpoints mixed in);
 - `run_lock`: one run per output folder (OUTPUT_DIR/run.lock);
@@ -22,9 +24,12 @@ Files are written whole or not at all through `larp_hf.atomic_files`.
 """
 
 from .accelerator import (
+    FP16_ON_CPU,
     MIXED_PRECISION_CHOICES,
+    check_trackers,
     cpu_has_bf16,
     get_lr_scheduler,
+    log_image,
     make_accelerator,
     resolve_mixed_precision,
 )
@@ -35,6 +40,7 @@ from .arguments import (
     add_split_arguments,
     add_step_arguments,
     check_run_arguments,
+    checkpoint_settings,
     non_negative_float,
     non_negative_int,
     parse_args_with_config,
@@ -71,6 +77,7 @@ from .state import TrainingState, capture_rng_state, preserve_random_state, rest
 
 __all__ = [
     "CHECKPOINTS_DIR",
+    "FP16_ON_CPU",
     "DefaultsHelpFormatter",
     "METRICS_FILE",
     "MIXED_PRECISION_CHOICES",
@@ -81,6 +88,8 @@ __all__ = [
     "add_step_arguments",
     "backward_and_step",
     "capture_rng_state",
+    "check_trackers",
+    "checkpoint_settings",
     "check_run_arguments",
     "check_weights_identical",
     "claim_output_dir",
@@ -89,6 +98,7 @@ __all__ = [
     "folder_holds_a_run",
     "gather_model_state",
     "get_lr_scheduler",
+    "log_image",
     "is_due",
     "make_accelerator",
     "non_negative_float",

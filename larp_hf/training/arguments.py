@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import datasets
@@ -18,7 +19,15 @@ from transformers import SchedulerType
 from ..flags import DefaultsHelpFormatter, parse_list
 from ..local_paths import check_local_path
 from .accelerator import MIXED_PRECISION_CHOICES, check_trackers, make_accelerator
-from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
+from . import checkpoint_format
+from .layout import (
+    CHECKPOINTS_DIR,
+    already_holds_a_run,
+    claim_output_dir,
+    continues_a_run,
+    folder_holds_a_run,
+    output_dir_refusal,
+)
 
 
 # Argument types that check a count or rate where argparse reads it, the same for a flag on the command line and for
@@ -233,19 +242,34 @@ def in_flag_terms(message: str) -> str:
     return message
 
 
-def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
+def parse_args_with_config(
+    parser: argparse.ArgumentParser,
+    argv,
+    model_config_class,
+    *,
+    model_flags: tuple[str, ...] = (),
+    model_shorthands: tuple[str, ...] = (),
+) -> argparse.Namespace:
     """
     Parse a recipe's flags in two passes: `--config x.yaml` sets their defaults, the command line overrides them.
     The YAML's `model:` mapping and `--model.FIELD VALUE` flags go to `args.model`, checked against the fields of
     `model_config_class` (a config class, or a function of the parsed args that returns one); unknown YAML keys, flags
-    and fields are errors.
+    and fields are errors. `model_shorthands` are flags that set the model field of their name (the classifier's
+    `--image_size`); they are moved into `args.model`.
+
+    With `--resume_from_checkpoint`, the model is the checkpoint's: `args.model` and the flags `model_flags` that also
+    decide the model's shape (the prior's `--preset`) are taken from the settings the checkpoint records, so a resume
+    needs none of them repeated; one given (on the command line or in the `--config` file) with another value than
+    the checkpoint's is an error naming the setting and both values.
     """
     config_args, _ = parser.parse_known_args(argv)
-    model_overrides = {}
+    model_overrides, asked = {}, {}  # asked: field or flag -> how the user asked for it, for the refusals
+    file_config = {}
     if config_args.config is not None:
         with open(config_args.config) as handle:
             file_config = yaml.safe_load(handle) or {}
         model_overrides.update(file_config.pop("model", None) or {})
+        asked.update({f"model.{name}": f"model.{name}: {value!r} in {config_args.config}" for name, value in model_overrides.items()})
         actions = {action.dest: action for action in parser._actions if action.option_strings}
         unknown = sorted(set(file_config) - set(actions))
         if unknown:
@@ -254,12 +278,21 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
             name: _value_from_config(parser, actions[name], value, config_args.config)
             for name, value in file_config.items()
         })  # fmt: skip
+        asked.update({name: f"{name}: {value!r} in {config_args.config}" for name, value in file_config.items()})
     args, rest = parser.parse_known_args(argv)
     while rest:
         flag = rest.pop(0)
         if not flag.startswith("--model.") or not rest:
             parser.error(f"unrecognized argument {flag!r}")
-        model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
+        text = rest.pop(0)
+        model_overrides[flag[len("--model.") :]] = yaml.safe_load(text)
+        asked[f"model.{flag[len('--model.'):]}"] = f"{flag} {text}"
+    asked.update({dest: f"--{dest} {value}" for dest, value in _given_on_command_line(parser, argv).items()})
+    for name in model_shorthands:
+        value = vars(args).pop(name)
+        if value is not None:
+            model_overrides[name] = value
+            asked[f"model.{name}"] = asked.get(name, f"--{name} {value}")
     if not isinstance(model_config_class, type):  # chosen by the parsed flags, e.g. the prior's --architecture
         model_config_class = model_config_class(args)
     fields = {field.name: field for field in dataclasses.fields(model_config_class)}
@@ -274,7 +307,72 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
             except argparse.ArgumentTypeError as error:
                 parser.error(f"--model.{name}: {error}")
     args.model = model_overrides
+    if getattr(args, "resume_from_checkpoint", None) is not None:
+        _take_model_settings_from_checkpoint(parser, args, model_flags, asked)
     return args
+
+
+def _given_on_command_line(parser: argparse.ArgumentParser, argv) -> dict:
+    """The flags the command line sets (not their defaults), by dest: a parse in which every default is a marker."""
+    unset = object()
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions if action.dest != "help"})
+    parsed, _ = parser.parse_known_args(argv, namespace)
+    return {dest: value for dest, value in vars(parsed).items() if value is not unset}
+
+
+def checkpoint_settings(resume_from_checkpoint: str, output_dir: str | Path) -> tuple[Path, dict] | None:
+    """
+    The checkpoint `--resume_from_checkpoint` names (for `latest`, the newest of OUTPUT_DIR's run, as
+    `find_latest_checkpoint` picks it) and the run settings it records (run_config, read through its manifest); None
+    where none can be read yet: `resume_or_start_afresh` then refuses with the reason, or recovers the folder first.
+    """
+    checkpoints_dir = Path(output_dir) / CHECKPOINTS_DIR
+    try:
+        if resume_from_checkpoint == "latest_intact":
+            folder = checkpoint_format.find_checkpoint(resume_from_checkpoint, checkpoints_dir)[0]
+        elif resume_from_checkpoint == "latest":
+            head = checkpoint_format.read_head(checkpoints_dir.parent)
+            folder = next(iter(checkpoint_format.lineage_checkpoints(checkpoints_dir, head)), None)
+        else:
+            folder = Path(resume_from_checkpoint)
+        if folder is None:
+            return None
+        return folder, checkpoint_format.CheckpointReader(folder).read_state("run_config")
+    except (checkpoint_format.CheckpointError, OSError, KeyError, TypeError):
+        return None
+
+
+def _take_model_settings_from_checkpoint(parser, args: argparse.Namespace, model_flags: tuple[str, ...], asked: dict):
+    """`args.model` and `model_flags` set to the checkpoint's; a contradicting value the user asked for is refused."""
+    found = checkpoint_settings(args.resume_from_checkpoint, args.output_dir)
+    if found is None:
+        return
+    folder, saved = found
+    saved_model = saved.get("model") or {}
+    wanted = {f"model.{name}": value for name, value in args.model.items()}
+    wanted.update({name: getattr(args, name) for name in model_flags if name in asked})
+    recorded = {f"model.{name}": value for name, value in saved_model.items()}
+    recorded.update({name: saved[name] for name in model_flags if name in saved})
+    for name, value in wanted.items():
+        if name in recorded and _same(recorded[name], value):
+            continue
+        has = f"{name}={recorded[name]!r}" if name in recorded else f"{name} at its default"
+        parser.error(
+            f"{folder.name} has {has}, you asked {asked[name]}. A resumed run keeps its checkpoint's model: drop the "
+            "setting (the checkpoint's is used), or start a new run without --resume_from_checkpoint."
+        )
+    for name in model_flags:
+        if name in saved:
+            setattr(args, name, saved[name])
+    args.model = dict(saved_model)
+    if int(os.environ.get("RANK", "0")) == 0:  # once, not once per process
+        taken = ", ".join(f"{name}={value!r}" for name, value in recorded.items()) or "the defaults"
+        print(f"Resuming from {folder}: its model settings are used ({taken}).")
+
+
+def _same(recorded, value) -> bool:
+    """A recorded setting (through JSON: lists, no tuples) against a parsed one."""
+    return json.loads(json.dumps(value, default=str)) == recorded
 
 
 def _list_kind(field: dataclasses.Field) -> type | None:
