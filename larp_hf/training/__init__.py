@@ -32,6 +32,7 @@ from .accelerator import (
     log_image,
     make_accelerator,
     resolve_mixed_precision,
+    trackers_take_images,
 )
 from .arguments import (
     DefaultsHelpFormatter,
@@ -124,6 +125,7 @@ __all__ = [
     "start_run",
     "stop_if_not_finite",
     "tracker_config",
+    "trackers_take_images",
     "train_batches",
     "write_final_metrics",
 ]

@@ -12,6 +12,7 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import (
     DataLoaderConfiguration,
+    DistributedType,
     ProjectConfiguration,
     gather_object,
     parse_flag_from_env,
@@ -124,6 +125,19 @@ def check_trackers(log_with: str | None):
             )
 
 
+def trackers_take_images(accelerator: Accelerator) -> bool:
+    """
+    Whether the run has trackers to give image grids to. Not under FSDP: a grid is made by one unsharded model call
+    outside the training step, which a sharded model cannot make (the scalars are still logged).
+    """
+    if not accelerator.trackers:
+        return False
+    if accelerator.distributed_type == DistributedType.FSDP:
+        accelerator.print("warning: under FSDP the trackers get the scalars only, no image grids.")
+        return False
+    return True
+
+
 def log_image(accelerator: Accelerator, name: str, image: PIL.Image.Image, step: int):
     """
     One image (a grid) to every tracker that takes images, at `step`: TensorBoard as an HWC array, the others (wandb,
@@ -177,5 +191,6 @@ __all__ = [
     "log_image",
     "make_accelerator",
     "resolve_mixed_precision",
+    "trackers_take_images",
     "writes_files",
 ]

@@ -14,6 +14,7 @@ from larp_hf.flags import DefaultsHelpFormatter, list_of, parse_list
 from larp_hf.training import checkpoint_format
 
 from .test_run_arguments import NEEDS, config_file, parse, refusal
+from .test_train_vqvae import tiny_config  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -186,3 +187,35 @@ def test_a_missing_local_path_is_named_before_the_hub_is_asked(tmp_path, capsys,
         main(["generate", "./nope"])
     with pytest.raises(SystemExit, match=r"`--prior` './p' is not there"):
         main(["assemble", "--vqvae", str(tmp_path), "--prior", "./p", "--output", "o"])
+
+
+def tensorboard_images(log_dir) -> dict[str, list[tuple[int, tuple[int, int]]]]:
+    """The images of the TensorBoard event files under `log_dir`: tag -> [(step, (width, height))], read back."""
+    import io
+
+    import PIL.Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found = {}
+    for events in sorted(log_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["images"]:
+            for event in accumulator.Images(tag):
+                size = PIL.Image.open(io.BytesIO(event.encoded_image_string)).size
+                found.setdefault(tag, []).append((event.step, size))
+    return found
+
+
+def test_trackers_get_reconstruction_and_sample_grids_at_every_validation(tiny_config, prior_config_file, tmp_path):
+    pytest.importorskip("tensorboard")
+    from .test_train_prior import train_prior
+    from .test_train_vqvae import train_vqvae
+
+    train_vqvae("--config", tiny_config, "--output_dir", tmp_path / "vqvae", "--max_steps", 2, "--report_to", "tensorboard")
+    # 8 originals over their 8 reconstructions, 16×16 each with 2-pixel gaps, at steps 1 and 2 (validated every step).
+    assert tensorboard_images(tmp_path / "vqvae" / "logs") == {"val_reconstructions": [(1, (146, 38)), (2, (146, 38))]}
+
+    train_prior("--config", prior_config_file, "--output_dir", tmp_path / "prior", "--max_steps", 2,
+                "--max_train_samples", 24, "--num_grid_images", 4, "--report_to", "tensorboard")  # fmt: skip
+    assert tensorboard_images(tmp_path / "prior" / "logs") == {"samples": [(1, (38, 38)), (2, (38, 38))]}
