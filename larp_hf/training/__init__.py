@@ -23,57 +23,64 @@ standalone scripts that read top to bottom (recipes/train_*.py) and call these a
 Files are written whole or not at all through `larp_hf.atomic_files`.
 """
 
-from .accelerator import (
-    FP16_ON_CPU,
-    MIXED_PRECISION_CHOICES,
-    check_trackers,
-    cpu_has_bf16,
-    get_lr_scheduler,
-    log_image,
-    make_accelerator,
-    resolve_mixed_precision,
-    trackers_take_images,
-)
-from .arguments import (
-    DefaultsHelpFormatter,
-    add_mixed_precision_argument,
-    add_run_arguments,
-    add_split_arguments,
-    add_step_arguments,
-    check_run_arguments,
-    checkpoint_settings,
-    non_negative_float,
-    non_negative_int,
-    parse_args_with_config,
-    positive_float,
-    positive_int,
-    refuse_to_overwrite_a_run,
-    run_config,
-    select_splits,
-    start_run,
-    tracker_config,
-)
-from .checkpoints import find_latest_checkpoint, resume_or_start_afresh, save_checkpoint
-from .layout import (
-    CHECKPOINTS_DIR,
-    METRICS_FILE,
-    claim_output_dir,
-    folder_holds_a_run,
-    output_dir_refusal,
-    output_overlap,
-    resumes_another_run,
-)
-from .loop import (
-    backward_and_step,
-    is_due,
-    optimizer_steps_per_epoch,
-    record_validation,
-    stop_if_not_finite,
-    train_batches,
-)
-from .saving import save_final_model, save_model, write_final_metrics
-from .sharding import check_weights_identical, gather_model_state
-from .state import TrainingState, capture_rng_state, preserve_random_state, restore_rng_state
+from ..lazy_exports import lazy_exports
+
+
+# Imported from their modules when first used (see larp_hf/lazy_exports.py).
+_EXPORTS = {
+    "CHECKPOINTS_DIR": ".layout",
+    "DefaultsHelpFormatter": ".arguments",
+    "FP16_ON_CPU": ".accelerator",
+    "METRICS_FILE": ".layout",
+    "MIXED_PRECISION_CHOICES": ".accelerator",
+    "TrainingState": ".state",
+    "add_mixed_precision_argument": ".arguments",
+    "add_run_arguments": ".arguments",
+    "add_split_arguments": ".arguments",
+    "add_step_arguments": ".arguments",
+    "backward_and_step": ".loop",
+    "capture_rng_state": ".state",
+    "check_run_arguments": ".arguments",
+    "check_trackers": ".accelerator",
+    "check_weights_identical": ".sharding",
+    "checkpoint_settings": ".arguments",
+    "claim_output_dir": ".layout",
+    "cpu_has_bf16": ".accelerator",
+    "find_latest_checkpoint": ".checkpoints",
+    "folder_holds_a_run": ".layout",
+    "gather_model_state": ".sharding",
+    "get_lr_scheduler": ".accelerator",
+    "is_due": ".loop",
+    "log_image": ".accelerator",
+    "make_accelerator": ".accelerator",
+    "non_negative_float": ".arguments",
+    "non_negative_int": ".arguments",
+    "optimizer_steps_per_epoch": ".loop",
+    "output_dir_refusal": ".layout",
+    "output_overlap": ".layout",
+    "parse_args_with_config": ".arguments",
+    "positive_float": ".arguments",
+    "positive_int": ".arguments",
+    "preserve_random_state": ".state",
+    "record_validation": ".loop",
+    "refuse_to_overwrite_a_run": ".arguments",
+    "resolve_mixed_precision": ".accelerator",
+    "restore_rng_state": ".state",
+    "resume_or_start_afresh": ".checkpoints",
+    "resumes_another_run": ".layout",
+    "run_config": ".arguments",
+    "save_checkpoint": ".checkpoints",
+    "save_final_model": ".saving",
+    "save_model": ".saving",
+    "select_splits": ".arguments",
+    "start_run": ".arguments",
+    "stop_if_not_finite": ".loop",
+    "tracker_config": ".arguments",
+    "trackers_take_images": ".accelerator",
+    "train_batches": ".loop",
+    "write_final_metrics": ".saving",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

@@ -264,12 +264,12 @@ def parse_args_with_config(
     """
     config_args, _ = parser.parse_known_args(argv)
     model_overrides, asked = {}, {}  # asked: field or flag -> how the user asked for it, for the refusals
-    file_config = {}
     if config_args.config is not None:
         with open(config_args.config) as handle:
             file_config = yaml.safe_load(handle) or {}
         model_overrides.update(file_config.pop("model", None) or {})
-        asked.update({f"model.{name}": f"model.{name}: {value!r} in {config_args.config}" for name, value in model_overrides.items()})
+        for name, value in model_overrides.items():
+            asked[f"model.{name}"] = f"model.{name}: {value!r} in {config_args.config}"
         actions = {action.dest: action for action in parser._actions if action.option_strings}
         unknown = sorted(set(file_config) - set(actions))
         if unknown:
