@@ -51,7 +51,8 @@ def resolve_mixed_precision(mixed_precision: str | None, device_type: str) -> tu
     A recipe's `--mixed_precision` as `Accelerator(mixed_precision=...)` takes it, and why. `"auto"`: bf16 autocast
     on a CPU that does bf16 in hardware (`cpu_has_bf16`; what it gains and costs in quality on the quick models:
     bench/bench_cpu_precision.py); elsewhere, on GPUs and on other CPUs, `None`: what `accelerate launch` was told
-    (its config's `mixed_precision`). `"no"`, `"fp16"`, `"bf16"` and `None` are kept as they are.
+    (its config's `mixed_precision`). `"no"`, `"fp16"`, `"bf16"` and `None` are kept as they are, except `"fp16"` on a
+    CPU: refused (ValueError naming bf16 and no), as Accelerate would take it and train in fp32.
     """
     if mixed_precision not in (*MIXED_PRECISION_CHOICES, None):
         raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISION_CHOICES} or None, got {mixed_precision!r}")
@@ -87,6 +88,8 @@ def make_accelerator(
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     mixed_precision, reason = resolve_mixed_precision(mixed_precision, state.device.type)
     check_trackers(log_with)
+    if log_with is not None and log_with != "all":
+        log_with = [name.strip() for name in log_with.split(",")]  # Accelerate takes a list, not "a,b"
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,

@@ -13,6 +13,7 @@ from larp_hf import training
 from larp_hf.flags import DefaultsHelpFormatter, list_of, parse_list
 from larp_hf.training import checkpoint_format
 
+from .test_mixed_precision import fresh_accelerate_state  # noqa: F401 (a fixture)
 from .test_run_arguments import NEEDS, config_file, parse, refusal
 from .test_train_vqvae import tiny_config  # noqa: F401 (a fixture)
 
@@ -158,6 +159,19 @@ def test_fp16_on_a_cpu_is_refused_naming_bf16_and_no():
     with pytest.raises(ValueError, match=r"fp16 needs a GPU.*Use bf16 \(CPU autocast\) or no \(fp32\)"):
         training.resolve_mixed_precision("fp16", "cpu")
     assert training.resolve_mixed_precision("fp16", "cuda") == ("fp16", "as asked")
+
+
+def test_fp16_on_a_cpu_is_refused_by_the_recipe_and_when_the_launcher_asked_for_it(
+    tmp_path, monkeypatch, fresh_accelerate_state
+):
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    args = parse("train_vqvae", "--mixed_precision", "fp16", "--output_dir", tmp_path / "run")
+    with pytest.raises(SystemExit, match=r"error: --mixed_precision fp16 needs a GPU; .* Use bf16 \(CPU autocast\) or no"):
+        training.start_run(args)
+    assert not (tmp_path / "run").exists()  # refused before the run claims its folder
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # what `accelerate launch --mixed_precision fp16` sets
+    with pytest.raises(ValueError, match="fp16 \\(`accelerate launch`'s mixed_precision\\) needs a GPU"):
+        training.make_accelerator(tmp_path / "launched", seed=0, mixed_precision=None)
 
 
 # 6. A missing local path.
