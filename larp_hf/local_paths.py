@@ -30,10 +30,11 @@ def check_local_path(path: str | os.PathLike, argument: str) -> None:
     that exists, or a Hub id, passes.
     """
     text = os.fspath(path)
-    if looks_local(text) and not os.path.exists(os.path.expanduser(text)):
+    full = os.path.abspath(os.path.expanduser(text))
+    if looks_local(text) and not os.path.exists(full):
         raise FileNotFoundError(
-            f"`{argument}` {text!r} is not there: no such file or folder ({os.path.abspath(os.path.expanduser(text))}). "
-            "Check the path; a Hub id is written owner/name."
+            f"`{argument}` {text!r} is not there: no such file or folder ({full}). Check the path; a Hub id is "
+            "written owner/name."
         )
 
 

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
-from larp_hf import LarpImageProcessor, LarpPipeline, LarpPriorCollator, load_tokenizer, prior_config, set_sampling_defaults
+from larp_hf import (
+    LarpImageProcessor,
+    LarpPipeline,
+    LarpPriorCollator,
+    load_tokenizer,
+    prior_config,
+    set_sampling_defaults,
+)
 from larp_hf.data import (
     PreprocessedImages,
     check_token_dataset,
@@ -334,7 +341,8 @@ def main(argv=None):
             latest = training.record_validation(accelerator, state, metrics, output_dir)
             if log_samples:
                 with training.preserve_random_state():
-                    grid = sample_grid(accelerator.unwrap_model(model), vqvae, image_processor, args.num_grid_images, args.seed)
+                    prior = accelerator.unwrap_model(model)
+                    grid = sample_grid(prior, vqvae, image_processor, args.num_grid_images, args.seed)
                 training.log_image(accelerator, "samples", grid, state.step)
             if latest["val_loss"] < state.best_val_loss:
                 state.best_val_loss, state.best_step = latest["val_loss"], state.step

@@ -79,9 +79,9 @@ def make_accelerator(
     The recipes' `Accelerator`, with OUTPUT_DIR created (by the main process) and every random generator seeded.
     `mixed_precision=None` keeps what `accelerate launch` was told, `"auto"` is resolved by `resolve_mixed_precision`,
     and the choice and its reason are printed; fp16 on a CPU is refused (ValueError: Accelerate would train in fp32),
-    and so is a tracker that is unknown or not installed (`check_trackers`); trackers log to OUTPUT_DIR/logs. `save_on_each_node`: OUTPUT_DIR is on
-    each node's own disk, so each node's local main process writes and finishes the checkpoints there (otherwise the
-    main process alone writes, to a shared file system).
+    and so is a tracker that is unknown or not installed (`check_trackers`); trackers log to OUTPUT_DIR/logs.
+    `save_on_each_node`: OUTPUT_DIR is on each node's own disk, so each node's local main process writes and finishes
+    the checkpoints there (otherwise the main process alone writes, to a shared file system).
     """
     # The process's device (accelerate launch's choice) decides "auto". The state is made as the Accelerator's own
     # AcceleratorState makes it (ACCELERATE_USE_CPU: the CPU, and a torchrun world as a gloo world), then shared.

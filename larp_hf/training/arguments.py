@@ -123,7 +123,8 @@ def add_run_arguments(
     group.add_argument(
         "--resume_from_checkpoint", type=str, default=None,
         help="A checkpoint folder, 'latest' for the newest one of this run in OUTPUT_DIR/checkpoints (refused if "
-        "damaged), or 'latest_intact' for the newest one that is not.",
+        "damaged), or 'latest_intact' for the newest one that is not. The model settings are the checkpoint's "
+        "(--model.FIELD, the prior's --preset): they need not be repeated, and another value is refused.",
     )  # fmt: skip
     group.add_argument(
         "--resume_from_other_run", action="store_true",
