@@ -41,6 +41,7 @@ class _AfterTransformersLoads(importlib.abc.MetaPathFinder):
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
+            spec.loader.exec_module = exec_module  # as it was: a loader may load other modules too
             exec_module(module)
             register_model_packages()
 

@@ -50,6 +50,15 @@ def test_every_exported_name_loads(package):
         module.nosuch
 
 
+def test_a_function_named_as_its_module_stays_the_function():
+    code = (
+        "import larp_hf.pipelines.image_grid\n"
+        "from larp_hf.pipelines import image_grid\n"
+        "print(callable(image_grid))\n"
+    )
+    assert python(code).split() == ["True"]
+
+
 def test_auto_classes_load_larp_models_after_import_larp_hf(tmp_path):
     from larp_hf import LarpClassifierConfig, LarpClassifierModel, LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
 

@@ -1,5 +1,9 @@
 from ..lazy_exports import lazy_exports
 
+# Not lazy: the function has its module's name, and an import of the module (`larp_hf.pipelines.image_grid`) would
+# otherwise leave the module where the function should be.
+from .image_grid import image_grid, to_pil_images
+
 
 # Imported from their modules when first used (see larp_hf/lazy_exports.py).
 _EXPORTS = {
@@ -9,11 +13,9 @@ _EXPORTS = {
     "SavedSamples": ".samples",
     "card_info_from_training_runs": ".model_card",
     "hub_dataset_id": ".model_card",
-    "image_grid": ".image_grid",
     "is_pipeline_folder": ".folder",
     "pipeline_model_card": ".model_card",
     "save_samples": ".samples",
-    "to_pil_images": ".image_grid",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
