@@ -48,8 +48,8 @@ def assemble(args):
     from transformers import AutoModelForCausalLM
 
     from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
-    from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
     from larp_hf.local_paths import check_local_path
+    from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
     from larp_hf.pipelines.folder import check_no_remote_code
 
     check_local_path(args.vqvae, "vqvae")  # both named as missing before either model loads
