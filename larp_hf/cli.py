@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from larp_hf import errors
+from larp_hf.flags import ArgumentParser, list_of
 
 
 # Library arguments whose flag is not `--` + the argument's name with dashes (used to translate error messages).
@@ -18,16 +19,8 @@ FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-di
 
 
 def _list_of(kind):
-    """An argparse type: one value or comma-separated values of `kind` (int or float)."""
-
-    def parse(text: str) -> list:
-        try:
-            return [kind(item) for item in text.split(",") if item.strip()]
-        except ValueError:
-            what = "integers" if kind is int else "numbers"
-            raise argparse.ArgumentTypeError(f"expected one or comma-separated {what}, got {text!r}") from None
-
-    return parse
+    """An argparse type: one value or comma-separated values of `kind` (int or float), brackets allowed."""
+    return list_of(kind)
 
 
 def _class_labels(text: str) -> list[str]:
@@ -375,12 +368,13 @@ def _end_processes(state):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="larp-hf", description="Build, sample, describe and judge LARP pipelines.",
         epilog=f"A failure is told in a line or two; add {errors.DEBUG_FLAG} (anywhere) or set {errors.DEBUG_VARIABLE}=1 "
         "for its traceback.",
     )  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every sub-command's --help shows the defaults too (ArgumentParser's formatter).
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
 
     def command(func, help: str, description: str | None = None, model: bool = True, samples: bool = True):
         p = commands.add_parser(func.__name__, help=help, description=description or help)

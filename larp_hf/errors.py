@@ -192,18 +192,15 @@ def check_model_reference(reference: str | os.PathLike, *, name: str) -> None:
     with a Hub error, after retries), or a file. A Hub id (`namespace/name`, one slash, not starting with `/`, `.` or
     `~`) passes: it is the loader's to find.
     """
+    from .local_paths import check_local_path  # the one rule for "meant as local" (larp_hf/local_paths.py)
+
     text = os.fspath(reference)
     path = Path(text).expanduser()
     if path.is_dir():
         return
     if path.exists():
         raise ValueError(f"`{name}` {text} is a file, but a model folder is expected: name the folder it lies in.")
-    local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text
-    if local:
-        raise FileNotFoundError(
-            f"`{name}` {text}: no such folder. Check the path (a typo, or a folder that was moved?); a Hub repo id "
-            "is written namespace/name."
-        )
+    check_local_path(text, name)
 
 
 __all__ = [

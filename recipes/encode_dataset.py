@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from transformers import AutoImageProcessor
 
 from larp_hf import LarpImageProcessor, load_tokenizer  # importing larp_hf registers the tokenizer's processor
+from larp_hf.flags import DefaultsHelpFormatter
 from larp_hf.atomic_files import remove_swap_leftovers, swap_folder, write_json_atomic
 from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
 from larp_hf.prior import layout_grid
@@ -35,7 +36,7 @@ from larp_hf.training import non_negative_int, output_overlap, positive_int
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     parser.add_argument(
         "--vqvae", required=True,
         help="Folder or Hub id of an image tokenizer (a LarpVQVAEModel, a VQModel / JanusVQVAE / Emu3VQVAE folder, ...).",

@@ -33,17 +33,11 @@ from larp_hf import LarpImageProcessor
 from larp_hf.data import InMemoryPixels, first_image_size, load_image_dataset, pixels_dataset, random_horizontal_flip
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 from larp_hf import training
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(item) for item in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+from larp_hf.flags import list_of
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.DefaultsHelpFormatter)
     training.add_run_arguments(
         parser, output_dir="outputs/features-fashion-mnist", eval_batch_size=512, learning_rate=3e-3
     )
@@ -62,7 +56,7 @@ def parse_args(argv=None):
         "does: the network then takes images at the dataset's own size (e.g. 28×28) and pads them itself "
         "(larger ones are shrunk to fit first). --no-pad_to_size resizes them.",
     )  # fmt: skip
-    parser.add_argument("--hidden_channels", type=int_list, default=None, help="Channels per stage, e.g. 32,64,128.")
+    parser.add_argument("--hidden_channels", type=list_of(int), default=None, help="Channels per stage, e.g. 32,64,128.")
     parser.add_argument("--feature_dim", type=int, default=None, help="Width of the features the metrics use.")
     # Counted in epochs: the classifier is tested and checkpointed after each one (checkpoint-EPOCH), its learning
     # rate warmed up over the first quarter-epoch.
@@ -71,12 +65,11 @@ def parse_args(argv=None):
     parser.add_argument("--weight_decay", type=training.non_negative_float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
 
-    args = training.parse_args_with_config(parser, argv, LarpClassifierConfig)
-    # The model flags of the recipe's first version stay as shorthands for --model.FIELD.
-    for field in ("image_size", "in_channels", "hidden_channels", "feature_dim"):
-        value = vars(args).pop(field)
-        if value is not None:
-            args.model[field] = value
+    # The model flags of the recipe's first version stay as shorthands for --model.FIELD. Resuming, the model
+    # settings are the checkpoint's.
+    args = training.parse_args_with_config(
+        parser, argv, LarpClassifierConfig, model_shorthands=("image_size", "in_channels", "hidden_channels", "feature_dim")
+    )
 
     # Sanity checks (counts and rates are checked by their types).
     if "num_classes" in args.model:

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
-from larp_hf import LarpImageProcessor, LarpPriorCollator, load_tokenizer, prior_config, set_sampling_defaults
+from larp_hf import (
+    LarpImageProcessor,
+    LarpPipeline,
+    LarpPriorCollator,
+    load_tokenizer,
+    prior_config,
+    set_sampling_defaults,
+)
 from larp_hf.data import (
     PreprocessedImages,
     check_token_dataset,
@@ -37,6 +44,7 @@ from larp_hf.data import (
     load_token_dataset,
 )
 from larp_hf.metrics import top_k_hits
+from larp_hf.pipelines.image_grid import image_grid
 from larp_hf.prior import ARCHITECTURES, PRIOR_PRESETS
 from larp_hf import training
 
@@ -45,7 +53,7 @@ TOP_K = (1, 5, 10)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.DefaultsHelpFormatter)
     training.add_run_arguments(parser, output_dir="outputs/prior", eval_batch_size=256, learning_rate=1e-3)
     training.add_step_arguments(parser, train_batch_size=64, lr_warmup_steps=200)
     training.add_split_arguments(parser)
@@ -82,10 +90,16 @@ def parse_args(argv=None):
     parser.add_argument("--adam_beta2", type=float, default=0.95)
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
     parser.add_argument("--torch_compile", action="store_true", help="Compile the prior with torch.compile.")
+    parser.add_argument(
+        "--num_grid_images", type=training.positive_int, default=16,
+        help="--report_to: images the prior samples (seeded by --seed) into the trackers' grid at every validation.",
+    )  # fmt: skip
 
+    # Resuming, the model settings (and --preset, --architecture, --num_classes) are the checkpoint's.
     args = training.parse_args_with_config(
-        parser, argv, lambda args: LlamaConfig if args.architecture == "llama" else GPT2Config
-    )
+        parser, argv, lambda args: LlamaConfig if args.architecture == "llama" else GPT2Config,
+        model_flags=("preset", "architecture", "num_classes"),
+    )  # fmt: skip
 
     # Sanity checks (counts and rates are checked by their types).
     if args.vqvae is None:
@@ -169,6 +183,17 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
         encode_dataset(vqvae, split, image_processor, flip_augment=args.flip_augment, num_proc=args.dataloader_num_workers)
         for split in (train, validation)
     )
+
+
+def sample_grid(prior, vqvae, image_processor, num_images: int, seed: int):
+    """A grid of images the prior samples now (the same seed at every validation), for the trackers."""
+    was_training = prior.training
+    pipeline = LarpPipeline(vqvae, prior, image_processor).to(next(prior.parameters()).device)
+    pipeline.set_progress_bar_config(disable=True)
+    # The prior's own layers (no prepacked copy): under the run's CPU autocast they take its bf16 activations.
+    images = pipeline(num_images=num_images, seed=seed, output_type="pt", prepack_linears=False).images  # (N, C, H, W)
+    prior.train(was_training)
+    return image_grid(images)
 
 
 @torch.no_grad()
@@ -285,6 +310,7 @@ def main(argv=None):
         model, optimizer, train_dataloader, val_dataloader, lr_scheduler
     )
     accelerator.init_trackers("train_prior", config=training.tracker_config(args))
+    log_samples = training.trackers_take_images(accelerator)  # --report_to: a sample grid at every validation
 
     # Resume: weights, optimizer, schedule, RNG states, step count, history and best loss so far.
     state = training.resume_or_start_afresh(
@@ -313,6 +339,11 @@ def main(argv=None):
             with training.preserve_random_state():  # validating or not, training draws the same random numbers
                 metrics = evaluate(model, val_dataloader, accelerator, val_encoder)
             latest = training.record_validation(accelerator, state, metrics, output_dir)
+            if log_samples:
+                with training.preserve_random_state():
+                    prior = accelerator.unwrap_model(model)
+                    grid = sample_grid(prior, vqvae, image_processor, args.num_grid_images, args.seed)
+                training.log_image(accelerator, "samples", grid, state.step)
             if latest["val_loss"] < state.best_val_loss:
                 state.best_val_loss, state.best_step = latest["val_loss"], state.step
                 training.save_model(accelerator, model, output_dir / "best")  # on every process: FSDP gathers

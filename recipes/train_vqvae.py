@@ -24,6 +24,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor, LarpVQVAEConfig, LarpVQVAEModel
+from larp_hf.pipelines.image_grid import to_pil_images
 from larp_hf.data import (
     InMemoryPixels,
     PreprocessedImages,
@@ -43,7 +44,7 @@ IN_MEMORY_BYTES = 256 * 2**20
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=training.DefaultsHelpFormatter)
     training.add_run_arguments(parser, output_dir="outputs/vqvae", eval_batch_size=512, learning_rate=2e-3)
     training.add_step_arguments(parser, train_batch_size=128, lr_warmup_steps=50)
     training.add_split_arguments(parser)
@@ -77,7 +78,7 @@ def parse_args(argv=None):
         "--num_grid_images", type=training.positive_int, default=32, help="Images in reconstructions.png."
     )
 
-    args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)
+    args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)  # resuming: the checkpoint's model settings
 
     # Sanity checks (counts and rates are checked by their types).
     if args.streaming and args.pixels_in_memory == "always":
@@ -128,18 +129,32 @@ def evaluate(model, dataloader, accelerator, codebook_size: int, image_processor
 
 
 @torch.no_grad()
-def save_reconstruction_grid(model, image_processor, pixel_values: torch.Tensor, path: Path, nrow: int = 8):
-    """A PNG where each row of originals sits directly above the row of their reconstructions."""
+def reconstruction_grid(model, image_processor, pixel_values: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """(3 or 1, H', W') in [0, 1]: each row of originals directly above the row of their reconstructions."""
+    was_training = model.training
     model.eval()
     reconstruction = model.decode(model.encode(pixel_values)).float()
-    originals = image_processor.postprocess(pixel_values, output_type="pt")  # (N, C, H, W) in [0, 1]
-    decoded = image_processor.postprocess(reconstruction, output_type="pt")
+    model.train(was_training)
+    originals = image_processor.postprocess(pixel_values, output_type="pt").cpu()  # (N, C, H, W) in [0, 1]
+    decoded = image_processor.postprocess(reconstruction, output_type="pt").cpu()
     rows = []
     for start in range(0, len(originals), nrow):
         rows += [originals[start : start + nrow], decoded[start : start + nrow]]
     nrow = min(nrow, len(originals))
     padded_rows = [torch.cat([row, torch.ones(nrow - len(row), *row.shape[1:])]) for row in rows]
-    save_image(make_grid(torch.cat(padded_rows), nrow=nrow, padding=2, pad_value=1.0), path)
+    return make_grid(torch.cat(padded_rows), nrow=nrow, padding=2, pad_value=1.0)
+
+
+def save_reconstruction_grid(model, image_processor, pixel_values: torch.Tensor, path: Path, nrow: int = 8):
+    """A PNG where each row of originals sits directly above the row of their reconstructions."""
+    save_image(reconstruction_grid(model, image_processor, pixel_values, nrow), path)
+
+
+def grid_examples(val_dataset, count: int, streaming: bool) -> list:
+    """The first `count` validation examples: those of reconstructions.png and of the trackers' grids."""
+    if streaming:
+        return list(itertools.islice(val_dataset, count))
+    return [val_dataset[i] for i in range(min(count, len(val_dataset)))]
 
 
 def pixels_in_memory(choice: str, num_images: int, image_processor) -> bool:
@@ -280,6 +295,11 @@ def main(argv=None):
         model, optimizer, train_dataloader, val_dataloader, lr_scheduler
     )
     accelerator.init_trackers("train_vqvae", config=training.tracker_config(args))
+    # --report_to: the trackers get the reconstructions of the same validation images at every validation.
+    tracker_pixels = None
+    if training.trackers_take_images(accelerator):
+        tracker_examples = grid_examples(val_dataset, args.num_grid_images, args.streaming)
+        tracker_pixels = collate(tracker_examples, image_processor)["pixel_values"].to(accelerator.device)
 
     # Resume: restores weights, codebook, optimizer, schedule, RNG states, the step count and the history.
     state = training.resume_or_start_afresh(
@@ -317,6 +337,9 @@ def main(argv=None):
             with training.preserve_random_state():  # validating or not, training draws the same random numbers
                 metrics = evaluate(model, val_dataloader, accelerator, model_config.codebook_size, image_processor)
             latest = training.record_validation(accelerator, state, metrics, output_dir)
+            if tracker_pixels is not None:
+                grid = reconstruction_grid(accelerator.unwrap_model(model), image_processor, tracker_pixels)
+                training.log_image(accelerator, "val_reconstructions", to_pil_images(grid[None])[0], state.step)
             if accelerator.is_main_process:
                 progress.write(
                     f"step {state.step}: val PSNR {latest['val_psnr']:.2f} dB, codebook usage "
@@ -332,11 +355,7 @@ def main(argv=None):
         final = training.write_final_metrics(
             output_dir, state, num_parameters=unwrapped.num_parameters(), dataset=args.dataset
         )
-        if args.streaming:
-            grid_examples = list(itertools.islice(val_dataset, args.num_grid_images))
-        else:
-            grid_examples = [val_dataset[i] for i in range(min(args.num_grid_images, len(val_dataset)))]
-        grid_batch = collate(grid_examples, image_processor)
+        grid_batch = collate(grid_examples(val_dataset, args.num_grid_images, args.streaming), image_processor)
         grid_path = output_dir / "reconstructions.png"
         save_reconstruction_grid(unwrapped, image_processor, grid_batch["pixel_values"].to(accelerator.device), grid_path)
         accelerator.print(

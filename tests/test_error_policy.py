@@ -174,7 +174,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_pipeline_is_loade
 
 def test_a_mistyped_local_model_path_is_named_not_sent_to_the_hub(tmp_path, no_loading):
     refusal = cli_exit(["info", tmp_path / "pipe-typo"]).code
-    assert refusal.startswith(f"error: `MODEL` {tmp_path / 'pipe-typo'}: no such folder.")
+    assert refusal.startswith(f"error: `MODEL` '{tmp_path / 'pipe-typo'}' is not there: no such file or folder")
     (tmp_path / "weights.bin").write_text("x")
     weights = tmp_path / "weights.bin"
     refusal = cli_exit(["assemble", "--vqvae", weights, "--prior", tmp_path, "--output", tmp_path / "o"])

@@ -2,11 +2,13 @@
 
 import argparse
 
-from .app import build_demo, import_gradio, launch_demo
-from .space import export_space
+
+# The page and the Space are imported when a command runs, so that `larp-hf --help` loads neither torch nor gradio.
 
 
 def _gradio_or_exit():
+    from .app import import_gradio
+
     try:
         import_gradio()
     except ImportError as error:
@@ -18,6 +20,8 @@ def demo(args):
 
     from larp_hf import LarpPipeline
 
+    from .app import build_demo, launch_demo
+
     _gradio_or_exit()  # before the pipeline loads, so a missing extra is said at once
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipeline = LarpPipeline.from_pretrained(args.model, revision=args.revision, device=device)
@@ -26,6 +30,8 @@ def demo(args):
 
 
 def export_space_command(args):
+    from .space import export_space
+
     _gradio_or_exit()
     try:
         folder = export_space(

@@ -12,37 +12,41 @@ these functions.
 - `reports`: tables, files, plots and model-card records of those results.
 """
 
-from .feature_networks import FeatureNetwork, InceptionFeatureNetwork, RandomFeatureNetwork, load_feature_network
-from .real_data import (
-    cached_real_features,
-    code_grid_batches,
-    default_cache_dir,
-    image_batch,
-    real_image_dataset,
-    token_batch_rows,
-    training_token_split,
-)
-from .reports import (
-    evaluation_markdown,
-    record_evaluation_in_card,
-    record_sweep_in_card,
-    save_best_setting,
-    sweep_markdown,
-    sweep_plots,
-    write_evaluation_reports,
-    write_sweep_reports,
-)
-from .scores import (
-    best_setting,
-    encode_images,
-    evaluate_pipeline,
-    memorisation,
-    memorisation_summary,
-    nearest_hamming_distances,
-    reconstruct,
-    sample_scores,
-    sweep_pipeline,
-)
+from ..lazy_exports import lazy_exports
+
+
+# Imported from their modules when first used (see larp_hf/lazy_exports.py).
+_EXPORTS = {
+    "FeatureNetwork": ".feature_networks",
+    "InceptionFeatureNetwork": ".feature_networks",
+    "RandomFeatureNetwork": ".feature_networks",
+    "best_setting": ".scores",
+    "cached_real_features": ".real_data",
+    "code_grid_batches": ".real_data",
+    "default_cache_dir": ".real_data",
+    "encode_images": ".scores",
+    "evaluate_pipeline": ".scores",
+    "evaluation_markdown": ".reports",
+    "image_batch": ".real_data",
+    "load_feature_network": ".feature_networks",
+    "memorisation": ".scores",
+    "memorisation_summary": ".scores",
+    "nearest_hamming_distances": ".scores",
+    "real_image_dataset": ".real_data",
+    "reconstruct": ".scores",
+    "record_evaluation_in_card": ".reports",
+    "record_sweep_in_card": ".reports",
+    "sample_scores": ".scores",
+    "save_best_setting": ".reports",
+    "sweep_markdown": ".reports",
+    "sweep_pipeline": ".scores",
+    "sweep_plots": ".reports",
+    "token_batch_rows": ".real_data",
+    "training_token_split": ".real_data",
+    "write_evaluation_reports": ".reports",
+    "write_sweep_reports": ".reports",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

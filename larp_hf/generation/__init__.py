@@ -1,6 +1,21 @@
-from .decoding import PreallocatedLayer, preallocated_cache, sample_tokens
-from .guidance import check_guidance_scale, guided_logits, resolve_guidance_scale, with_null_rows
-from .logits_process import CodebookLogitsProcessor, PerImageSamplingLogitsProcessor, gumbel_noise, image_generators
+from ..lazy_exports import lazy_exports
+
+
+# Imported from their modules when first used (see larp_hf/lazy_exports.py).
+_EXPORTS = {
+    "CodebookLogitsProcessor": ".logits_process",
+    "PerImageSamplingLogitsProcessor": ".logits_process",
+    "PreallocatedLayer": ".decoding",
+    "check_guidance_scale": ".guidance",
+    "guided_logits": ".guidance",
+    "gumbel_noise": ".logits_process",
+    "image_generators": ".logits_process",
+    "preallocated_cache": ".decoding",
+    "resolve_guidance_scale": ".guidance",
+    "sample_tokens": ".decoding",
+    "with_null_rows": ".guidance",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

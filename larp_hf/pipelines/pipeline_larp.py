@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ..generation import CodebookLogitsProcessor, image_generators, resolve_guidance_scale, sample_tokens
+from ..local_paths import check_local_path
 from ..models import LarpImageProcessor
 from ..prior import (
     check_pair,
@@ -384,6 +385,7 @@ class LarpPipeline:
             revision, token, cache_dir, local_files_only: as for `snapshot_download` (Hub ids only).
         """
         path = Path(pretrained_model_name_or_path)
+        check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")  # never a Hub retry loop
         if not path.is_dir():
             path = Path(
                 snapshot_download(

@@ -16,6 +16,7 @@ import os
 
 from torch import nn
 
+from ..local_paths import check_local_path
 from .base import TOKENIZER_CONFIG_NAME, ImageTokenizer
 
 
@@ -108,10 +109,12 @@ def load_tokenizer(
         **kwargs: passed to the library's `from_pretrained` (`revision`, `cache_dir`, ...).
 
     Raises:
+        FileNotFoundError: for a local path (`./x`, `/x`, `dir/x` where `dir` is a folder here) that does not exist.
         ValueError: for an encode-only tokenizer (Chameleon's), a multimodal model's folder, an unknown layout, or a
             `larp_tokenizer.json` whose recorded hash no longer matches the weights next to it.
     """
     path = os.fspath(path_or_repo_id)
+    check_local_path(path, "path_or_repo_id")  # before the Hub is asked about a mistyped folder
     record = _read_json(path, TOKENIZER_CONFIG_NAME, subfolder)
     config = _read_json(path, "config.json", subfolder) if record is None else None
     layout = _layout_of(record, config)

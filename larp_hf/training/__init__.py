@@ -3,9 +3,11 @@ The parts of the training recipes that took debugging to get right, in one place
 standalone scripts that read top to bottom (recipes/train_*.py) and call these as `training.NAME`:
 
 - `arguments`: the flags every recipe shares and their checks, `--config` parsing, the start of a run, the
-  train/validation splits, the settings trackers and checkpoints record;
-- `accelerator`: the Accelerator (and its mixed precision, `auto` resolved), which processes write files, one error
-  agreed on by all processes, the learning-rate schedule;
+  train/validation splits, the settings trackers and checkpoints record, a resume's model settings read from its
+  checkpoint;
+- `accelerator`: the Accelerator (and its mixed precision, `auto` resolved, fp16 on a CPU refused), its trackers
+  (checked before the run, given the validation grids), which processes write files, one error agreed on by all
+  processes, the learning-rate schedule;
 - `layout`: what a run's folder holds, and the run's claim on it (never among the run's inputs, never another
   run's checkpoints mixed in);
 - `run_lock`: one run per output folder (OUTPUT_DIR/run.lock);
@@ -21,55 +23,70 @@ standalone scripts that read top to bottom (recipes/train_*.py) and call these a
 Files are written whole or not at all through `larp_hf.atomic_files`.
 """
 
-from .accelerator import (
-    MIXED_PRECISION_CHOICES,
-    cpu_has_bf16,
-    get_lr_scheduler,
-    make_accelerator,
-    resolve_mixed_precision,
-)
-from .arguments import (
-    add_mixed_precision_argument,
-    add_run_arguments,
-    add_split_arguments,
-    add_step_arguments,
-    check_run_arguments,
-    non_negative_float,
-    non_negative_int,
-    parse_args_with_config,
-    positive_float,
-    positive_int,
-    refuse_to_overwrite_a_run,
-    run_config,
-    select_splits,
-    start_run,
-    tracker_config,
-)
-from .checkpoints import find_latest_checkpoint, resume_or_start_afresh, save_checkpoint
-from .layout import (
-    CHECKPOINTS_DIR,
-    METRICS_FILE,
-    claim_output_dir,
-    folder_holds_a_run,
-    output_dir_refusal,
-    output_overlap,
-    resumes_another_run,
-)
-from .loop import (
-    backward_and_step,
-    is_due,
-    optimizer_steps_per_epoch,
-    record_validation,
-    stop_if_not_finite,
-    train_batches,
-)
-from .saving import save_final_model, save_model, write_final_metrics
-from .sharding import check_weights_identical, gather_model_state
-from .state import TrainingState, capture_rng_state, preserve_random_state, restore_rng_state
+from ..lazy_exports import lazy_exports
+
+
+# Imported from their modules when first used (see larp_hf/lazy_exports.py).
+_EXPORTS = {
+    "CHECKPOINTS_DIR": ".layout",
+    "DefaultsHelpFormatter": ".arguments",
+    "FP16_ON_CPU": ".accelerator",
+    "METRICS_FILE": ".layout",
+    "MIXED_PRECISION_CHOICES": ".accelerator",
+    "TrainingState": ".state",
+    "add_mixed_precision_argument": ".arguments",
+    "add_run_arguments": ".arguments",
+    "add_split_arguments": ".arguments",
+    "add_step_arguments": ".arguments",
+    "backward_and_step": ".loop",
+    "capture_rng_state": ".state",
+    "check_run_arguments": ".arguments",
+    "check_trackers": ".accelerator",
+    "check_weights_identical": ".sharding",
+    "checkpoint_settings": ".arguments",
+    "claim_output_dir": ".layout",
+    "cpu_has_bf16": ".accelerator",
+    "find_latest_checkpoint": ".checkpoints",
+    "folder_holds_a_run": ".layout",
+    "gather_model_state": ".sharding",
+    "get_lr_scheduler": ".accelerator",
+    "is_due": ".loop",
+    "log_image": ".accelerator",
+    "make_accelerator": ".accelerator",
+    "non_negative_float": ".arguments",
+    "non_negative_int": ".arguments",
+    "optimizer_steps_per_epoch": ".loop",
+    "output_dir_refusal": ".layout",
+    "output_overlap": ".layout",
+    "parse_args_with_config": ".arguments",
+    "positive_float": ".arguments",
+    "positive_int": ".arguments",
+    "preserve_random_state": ".state",
+    "record_validation": ".loop",
+    "refuse_to_overwrite_a_run": ".arguments",
+    "resolve_mixed_precision": ".accelerator",
+    "restore_rng_state": ".state",
+    "resume_or_start_afresh": ".checkpoints",
+    "resumes_another_run": ".layout",
+    "run_config": ".arguments",
+    "save_checkpoint": ".checkpoints",
+    "save_final_model": ".saving",
+    "save_model": ".saving",
+    "select_splits": ".arguments",
+    "start_run": ".arguments",
+    "stop_if_not_finite": ".loop",
+    "tracker_config": ".arguments",
+    "trackers_take_images": ".accelerator",
+    "train_batches": ".loop",
+    "write_final_metrics": ".saving",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
     "CHECKPOINTS_DIR",
+    "FP16_ON_CPU",
+    "DefaultsHelpFormatter",
     "METRICS_FILE",
     "MIXED_PRECISION_CHOICES",
     "TrainingState",
@@ -79,6 +96,8 @@ __all__ = [
     "add_step_arguments",
     "backward_and_step",
     "capture_rng_state",
+    "check_trackers",
+    "checkpoint_settings",
     "check_run_arguments",
     "check_weights_identical",
     "claim_output_dir",
@@ -87,6 +106,7 @@ __all__ = [
     "folder_holds_a_run",
     "gather_model_state",
     "get_lr_scheduler",
+    "log_image",
     "is_due",
     "make_accelerator",
     "non_negative_float",
@@ -112,6 +132,7 @@ __all__ = [
     "start_run",
     "stop_if_not_finite",
     "tracker_config",
+    "trackers_take_images",
     "train_batches",
     "write_final_metrics",
 ]

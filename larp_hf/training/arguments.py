@@ -10,6 +10,7 @@ import json
 import math
 import types
 import typing
+import os
 from pathlib import Path
 
 import datasets
@@ -18,8 +19,18 @@ from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
 from ..errors import describe_error
-from .accelerator import MIXED_PRECISION_CHOICES, make_accelerator
-from .layout import already_holds_a_run, claim_output_dir, continues_a_run, folder_holds_a_run, output_dir_refusal
+from ..flags import DefaultsHelpFormatter, parse_list
+from ..local_paths import check_local_path
+from .accelerator import MIXED_PRECISION_CHOICES, check_trackers, make_accelerator
+from . import checkpoint_format
+from .layout import (
+    CHECKPOINTS_DIR,
+    already_holds_a_run,
+    claim_output_dir,
+    continues_a_run,
+    folder_holds_a_run,
+    output_dir_refusal,
+)
 
 
 # Argument types that check a count or rate where argparse reads it, the same for a flag on the command line and for
@@ -115,7 +126,8 @@ def add_run_arguments(
     group.add_argument(
         "--resume_from_checkpoint", type=str, default=None,
         help="A checkpoint folder, 'latest' for the newest one of this run in OUTPUT_DIR/checkpoints (refused if "
-        "damaged), or 'latest_intact' for the newest one that is not.",
+        "damaged), or 'latest_intact' for the newest one that is not. The model settings are the checkpoint's "
+        "(--model.FIELD, the prior's --preset): they need not be repeated, and another value is refused.",
     )  # fmt: skip
     group.add_argument(
         "--resume_from_other_run", action="store_true",
@@ -130,7 +142,11 @@ def add_run_arguments(
         "--dataloader_num_workers", type=non_negative_int, default=0,
         help="Processes that read and preprocess the examples of each batch (0: the training process does).",
     )  # fmt: skip
-    group.add_argument("--report_to", type=str, default=None, help="Accelerate trackers: 'tensorboard', 'wandb', 'all'.")
+    group.add_argument(
+        "--report_to", type=str, default=None,
+        help="Accelerate trackers, comma-separated ('tensorboard', 'wandb', ...) or 'all' (those installed); refused "
+        "if one is not installed. They get the scalars and the validation image grids.",
+    )  # fmt: skip
     return group
 
 
@@ -175,13 +191,24 @@ def check_run_arguments(
     (`parser.error`, before any work): a folder that holds a run is continued or replaced explicitly, never by
     accident; OUTPUT_DIR is none of the run's `inputs` (flag -> the path it names; `--config` is added here), does
     not contain one and does not lie inside one; another run's checkpoint is resumed only with
-    --resume_from_other_run. Counts and rates are checked by their types, on the command line and in the `--config`
+    --resume_from_other_run; an input that is a local path (`./x`, `/x`, `outputs/x`) exists; the --report_to trackers
+    are installed. Counts and rates are checked by their types, on the command line and in the `--config`
     file alike.
     """
     refusal = output_dir_refusal(args, {"--config": getattr(args, "config", None), **(inputs or {})})
     if refusal:
         parser.error(refusal)
     refuse_to_overwrite_a_run(parser, args)
+    for flag, path in (inputs or {}).items():
+        try:
+            if path is not None:
+                check_local_path(path, flag)
+        except FileNotFoundError as error:
+            parser.error(str(error).replace(f"`{flag}`", flag))
+    try:
+        check_trackers(args.report_to)
+    except ValueError as error:
+        parser.error(in_flag_terms(str(error)))
 
 
 def start_run(args: argparse.Namespace, inputs: dict[str, str | None] | None = None) -> Accelerator:
@@ -196,24 +223,51 @@ def start_run(args: argparse.Namespace, inputs: dict[str, str | None] | None = N
     refusal = output_dir_refusal(args, inputs)  # the same on every process: paths only
     if refusal:
         raise SystemExit(f"error: {refusal}")
-    accelerator = make_accelerator(
-        Path(args.output_dir), args.seed, args.mixed_precision, args.gradient_accumulation_steps,
-        log_with=args.report_to, save_on_each_node=args.save_on_each_node,
-    )  # fmt: skip
+    try:
+        accelerator = make_accelerator(
+            Path(args.output_dir), args.seed, args.mixed_precision, args.gradient_accumulation_steps,
+            log_with=args.report_to, save_on_each_node=args.save_on_each_node,
+        )  # fmt: skip
+    except ValueError as error:  # fp16 on a CPU, a tracker that is not installed
+        raise SystemExit(f"error: {in_flag_terms(str(error))}") from None
     args.mixed_precision = accelerator.mixed_precision
     claim_output_dir(accelerator, args, inputs)
     return accelerator
 
 
-def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_class) -> argparse.Namespace:
+# The arguments of make_accelerator's refusals, as the recipes' flags.
+_FLAGS_OF_ARGUMENTS = {"mixed_precision": "--mixed_precision", "log_with": "--report_to"}
+
+
+def in_flag_terms(message: str) -> str:
+    """A library refusal that names `make_accelerator`'s arguments, said with the recipe flags that set them."""
+    for argument, flag in _FLAGS_OF_ARGUMENTS.items():
+        message = message.replace(f"`{argument}`", flag)
+    return message
+
+
+def parse_args_with_config(
+    parser: argparse.ArgumentParser,
+    argv,
+    model_config_class,
+    *,
+    model_flags: tuple[str, ...] = (),
+    model_shorthands: tuple[str, ...] = (),
+) -> argparse.Namespace:
     """
     Parse a recipe's flags in two passes: `--config x.yaml` sets their defaults, the command line overrides them.
     The YAML's `model:` mapping and `--model.FIELD VALUE` flags go to `args.model`, checked against the fields of
     `model_config_class` (a config class, or a function of the parsed args that returns one); unknown YAML keys, flags
-    and fields are errors.
+    and fields are errors. `model_shorthands` are flags that set the model field of their name (the classifier's
+    `--image_size`); they are moved into `args.model`.
+
+    With `--resume_from_checkpoint`, the model is the checkpoint's: `args.model` and the flags `model_flags` that also
+    decide the model's shape (the prior's `--preset`) are taken from the settings the checkpoint records, so a resume
+    needs none of them repeated; one given (on the command line or in the `--config` file) with another value than
+    the checkpoint's is an error naming the setting and both values.
     """
     config_args, _ = parser.parse_known_args(argv)
-    model_overrides = {}
+    model_overrides, asked = {}, {}  # asked: field or flag -> how the user asked for it, for the refusals
     if config_args.config is not None:
         try:
             with open(config_args.config) as handle:
@@ -224,6 +278,8 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
             parser.error(f"--config {config_args.config} must hold a mapping of flag names to values, not a "
                          f"{type(file_config).__name__}.")  # fmt: skip
         model_overrides.update(file_config.pop("model", None) or {})
+        for name, value in model_overrides.items():
+            asked[f"model.{name}"] = f"model.{name}: {value!r} in {config_args.config}"
         actions = {action.dest: action for action in parser._actions if action.option_strings}
         unknown = sorted(set(file_config) - set(actions))
         if unknown:
@@ -232,12 +288,21 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
             name: _value_from_config(parser, actions[name], value, config_args.config)
             for name, value in file_config.items()
         })  # fmt: skip
+        asked.update({name: f"{name}: {value!r} in {config_args.config}" for name, value in file_config.items()})
     args, rest = parser.parse_known_args(argv)
     while rest:
         flag = rest.pop(0)
         if not flag.startswith("--model.") or not rest:
             parser.error(f"unrecognized argument {flag!r}")
-        model_overrides[flag[len("--model.") :]] = yaml.safe_load(rest.pop(0))
+        text = rest.pop(0)
+        model_overrides[flag[len("--model.") :]] = yaml.safe_load(text)
+        asked[f"model.{flag[len('--model.'):]}"] = f"{flag} {text}"
+    asked.update({dest: f"--{dest} {value}" for dest, value in _given_on_command_line(parser, argv).items()})
+    for name in model_shorthands:
+        value = vars(args).pop(name)
+        if value is not None:
+            model_overrides[name] = value
+            asked[f"model.{name}"] = asked.get(name, f"--{name} {value}")
     if not isinstance(model_config_class, type):  # chosen by the parsed flags, e.g. the prior's --architecture
         model_config_class = model_config_class(args)
     fields = {field.name: field for field in dataclasses.fields(model_config_class)}
@@ -245,10 +310,18 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv, model_config_c
     if unknown_fields:
         parser.error(f"unknown {model_config_class.__name__} fields {unknown_fields} (in `model:` or --model.FIELD).")
     for name, value in model_overrides.items():
-        problem = _integer_field_problem(fields[name].type, value)
+        kind = _list_kind(fields[name])
+        if kind is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            try:  # the one list syntax: --model.hidden_channels 32,64 (or [32,64]), as --hidden_channels takes it
+                model_overrides[name] = parse_list(str(value), kind)
+            except argparse.ArgumentTypeError as error:
+                parser.error(f"--model.{name}: {error}")
+        problem = _integer_field_problem(fields[name].type, model_overrides[name])
         if problem:
             parser.error(f"model field {name} (in `model:` or --model.{name}) {problem}, got {value!r}.")
     args.model = model_overrides
+    if getattr(args, "resume_from_checkpoint", None) is not None:
+        _take_model_settings_from_checkpoint(parser, args, model_flags, asked)
     return args
 
 
@@ -270,6 +343,77 @@ def _integer_field_problem(annotation, value) -> str | None:
     return None
 
 
+def _given_on_command_line(parser: argparse.ArgumentParser, argv) -> dict:
+    """The flags the command line sets (not their defaults), by dest: a parse in which every default is a marker."""
+    unset = object()
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions if action.dest != "help"})
+    parsed, _ = parser.parse_known_args(argv, namespace)
+    return {dest: value for dest, value in vars(parsed).items() if value is not unset}
+
+
+def checkpoint_settings(resume_from_checkpoint: str, output_dir: str | Path) -> tuple[Path, dict] | None:
+    """
+    The checkpoint `--resume_from_checkpoint` names (for `latest`, the newest of OUTPUT_DIR's run, as
+    `find_latest_checkpoint` picks it) and the run settings it records (run_config, read through its manifest); None
+    where none can be read yet: `resume_or_start_afresh` then refuses with the reason, or recovers the folder first.
+    """
+    checkpoints_dir = Path(output_dir) / CHECKPOINTS_DIR
+    try:
+        if resume_from_checkpoint == "latest_intact":
+            folder = checkpoint_format.find_checkpoint(resume_from_checkpoint, checkpoints_dir)[0]
+        elif resume_from_checkpoint == "latest":
+            head = checkpoint_format.read_head(checkpoints_dir.parent)
+            folder = next(iter(checkpoint_format.lineage_checkpoints(checkpoints_dir, head)), None)
+        else:
+            folder = Path(resume_from_checkpoint)
+        if folder is None:
+            return None
+        return folder, checkpoint_format.CheckpointReader(folder).read_state("run_config")
+    except (checkpoint_format.CheckpointError, OSError, KeyError, TypeError):
+        return None
+
+
+def _take_model_settings_from_checkpoint(parser, args: argparse.Namespace, model_flags: tuple[str, ...], asked: dict):
+    """`args.model` and `model_flags` set to the checkpoint's; a contradicting value the user asked for is refused."""
+    found = checkpoint_settings(args.resume_from_checkpoint, args.output_dir)
+    if found is None:
+        return
+    folder, saved = found
+    saved_model = saved.get("model") or {}
+    wanted = {f"model.{name}": value for name, value in args.model.items()}
+    wanted.update({name: getattr(args, name) for name in model_flags if name in asked})
+    recorded = {f"model.{name}": value for name, value in saved_model.items()}
+    recorded.update({name: saved[name] for name in model_flags if name in saved})
+    for name, value in wanted.items():
+        if name in recorded and _same(recorded[name], value):
+            continue
+        has = f"{name}={recorded[name]!r}" if name in recorded else f"{name} at its default"
+        parser.error(
+            f"{folder.name} has {has}, you asked {asked[name]}. A resumed run keeps its checkpoint's model: drop the "
+            "setting (the checkpoint's is used), or start a new run without --resume_from_checkpoint."
+        )
+    for name in model_flags:
+        if name in saved:
+            setattr(args, name, saved[name])
+    args.model = dict(saved_model)
+    if int(os.environ.get("RANK", "0")) == 0:  # once, not once per process
+        taken = ", ".join(f"{name}={value!r}" for name, value in recorded.items()) or "the defaults"
+        print(f"Resuming from {folder}: its model settings are used ({taken}).")
+
+
+def _same(recorded, value) -> bool:
+    """A recorded setting (through JSON: lists, no tuples) against a parsed one."""
+    return json.loads(json.dumps(value, default=str)) == recorded
+
+
+def _list_kind(field: dataclasses.Field) -> type | None:
+    """The item type of a config field whose default is a list (`hidden_channels`), else None."""
+    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+    if not isinstance(default, (list, tuple)) or not default:
+        return None
+    return int if all(isinstance(item, int) for item in default) else float
+
+
 def _value_from_config(parser: argparse.ArgumentParser, action: argparse.Action, value, path: str):
     """
     A value of the `--config` file, converted and checked as its flag's text on the command line would be (the
@@ -289,6 +433,8 @@ def _value_from_config(parser: argparse.ArgumentParser, action: argparse.Action,
         parser.error(f"{where}, but {flag} is a switch: true or false.")
     if isinstance(value, bool):  # YAML reads an unquoted no, yes, off, on as a boolean
         parser.error(f"{where}, but {flag} takes a value, not a boolean (quote an unquoted no, yes, off or on).")
+    if isinstance(value, list) and getattr(action.type, "reads_a_list", False):
+        value = ",".join(map(str, value))  # a YAML list, for a list flag (`hidden_channels: [32, 64]`)
     if isinstance(value, (list, dict)):
         parser.error(f"{where}, but {flag} takes one value, as on the command line (model fields go under `model:`).")
     text = value if isinstance(value, str) else str(value)

@@ -48,6 +48,10 @@ def import_recipe(name: str):
 # The server imports the miniature recipe and this module (and through it the recipes) before it forks anything.
 RECIPES = {name: import_recipe(name) for name in RECIPE_NAMES}
 _context = multiprocessing.get_context("forkserver")
+# The server is a fresh interpreter: without ROOT ahead of site-packages on its path it would import another
+# `tests` package (torch-fidelity's wheel installs one at the top level of site-packages) instead of ours.
+_paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+os.environ["PYTHONPATH"] = os.pathsep.join(_paths)
 _context.set_forkserver_preload(["tests.recipes.tiny_training", __name__])
 
 

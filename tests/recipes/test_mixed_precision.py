@@ -30,8 +30,9 @@ def test_auto_is_bf16_only_on_a_cpu_that_does_bf16(device, cpu_has_bf16, expecte
 
 def test_explicit_choices_are_kept_and_others_refused(monkeypatch):
     monkeypatch.setattr(training_accelerator, "cpu_has_bf16", lambda: True)
-    for choice in ("no", "fp16", "bf16", None):
+    for choice in ("no", "bf16", None):
         assert training.resolve_mixed_precision(choice, "cpu")[0] == choice
+    assert training.resolve_mixed_precision("fp16", "cuda")[0] == "fp16"  # on a CPU: refused (test_recipes_as_users_expect)
     for choice in ("fp8", "", "Auto"):
         with pytest.raises(ValueError, match="must be one of"):
             training.resolve_mixed_precision(choice, "cpu")

@@ -230,7 +230,7 @@ def test_bad_invocations_fail_with_clear_messages(tiny_config, tmp_path, capsys,
 
     missing = tmp_path / "missing"
     result = train_vqvae("--config", tiny_config, "--dataset", missing, "--output_dir", tmp_path / "x", expect_success=False)
-    assert result.returncode != 0 and "does not exist" in result.stderr
+    assert result.returncode == 2 and f"--dataset '{missing}' is not there: no such file or folder" in result.stderr
 
     fresh = ["--config", tiny_config, "--output_dir", tmp_path / "fresh", "--resume_from_checkpoint", "latest"]
     result = train_vqvae(*fresh, expect_success=False)
