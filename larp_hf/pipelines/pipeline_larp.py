@@ -29,13 +29,18 @@ from ..prior import (
 )
 from ..tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer
 from .folder import (
+    PIPELINE_CONFIG_NAME,
     SAMPLE_GRID_NAME,
     check_no_remote_code,
     check_part_library,
     load_part,
+    is_pipeline_folder,
     read_pipeline_index,
     swap_pipeline_folder,
+    update_pipeline_manifest,
+    verify_pipeline_folder,
     write_pipeline_index,
+    write_pipeline_manifest,
 )
 from .image_grid import image_grid
 from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card
@@ -84,6 +89,8 @@ class LarpPipeline:
             metadata disagree (codebook size, grid, tokenizer hash) is refused.
         image_processor (`LarpImageProcessor`, *optional*): turns decoded pixels into images; defaults to
             `LarpImageProcessor.from_tokenizer(tokenizer)` (its image size, channels and value range).
+        allow_unverified_pair (`bool`, *optional*, defaults to `False`): accept a prior that records no tokenizer
+            hash (paired by codebook size and grid only); see `larp_hf.check_pair`.
 
     Example:
 
@@ -118,9 +125,15 @@ class LarpPipeline:
     ```
     """
 
-    def __init__(self, vqvae, prior: PreTrainedModel, image_processor: LarpImageProcessor | None = None):
+    def __init__(
+        self,
+        vqvae,
+        prior: PreTrainedModel,
+        image_processor: LarpImageProcessor | None = None,
+        allow_unverified_pair: bool = False,
+    ):
         tokenizer = as_tokenizer(vqvae)
-        check_pair(tokenizer, prior)
+        check_pair(tokenizer, prior, allow_unverified_pair=allow_unverified_pair)
         self.vqvae = tokenizer.eval() if callable(getattr(tokenizer, "eval", None)) else tokenizer
         self.prior = prior.eval()
         self.image_processor = image_processor or LarpImageProcessor.from_tokenizer(tokenizer)
@@ -344,6 +357,8 @@ class LarpPipeline:
         token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
+        verify: bool = True,
+        allow_unverified_pair: bool = False,
     ) -> "LarpPipeline":
         """
         Load a pipeline saved with `save_pretrained` from a folder, or from the Hub (`"org/name"`, downloaded once
@@ -352,6 +367,12 @@ class LarpPipeline:
         The tokenizer is rebuilt from `vqvae/` by `larp_hf.tokenizers.load_tokenizer` (its library's own
         `from_pretrained`, never with `trust_remote_code`); the library `larp_pipeline.json` names for it must be
         installed (`pip install larp_hf[diffusers]` for a diffusers `VQModel`).
+
+        Before anything is loaded, the folder is checked against the `larp_manifest.json` that `save_pretrained`
+        wrote (it travels with the folder to the Hub and back): every file it lists must have its recorded size and
+        SHA-256, and the parts' sub-folders no other file, or a `ValueError` names each damaged, missing or added
+        file (`larp_hf.pipelines.folder.verify_pipeline_folder`). The model card `README.md` is not listed: it may be
+        edited. A folder saved before pipelines carried a manifest loads with a warning that it was not verified.
 
         Args:
             pretrained_model_name_or_path: a pipeline folder or a Hub repo id.
@@ -362,6 +383,9 @@ class LarpPipeline:
                 quantizer stays float32.
             device: move the pipeline there after loading (`"cuda"`, `"cpu"`, ...).
             revision, token, cache_dir, local_files_only: as for `snapshot_download` (Hub ids only).
+            verify: check the folder against its manifest first (default); `False` for a folder whose files were
+                changed on purpose (save it again to record them).
+            allow_unverified_pair: accept a prior that records no tokenizer hash (see `larp_hf.check_pair`).
         """
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
@@ -371,6 +395,10 @@ class LarpPipeline:
                     local_files_only=local_files_only,
                 )
             )  # fmt: skip
+        if not isinstance(verify, bool):
+            raise ValueError(f"`verify` must be True or False, got {verify!r}.")
+        if verify and is_pipeline_folder(path):  # not a pipeline at all: read_pipeline_index says so
+            verify_pipeline_folder(path, pretrained_model_name_or_path)
         index = read_pipeline_index(path, cls.__name__, pretrained_model_name_or_path)
         if vqvae is None:
             check_part_library(index, "vqvae", pretrained_model_name_or_path)
@@ -384,7 +412,7 @@ class LarpPipeline:
         prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **prior_kwargs)
         image_processor = load_part(LarpImageProcessor.from_pretrained, path / "image_processor")
         try:
-            pipeline = cls(vqvae, prior, image_processor)
+            pipeline = cls(vqvae, prior, image_processor, allow_unverified_pair=allow_unverified_pair)
         except ValueError as error:
             raise ValueError(f"{pretrained_model_name_or_path}: {error}") from None
         pipeline.card_info = {**pipeline.card_info, **index.get("model_card", {})}
@@ -396,6 +424,9 @@ class LarpPipeline:
         adapter, the library's folder plus `larp_tokenizer.json`), `prior/` (with the whole sampling policy in its
         `generation_config.json`), `image_processor/`, `larp_pipeline.json`, `README.md` (the model card) and, with
         `sample_grid=True`, `samples.png`: 64 images sampled with seed 0 at the sampling defaults.
+
+        Last comes `larp_manifest.json`: the size and SHA-256 of every file written but the card, which
+        `from_pretrained` checks before it loads anything.
 
         The folder is written beside the target and swapped in by renames, so a crash never leaves the old pipeline
         gone and the new one incomplete. An existing pipeline folder is replaced; a non-empty folder that holds no
@@ -410,18 +441,26 @@ class LarpPipeline:
             # transformers looks for remote code at the repo's root even with `subfolder=`: a copy there lets
             # `AutoModel.from_pretrained(repo, subfolder="vqvae", trust_remote_code=True)` work without larp_hf.
             # Only larp_hf's own parts bring such code; a library's folder (diffusers, transformers) has none.
+            top_level = [PIPELINE_CONFIG_NAME]
             for code in [*(folder / "vqvae").glob("*.py"), *(folder / "image_processor").glob("*.py")]:
                 shutil.copyfile(code, folder / code.name)
+                top_level.append(code.name)
             if sample_grid:
                 images = self(num_images=64, seed=0, output_type="pt").images
                 image_grid(images, nrow=8).save(folder / SAMPLE_GRID_NAME)
+                top_level.append(SAMPLE_GRID_NAME)
             self.save_model_card(folder)
+            write_pipeline_manifest(folder, top_level)
 
     def save_model_card(self, save_directory: str | os.PathLike):
-        """Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info` (the weights are untouched)."""
+        """
+        Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info` (the weights are untouched),
+        and record the new `larp_pipeline.json` in the folder's manifest.
+        """
         save_directory = Path(save_directory)
         parts = {"vqvae": self.vqvae, "prior": self.prior, "image_processor": self.image_processor}
         write_pipeline_index(save_directory, type(self).__name__, parts, self.card_info)
+        update_pipeline_manifest(save_directory, [PIPELINE_CONFIG_NAME])
         card = self.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file())
         write_text_atomic(save_directory / "README.md", str(card))
 
