@@ -27,6 +27,7 @@ from ..prior import (
     sampling_defaults,
     set_sampling_defaults,
 )
+from ..threads import torch_threads
 from ..tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer
 from .folder import (
     PIPELINE_CONFIG_NAME,
@@ -319,7 +320,8 @@ class LarpPipeline:
             all_codes.append(self._sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears))
         codes = torch.cat(all_codes).view(num_images, *self.grid)  # (N, h, w)
 
-        pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
+        with torch_threads():  # as sample_tokens does; see larp_hf.threads
+            pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
         images = self.image_processor.postprocess(pixel_values, output_type=output_type)
         codes = codes.cpu()
         if not return_dict:
