@@ -69,7 +69,7 @@ def main():
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds a neighbour runs before the timing")
     args = parser.parse_args()
     if os.environ.get(NUM_THREADS_ENV) or os.environ.get("OMP_NUM_THREADS"):
-        raise SystemExit(f"Unset {NUM_THREADS_ENV} and OMP_NUM_THREADS: the bench compares the policy with the default.")
+        raise SystemExit(f"Unset {NUM_THREADS_ENV} and OMP_NUM_THREADS: the bench compares the policy with torch's.")
 
     torch_default = torch.get_num_threads()
     pipe = build_pipeline(args)

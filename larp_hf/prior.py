@@ -226,7 +226,9 @@ def prior_config(
     >>> config = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", num_classes=10, tokenizer_hash=None)
     >>> config.vocab_size, config.n_positions, config.bos_token_id, config.larp["null_class_token_id"]
     (524, 66, 512, 523)
-    >>> llama = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", architecture="llama", tokenizer_hash=None)
+    >>> llama = prior_config(
+    ...     LarpVQVAEConfig(codebook_size=512), preset="small", architecture="llama", tokenizer_hash=None
+    ... )
     >>> llama.model_type, llama.vocab_size, llama.max_position_embeddings, llama.intermediate_size
     ('llama', 513, 65, 704)
     >>> from larp_hf.tokenizers import wrap_tokenizer
@@ -355,8 +357,8 @@ def layout_problems(larp: dict, vocab_size: int, num_positions: int | None = Non
     else:
         if num_positions is not None and height * width + prefix_length > num_positions:
             problems.append(
-                f"`grid` {height}×{width} plus the {prefix_length}-token prefix needs {height * width + prefix_length} "
-                f"positions, more than the model's {num_positions} (n_positions)"
+                f"`grid` {height}×{width} plus the {prefix_length}-token prefix needs "
+                f"{height * width + prefix_length} positions, more than the model's {num_positions} (n_positions)"
             )
     return problems
 

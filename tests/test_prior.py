@@ -161,7 +161,9 @@ def prior_that_prefers_special_tokens(num_classes=3, codebook_size=16):
     torch.manual_seed(0)
     vqvae_config = LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[8], codebook_size=codebook_size)
     prior = GPT2LMHeadModel(
-        prior_config(vqvae_config, preset="tiny", num_classes=num_classes, tie_word_embeddings=False, tokenizer_hash=None)
+        prior_config(
+            vqvae_config, preset="tiny", num_classes=num_classes, tie_word_embeddings=False, tokenizer_hash=None
+        )
     ).eval()
     with torch.no_grad():
         prior.transformer.ln_f.weight.zero_()

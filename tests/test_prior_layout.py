@@ -35,7 +35,8 @@ def test_a_sound_layout_passes(architecture):
     [
         ({"class_token_offset": 5}, r"`class_token_offset` = 5 lies inside the code range \[0, 32\)"),
         ({"null_class_token_id": 33}, r"`null_class_token_id` = 33 points at class 0, a real class"),
-        ({"num_classes": 40}, r"`num_classes` = 40 from `class_token_offset` = 33 needs tokens up to 72, beyond the vocabulary \(vocab_size = 37\)"),
+        ({"num_classes": 40}, r"`num_classes` = 40 from `class_token_offset` = 33 needs tokens up to 72, beyond the "
+                              r"vocabulary \(vocab_size = 37\)"),
         ({"bos_token_id": 0}, r"`bos_token_id` = 0 lies inside the code range"),
         ({"bos_token_id": 34}, r"`bos_token_id` = 34 is the token of class 1"),
         ({"null_class_token_id": 99}, r"`null_class_token_id` = 99 lies beyond the vocabulary"),

@@ -243,7 +243,8 @@ def verify_pipeline_folder(folder: Path, name=None) -> list[str]:
         elif not path.is_file():
             problems.append(f"{listed}: missing")
         elif path.stat().st_size != record["bytes"]:
-            problems.append(f"{listed}: damaged ({path.stat().st_size} bytes where the manifest records {record['bytes']})")
+            size = path.stat().st_size
+            problems.append(f"{listed}: damaged ({size} bytes where the manifest records {record['bytes']})")
         elif file_record(path)["sha256"] != record["sha256"]:
             problems.append(f"{listed}: damaged (its SHA-256 differs from the one the manifest records)")
     unlisted = sorted(set(manifest_names(folder, [])) - set(manifest["files"]))

@@ -96,7 +96,8 @@ def test_augmentation_is_a_function_of_the_batch():
 
 def test_masks_reach_gpt2_through_sdpa():
     torch.manual_seed(0)
-    config = prior_config(LarpVQVAEConfig(image_size=16, hidden_channels=[8, 8], codebook_size=8), preset="tiny", tokenizer_hash=None)
+    vqvae_config = LarpVQVAEConfig(image_size=16, hidden_channels=[8, 8], codebook_size=8)
+    config = prior_config(vqvae_config, preset="tiny", tokenizer_hash=None)
     model = GPT2LMHeadModel(config).eval()
     assert model.config._attn_implementation == "sdpa"
     collator = LarpPriorCollator.from_prior_config(config, attention_dropout=0.5, flip_prob=0.0)

@@ -242,7 +242,8 @@ def test_a_prior_from_another_tokenizer_is_refused(tiny_pipeline):
     bigger_codebook = make_tiny_pipeline(codebook_size=64)
     with pytest.raises(ValueError, match="codebook_size = 64 but the tokenizer has codebook_size = 32"):
         LarpPipeline(tiny_pipeline.vqvae, bigger_codebook.prior)
-    finer_grid = GPT2LMHeadModel(prior_config(LarpVQVAEConfig(image_size=32, hidden_channels=[16], codebook_size=K), tokenizer_hash=None))
+    finer_config = LarpVQVAEConfig(image_size=32, hidden_channels=[16], codebook_size=K)
+    finer_grid = GPT2LMHeadModel(prior_config(finer_config, tokenizer_hash=None))
     with pytest.raises(ValueError, match="grid_size = 16 but the tokenizer has grid_size = 8"):
         LarpPipeline(tiny_pipeline.vqvae, finer_grid)
     with pytest.raises(ValueError, match="no `larp` metadata"):
