@@ -138,6 +138,8 @@ def write_pipeline_index(folder: Path, class_name: str, parts: dict, card_info: 
         "larp_hf_version": version("larp_hf"),
         "parts": {name: part_record(part) for name, part in parts.items()},
         "model_card": card_info,
+        # Said here too, so that a folder whose manifest went missing is not taken for one saved before manifests.
+        "manifest": MANIFEST_NAME,
     }
     write_json_atomic(folder / PIPELINE_CONFIG_NAME, index)
 
@@ -223,12 +225,23 @@ def verify_pipeline_folder(folder: Path, name=None) -> list[str]:
     missing or unlisted file. Files beside the parts that the manifest does not list (the card `README.md`, a Hub
     repo's `.gitattributes`, reports written into the folder) are never read by loading and are left alone.
 
-    A folder saved before pipelines had manifests (none there) is loaded with a warning that nothing was verified.
-    Returns the files checked.
+    A folder saved before pipelines had manifests (none there, and its `larp_pipeline.json` names none) is loaded
+    with a warning that nothing was verified; one whose `larp_pipeline.json` names a manifest that is not there is
+    refused. Returns the files checked.
     """
     folder = Path(folder)
     name = folder if name is None else name
     if not (folder / MANIFEST_NAME).is_file():
+        try:
+            index = json.loads((folder / PIPELINE_CONFIG_NAME).read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            index = None
+        if not isinstance(index, dict) or MANIFEST_NAME == index.get("manifest"):
+            raise ValueError(
+                f"{name} has no {MANIFEST_NAME}, though its {PIPELINE_CONFIG_NAME} says it was saved with one (or "
+                "cannot be read): download or copy the whole pipeline folder again. If you removed it on purpose, "
+                "load it with `verify=False`, or load it that way once and save it again (save_pretrained)."
+            )
         logger.warning(
             "%s has no %s (saved before pipeline folders carried one): its files are loaded unverified. Save the "
             "pipeline again (LarpPipeline.save_pretrained) to give it one.", name, MANIFEST_NAME,

@@ -121,8 +121,18 @@ def test_a_manifest_cannot_send_the_check_outside_the_folder(folder):
         LarpPipeline.from_pretrained(folder)
 
 
+def test_a_lost_manifest_is_refused(folder):
+    (folder / MANIFEST_NAME).unlink()
+    with pytest.raises(ValueError, match=rf"has no {MANIFEST_NAME}, though its larp_pipeline.json says"):
+        LarpPipeline.from_pretrained(folder)
+    assert LarpPipeline.from_pretrained(folder, verify=False).num_classes == 2
+
+
 def test_a_folder_saved_before_manifests_loads_with_a_warning(folder, caplog):
     (folder / MANIFEST_NAME).unlink()
+    index = json.loads((folder / "larp_pipeline.json").read_text())
+    del index["manifest"]  # as written before pipeline folders carried a manifest
+    (folder / "larp_pipeline.json").write_text(json.dumps(index))
     with caplog.at_level(logging.WARNING, logger="larp_hf.pipelines.folder"):
         pipeline = LarpPipeline.from_pretrained(folder)
     assert pipeline.num_classes == 2
