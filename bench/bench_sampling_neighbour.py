@@ -13,7 +13,8 @@ threads:     larp_hf's policy (`larp_hf.threads`: one thread on a machine of at 
 
 Printed: images/s per situation with the thread count in force, the slowdown each neighbour causes (alone / beside it)
 under each setting, and the policy's speed over torch default's. The target (issue 23): a neighbour costs at most
-about 2× with the policy. Numbers from a machine that other work loads are not final: run it on an idle machine.
+about 2× with the policy. Numbers from a machine that other work loads are not final: run it on an idle machine (on a
+loaded one, torch default's runs alone can take minutes: 2 threads on 2 busy cores ran 10-40× slower than 1 here).
 """
 
 import argparse

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from larp_hf import LarpPipeline
-from larp_hf.pipelines.folder import MANIFEST_NAME
+from larp_hf.pipelines.folder import MANIFEST_NAME, file_record
 
 from ..conftest import make_tiny_pipeline
 
@@ -137,3 +137,21 @@ def test_a_folder_saved_before_manifests_loads_with_a_warning(folder, caplog):
         pipeline = LarpPipeline.from_pretrained(folder)
     assert pipeline.num_classes == 2
     assert f"has no {MANIFEST_NAME}" in caplog.text and "loaded unverified" in caplog.text
+
+
+def test_a_hub_snapshot_of_links_into_blobs_verifies(folder, tmp_path):
+    """huggingface_hub's cache holds each file once under blobs/ and links it from snapshots/COMMIT/: the manifest,
+    which travels with the repo, is checked against the files the links lead to."""
+    snapshot, blobs = tmp_path / "snapshots" / "0123abc", tmp_path / "blobs"
+    blobs.mkdir()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            blob = blobs / file_record(path)["sha256"]
+            shutil.copyfile(path, blob)
+            link = snapshot / path.relative_to(folder)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(blob)
+    assert LarpPipeline.from_pretrained(snapshot).num_classes == 2
+    flip_exponent_bits(blobs / file_record(snapshot / "prior" / "model.safetensors")["sha256"], "transformer.wte.weight")
+    with pytest.raises(ValueError, match=r"prior/model\.safetensors: damaged"):
+        LarpPipeline.from_pretrained(snapshot)
