@@ -21,7 +21,9 @@ The knobs, first match wins:
    told from it: pin that one with `LARP_HF_NUM_THREADS`),
 4. the policy above.
 
-The count is set for the duration of the call (`torch_threads`) and restored after it.
+The count is set for the duration of the call (`torch_threads`) and restored after it. It covers the sampling loop
+(`larp_hf.generation.sample_tokens`), the hundreds of small steps a neighbour stalls; the tokenizer's decode, one
+batched pass whose float sums depend on the thread count, runs at the caller's count and so matches the library's own.
 """
 
 import contextlib

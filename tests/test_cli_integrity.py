@@ -3,9 +3,11 @@ hash only with `--allow-unpaired-tokenizer`, and say so in flags."""
 
 import json
 
+import pytest
 from transformers import GPT2LMHeadModel
 
 from larp_hf import LarpPipeline, prior_config
+from larp_hf.demo.commands import main as demo_main
 
 from .conftest import make_tiny_pipeline
 from .pipelines.test_folder_integrity import flip_exponent_bits
@@ -21,6 +23,10 @@ def test_a_damaged_pipeline_is_refused_until_no_verify(tmp_path, capsys):
         assert "Traceback" not in err
     out, _ = larp_hf("info", tmp_path / "pipe", "--json", "--no-verify", capsys=capsys)
     assert json.loads(out)["prior"]
+    pytest.importorskip("gradio")
+    with pytest.raises(SystemExit) as error:
+        demo_main(["demo", str(tmp_path / "pipe"), "--device", "cpu"])  # refused before any page is served
+    assert "prior/model.safetensors: damaged" in str(error.value) and "`--no-verify`" in str(error.value)
 
 
 def test_a_prior_without_a_tokenizer_hash_needs_the_flag(tmp_path, capsys):

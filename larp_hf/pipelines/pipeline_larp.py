@@ -27,15 +27,14 @@ from ..prior import (
     sampling_defaults,
     set_sampling_defaults,
 )
-from ..threads import torch_threads
 from ..tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer
 from .folder import (
     PIPELINE_CONFIG_NAME,
     SAMPLE_GRID_NAME,
     check_no_remote_code,
     check_part_library,
-    load_part,
     is_pipeline_folder,
+    load_part,
     read_pipeline_index,
     swap_pipeline_folder,
     update_pipeline_manifest,
@@ -320,8 +319,7 @@ class LarpPipeline:
             all_codes.append(self._sample_codes(input_ids, codes_processor, generators, guidance_scale, prepack_linears))
         codes = torch.cat(all_codes).view(num_images, *self.grid)  # (N, h, w)
 
-        with torch_threads():  # as sample_tokens does; see larp_hf.threads
-            pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
+        pixel_values = torch.cat([self.vqvae.decode(chunk).float() for chunk in codes.split(batch_size)])
         images = self.image_processor.postprocess(pixel_values, output_type=output_type)
         codes = codes.cpu()
         if not return_dict:
@@ -374,7 +372,8 @@ class LarpPipeline:
         wrote (it travels with the folder to the Hub and back): every file it lists must have its recorded size and
         SHA-256, and the parts' sub-folders no other file, or a `ValueError` names each damaged, missing or added
         file (`larp_hf.pipelines.folder.verify_pipeline_folder`). The model card `README.md` is not listed: it may be
-        edited. A folder saved before pipelines carried a manifest loads with a warning that it was not verified.
+        edited. A folder saved before pipelines carried a manifest (its `larp_pipeline.json` names none) loads with
+        a warning that it was not verified; one whose manifest went missing is refused.
 
         Args:
             pretrained_model_name_or_path: a pipeline folder or a Hub repo id.
