@@ -24,6 +24,8 @@ The knobs, first match wins:
 The count is set for the duration of the call (`torch_threads`) and restored after it. It covers the sampling loop
 (`larp_hf.generation.sample_tokens`), the hundreds of small steps a neighbour stalls; the tokenizer's decode, one
 batched pass whose float sums depend on the thread count, runs at the caller's count and so matches the library's own.
+The prior's float sums may depend on the count too, so where the load (and with it the count) varies between runs a
+near-tie may rarely tip a code: set `LARP_HF_NUM_THREADS` for reruns that must match bit for bit.
 """
 
 import contextlib
