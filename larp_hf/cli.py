@@ -48,17 +48,32 @@ def _count(minimum: int):
     return parse
 
 
+# The library's opt-outs as the flags that give them.
+FLAGS_OF_OPT_OUTS = {"`verify=False`": "`--no-verify`", "`allow_unverified_pair=True`": "`--allow-unpaired-tokenizer`"}
+
+
+def _with_opt_out_flags(error: ValueError) -> ValueError:
+    message = str(error)
+    for argument, flag in FLAGS_OF_OPT_OUTS.items():
+        message = message.replace(argument, flag)
+    return ValueError(message)
+
+
 def _load_pipeline(args):
-    """MODEL at --revision; for the commands that sample, in --dtype on --device (default: cuda when available)."""
+    """MODEL at --revision, verified unless --no-verify; for the commands that sample, in --dtype on --device
+    (default: cuda when available)."""
     import torch
 
     from larp_hf import LarpPipeline
 
     errors.check_model_reference(args.model, name="MODEL")
-    options = {"revision": args.revision}
+    options = {"revision": args.revision, "verify": args.verify, "allow_unverified_pair": args.allow_unpaired_tokenizer}
     if "device" in args:
         options.update(dtype=args.dtype, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return LarpPipeline.from_pretrained(args.model, **options)
+    try:
+        return LarpPipeline.from_pretrained(args.model, **options)
+    except ValueError as error:
+        raise _with_opt_out_flags(error) from None
 
 
 def _saved_image_processor(folder):
@@ -104,8 +119,16 @@ def assemble(args):
     vqvae = load_tokenizer(args.vqvae)  # any tokenizer folder: larp_hf's, a diffusers/transformers one, a converted one
     check_no_remote_code(Path(args.prior))
     prior = AutoModelForCausalLM.from_pretrained(args.prior, trust_remote_code=False)  # a folder never brings code
-    check_pair(vqvae, prior, prior_name=f"prior in {args.prior}", vqvae_name=f"tokenizer in {args.vqvae}")
-    pipeline = LarpPipeline(vqvae, prior, _saved_image_processor(args.vqvae))
+    try:
+        check_pair(
+            vqvae, prior, prior_name=f"prior in {args.prior}", vqvae_name=f"tokenizer in {args.vqvae}",
+            allow_unverified_pair=args.allow_unpaired_tokenizer,
+        )  # fmt: skip
+    except ValueError as error:
+        raise _with_opt_out_flags(error) from None
+    pipeline = LarpPipeline(
+        vqvae, prior, _saved_image_processor(args.vqvae), allow_unverified_pair=args.allow_unpaired_tokenizer
+    )
     set_sampling_defaults(
         prior, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale
     )
@@ -382,10 +405,18 @@ def build_parser() -> argparse.ArgumentParser:
         if model:
             p.add_argument("model", help="pipeline folder or Hub repo id")
             p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+            p.add_argument("--no-verify", dest="verify", action="store_false",
+                           help="load MODEL without checking its files against its larp_manifest.json (for a folder "
+                           "edited on purpose)")
+        add_pairing_argument(p)
         if model and samples:
             p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="load the models in this dtype")
             p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
         return p
+
+    def add_pairing_argument(p):
+        p.add_argument("--allow-unpaired-tokenizer", action="store_true",
+                       help="accept a prior that records no tokenizer hash (paired by codebook size and grid only)")
 
     def add_sampling_arguments(p, default="the pipeline's sampling default"):
         p.add_argument("--temperature", type=float, help=f"default: {default}")

@@ -187,11 +187,15 @@ def null_prefix_ids(layout: dict, batch_size: int, device: torch.device | str | 
     return prefix_ids(layout, batch_size, class_tokens=null_tokens)
 
 
+# `prior_config`'s default `tokenizer_hash`: the tokenizer's own. `None` passed on purpose makes a prior without one.
+FROM_TOKENIZER = "from the tokenizer"
+
+
 def prior_config(
     tokenizer,
     preset: str = "small",
     num_classes: int = 0,
-    tokenizer_hash: str | None = None,
+    tokenizer_hash: str | None = FROM_TOKENIZER,
     architecture: str = "gpt2",
     **overrides,
 ) -> GPT2Config | LlamaConfig:
@@ -207,8 +211,10 @@ def prior_config(
         preset: one of `PRIOR_PRESETS` (`tiny`, `small`, `medium`, `base`, `large`): layers, width and heads; a Llama
             prior's SwiGLU width keeps its parameter count close to the GPT-2 of the same preset.
         num_classes: 0 for an unconditional prior; otherwise one class token per class plus a null token.
-        tokenizer_hash: the tokenizer's `tokenizer_hash()`, so mismatched pairs can be refused; defaults to that of
-            `tokenizer` when it is a tokenizer (a config has none: `None`, and the pair is checked by shape only).
+        tokenizer_hash: the `tokenizer_hash()` of the tokenizer whose codes the prior models, so that another
+            tokenizer is refused (`check_pair`); defaults to `tokenizer`'s own. A `LarpVQVAEConfig` has none: pass the
+            model's (`tokenizer_hash=vqvae.tokenizer_hash()`), or `None` on purpose for a prior paired by codebook
+            size and grid only, which pairing then refuses unless told `allow_unverified_pair=True`.
         architecture: `"gpt2"` or `"llama"`.
         **overrides: any field of the architecture's config (e.g. `attn_pdrop=0.1`, `n_layer=6` for GPT-2;
             `num_hidden_layers=6`, `rope_theta=1e4` for Llama).
@@ -217,10 +223,12 @@ def prior_config(
 
     ```python
     >>> from larp_hf import LarpVQVAEConfig, prior_config
-    >>> config = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", num_classes=10)
+    >>> config = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", num_classes=10, tokenizer_hash=None)
     >>> config.vocab_size, config.n_positions, config.bos_token_id, config.larp["null_class_token_id"]
     (524, 66, 512, 523)
-    >>> llama = prior_config(LarpVQVAEConfig(codebook_size=512), preset="small", architecture="llama")
+    >>> llama = prior_config(
+    ...     LarpVQVAEConfig(codebook_size=512), preset="small", architecture="llama", tokenizer_hash=None
+    ... )
     >>> llama.model_type, llama.vocab_size, llama.max_position_embeddings, llama.intermediate_size
     ('llama', 513, 65, 704)
     >>> from larp_hf.tokenizers import wrap_tokenizer
@@ -237,8 +245,16 @@ def prior_config(
     if architecture not in ARCHITECTURES:
         raise ValueError(f"Unknown prior architecture {architecture!r}; choose one of {ARCHITECTURES}.")
     codebook_size, (height, width) = codebook_and_grid(tokenizer)
-    if tokenizer_hash is None and callable(getattr(tokenizer, "tokenizer_hash", None)):
+    if tokenizer_hash is FROM_TOKENIZER:
+        if not callable(getattr(tokenizer, "tokenizer_hash", None)):
+            raise ValueError(
+                f"`tokenizer` is a {type(tokenizer).__name__}, which has no tokenizer_hash(), so the prior could not "
+                "tell its tokenizer from another. Pass `tokenizer_hash` (the model's: tokenizer_hash=vqvae."
+                "tokenizer_hash()), or tokenizer_hash=None for a prior paired by codebook size and grid only."
+            )
         tokenizer_hash = tokenizer.tokenizer_hash()
+    elif tokenizer_hash is not None and not isinstance(tokenizer_hash, str):
+        raise ValueError(f"`tokenizer_hash` must be a string (a tokenizer_hash()) or None, got {tokenizer_hash!r}.")
     layout = vocabulary_layout(codebook_size, (height, width), num_classes)
     vocab_size = layout.pop("vocab_size")  # a field of the config itself
     larp = {**layout, "tokenizer_hash": tokenizer_hash, "preset": preset, "architecture": architecture}
@@ -274,14 +290,102 @@ def prior_config(
     return config
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def layout_problems(larp: dict, vocab_size: int, num_positions: int | None = None) -> list[str]:
+    """
+    What is wrong with a prior's `larp` layout against its vocabulary of `vocab_size` tokens and its `num_positions`
+    positions (`None`: not checked), one sentence per problem, naming the field; empty for a sound layout. Codes are
+    `0 … codebook_size-1`; BOS, the class tokens and the null class must lie above them, inside the vocabulary, and
+    apart from each other, and a sequence (prefix and grid) must fit the positions.
+    """
+    codebook_size, num_classes = larp.get("codebook_size"), larp.get("num_classes", 0)
+    if not _is_int(codebook_size) or codebook_size < 1:
+        return [f"`codebook_size` is {codebook_size!r}, not a positive integer"]
+    if not _is_int(num_classes) or num_classes < 0:
+        return [f"`num_classes` is {num_classes!r}, not an integer >= 0"]
+    codes = f"the code range [0, {codebook_size})"
+    problems = []
+
+    def check_token(field: str) -> int | None:
+        token = larp.get(field)
+        if not _is_int(token):
+            problems.append(f"`{field}` is {token!r}, not a token id")
+        elif token < codebook_size:
+            problems.append(f"`{field}` = {token} lies inside {codes}: a code would be read as it")
+        elif token >= vocab_size:
+            problems.append(f"`{field}` = {token} lies beyond the vocabulary (vocab_size = {vocab_size})")
+        else:
+            return token
+        return None
+
+    bos = check_token("bos_token_id")
+    offset, null = larp.get("class_token_offset"), larp.get("null_class_token_id")
+    if num_classes == 0:
+        if offset is not None or null is not None:
+            problems.append(
+                f"`num_classes` is 0 (unconditional) but `class_token_offset` = {offset!r} and `null_class_token_id` = "
+                f"{null!r} (both must be null)"
+            )
+    else:
+        offset, null = check_token("class_token_offset"), check_token("null_class_token_id")
+        if offset is not None:
+            last = offset + num_classes - 1
+            if last >= vocab_size:
+                problems.append(
+                    f"`num_classes` = {num_classes} from `class_token_offset` = {offset} needs tokens up to {last}, "
+                    f"beyond the vocabulary (vocab_size = {vocab_size})"
+                )
+            if bos is not None and offset <= bos <= last:
+                problems.append(f"`bos_token_id` = {bos} is the token of class {bos - offset}")
+            if null is not None and offset <= null <= last:
+                problems.append(f"`null_class_token_id` = {null} points at class {null - offset}, a real class")
+        if null is not None and null == bos:
+            problems.append(f"`null_class_token_id` = {null} is the BOS token")
+    prefix_length = 1 if num_classes == 0 else 2
+    if larp.get("prefix_length", prefix_length) != prefix_length:
+        problems.append(
+            f"`prefix_length` = {larp.get('prefix_length')!r}, but a prior with num_classes = {num_classes} has "
+            f"{prefix_length}"
+        )
+    try:
+        height, width = layout_grid(larp)
+    except (KeyError, TypeError, ValueError) as error:
+        problems.append(f"`grid` does not name a code grid ({error})")
+    else:
+        if num_positions is not None and height * width + prefix_length > num_positions:
+            problems.append(
+                f"`grid` {height}×{width} plus the {prefix_length}-token prefix needs "
+                f"{height * width + prefix_length} positions, more than the model's {num_positions} (n_positions)"
+            )
+    return problems
+
+
 def prior_metadata(config) -> dict:
-    """The `larp` entry of a prior's config, with a clear error for a GPT-2 that is not a larp_hf prior."""
+    """
+    The `larp` entry of a prior's config, checked against the config's vocabulary and positions
+    (`layout_problems`): a config that is not a larp_hf prior, or whose layout was edited into one that cannot hold
+    (a class token among the codes, the null class on a real class, classes beyond the vocabulary, a grid longer than
+    the positions), raises a `ValueError` naming the field.
+    """
     larp = getattr(config, "larp", None)
     if not isinstance(larp, dict) or "codebook_size" not in larp:
         raise ValueError(
             "This GPT-2 config has no `larp` metadata, so it is not a larp_hf prior. Build priors with "
             "larp_hf.prior_config(tokenizer, ...)."
         )
+    vocab_size = getattr(config, "vocab_size", None)
+    if _is_int(vocab_size):
+        problems = layout_problems(larp, vocab_size, getattr(config, "max_position_embeddings", None))
+        if problems:
+            raise ValueError(
+                "The prior's `larp` layout (in its config.json) does not fit its vocabulary: "
+                + "; ".join(problems)
+                + ". The layout was edited or damaged: restore the prior's config.json, or build the config again "
+                "with larp_hf.prior_config(tokenizer, ...)."
+            )
     return copy.deepcopy(larp)
 
 
@@ -326,7 +430,8 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
     ```python
     >>> from transformers import GPT2LMHeadModel
     >>> from larp_hf import LarpVQVAEConfig, prior_config, sampling_defaults, set_sampling_defaults
-    >>> prior = GPT2LMHeadModel(prior_config(LarpVQVAEConfig(codebook_size=16), preset="tiny", num_classes=2))
+    >>> config = prior_config(LarpVQVAEConfig(codebook_size=16), preset="tiny", num_classes=2, tokenizer_hash=None)
+    >>> prior = GPT2LMHeadModel(config)
     >>> set_sampling_defaults(prior, temperature=0.9, top_k=8, guidance_scale=2.0)
     >>> config = prior.generation_config
     >>> config.temperature, config.top_k, config.top_p, config.max_new_tokens, config.suppress_tokens
@@ -363,10 +468,20 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
         prior.config.larp = {**prior.config.larp, "guidance_scale": guidance_scale}
 
 
-def check_pair(tokenizer, prior: PreTrainedModel, prior_name: str = "prior", vqvae_name: str = "tokenizer"):
+def check_pair(
+    tokenizer,
+    prior: PreTrainedModel,
+    prior_name: str = "prior",
+    vqvae_name: str = "tokenizer",
+    allow_unverified_pair: bool = False,
+):
     """
     Raise a `ValueError` naming both sides when `prior` was not trained on `tokenizer`'s codes: another codebook size,
-    another grid, or (when the prior records one) another `tokenizer_hash()`. `tokenizer` is any `ImageTokenizer`.
+    another grid, or another `tokenizer_hash()` than the one the prior records. `tokenizer` is any `ImageTokenizer`.
+
+    A prior that records no tokenizer hash (built with `prior_config(..., tokenizer_hash=None)`) cannot show that
+    the codes are this tokenizer's: it is refused unless `allow_unverified_pair=True`, where codebook size and grid
+    alone are checked.
     """
     larp = prior_metadata(prior.config)
     codebook_size, grid = codebook_and_grid(tokenizer)
@@ -388,14 +503,22 @@ def check_pair(tokenizer, prior: PreTrainedModel, prior_name: str = "prior", vqv
             "token dataset it was trained on."
         )
     expected = larp.get("tokenizer_hash")
-    if expected is not None:
-        actual = tokenizer.tokenizer_hash()
-        if actual != expected:
-            raise ValueError(
-                f"The {prior_name} was trained on codes of tokenizer {expected[:16]}…, but the {vqvae_name} is "
-                f"{actual[:16]}… (its tokenizer_hash()). Its codes mean something else to this tokenizer; "
-                "pair the prior with the tokenizer its token dataset was encoded with."
-            )
+    if expected is None:
+        if allow_unverified_pair:
+            return
+        raise ValueError(
+            f"The {prior_name} records no tokenizer hash, so nothing shows it was trained on the {vqvae_name}'s codes "
+            "(codebook size and grid match, but another tokenizer of that shape would too). If you know they belong "
+            "together, pass `allow_unverified_pair=True`, or record the tokenizer in the prior: "
+            "prior.config.larp['tokenizer_hash'] = tokenizer.tokenizer_hash(), then save it."
+        )
+    actual = tokenizer.tokenizer_hash()
+    if actual != expected:
+        raise ValueError(
+            f"The {prior_name} was trained on codes of tokenizer {str(expected)[:16]}…, but the {vqvae_name} is "
+            f"{actual[:16]}… (its tokenizer_hash()). Its codes mean something else to this tokenizer; "
+            "pair the prior with the tokenizer its token dataset was encoded with."
+        )
 
 
 def class_token_ids(larp: dict, class_labels, num_images: int, first_image_index: int = 0) -> torch.Tensor | None:
@@ -450,6 +573,7 @@ __all__ = [
     "codebook_and_grid",
     "grid_fields",
     "layout_grid",
+    "layout_problems",
     "null_prefix_ids",
     "prefix_ids",
     "prefix_layout",

@@ -228,14 +228,18 @@ def test_no_command_runs_code_planted_in_a_folder(pipeline_dir, tmp_path, monkey
     asked = []
     monkeypatch.setattr("builtins.input", lambda *args: asked.append(args) or "y")
 
-    larp_hf("info", planted, capsys=capsys)
-    larp_hf("generate", planted, "--num-images", 2, "--output", tmp_path / "grid.png", capsys=capsys)
+    # The folder's manifest refuses the edit first; past it (--no-verify), the code is still never run.
+    _, err = larp_hf("info", planted, expect_success=False, capsys=capsys)
+    assert "prior/config.json: damaged" in err and "prior/planted.py: not in the manifest" in err
+    larp_hf("info", planted, "--no-verify", capsys=capsys)
+    larp_hf("generate", planted, "--no-verify", "--num-images", 2, "--output", tmp_path / "grid.png", capsys=capsys)
     larp_hf("assemble", "--vqvae", planted / "vqvae", "--prior", planted / "prior", "--output", tmp_path / "again",
             capsys=capsys)  # fmt: skip
-    LarpPipeline.from_pretrained(planted)
+    LarpPipeline.from_pretrained(planted, verify=False)
 
     (planted / "prior" / "config.json").write_text(json.dumps({**config, "model_type": "planted"}))
-    for command in (["info", planted], ["generate", planted, "--output", tmp_path / "grid2.png"],
+    for command in (["info", planted, "--no-verify"],
+                    ["generate", planted, "--no-verify", "--output", tmp_path / "grid2.png"],
                     ["assemble", "--vqvae", planted / "vqvae", "--prior", planted / "prior", "--output", tmp_path / "x"]):
         _, err = larp_hf(*command, expect_success=False, capsys=capsys)
         assert "never runs code from a model folder" in err and "model type 'planted'" in err, err

@@ -29,7 +29,7 @@ VQVAE = LarpVQVAEConfig(in_channels=1, image_size=32, codebook_size=512)
 
 
 def test_unconditional_layout():
-    config = prior_config(VQVAE, preset="tiny")
+    config = prior_config(VQVAE, preset="tiny", tokenizer_hash=None)
     assert isinstance(config, GPT2Config)
     assert config.vocab_size == 513 and config.bos_token_id == 512 and config.eos_token_id is None
     assert config.n_positions == 64 + 1
@@ -39,7 +39,7 @@ def test_unconditional_layout():
 
 
 def test_class_conditional_layout():
-    config = prior_config(VQVAE, preset="tiny", num_classes=10)
+    config = prior_config(VQVAE, preset="tiny", num_classes=10, tokenizer_hash=None)
     larp = prior_metadata(config)
     assert config.vocab_size == 512 + 1 + 10 + 1
     assert larp["class_token_offset"] == 513 and larp["null_class_token_id"] == 523
@@ -62,9 +62,9 @@ def test_prior_configs_and_token_datasets_share_one_vocabulary_layout(num_classe
 
 
 def test_prefixes_follow_the_layout_for_conditional_and_unconditional_priors():
-    unconditional = prior_metadata(prior_config(VQVAE, preset="tiny"))
+    unconditional = prior_metadata(prior_config(VQVAE, preset="tiny", tokenizer_hash=None))
     assert prefix_ids(unconditional, 3).tolist() == [[512]] * 3
-    conditional = prior_metadata(prior_config(VQVAE, preset="tiny", num_classes=10))
+    conditional = prior_metadata(prior_config(VQVAE, preset="tiny", num_classes=10, tokenizer_hash=None))
     tokens = class_token_ids(conditional, [0, 9, 4], 3)
     prefix = prefix_ids(conditional, 3, tokens)
     assert prefix.dtype == torch.long and prefix.shape == (3, conditional["prefix_length"])
@@ -78,13 +78,13 @@ def test_prefixes_follow_the_layout_for_conditional_and_unconditional_priors():
 
 
 def test_the_null_prefix_puts_the_null_class_in_the_layouts_class_slot():
-    larp = prior_metadata(prior_config(VQVAE, preset="tiny", num_classes=10))
+    larp = prior_metadata(prior_config(VQVAE, preset="tiny", num_classes=10, tokenizer_hash=None))
     null = null_prefix_ids(larp, 4)
     assert null.shape == (4, larp["prefix_length"])
     assert torch.equal(null, prefix_ids(larp, 4, class_token_ids(larp, "null", 4)))  # the class slot, whichever it is
     assert torch.all(null[:, 0] == larp["bos_token_id"]) and torch.all(null[:, -1] == larp["null_class_token_id"])
     with pytest.raises(ValueError, match="no null class"):
-        null_prefix_ids(prior_metadata(prior_config(VQVAE, preset="tiny")), 4)
+        null_prefix_ids(prior_metadata(prior_config(VQVAE, preset="tiny", tokenizer_hash=None)), 4)
     # A prefix layout of given ids (as the collator has) builds the same prefixes.
     given = prefix_layout(larp["bos_token_id"], larp["class_token_offset"], larp["null_class_token_id"])
     assert given["prefix_length"] == 2 and torch.equal(null_prefix_ids(given, 4), null)
@@ -104,7 +104,7 @@ def num_parameters(config) -> int:
 
 
 def test_presets_span_tests_to_100m_parameters():
-    counts = {name: num_parameters(prior_config(VQVAE, preset=name)) for name in PRIOR_PRESETS}
+    counts = {name: num_parameters(prior_config(VQVAE, preset=name, tokenizer_hash=None)) for name in PRIOR_PRESETS}
     assert counts["tiny"] < 200_000
     assert 3.0e6 < counts["small"] < 3.6e6  # the baseline's 4 layers, width 256, 8 heads
     assert max(counts.values()) >= 100e6
@@ -113,11 +113,11 @@ def test_presets_span_tests_to_100m_parameters():
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="Unknown prior preset 'huge'; choose one of"):
-        prior_config(VQVAE, preset="huge")
+        prior_config(VQVAE, preset="huge", tokenizer_hash=None)
     with pytest.raises(ValueError, match="num_classes"):
-        prior_config(VQVAE, num_classes=-1)
+        prior_config(VQVAE, num_classes=-1, tokenizer_hash=None)
     with pytest.raises(ValueError, match="divisible"):
-        prior_config(VQVAE, preset="tiny", n_embd=65)
+        prior_config(VQVAE, preset="tiny", n_embd=65, tokenizer_hash=None)
     with pytest.raises(ValueError, match="not a larp_hf prior"):
         prior_metadata(GPT2Config())
 
@@ -161,7 +161,9 @@ def prior_that_prefers_special_tokens(num_classes=3, codebook_size=16):
     torch.manual_seed(0)
     vqvae_config = LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[8], codebook_size=codebook_size)
     prior = GPT2LMHeadModel(
-        prior_config(vqvae_config, preset="tiny", num_classes=num_classes, tie_word_embeddings=False)
+        prior_config(
+            vqvae_config, preset="tiny", num_classes=num_classes, tie_word_embeddings=False, tokenizer_hash=None
+        )
     ).eval()
     with torch.no_grad():
         prior.transformer.ln_f.weight.zero_()
@@ -257,8 +259,8 @@ def test_the_processor_and_the_stored_defaults_apply_each_setting_once():
 
 def test_llama_prior_has_the_same_layout_metadata_and_parameter_budget():
     for preset in ("tiny", "small"):
-        gpt2 = prior_config(VQVAE, preset=preset, num_classes=10)
-        llama = prior_config(VQVAE, preset=preset, num_classes=10, architecture="llama")
+        gpt2 = prior_config(VQVAE, preset=preset, num_classes=10, tokenizer_hash=None)
+        llama = prior_config(VQVAE, preset=preset, num_classes=10, architecture="llama", tokenizer_hash=None)
         assert llama.model_type == "llama" and llama.hidden_act == "silu"  # SwiGLU, RMSNorm, RoPE: stock Llama
         assert (llama.vocab_size, llama.max_position_embeddings, llama.bos_token_id) == (
             gpt2.vocab_size, gpt2.n_positions, gpt2.bos_token_id
@@ -268,9 +270,9 @@ def test_llama_prior_has_the_same_layout_metadata_and_parameter_budget():
         }
         sizes = [AutoModelForCausalLM.from_config(c).num_parameters() for c in (gpt2, llama)]
         assert abs(sizes[1] - sizes[0]) / sizes[0] < 0.03, sizes
-    assert prior_config(VQVAE, architecture="llama", num_hidden_layers=3).num_hidden_layers == 3
+    assert prior_config(VQVAE, architecture="llama", num_hidden_layers=3, tokenizer_hash=None).num_hidden_layers == 3
     with pytest.raises(ValueError, match="architecture"):
-        prior_config(VQVAE, architecture="mamba")
+        prior_config(VQVAE, architecture="mamba", tokenizer_hash=None)
 
 
 def test_llama_prior_trains_with_attention_dropout_and_samples_through_the_pipeline(tmp_path, python_without_larp_hf):

@@ -24,7 +24,14 @@ def demo(args):
 
     _gradio_or_exit()  # before the pipeline loads, so a missing extra is said at once
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipeline = LarpPipeline.from_pretrained(args.model, revision=args.revision, device=device)
+    try:
+        pipeline = LarpPipeline.from_pretrained(
+            args.model, revision=args.revision, device=device, verify=args.verify,
+            allow_unverified_pair=args.allow_unpaired_tokenizer,
+        )  # fmt: skip
+    except ValueError as error:  # the library's opt-outs are these flags here
+        message = str(error).replace("`verify=False`", "`--no-verify`")
+        raise ValueError(message.replace("`allow_unverified_pair=True`", "`--allow-unpaired-tokenizer`")) from None
     page = build_demo(pipeline, title=args.title, model_id=str(args.model))
     launch_demo(page, server_name=args.host, server_port=args.port)
 
@@ -58,6 +65,10 @@ def add_demo_commands(commands: "argparse._SubParsersAction"):
     )
     p.add_argument("model", help="pipeline folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="load MODEL without checking its files against its larp_manifest.json")
+    p.add_argument("--allow-unpaired-tokenizer", action="store_true",
+                   help="accept a prior that records no tokenizer hash (paired by codebook size and grid only)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT or 7860)")

@@ -4,6 +4,7 @@ import torch
 from transformers import LogitsProcessor, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicLayer
 
+from ..threads import torch_threads
 from .guidance import guided_logits, with_null_rows
 from .logits_process import gumbel_noise
 from .prepacked import with_prepacked_linears
@@ -69,6 +70,7 @@ def sample_tokens(
     null_input_ids: torch.LongTensor | None = None,
     guidance_scale: float = 1.0,
     prepack_linears: bool | None = None,
+    num_threads: int | None = None,
 ) -> torch.LongTensor:
     r"""
     Sample `max_new_tokens` tokens after `input_ids`, with the same per-step distribution as
@@ -100,6 +102,8 @@ def sample_tokens(
             on a CPU with oneDNN): `None` (the default) when a step has at least `PREPACK_MIN_ROWS` rows (2B with
             guidance), `True` whatever the rows, `False` never (the prior's own linear layers). The per-step
             distribution is the same either way; float32 sums round differently, so a near-tie may rarely tip.
+        num_threads: torch threads for the loop; `None` (the default): `$LARP_HF_NUM_THREADS`, else a count the
+            user set, else fewer than torch's default on a small or busy machine (`larp_hf.threads`), restored after.
 
     Returns:
         (B, max_new_tokens) sampled token ids, on `input_ids`' device.
@@ -116,7 +120,7 @@ def sample_tokens(
         prepack_linears = step_ids.shape[0] >= PREPACK_MIN_ROWS
     decoder = with_prepacked_linears(prior) if prepack_linears else prior
     # Inference mode: no autograd bookkeeping at all (version counters, view tracking) on a step's ~100 operations.
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(num_threads):
         sequences = torch.empty(batch_size, prefix_length + max_new_tokens, dtype=torch.long, device=input_ids.device)
         sequences[:, :prefix_length] = input_ids  # what the processor sees, as in generate: (B, P + t) views of this
         for step in range(max_new_tokens):

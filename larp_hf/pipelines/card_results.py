@@ -16,8 +16,8 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 
 from ..atomic_files import write_json_atomic, write_text_atomic
-from .folder import PIPELINE_CONFIG_NAME
-from .model_card import MODEL_NAME, dataset_source, eval_results, evaluation_section, same_dataset
+from .folder import PIPELINE_CONFIG_NAME, update_pipeline_manifest
+from .model_card import MODEL_NAME, card_lock, dataset_source, eval_results, evaluation_section, same_dataset
 
 
 CARD_NAME = "README.md"
@@ -67,6 +67,13 @@ def remove_card_results(
     number or dataset the card does not hold raises a `ValueError` listing what it holds, before anything is written.
     """
     folder = Path(folder)
+    _read_index(folder)  # a folder without a pipeline is refused before a lock file is made in it
+    # Under the card's lock, as every card writer: a record another command adds meanwhile is neither lost nor revived.
+    with card_lock(folder):
+        return _remove_card_results(folder, results, remove_all)
+
+
+def _remove_card_results(folder: Path, results, remove_all: bool) -> list[dict]:
     index = _read_index(folder)
     if (results is None or len(results) == 0) == (not remove_all):
         raise ValueError("Name the results to remove (`results`: numbers or dataset names) or pass `remove_all`, "
@@ -94,6 +101,7 @@ def remove_card_results(
     if not removed:
         return []
     write_json_atomic(folder / PIPELINE_CONFIG_NAME, {**index, "model_card": {**card_info, "evaluations": kept}})
+    update_pipeline_manifest(folder, [PIPELINE_CONFIG_NAME])  # the folder still verifies (the card is not listed)
     if (folder / CARD_NAME).is_file():
         write_text_atomic(folder / CARD_NAME, _card_with_results(folder / CARD_NAME, kept, card_info.get("dataset")))
     return removed

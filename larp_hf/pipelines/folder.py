@@ -1,8 +1,10 @@
 """The layout of a saved pipeline folder: `larp_pipeline.json` naming the parts, one sub-folder per part."""
 
 import contextlib
+import hashlib
 import importlib.util
 import json
+import logging
 import os
 from importlib.metadata import version
 from pathlib import Path
@@ -12,12 +14,18 @@ from safetensors import safe_open
 from ..atomic_files import swap_folder, write_json_atomic
 from ..output_folders import entries_written_by, folder_entries, write_mark
 
+logger = logging.getLogger(__name__)
 
 # The pipeline's own file. Not diffusers' `model_index.json`: `DiffusionPipeline` cannot load a LarpPipeline, so the
 # folder does not pretend it can.
 PIPELINE_CONFIG_NAME = "larp_pipeline.json"
 SAMPLE_GRID_NAME = "samples.png"
 PARTS = ("vqvae", "prior", "image_processor")  # one sub-folder each
+MANIFEST_NAME = "larp_manifest.json"
+MANIFEST_FORMAT = "larp_hf-pipeline-manifest/1"
+# Left out of the manifest: the model card, which people edit on the Hub and `save_model_card` rewrites; loading
+# never reads it.
+UNLISTED_NAMES = ("README.md",)
 # What to install for a part's library when it is missing (larp_hf's extras; any other library by its own name).
 INSTALL_HINTS = {"diffusers": "pip install larp_hf[diffusers]"}
 
@@ -131,8 +139,137 @@ def write_pipeline_index(folder: Path, class_name: str, parts: dict, card_info: 
         "larp_hf_version": version("larp_hf"),
         "parts": {name: part_record(part) for name, part in parts.items()},
         "model_card": card_info,
+        # Said here too, so that a folder whose manifest went missing is not taken for one saved before manifests.
+        "manifest": MANIFEST_NAME,
     }
     write_json_atomic(folder / PIPELINE_CONFIG_NAME, index)
+
+
+# ---- The manifest: what save_pretrained wrote, by size and SHA-256 -------------------------------------------------
+
+
+def file_record(path: Path) -> dict:
+    """`{"bytes": size, "sha256": hex digest}` of the file at `path` (read in 1 MiB blocks; a symlink is followed, as
+    the Hub cache's snapshot folders are links into its blobs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def manifest_names(folder: Path, top_level: list[str]) -> list[str]:
+    """The files a manifest lists: every file under the parts' sub-folders and the `top_level` files named."""
+    names = [name for name in top_level if name not in UNLISTED_NAMES and (folder / name).is_file()]
+    for part in PARTS:
+        for root, _, files in os.walk(folder / part):
+            names += [(Path(root) / file).relative_to(folder).as_posix() for file in files]
+    return sorted(names)
+
+
+def write_pipeline_manifest(folder: Path, top_level: list[str]) -> dict:
+    """
+    Write `larp_manifest.json`: the size and SHA-256 of every file under the parts' sub-folders and of the
+    `top_level` files named (the card, `README.md`, is never listed). `LarpPipeline.save_pretrained` calls it last.
+    """
+    folder = Path(folder)
+    files = {name: file_record(folder / name) for name in manifest_names(folder, top_level)}
+    manifest = {"format": MANIFEST_FORMAT, "files": files}
+    write_json_atomic(folder / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def update_pipeline_manifest(folder: Path, names: list[str]):
+    """Record the files `names` again in `folder`'s manifest (after rewriting them in place), when it has one."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        return
+    manifest = read_pipeline_manifest(folder, folder)
+    for name in names:
+        if name not in UNLISTED_NAMES:
+            manifest["files"][name] = file_record(folder / name)
+    write_json_atomic(path, manifest)
+
+
+def read_pipeline_manifest(folder: Path, name) -> dict:
+    """`folder`'s manifest, checked for form (`verify_pipeline_folder` checks the files)."""
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(
+            f"{name}: its {MANIFEST_NAME} cannot be read ({error}); download or copy the pipeline again."
+        ) from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    well_formed = (
+        isinstance(files, dict)
+        and manifest.get("format") == MANIFEST_FORMAT
+        and all(
+            isinstance(record, dict) and isinstance(record.get("bytes"), int) and isinstance(record.get("sha256"), str)
+            for record in files.values()
+        )
+    )
+    if not well_formed:
+        raise ValueError(
+            f"{name}: its {MANIFEST_NAME} is damaged (not a {MANIFEST_FORMAT} list of {{bytes, sha256}} records); "
+            "download or copy the pipeline again."
+        )
+    return manifest
+
+
+def verify_pipeline_folder(folder: Path, name=None) -> list[str]:
+    """
+    Check a pipeline folder against its `larp_manifest.json` before anything in it is loaded: every file it lists
+    must be there with the recorded size and SHA-256, and the parts' sub-folders (`vqvae/`, `prior/`,
+    `image_processor/`, which the loaders read) must hold no other file. One `ValueError` names every damaged,
+    missing or unlisted file. Files beside the parts that the manifest does not list (the card `README.md`, a Hub
+    repo's `.gitattributes`, reports written into the folder) are never read by loading and are left alone.
+
+    A folder saved before pipelines had manifests (none there, and its `larp_pipeline.json` names none) is loaded
+    with a warning that nothing was verified; one whose `larp_pipeline.json` names a manifest that is not there is
+    refused. Returns the files checked.
+    """
+    folder = Path(folder)
+    name = folder if name is None else name
+    if not (folder / MANIFEST_NAME).is_file():
+        try:
+            index = json.loads((folder / PIPELINE_CONFIG_NAME).read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            index = None
+        if not isinstance(index, dict) or MANIFEST_NAME == index.get("manifest"):
+            raise ValueError(
+                f"{name} has no {MANIFEST_NAME}, though its {PIPELINE_CONFIG_NAME} says it was saved with one (or "
+                "cannot be read): download or copy the whole pipeline folder again. If you removed it on purpose, "
+                "load it with `verify=False`, or load it that way once and save it again (save_pretrained)."
+            )
+        logger.warning(
+            "%s has no %s (saved before pipeline folders carried one): its files are loaded unverified. Save the "
+            "pipeline again (LarpPipeline.save_pretrained) to give it one.", name, MANIFEST_NAME,
+        )  # fmt: skip
+        return []
+    manifest = read_pipeline_manifest(folder, name)
+    problems = []
+    for listed, record in sorted(manifest["files"].items()):
+        path = folder / listed
+        if Path(listed).is_absolute() or ".." in Path(listed).parts:
+            problems.append(f"{listed}: a name outside the folder")
+        elif not path.is_file():
+            problems.append(f"{listed}: missing")
+        elif path.stat().st_size != record["bytes"]:
+            size = path.stat().st_size
+            problems.append(f"{listed}: damaged ({size} bytes where the manifest records {record['bytes']})")
+        elif file_record(path)["sha256"] != record["sha256"]:
+            problems.append(f"{listed}: damaged (its SHA-256 differs from the one the manifest records)")
+    unlisted = sorted(set(manifest_names(folder, [])) - set(manifest["files"]))
+    problems += [f"{extra}: not in the manifest (a file added to a part's folder)" for extra in unlisted]
+    if problems:
+        raise ValueError(
+            f"{name} does not match its {MANIFEST_NAME}:\n  " + "\n  ".join(problems) + "\nDownload or copy the "
+            "pipeline again. If you changed these files on purpose, load it with `verify=False`, or load it that way "
+            "once and save it again (save_pretrained), which records the files anew."
+        )
+    return sorted(manifest["files"])
 
 
 @contextlib.contextmanager
@@ -172,13 +309,19 @@ def _not_written_by_a_save(folder: Path) -> list[str]:
 
 __all__ = [
     "INSTALL_HINTS",
+    "MANIFEST_NAME",
     "PARTS",
     "PIPELINE_CONFIG_NAME",
     "check_part_library",
+    "file_record",
     "is_pipeline_folder",
     "load_part",
     "part_record",
     "read_pipeline_index",
+    "read_pipeline_manifest",
     "swap_pipeline_folder",
+    "update_pipeline_manifest",
+    "verify_pipeline_folder",
     "write_pipeline_index",
+    "write_pipeline_manifest",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..atomic_files import write_text_atomic
-from .folder import PIPELINE_CONFIG_NAME, SAMPLE_GRID_NAME, write_pipeline_index
+from .folder import PIPELINE_CONFIG_NAME, SAMPLE_GRID_NAME, update_pipeline_manifest, write_pipeline_index
 
 
 MODEL_NAME = "LARP latent-autoregressive image model"
@@ -410,6 +410,7 @@ def write_model_card(pipeline, save_directory: str | os.PathLike):
     with card_lock(save_directory) if index_path.is_file() else contextlib.nullcontext():
         merge_records_on_disk(pipeline, save_directory)
         write_pipeline_index(save_directory, type(pipeline).__name__, parts, pipeline.card_info)
+        update_pipeline_manifest(save_directory, [PIPELINE_CONFIG_NAME])  # the card itself is not in the manifest
         card = pipeline.model_card(has_sample_grid=(save_directory / SAMPLE_GRID_NAME).is_file())
         write_text_atomic(save_directory / "README.md", str(card))
 

@@ -30,12 +30,16 @@ from ..prior import (
 from ..tokenizers import ImageTokenizer, as_tokenizer, load_tokenizer
 from .class_names import class_indices, prior_class_names
 from .folder import (
+    PIPELINE_CONFIG_NAME,
     SAMPLE_GRID_NAME,
     check_no_remote_code,
     check_part_library,
+    is_pipeline_folder,
     load_part,
     read_pipeline_index,
     swap_pipeline_folder,
+    verify_pipeline_folder,
+    write_pipeline_manifest,
 )
 from .image_grid import image_grid
 from .model_card import describe_pipeline, evaluation_record, merge_evaluation, pipeline_model_card, write_model_card
@@ -86,6 +90,8 @@ class LarpPipeline:
             metadata disagree (codebook size, grid, tokenizer hash) is refused.
         image_processor (`LarpImageProcessor`, *optional*): turns decoded pixels into images; defaults to
             `LarpImageProcessor.from_tokenizer(tokenizer)` (its image size, channels and value range).
+        allow_unverified_pair (`bool`, *optional*, defaults to `False`): accept a prior that records no tokenizer
+            hash (paired by codebook size and grid only); see `larp_hf.check_pair`.
 
     Example:
 
@@ -120,9 +126,15 @@ class LarpPipeline:
     ```
     """
 
-    def __init__(self, vqvae, prior: PreTrainedModel, image_processor: LarpImageProcessor | None = None):
+    def __init__(
+        self,
+        vqvae,
+        prior: PreTrainedModel,
+        image_processor: LarpImageProcessor | None = None,
+        allow_unverified_pair: bool = False,
+    ):
         tokenizer = as_tokenizer(vqvae)
-        check_pair(tokenizer, prior)
+        check_pair(tokenizer, prior, allow_unverified_pair=allow_unverified_pair)
         self.vqvae = tokenizer.eval() if callable(getattr(tokenizer, "eval", None)) else tokenizer
         self.prior = prior.eval()
         self.image_processor = image_processor or LarpImageProcessor.from_tokenizer(tokenizer)
@@ -365,6 +377,8 @@ class LarpPipeline:
         token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
+        verify: bool = True,
+        allow_unverified_pair: bool = False,
     ) -> "LarpPipeline":
         """
         Load a pipeline saved with `save_pretrained` from a folder, or from the Hub (`"org/name"`, downloaded once
@@ -373,6 +387,13 @@ class LarpPipeline:
         The tokenizer is rebuilt from `vqvae/` by `larp_hf.tokenizers.load_tokenizer` (its library's own
         `from_pretrained`, never with `trust_remote_code`); the library `larp_pipeline.json` names for it must be
         installed (`pip install larp_hf[diffusers]` for a diffusers `VQModel`).
+
+        Before anything is loaded, the folder is checked against the `larp_manifest.json` that `save_pretrained`
+        wrote (it travels with the folder to the Hub and back): every file it lists must have its recorded size and
+        SHA-256, and the parts' sub-folders no other file, or a `ValueError` names each damaged, missing or added
+        file (`larp_hf.pipelines.folder.verify_pipeline_folder`). The model card `README.md` is not listed: it may be
+        edited. A folder saved before pipelines carried a manifest (its `larp_pipeline.json` names none) loads with
+        a warning that it was not verified; one whose manifest went missing is refused.
 
         Args:
             pretrained_model_name_or_path: a pipeline folder or a Hub repo id.
@@ -383,6 +404,9 @@ class LarpPipeline:
                 quantizer stays float32.
             device: move the pipeline there after loading (`"cuda"`, `"cpu"`, ...).
             revision, token, cache_dir, local_files_only: as for `snapshot_download` (Hub ids only).
+            verify: check the folder against its manifest first (default); `False` for a folder whose files were
+                changed on purpose (save it again to record them).
+            allow_unverified_pair: accept a prior that records no tokenizer hash (see `larp_hf.check_pair`).
         """
         path = Path(pretrained_model_name_or_path)
         check_local_path(pretrained_model_name_or_path, "pretrained_model_name_or_path")  # never a Hub retry loop
@@ -393,6 +417,10 @@ class LarpPipeline:
                     local_files_only=local_files_only,
                 )
             )  # fmt: skip
+        if not isinstance(verify, bool):
+            raise ValueError(f"`verify` must be True or False, got {verify!r}.")
+        if verify and is_pipeline_folder(path):  # not a pipeline at all: read_pipeline_index says so
+            verify_pipeline_folder(path, pretrained_model_name_or_path)
         index = read_pipeline_index(path, cls.__name__, pretrained_model_name_or_path)
         if vqvae is None:
             check_part_library(index, "vqvae", pretrained_model_name_or_path)
@@ -406,7 +434,7 @@ class LarpPipeline:
         prior = load_part(AutoModelForCausalLM.from_pretrained, path / "prior", **prior_kwargs)
         image_processor = load_part(LarpImageProcessor.from_pretrained, path / "image_processor")
         try:
-            pipeline = cls(vqvae, prior, image_processor)
+            pipeline = cls(vqvae, prior, image_processor, allow_unverified_pair=allow_unverified_pair)
         except ValueError as error:
             raise ValueError(f"{pretrained_model_name_or_path}: {error}") from None
         pipeline.card_info = {**pipeline.card_info, **index.get("model_card", {})}
@@ -418,6 +446,9 @@ class LarpPipeline:
         adapter, the library's folder plus `larp_tokenizer.json`), `prior/` (with the whole sampling policy in its
         `generation_config.json`), `image_processor/`, `larp_pipeline.json`, `README.md` (the model card) and, with
         `sample_grid=True`, `samples.png`: 64 images sampled with seed 0 at the sampling defaults.
+
+        Last comes `larp_manifest.json`: the size and SHA-256 of every file written but the card, which
+        `from_pretrained` checks before it loads anything.
 
         The folder is written beside the target and swapped in by renames, so a crash never leaves the old pipeline
         gone and the new one incomplete. An existing pipeline folder is replaced; a non-empty folder that holds no
@@ -432,16 +463,21 @@ class LarpPipeline:
             # transformers looks for remote code at the repo's root even with `subfolder=`: a copy there lets
             # `AutoModel.from_pretrained(repo, subfolder="vqvae", trust_remote_code=True)` work without larp_hf.
             # Only larp_hf's own parts bring such code; a library's folder (diffusers, transformers) has none.
+            top_level = [PIPELINE_CONFIG_NAME]
             for code in [*(folder / "vqvae").glob("*.py"), *(folder / "image_processor").glob("*.py")]:
                 shutil.copyfile(code, folder / code.name)
+                top_level.append(code.name)
             if sample_grid:
                 images = self(num_images=64, seed=0, output_type="pt").images
                 image_grid(images, nrow=8).save(folder / SAMPLE_GRID_NAME)
+                top_level.append(SAMPLE_GRID_NAME)
             self.save_model_card(folder)
+            write_pipeline_manifest(folder, top_level)
 
     def save_model_card(self, save_directory: str | os.PathLike):
         """Write `larp_pipeline.json` and `README.md` of `save_directory` from `card_info`, merged with the records the
-        folder holds now (`larp_hf.pipelines.model_card.write_model_card`); the weights are untouched."""
+        folder holds now, and record the new `larp_pipeline.json` in the folder's manifest
+        (`larp_hf.pipelines.model_card.write_model_card`); the weights are untouched."""
         write_model_card(self, save_directory)
 
     def push_to_hub(

@@ -44,7 +44,7 @@ def test_class_tokens_and_class_dropout():
 
 @pytest.mark.parametrize("num_classes", [0, 3])
 def test_the_prefix_is_the_priors_and_dropped_classes_are_its_null_prefix(num_classes):
-    config = prior_config(LarpVQVAEConfig(codebook_size=8), preset="tiny", num_classes=num_classes)
+    config = prior_config(LarpVQVAEConfig(codebook_size=8), preset="tiny", num_classes=num_classes, tokenizer_hash=None)
     larp = config.larp
     rows = examples()
     batch = LarpPriorCollator.from_prior_config(config, train=False)(rows)
@@ -96,7 +96,8 @@ def test_augmentation_is_a_function_of_the_batch():
 
 def test_masks_reach_gpt2_through_sdpa():
     torch.manual_seed(0)
-    config = prior_config(LarpVQVAEConfig(image_size=16, hidden_channels=[8, 8], codebook_size=8), preset="tiny")
+    vqvae_config = LarpVQVAEConfig(image_size=16, hidden_channels=[8, 8], codebook_size=8)
+    config = prior_config(vqvae_config, preset="tiny", tokenizer_hash=None)
     model = GPT2LMHeadModel(config).eval()
     assert model.config._attn_implementation == "sdpa"
     collator = LarpPriorCollator.from_prior_config(config, attention_dropout=0.5, flip_prob=0.0)

@@ -242,7 +242,8 @@ def test_a_prior_from_another_tokenizer_is_refused(tiny_pipeline):
     bigger_codebook = make_tiny_pipeline(codebook_size=64)
     with pytest.raises(ValueError, match="codebook_size = 64 but the tokenizer has codebook_size = 32"):
         LarpPipeline(tiny_pipeline.vqvae, bigger_codebook.prior)
-    finer_grid = GPT2LMHeadModel(prior_config(LarpVQVAEConfig(image_size=32, hidden_channels=[16], codebook_size=K)))
+    finer_config = LarpVQVAEConfig(image_size=32, hidden_channels=[16], codebook_size=K)
+    finer_grid = GPT2LMHeadModel(prior_config(finer_config, tokenizer_hash=None))
     with pytest.raises(ValueError, match="grid_size = 16 but the tokenizer has grid_size = 8"):
         LarpPipeline(tiny_pipeline.vqvae, finer_grid)
     with pytest.raises(ValueError, match="no `larp` metadata"):
@@ -288,6 +289,10 @@ def test_a_folder_saved_before_pipelines_took_any_tokenizer_still_loads(tiny_pip
     tiny_pipeline.save_pretrained(folder, sample_grid=False)
     index = json.loads((folder / "larp_pipeline.json").read_text())
     assert index["parts"]["vqvae"] == {"library": "larp_hf", "class": "LarpVQVAEModel"}  # as written before
+    (folder / "larp_manifest.json").unlink()  # as saved before pipeline folders carried a manifest
+    index = json.loads((folder / "larp_pipeline.json").read_text())
+    del index["manifest"]
+    (folder / "larp_pipeline.json").write_text(json.dumps(index))
     # Priors saved before non-square grids record the side alone.
     config = json.loads((folder / "prior" / "config.json").read_text())
     del config["larp"]["grid"]
@@ -309,8 +314,10 @@ def test_loading_refuses_folders_that_are_not_pipelines_or_hold_a_mismatched_pai
         LarpPipeline.from_pretrained(tmp_path)
     tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
     make_tiny_pipeline(seed=1).prior.save_pretrained(tmp_path / "pipe" / "prior")
-    with pytest.raises(ValueError, match="trained on codes of tokenizer"):
+    with pytest.raises(ValueError, match="prior/model.safetensors: damaged"):
         LarpPipeline.from_pretrained(tmp_path / "pipe")
+    with pytest.raises(ValueError, match="trained on codes of tokenizer"):  # the pairing check stands without it
+        LarpPipeline.from_pretrained(tmp_path / "pipe", verify=False)
 
 
 def test_push_to_hub_uploads_exactly_the_saved_folder(tiny_pipeline, tmp_path, monkeypatch):
@@ -431,8 +438,10 @@ def test_a_damaged_weights_file_is_named(tiny_pipeline, tmp_path, part):
     tiny_pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
     weights = tmp_path / "pipe" / part / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut in half
-    with pytest.raises(ValueError, match=rf"{part}/model.safetensors is damaged or incomplete"):
+    with pytest.raises(ValueError, match=rf"{part}/model.safetensors: damaged \(\d+ bytes where the manifest"):
         LarpPipeline.from_pretrained(tmp_path / "pipe")
+    with pytest.raises(ValueError, match=rf"{part}/model.safetensors is damaged or incomplete"):  # unverified too
+        LarpPipeline.from_pretrained(tmp_path / "pipe", verify=False)
 
 
 def test_the_tokenizer_in_a_pipeline_folder_loads_without_larp_hf_through_subfolder(tiny_pipeline, tmp_path):
