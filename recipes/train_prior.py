@@ -11,8 +11,13 @@ and keeps no encoded copy. Every flag can be
 set in the YAML config (same name); the command line wins. The YAML's `model` mapping holds GPT2Config (or, with --architecture llama, LlamaConfig) overrides, and
 `--model.FIELD VALUE` overrides one of them.
 
-Writes to OUTPUT_DIR: the last prior (`save_pretrained`, loadable with stock `AutoModelForCausalLM`), the best one by
-validation loss in OUTPUT_DIR/best, `metrics.json` (final validation at the top level: loss in nats and bits per
+--dataset defaults to the dataset the tokenizer was trained on (its training_data.json); Fashion-MNIST only when it
+records none. String labels become class ids in sorted order of their names.
+
+Writes to OUTPUT_DIR: the last prior (`save_pretrained`, loadable with stock `AutoModelForCausalLM`; its config's
+`id2label` names every class), the best one by validation loss in OUTPUT_DIR/best, `training_data.json` (the dataset record the
+token dataset carries, or that of the images it encoded; `larp-hf assemble` keeps it in the pipeline), `metrics.json`
+(final validation at the top level: loss in nats and bits per
 token, top-1/5/10 accuracy; the history under `history`) and `checkpoints/checkpoint-STEP` for
 `--resume_from_checkpoint`.
 """
@@ -29,12 +34,15 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from larp_hf import LarpImageProcessor, LarpPriorCollator, load_tokenizer, prior_config, set_sampling_defaults
 from larp_hf.data import (
+    DatasetRecord,
     PreprocessedImages,
+    choose_dataset,
     check_token_dataset,
     collate_images,
     encode_dataset,
     load_image_dataset,
     load_token_dataset,
+    token_dataset_metadata,
 )
 from larp_hf.metrics import top_k_hits
 from larp_hf.prior import ARCHITECTURES, PRIOR_PRESETS
@@ -58,7 +66,13 @@ def parse_args(argv=None):
         "--token_dataset", type=str, default=None,
         help="A token dataset (encode_dataset.py): a save_to_disk folder, a Hub id, a parquet folder or file.",
     )  # fmt: skip
-    parser.add_argument("--dataset", type=str, default="fashion_mnist", help="Images to encode without --token_dataset.")
+    parser.add_argument(
+        "--dataset", type=str, default=None,
+        help="Images to encode without --token_dataset. Default: the dataset the tokenizer was trained on (its "
+        "training_data.json); Fashion-MNIST when it records none.",
+    )  # fmt: skip
+    parser.add_argument("--image_column", type=str, default=None, help="--dataset: column of the images.")
+    parser.add_argument("--label_column", type=str, default=None, help="--dataset: column of the labels.")
     parser.add_argument(
         "--encode_on_the_fly", action="store_true",
         help="Encode each batch of --dataset images with the tokenizer while training: no pre-encoded copy is kept.",
@@ -92,6 +106,14 @@ def parse_args(argv=None):
         parser.error("--vqvae (the tokenizer's folder or Hub id) is required.")
     if args.encode_on_the_fly and args.token_dataset is not None:
         parser.error("--encode_on_the_fly encodes --dataset itself; drop --token_dataset (or the flag).")
+    # Without a token dataset, the images default to the tokenizer's record (train_vqvae.py's training_data.json).
+    args.dataset_choice = None
+    if args.token_dataset is None:
+        args.dataset_choice = choose_dataset(
+            args.dataset, DatasetRecord.from_folder(args.vqvae), image_column=args.image_column,
+            label_column=args.label_column, data_dir=args.dataset_dir,
+        )  # fmt: skip
+        args.dataset = args.dataset_choice.source
     if args.preset not in PRIOR_PRESETS:
         parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
@@ -149,7 +171,12 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
         if args.token_dataset is not None:
             splits = load_token_dataset(args.token_dataset)
         else:
-            splits = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+            choice = args.dataset_choice
+            accelerator.print(choice.message())
+            splits = load_image_dataset(
+                choice.source, data_dir=choice.data_dir, image_column=choice.image_column,
+                label_column=choice.label_column,
+            )  # fmt: skip
         train, validation = training.select_splits(splits, args)
     if args.token_dataset is not None:
         for name, split in (("train", train), ("validation", validation)):
@@ -165,10 +192,36 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
     if args.encode_on_the_fly:
         return train, validation
     vqvae.to(accelerator.device)
+    record = images_record(args, train)
     return tuple(
-        encode_dataset(vqvae, split, image_processor, flip_augment=args.flip_augment, num_proc=args.dataloader_num_workers)
+        encode_dataset(
+            vqvae, split, image_processor, flip_augment=args.flip_augment, num_proc=args.dataloader_num_workers,
+            dataset_record=record,
+        )
         for split in (train, validation)
     )
+
+
+def images_record(args, train: datasets.Dataset) -> DatasetRecord:
+    """The record of the images --dataset names (without --token_dataset): what the prior is trained on."""
+    choice = args.dataset_choice
+    return DatasetRecord.from_dataset(
+        choice.source, train, split=args.train_split, image_column=choice.image_column,
+        label_column=choice.label_column, data_dir=choice.data_dir,
+    )  # fmt: skip
+
+
+def training_data_record(args, train: datasets.Dataset) -> DatasetRecord | None:
+    """
+    What the prior learnt from, for OUTPUT_DIR/training_data.json: the record a token dataset carries (None for one
+    made before records), or that of the images it encoded. The split is the one it trained on.
+    """
+    if args.encode_on_the_fly:
+        return images_record(args, train)
+    recorded = token_dataset_metadata(train).get("dataset")
+    if recorded is None:
+        return None
+    return DatasetRecord.from_dict({**recorded, "split": args.train_split})
 
 
 @torch.no_grad()
@@ -217,10 +270,13 @@ def main(argv=None):
             )
 
     # The prior: a stock GPT-2 or Llama whose config carries the tokenizer's identity.
+    # Its id2label / label2id name every class, as the labels' ClassLabel does (string labels become one when loaded).
+    class_names = list(train_tokens.features["label"].names) if args.num_classes > 0 else None
     config = prior_config(
         vqvae, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(),
-        architecture=args.architecture, **args.model
+        architecture=args.architecture, class_names=class_names, **args.model
     )
+    dataset_record = training_data_record(args, train_tokens)
     model = AutoModelForCausalLM.from_config(config)
     set_sampling_defaults(model)  # generation_config.json: sample one whole grid (temperature 1, no top-k)
     if args.gradient_checkpointing:
@@ -337,6 +393,11 @@ def main(argv=None):
             best_step=state.best_step,
             preset=args.preset,
             architecture=args.architecture,
+        )
+        if dataset_record is not None:
+            dataset_record.save(output_dir)
+        accelerator.print(
+            "Trained on " + (dataset_record.describe() if dataset_record else f"{args.token_dataset} (no dataset record)")
         )
         accelerator.print(
             f"Saved the prior to {output_dir}: val loss {final.get('val_loss', float('nan')):.4f} nats/token, top-5 "

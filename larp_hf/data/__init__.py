@@ -10,16 +10,20 @@ from .preprocessed_images import (
     random_horizontal_flip,
     read_pixels,
 )
+from .provenance import DatasetChoice, DatasetRecord, choose_dataset
 from .streaming import StreamedImages
 from .token_dataset import check_token_dataset, load_token_dataset, smallest_code_dtype, token_dataset_metadata
 
 
 __all__ = [
+    "DatasetChoice",
+    "DatasetRecord",
     "InMemoryPixels",
     "LarpPriorCollator",
     "PreprocessedImages",
     "StreamedImages",
     "check_token_dataset",
+    "choose_dataset",
     "collate_images",
     "encode_dataset",
     "fashion_mnist_dir",

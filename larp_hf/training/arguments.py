@@ -157,8 +157,9 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         help="Held-out split; if the dataset lacks it, --validation_size examples of the train split are held out.",
     )  # fmt: skip
     group.add_argument(
-        "--validation_size", type=positive_int, default=1000, help="Examples held out when there is no such split."
-    )
+        "--validation_size", type=positive_int, default=1000,
+        help="Examples held out when there is no such split (at most a fifth of the training split).",
+    )  # fmt: skip
     group.add_argument("--max_train_samples", type=positive_int, default=None, help="Train on at most this many.")
     group.add_argument("--max_validation_samples", type=positive_int, default=None, help="Validate on at most this many.")
     return group
@@ -297,14 +298,34 @@ def select_splits(
     if args.validation_split in splits:
         validation = splits[args.validation_split]
     else:
-        held_out = train.train_test_split(test_size=args.validation_size, seed=args.seed)
+        size, note = held_out_size(len(train), args.validation_size)
+        held_out = train.train_test_split(test_size=size, seed=args.seed)
         train, validation = held_out["train"], held_out["test"]
-        PartialState().print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
+        PartialState().print(
+            f"No {args.validation_split!r} split: holding out {len(validation)} of {len(train) + len(validation)} "
+            f"training examples{note}."
+        )
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
     if args.max_validation_samples is not None:
         validation = validation.select(range(min(args.max_validation_samples, len(validation))))
     return train, validation
+
+
+def held_out_size(num_rows: int, validation_size: int) -> tuple[int, str]:
+    """
+    How many of `num_rows` training examples to hold out for validation: `validation_size`, at most a fifth of the
+    rows (at least one), so that a small dataset keeps most of its images for training. Returns the size and, when
+    it was capped, the note that says so.
+    """
+    if num_rows < 2:
+        raise ValueError(
+            f"The training split has {num_rows} example(s): too few to hold any out for validation. Add images or "
+            "give the data a validation split of its own (--validation_split)."
+        )
+    size = min(validation_size, max(1, num_rows // 5))
+    note = f" (--validation_size {validation_size} capped at a fifth of the rows)" if size < validation_size else ""
+    return size, note
 
 
 def tracker_config(args: argparse.Namespace) -> dict:
