@@ -54,6 +54,7 @@ def assemble(args):
     from transformers import AutoModelForCausalLM
 
     from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
+    from larp_hf.data import DatasetRecord
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
     from larp_hf.pipelines.folder import check_no_remote_code
 
@@ -70,6 +71,12 @@ def assemble(args):
         prior, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale
     )
     pipeline.card_info = card_info_from_training_runs(args.vqvae, args.prior, args.dataset)
+    # What the prior learnt from (else the tokenizer): kept in larp_pipeline.json, read by evaluate and sweep.
+    record = DatasetRecord.from_folder(args.prior) or DatasetRecord.from_folder(args.vqvae)
+    if record is not None:
+        pipeline.card_info["training_data"] = record.to_dict()
+        pipeline.card_info["dataset"] = args.dataset or record.source
+    print(f"Training data: {record.describe() if record else 'not recorded by the prior or the tokenizer'}")
     start = time.perf_counter()
     pipeline.save_pretrained(output, sample_grid=not args.no_sample_grid, overwrite=args.overwrite)
     print(f"Wrote the pipeline to {output} ({time.perf_counter() - start:.1f} s)")
@@ -154,12 +161,14 @@ def evaluate(args):
     from larp_hf import evaluation
 
     pipeline, network, state, record = _judging_setup(args)
+    choice = _real_dataset(pipeline, args, state)
     start = time.perf_counter()
     results = evaluation.evaluate_pipeline(
-        pipeline, network, dataset=args.dataset, real_split=args.real_split, baseline_split=args.baseline_split,
+        pipeline, network, dataset=choice.source, real_split=args.real_split, baseline_split=args.baseline_split,
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, token_dataset=args.token_dataset,
-        data_dir=args.dataset_dir, cache_dir=args.cache_dir, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, guidance_scale=args.guidance_scale,
+        data_dir=choice.data_dir, cache_dir=args.cache_dir, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, guidance_scale=args.guidance_scale, image_column=choice.image_column,
+        label_column=choice.label_column,
     )  # fmt: skip
     if state.is_main_process:
         results["settings"].update(model=str(args.model), seconds=round(time.perf_counter() - start, 1))
@@ -183,12 +192,13 @@ def sweep(args):
                          "pipeline folder, loaded without --dtype.")
     pipeline, network, state, record = _judging_setup(args)
     pipeline.set_progress_bar_config(disable=True)
+    choice = _real_dataset(pipeline, args, state)
     start = time.perf_counter()
     results = evaluation.sweep_pipeline(
-        pipeline, network, args.temperature, args.top_k, args.guidance_scale, dataset=args.dataset,
+        pipeline, network, args.temperature, args.top_k, args.guidance_scale, dataset=choice.source,
         real_split=args.real_split,
-        num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=args.dataset_dir,
-        cache_dir=args.cache_dir,
+        num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=choice.data_dir,
+        cache_dir=args.cache_dir, image_column=choice.image_column, label_column=choice.label_column,
     )  # fmt: skip
     if state.is_main_process:
         paths = evaluation.write_sweep_reports(results, args.output_dir)
@@ -204,6 +214,16 @@ def sweep(args):
         elif record:
             pipeline.save_model_card(args.model)
     _end_processes(state)
+
+
+def _real_dataset(pipeline, args, state):
+    """--dataset, else the dataset MODEL records, else Fashion-MNIST; printed with the reason."""
+    from larp_hf.evaluation.scores import choose_real_dataset
+
+    choice = choose_real_dataset(pipeline, args.dataset, args.image_column, args.label_column, args.dataset_dir)
+    if state.is_main_process:
+        print(choice.message())
+    return choice
 
 
 def _end_processes(state):
@@ -242,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "save_pretrained folder, or a convert-tokenizer output")
     p.add_argument("--prior", required=True, help="prior folder (save_pretrained format)")
     p.add_argument("--output", required=True, help="pipeline folder to write")
-    p.add_argument("--dataset", help="training dataset named in the model card (default: the tokenizer's metrics.json)")
+    p.add_argument("--dataset", help="training dataset named in the model card (default: the one the prior's, else the "
+                   "tokenizer's training_data.json records)")
     add_sampling_arguments(p, default="the prior's stored value")
     p.add_argument("--guidance-scale", type=float,
                    help="class-conditional priors: the default guidance scale (>= 1); default: the prior's stored value")
@@ -274,7 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--feature-network", default="outputs/features-fashion-mnist",
                        help="folder of a classifier from recipes/train_classifier.py (default: %(default)s), or "
                        "'inception[:WEIGHTS.pth]' for Inception-v3 (needs torch-fidelity)")
-        p.add_argument("--dataset", default="fashion_mnist", help="real images: 'fashion_mnist', a folder or a Hub id")
+        p.add_argument("--dataset",
+                       help="real images: 'fashion_mnist', a folder, a parquet/CSV file or a Hub id (default: the "
+                       "dataset MODEL records it was trained on; Fashion-MNIST when it records none)")
+        p.add_argument("--image-column", help="--dataset's column of the images (default: recorded, else found)")
+        p.add_argument("--label-column", help="--dataset's column of the labels (default: recorded, else found)")
         p.add_argument("--dataset-dir", help="folder of the Fashion-MNIST IDX files (input)")
         p.add_argument("--real-split", default="test", help="the real set the samples are compared with")
         p.add_argument("--num-samples", type=int, default=num_samples)

@@ -63,11 +63,12 @@ def parse_args(argv=None):
     parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="Also upload it to this dataset repo.")
     args = parser.parse_args(argv)
     # The tokenizer's record decides the default --dataset (and its columns), before any check that reads it.
-    args.dataset_choice = choose_dataset(
+    choice = choose_dataset(
         args.dataset, DatasetRecord.from_folder(args.vqvae), image_column=args.image_column,
         label_column=args.label_column, data_dir=args.dataset_dir,
     )  # fmt: skip
-    args.dataset = args.dataset_choice.source
+    args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
+    args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
     output_dir = Path(args.output_dir)
     # Replacing the token dataset would delete a tokenizer or images it reads (or write into them).
     inputs = {"--vqvae": args.vqvae, "--dataset": args.dataset, "--dataset_dir": args.dataset_dir}
@@ -105,19 +106,18 @@ def main(argv=None):
             f"{args.vqvae} has no LarpImageProcessor: resizing to {vqvae.image_size}, {vqvae.num_channels} channel(s), "
             f"values in {vqvae.value_range}."
         )
-    choice = args.dataset_choice
-    state.print(choice.message())
+    state.print(f"Dataset: {args.dataset} ({args.dataset_reason})")
     with state.main_process_first():  # the first load of a source may write the datasets cache
         source = load_image_dataset(
-            choice.source, data_dir=choice.data_dir, image_column=choice.image_column, label_column=choice.label_column
+            args.dataset, data_dir=args.dataset_dir, image_column=args.image_column, label_column=args.label_column
         )
     if isinstance(source, datasets.Dataset):
         source = datasets.DatasetDict({"train": source})
     # Where the images came from travels in the token dataset's metadata (and from there into the prior).
     first_split = next(iter(source.values()))
     dataset_record = DatasetRecord.from_dataset(
-        choice.source, first_split, image_column=choice.image_column, label_column=choice.label_column,
-        data_dir=choice.data_dir,
+        args.dataset, first_split, image_column=args.image_column, label_column=args.label_column,
+        data_dir=args.dataset_dir,
     )  # fmt: skip
 
     # Every process encodes its part of each split and gets the whole split back (larp_hf.data.encode_dataset).

@@ -107,13 +107,14 @@ def parse_args(argv=None):
     if args.encode_on_the_fly and args.token_dataset is not None:
         parser.error("--encode_on_the_fly encodes --dataset itself; drop --token_dataset (or the flag).")
     # Without a token dataset, the images default to the tokenizer's record (train_vqvae.py's training_data.json).
-    args.dataset_choice = None
+    args.dataset_reason = None
     if args.token_dataset is None:
-        args.dataset_choice = choose_dataset(
+        choice = choose_dataset(
             args.dataset, DatasetRecord.from_folder(args.vqvae), image_column=args.image_column,
             label_column=args.label_column, data_dir=args.dataset_dir,
         )  # fmt: skip
-        args.dataset = args.dataset_choice.source
+        args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
+        args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
     if args.preset not in PRIOR_PRESETS:
         parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
@@ -171,12 +172,10 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
         if args.token_dataset is not None:
             splits = load_token_dataset(args.token_dataset)
         else:
-            choice = args.dataset_choice
-            accelerator.print(choice.message())
+            accelerator.print(f"Dataset: {args.dataset} ({args.dataset_reason})")
             splits = load_image_dataset(
-                choice.source, data_dir=choice.data_dir, image_column=choice.image_column,
-                label_column=choice.label_column,
-            )  # fmt: skip
+                args.dataset, data_dir=args.dataset_dir, image_column=args.image_column, label_column=args.label_column
+            )
         train, validation = training.select_splits(splits, args)
     if args.token_dataset is not None:
         for name, split in (("train", train), ("validation", validation)):
@@ -204,10 +203,9 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
 
 def images_record(args, train: datasets.Dataset) -> DatasetRecord:
     """The record of the images --dataset names (without --token_dataset): what the prior is trained on."""
-    choice = args.dataset_choice
     return DatasetRecord.from_dataset(
-        choice.source, train, split=args.train_split, image_column=choice.image_column,
-        label_column=choice.label_column, data_dir=choice.data_dir,
+        args.dataset, train, split=args.train_split, image_column=args.image_column,
+        label_column=args.label_column, data_dir=args.dataset_dir,
     )  # fmt: skip
 
 

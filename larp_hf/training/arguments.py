@@ -312,11 +312,11 @@ def select_splits(
     return train, validation
 
 
-def held_out_size(num_rows: int, validation_size: int) -> tuple[int, str]:
+def held_out_size(num_rows: int, validation_size: int, flag: str = "--validation_size") -> tuple[int, str]:
     """
     How many of `num_rows` training examples to hold out for validation: `validation_size`, at most a fifth of the
     rows (at least one), so that a small dataset keeps most of its images for training. Returns the size and, when
-    it was capped, the note that says so.
+    it was capped, the note that says so (naming `flag`, the option that asked for `validation_size`).
     """
     if num_rows < 2:
         raise ValueError(
@@ -324,7 +324,7 @@ def held_out_size(num_rows: int, validation_size: int) -> tuple[int, str]:
             "give the data a validation split of its own (--validation_split)."
         )
     size = min(validation_size, max(1, num_rows // 5))
-    note = f" (--validation_size {validation_size} capped at a fifth of the rows)" if size < validation_size else ""
+    note = f" ({flag} {validation_size} capped at a fifth of the rows)" if size < validation_size else ""
     return size, note
 
 
@@ -339,6 +339,7 @@ def tracker_config(args: argparse.Namespace) -> dict:
 # Settings that say where and how a run is kept, not what it trains: left out of the config hash.
 _NOT_CONFIG = (
     "config",
+    "dataset_reason",  # why --dataset is what it is (given or recorded), not what it is
     "output_dir",
     "overwrite_output_dir",
     "resume_from_checkpoint",
