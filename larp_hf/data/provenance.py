@@ -102,6 +102,7 @@ class DatasetRecord:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write `folder/training_data.json` whole or not at all; returns its path."""
         path = Path(folder) / TRAINING_DATA_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, self.to_dict())
         return path
 
