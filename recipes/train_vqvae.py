@@ -70,6 +70,16 @@ def parse_args(argv=None):
     )  # fmt: skip
     parser.add_argument("--pad_value", type=float, default=0.0, help="--pad_to_size: border value on the 0–255 scale.")
     parser.add_argument(
+        "--resolution", type=training.positive_int, default=None,
+        help="Side of the model's square input, short for --model.image_size: images are resized to it (stretched "
+        "if they are not square, unless --center_crop or --pad_to_size).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--center_crop", action=argparse.BooleanOptionalAction, default=False,
+        help="Crop each image to its centred square before resizing, as diffusers' examples do; the tokenizer's "
+        "image processor keeps doing it, for encoding and evaluation.",
+    )  # fmt: skip
+    parser.add_argument(
         "--pixels_in_memory", type=str, default="auto", choices=["auto", "always", "never"],
         help="Preprocess the splits once and hold their pixels in memory: 'auto' when they take at most "
         f"{IN_MEMORY_BYTES // 2**20} MiB; otherwise each batch is read from the dataset when it is needed.",
@@ -89,6 +99,12 @@ def parse_args(argv=None):
     args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)
 
     # Sanity checks (counts and rates are checked by their types).
+    if args.resolution is not None:
+        if args.model.get("image_size", args.resolution) != args.resolution:
+            parser.error(f"--resolution {args.resolution} and model.image_size {args.model['image_size']} differ; give one.")
+        args.model["image_size"] = args.resolution
+    if args.center_crop and args.pad_to_size:
+        parser.error("--center_crop crops images to a square and --pad_to_size pads them to one; choose one.")
     if args.streaming and args.pixels_in_memory == "always":
         parser.error("--streaming reads the images as they are needed; drop --pixels_in_memory always (or --streaming).")
     training.check_run_arguments(parser, args, inputs=inputs_of(args))
@@ -233,7 +249,13 @@ def main(argv=None):
         args.dataset, train_images, split=args.train_split, image_column=args.image_column,
         label_column=args.label_column, data_dir=args.dataset_dir,
     )  # fmt: skip
-    image_processor = LarpImageProcessor.from_vqvae_config(model_config)
+    image_processor = LarpImageProcessor.from_vqvae_config(model_config, do_center_crop=args.center_crop)
+    height, width = first_image_size(train_images)
+    if height != width and not (args.center_crop or args.pad_to_size):
+        accelerator.print(
+            f"The images are {height}×{width}: stretched to {model_config.image_size}×{model_config.image_size} "
+            "(--center_crop crops them to a square first, --pad_to_size pads them to one)."
+        )
     if args.pad_to_size:
         # Padded, not resized: the tokenizer sees the dataset's pixels as they are, and gives them back cropped.
         native_size = image_processor.native_size_for(*first_image_size(train_images))

@@ -149,3 +149,23 @@ def test_a_record_survives_its_file_and_decides_the_default(tmp_path):
     assert (nothing.source, nothing.reason) == ("fashion_mnist", "nothing recorded by the tokenizer: Fashion-MNIST")
     with pytest.raises(ValueError, match="unknown fields"):
         DatasetRecord.from_dict({**record.to_dict(), "colour": "blue"})
+
+
+def test_non_square_images_are_center_cropped_when_asked(tmp_path):
+    from larp_hf import LarpImageProcessor
+
+    from tests.recipes.forked_runs import import_recipe
+
+    array = np.zeros((8, 16, 3), dtype=np.uint8)
+    array[:, 4:12] = 255  # a white centred square between black side bands
+    wide = PIL.Image.fromarray(array)
+    cropped = LarpImageProcessor(size={"height": 8, "width": 8}, do_center_crop=True)
+    assert cropped([wide], return_tensors="pt")["pixel_values"].min() == 1.0  # only the white centre is kept
+    stretched = LarpImageProcessor(size={"height": 8, "width": 8})
+    assert stretched([wide], return_tensors="pt")["pixel_values"].min() == -1.0
+    cropped.save_pretrained(tmp_path)  # the tokenizer's processor keeps cropping when it is loaded again
+    assert LarpImageProcessor.from_pretrained(tmp_path).do_center_crop is True
+
+    train_vqvae = import_recipe("train_vqvae")
+    args = train_vqvae.parse_args(["--resolution", "16", "--center_crop", "--output_dir", str(tmp_path / "run")])
+    assert args.model["image_size"] == 16 and args.center_crop
