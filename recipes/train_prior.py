@@ -161,12 +161,15 @@ class OnTheFlyEncoder:
         return {name: tensor.to(pixel_values.device) for name, tensor in self.collator(examples).items()}
 
 
-def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dataset, datasets.Dataset]:
+def load_splits(
+    args, vqvae, image_processor, accelerator
+) -> tuple[datasets.Dataset, datasets.Dataset, DatasetRecord | None]:
     """
     The train and validation splits, call on every process: a token dataset from anywhere load_token_dataset reads
     (--token_dataset), refused if another tokenizer made it or its codes, lengths or labels do not fit; else the images
     of --dataset, encoded on every process (each its own part, larp_hf.data.encode_dataset) or, with
-    --encode_on_the_fly, kept as images for the training loop to encode a batch at a time.
+    --encode_on_the_fly, kept as images for the training loop to encode a batch at a time. Also the record of what
+    the prior learns from (`training_data_record`).
     """
     with accelerator.main_process_first():  # the first load of a source writes the datasets cache
         if args.token_dataset is not None:
@@ -187,18 +190,16 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
                 num_classes=args.num_classes or None,
                 name=f"--token_dataset {args.token_dataset} ({name} split)",
             )
-        return train, validation
+        return train, validation, training_data_record(args, train)
+    record = training_data_record(args, train)
     if args.encode_on_the_fly:
-        return train, validation
+        return train, validation, record
     vqvae.to(accelerator.device)
-    record = images_record(args, train)
-    return tuple(
-        encode_dataset(
-            vqvae, split, image_processor, flip_augment=args.flip_augment, num_proc=args.dataloader_num_workers,
-            dataset_record=record,
-        )
+    train, validation = (
+        encode_dataset(vqvae, split, image_processor, flip_augment=args.flip_augment, num_proc=args.dataloader_num_workers)
         for split in (train, validation)
     )
+    return train, validation, record
 
 
 def images_record(args, train: datasets.Dataset) -> DatasetRecord:
@@ -211,10 +212,10 @@ def images_record(args, train: datasets.Dataset) -> DatasetRecord:
 
 def training_data_record(args, train: datasets.Dataset) -> DatasetRecord | None:
     """
-    What the prior learnt from, for OUTPUT_DIR/training_data.json: the record a token dataset carries (None for one
-    made before records), or that of the images it encoded. The split is the one it trained on.
+    What the prior learns from, for OUTPUT_DIR/training_data.json: the record a token dataset carries (None for one
+    made before records), or that of the images (`train`) it encodes. The split is the one it trains on.
     """
-    if args.encode_on_the_fly:
+    if args.token_dataset is None:
         return images_record(args, train)
     recorded = token_dataset_metadata(train).get("dataset")
     if recorded is None:
@@ -258,7 +259,7 @@ def main(argv=None):
     # converted taming / LlamaGen checkpoint. The images are made what it reads (size, channels, value range).
     vqvae = load_tokenizer(args.vqvae).eval()
     image_processor = LarpImageProcessor.from_tokenizer(vqvae)
-    train_tokens, val_tokens = load_splits(args, vqvae, image_processor, accelerator)
+    train_tokens, val_tokens, dataset_record = load_splits(args, vqvae, image_processor, accelerator)
     if args.num_classes > 0:
         label_feature = train_tokens.features.get("label")
         if not isinstance(label_feature, datasets.ClassLabel) or label_feature.num_classes != args.num_classes:
@@ -274,7 +275,6 @@ def main(argv=None):
         vqvae, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(),
         architecture=args.architecture, class_names=class_names, **args.model
     )
-    dataset_record = training_data_record(args, train_tokens)
     model = AutoModelForCausalLM.from_config(config)
     set_sampling_defaults(model)  # generation_config.json: sample one whole grid (temperature 1, no top-k)
     if args.gradient_checkpointing:
