@@ -161,14 +161,14 @@ def evaluate(args):
     from larp_hf import evaluation
 
     pipeline, network, state, record = _judging_setup(args)
-    choice = _real_dataset(pipeline, args, state)
+    _print_real_dataset(pipeline, args, state)  # the library makes the same choice
     start = time.perf_counter()
     results = evaluation.evaluate_pipeline(
-        pipeline, network, dataset=choice.source, real_split=args.real_split, baseline_split=args.baseline_split,
+        pipeline, network, dataset=args.dataset, real_split=args.real_split, baseline_split=args.baseline_split,
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, token_dataset=args.token_dataset,
-        data_dir=choice.data_dir, cache_dir=args.cache_dir, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, guidance_scale=args.guidance_scale, image_column=choice.image_column,
-        label_column=choice.label_column,
+        data_dir=args.dataset_dir, cache_dir=args.cache_dir, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, guidance_scale=args.guidance_scale, image_column=args.image_column,
+        label_column=args.label_column,
     )  # fmt: skip
     if state.is_main_process:
         results["settings"].update(model=str(args.model), seconds=round(time.perf_counter() - start, 1))
@@ -192,13 +192,13 @@ def sweep(args):
                          "pipeline folder, loaded without --dtype.")
     pipeline, network, state, record = _judging_setup(args)
     pipeline.set_progress_bar_config(disable=True)
-    choice = _real_dataset(pipeline, args, state)
+    _print_real_dataset(pipeline, args, state)  # the library makes the same choice
     start = time.perf_counter()
     results = evaluation.sweep_pipeline(
-        pipeline, network, args.temperature, args.top_k, args.guidance_scale, dataset=choice.source,
+        pipeline, network, args.temperature, args.top_k, args.guidance_scale, dataset=args.dataset,
         real_split=args.real_split,
-        num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=choice.data_dir,
-        cache_dir=args.cache_dir, image_column=choice.image_column, label_column=choice.label_column,
+        num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=args.dataset_dir,
+        cache_dir=args.cache_dir, image_column=args.image_column, label_column=args.label_column,
     )  # fmt: skip
     if state.is_main_process:
         paths = evaluation.write_sweep_reports(results, args.output_dir)
@@ -216,14 +216,14 @@ def sweep(args):
     _end_processes(state)
 
 
-def _real_dataset(pipeline, args, state):
-    """--dataset, else the dataset MODEL records, else Fashion-MNIST; printed with the reason."""
+def _print_real_dataset(pipeline, args, state):
+    """Say which real images the samples are compared with: --dataset, else the dataset MODEL records, else
+    Fashion-MNIST, and why."""
     from larp_hf.evaluation.scores import choose_real_dataset
 
     choice = choose_real_dataset(pipeline, args.dataset, args.image_column, args.label_column, args.dataset_dir)
     if state.is_main_process:
         print(choice.message())
-    return choice
 
 
 def _end_processes(state):
