@@ -246,7 +246,9 @@ def prior_config(
     layout = vocabulary_layout(codebook_size, (height, width), num_classes)
     vocab_size = layout.pop("vocab_size")  # a field of the config itself
     if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"`class_names` has {len(class_names)} names for num_classes = {num_classes}; give one per class.")
+        raise ValueError(
+            f"`class_names` has {len(class_names)} names for num_classes = {num_classes}; give one per class."
+        )
     # PretrainedConfig's default is two labels whatever the classes; a prior's labels are its classes.
     id2label = {i: str(name) for i, name in enumerate(class_names or range(num_classes))}
     larp = {**layout, "tokenizer_hash": tokenizer_hash, "preset": preset, "architecture": architecture}

@@ -15,11 +15,10 @@ set in the YAML config (same name); the command line wins. The YAML's `model` ma
 records none. String labels become class ids in sorted order of their names.
 
 Writes to OUTPUT_DIR: the last prior (`save_pretrained`, loadable with stock `AutoModelForCausalLM`; its config's
-`id2label` names every class), the best one by validation loss in OUTPUT_DIR/best, `training_data.json` (the dataset record the
-token dataset carries, or that of the images it encoded; `larp-hf assemble` keeps it in the pipeline), `metrics.json`
-(final validation at the top level: loss in nats and bits per
-token, top-1/5/10 accuracy; the history under `history`) and `checkpoints/checkpoint-STEP` for
-`--resume_from_checkpoint`.
+`id2label` names every class), the best one by validation loss in OUTPUT_DIR/best, `training_data.json` (the dataset
+record the token dataset carries, or that of the images it encoded; `larp-hf assemble` keeps it in the pipeline),
+`metrics.json` (final validation at the top level: loss in nats and bits per token, top-1/5/10 accuracy; the history
+under `history`) and `checkpoints/checkpoint-STEP` for `--resume_from_checkpoint`.
 """
 
 import argparse

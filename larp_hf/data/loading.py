@@ -136,7 +136,8 @@ def _find_image_column(features, image_column: str | None, source: str, paths: b
     if image_column is not None:
         if image_column not in features:
             raise ValueError(
-                f"The dataset {source!r} has no column {image_column!r} (image_column); its columns are {list(features)}."
+                f"The dataset {source!r} has no column {image_column!r} (image_column); its columns are "
+                f"{list(features)}."
             )
         return image_column
     found = next((c for c in IMAGE_COLUMN_ALIASES if isinstance(features.get(c), datasets.Image)), None)
@@ -157,7 +158,8 @@ def _find_label_column(features, label_column: str | None, source: str) -> str |
     if label_column is not None:
         if label_column not in features:
             raise ValueError(
-                f"The dataset {source!r} has no column {label_column!r} (label_column); its columns are {list(features)}."
+                f"The dataset {source!r} has no column {label_column!r} (label_column); its columns are "
+                f"{list(features)}."
             )
         return label_column
     for column in LABEL_COLUMN_ALIASES:
@@ -190,7 +192,8 @@ def _rename(dataset, column: str, new: str):
 
 
 def _with_path_images(dataset, image_column: str, base: Path):
-    """A column of image file paths (a CSV's), relative to `base`, becomes an `Image` column; a missing file is named."""
+    """A column of image file paths (a CSV's), relative to `base`, becomes an `Image` column; a missing file is
+    named."""
     feature = dataset.features[image_column]
     if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
         return dataset
@@ -349,8 +352,8 @@ def load_image_dataset(
     elif path.is_file():
         if path.suffix.lower() not in TABLE_LOADERS:
             raise ValueError(
-                f"{name} is a {path.suffix or 'suffix-less'} file; pass a folder (of images, or written by save_to_disk), "
-                f"a {', '.join(sorted(TABLE_LOADERS))} file or a Hub dataset id."
+                f"{name} is a {path.suffix or 'suffix-less'} file; pass a folder (of images, or written by "
+                f"save_to_disk), a {', '.join(sorted(TABLE_LOADERS))} file or a Hub dataset id."
             )
         loaded = datasets.load_dataset(
             TABLE_LOADERS[path.suffix.lower()], data_files=str(path), cache_dir=cache_dir, streaming=streaming,

@@ -28,7 +28,9 @@ TRAINING_DATA_FILE = "training_data.json"
 PIPELINE_INDEX_FILE = "larp_pipeline.json"
 DEFAULT_DATASET = "fashion_mnist"
 # Channels of the PIL image modes datasets decodes to.
-_MODE_CHANNELS = {"1": 1, "L": 1, "P": 3, "I": 1, "I;16": 1, "F": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "RGBA": 4, "CMYK": 4}
+_MODE_CHANNELS = {
+    "1": 1, "L": 1, "P": 3, "I": 1, "I;16": 1, "F": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "RGBA": 4, "CMYK": 4,
+}  # fmt: skip
 
 
 @dataclasses.dataclass
