@@ -92,6 +92,7 @@ def assemble(args):
 
     from larp_hf import LarpPipeline, check_pair, load_tokenizer, set_sampling_defaults
     from larp_hf.output_folders import folder_entries, names_list, output_overlap
+    from larp_hf.data import DatasetRecord
     from larp_hf.pipelines import card_info_from_training_runs, is_pipeline_folder
     from larp_hf.pipelines.folder import check_no_remote_code
 
@@ -133,6 +134,12 @@ def assemble(args):
         prior, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale
     )
     pipeline.card_info = card_info_from_training_runs(args.vqvae, args.prior, args.dataset)
+    # What the prior learnt from (else the tokenizer): kept in larp_pipeline.json, read by evaluate and sweep.
+    record = DatasetRecord.from_folder(args.prior) or DatasetRecord.from_folder(args.vqvae)
+    if record is not None:
+        pipeline.card_info["training_data"] = record.to_dict()
+        pipeline.card_info["dataset"] = args.dataset or record.source
+    print(f"Training data: {record.describe() if record else 'not recorded by the prior or the tokenizer'}")
     start = time.perf_counter()
     pipeline.save_pretrained(output, sample_grid=not args.no_sample_grid, overwrite=args.overwrite)
     print(f"Wrote the pipeline to {output} ({time.perf_counter() - start:.1f} s)")
@@ -330,12 +337,14 @@ def evaluate(args):
 
     errors.check_output_path(args.output_dir, name="output_dir", folder=True)
     pipeline, network, state, record = _judging_setup(args)
+    _print_real_dataset(pipeline, args, state)  # the library makes the same choice
     start = time.perf_counter()
     results = evaluation.evaluate_pipeline(
         pipeline, network, dataset=args.dataset, real_split=args.real_split, baseline_split=args.baseline_split,
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, token_dataset=args.token_dataset,
         data_dir=args.dataset_dir, cache_dir=args.cache_dir, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, guidance_scale=args.guidance_scale,
+        top_p=args.top_p, guidance_scale=args.guidance_scale, image_column=args.image_column,
+        label_column=args.label_column,
     )  # fmt: skip
     if state.is_main_process:
         results["settings"].update(model=str(args.model), seconds=round(time.perf_counter() - start, 1))
@@ -360,12 +369,13 @@ def sweep(args):
     errors.check_output_path(args.output_dir, name="output_dir", folder=True)
     pipeline, network, state, record = _judging_setup(args)
     pipeline.set_progress_bar_config(disable=True)
+    _print_real_dataset(pipeline, args, state)  # the library makes the same choice
     start = time.perf_counter()
     results = evaluation.sweep_pipeline(
         pipeline, network, args.temperature, args.top_k, args.guidance_scale, dataset=args.dataset,
         real_split=args.real_split,
         num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size, data_dir=args.dataset_dir,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, image_column=args.image_column, label_column=args.label_column,
     )  # fmt: skip
     if state.is_main_process:
         paths = evaluation.write_sweep_reports(results, args.output_dir)
@@ -381,6 +391,16 @@ def sweep(args):
         elif record:
             pipeline.save_model_card(args.model)
     _end_processes(state)
+
+
+def _print_real_dataset(pipeline, args, state):
+    """Say which real images the samples are compared with: --dataset, else the dataset MODEL records, else
+    Fashion-MNIST, and why."""
+    from larp_hf.evaluation.scores import choose_real_dataset
+
+    choice = choose_real_dataset(pipeline, args.dataset, args.image_column, args.label_column, args.dataset_dir)
+    if state.is_main_process:
+        print(choice.message())
 
 
 def _end_processes(state):
@@ -432,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "save_pretrained folder, or a convert-tokenizer output")
     p.add_argument("--prior", required=True, help="prior folder (save_pretrained format)")
     p.add_argument("--output", required=True, help="pipeline folder to write")
-    p.add_argument("--dataset", help="training dataset named in the model card (default: the tokenizer's metrics.json)")
+    p.add_argument("--dataset", help="training dataset named in the model card (default: the one the prior's, else the "
+                   "tokenizer's training_data.json records)")
     add_sampling_arguments(p, default="the prior's stored value")
     p.add_argument("--guidance-scale", type=float,
                    help="class-conditional priors: the default guidance scale (>= 1); default: the prior's stored value")
@@ -473,7 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "network (64 features) that needs no labels and no download, for unlabelled data offline: it "
                        "sees textures, not content, and its numbers compare only with runs on the same seed and "
                        "image size, never with published FIDs")
-        p.add_argument("--dataset", default="fashion_mnist", help="real images: 'fashion_mnist', a folder or a Hub id")
+        p.add_argument("--dataset",
+                       help="real images: 'fashion_mnist', a folder, a parquet/CSV file or a Hub id (default: the "
+                       "dataset MODEL records it was trained on; Fashion-MNIST when it records none)")
+        p.add_argument("--image-column", help="--dataset's column of the images (default: recorded, else found)")
+        p.add_argument("--label-column", help="--dataset's column of the labels (default: recorded, else found)")
         p.add_argument("--dataset-dir", help="folder of the Fashion-MNIST IDX files (input)")
         p.add_argument("--real-split", default="test",
                        help="the real set the samples are compared with (default: %(default)s); FID needs more images "

@@ -197,6 +197,7 @@ def prior_config(
     num_classes: int = 0,
     tokenizer_hash: str | None = FROM_TOKENIZER,
     architecture: str = "gpt2",
+    class_names: list[str] | None = None,
     **overrides,
 ) -> GPT2Config | LlamaConfig:
     """
@@ -216,6 +217,9 @@ def prior_config(
             model's (`tokenizer_hash=vqvae.tokenizer_hash()`), or `None` on purpose for a prior paired by codebook
             size and grid only, which pairing then refuses unless told `allow_unverified_pair=True`.
         architecture: `"gpt2"` or `"llama"`.
+        class_names: the name of each class, in label order (a `ClassLabel`'s `names`): the config's standard
+            `id2label` / `label2id` (one entry per class, `"0"`, `"1"`, ... without names; none for an
+            unconditional prior, where transformers would otherwise invent `LABEL_0` and `LABEL_1`).
         **overrides: any field of the architecture's config (e.g. `attn_pdrop=0.1`, `n_layer=6` for GPT-2;
             `num_hidden_layers=6`, `rope_theta=1e4` for Llama).
 
@@ -257,6 +261,12 @@ def prior_config(
         raise ValueError(f"`tokenizer_hash` must be a string (a tokenizer_hash()) or None, got {tokenizer_hash!r}.")
     layout = vocabulary_layout(codebook_size, (height, width), num_classes)
     vocab_size = layout.pop("vocab_size")  # a field of the config itself
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"`class_names` has {len(class_names)} names for num_classes = {num_classes}; give one per class."
+        )
+    # PretrainedConfig's default is two labels whatever the classes; a prior's labels are its classes.
+    id2label = {i: str(name) for i, name in enumerate(class_names or range(num_classes))}
     larp = {**layout, "tokenizer_hash": tokenizer_hash, "preset": preset, "architecture": architecture}
     sequence_length = height * width + layout["prefix_length"]
     shared = {
@@ -266,6 +276,8 @@ def prior_config(
         "eos_token_id": None,
         "pad_token_id": None,
         "larp": larp,
+        "id2label": id2label,
+        "label2id": {name: i for i, name in id2label.items()},
     }
     layers, width, heads = (PRIOR_PRESETS[preset][key] for key in ("n_layer", "n_embd", "n_head"))
     if architecture == "gpt2":

@@ -11,8 +11,12 @@
 folder. A LarpVQVAEModel folder's own image processor is used; for another tokenizer the images are resized to its
 image size, converted to its channels and rescaled to its value range (`LarpImageProcessor.from_tokenizer`).
 
+--dataset defaults to the dataset the tokenizer was trained on (the `training_data.json` train_vqvae.py writes beside
+it), with its columns; Fashion-MNIST only when the tokenizer records none. The run prints which and why.
+
 Writes a `DatasetDict` with the source's splits (`save_to_disk`), columns `input_ids`, `input_ids_flipped` (unless
---no_flip_augment) and `label` where the source has one. Every process encodes its own contiguous part of each split
+--no_flip_augment) and `label` where the source has one; the images' record (source, columns, class names, image size)
+is in the metadata, as `dataset`. Every process encodes its own contiguous part of each split
 on its own device while --num_proc DataLoader workers per process decode and resize the images; the result is the
 same, row for row, as one process makes. Encoding is cached by `datasets`: running it again with the same tokenizer
 and data reads the cache. The token dataset is written beside OUTPUT_DIR and swapped in by renames, so a run that
@@ -30,7 +34,7 @@ from transformers import AutoImageProcessor
 from larp_hf import LarpImageProcessor, load_tokenizer  # importing larp_hf registers the tokenizer's processor
 from larp_hf.flags import DefaultsHelpFormatter
 from larp_hf.atomic_files import remove_swap_leftovers, swap_folder, write_json_atomic
-from larp_hf.data import encode_dataset, load_image_dataset, token_dataset_metadata
+from larp_hf.data import DatasetRecord, choose_dataset, encode_dataset, load_image_dataset, token_dataset_metadata
 from larp_hf.prior import layout_grid
 from larp_hf.training import non_negative_int, output_overlap, positive_int
 
@@ -41,7 +45,13 @@ def parse_args(argv=None):
         "--vqvae", required=True,
         help="Folder or Hub id of an image tokenizer (a LarpVQVAEModel, a VQModel / JanusVQVAE / Emu3VQVAE folder, ...).",
     )  # fmt: skip
-    parser.add_argument("--dataset", default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id.")
+    parser.add_argument(
+        "--dataset", default=None,
+        help="'fashion_mnist', a folder (of images, or written by save_to_disk), a parquet/CSV file or a Hub id. "
+        "Default: the dataset the tokenizer was trained on (its training_data.json); Fashion-MNIST when it records none.",
+    )  # fmt: skip
+    parser.add_argument("--image_column", default=None, help="Column of the images (default: recorded, else found).")
+    parser.add_argument("--label_column", default=None, help="Column of the labels (default: recorded, else found).")
     parser.add_argument("--dataset_dir", default=None, help="Folder of the Fashion-MNIST IDX files.")
     parser.add_argument("--output_dir", required=True, help="Where the token DatasetDict is saved.")
     parser.add_argument("--no_flip_augment", action="store_true", help="Do not store the codes of mirrored images.")
@@ -53,6 +63,13 @@ def parse_args(argv=None):
     parser.add_argument("--device", default=None, help="Default: the process's own device (accelerate's choice).")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="Also upload it to this dataset repo.")
     args = parser.parse_args(argv)
+    # The tokenizer's record decides the default --dataset (and its columns), before any check that reads it.
+    choice = choose_dataset(
+        args.dataset, DatasetRecord.from_folder(args.vqvae), image_column=args.image_column,
+        label_column=args.label_column, data_dir=args.dataset_dir,
+    )  # fmt: skip
+    args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
+    args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
     output_dir = Path(args.output_dir)
     # Replacing the token dataset would delete a tokenizer or images it reads (or write into them).
     inputs = {"--vqvae": args.vqvae, "--dataset": args.dataset, "--dataset_dir": args.dataset_dir}
@@ -90,10 +107,19 @@ def main(argv=None):
             f"{args.vqvae} has no LarpImageProcessor: resizing to {vqvae.image_size}, {vqvae.num_channels} channel(s), "
             f"values in {vqvae.value_range}."
         )
+    state.print(f"Dataset: {args.dataset} ({args.dataset_reason})")
     with state.main_process_first():  # the first load of a source may write the datasets cache
-        source = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+        source = load_image_dataset(
+            args.dataset, data_dir=args.dataset_dir, image_column=args.image_column, label_column=args.label_column
+        )
     if isinstance(source, datasets.Dataset):
         source = datasets.DatasetDict({"train": source})
+    # Where the images came from travels in the token dataset's metadata (and from there into the prior).
+    first_split = next(iter(source.values()))
+    dataset_record = DatasetRecord.from_dataset(
+        args.dataset, first_split, image_column=args.image_column, label_column=args.label_column,
+        data_dir=args.dataset_dir,
+    )  # fmt: skip
 
     # Every process encodes its part of each split and gets the whole split back (larp_hf.data.encode_dataset).
     start = time.perf_counter()
@@ -106,6 +132,7 @@ def main(argv=None):
                 batch_size=args.batch_size,
                 flip_augment=not args.no_flip_augment,
                 num_proc=args.num_proc,
+                dataset_record=dataset_record,
             )
             for split, dataset in source.items()
         }

@@ -14,7 +14,12 @@ Every flag can also be set in the YAML config (same name); flags given on the co
 mapping holds `LarpClassifierConfig` fields and `--model.FIELD VALUE` overrides one of them; --image_size,
 --in_channels, --hidden_channels and --feature_dim are short for theirs. `num_classes` comes from the dataset.
 
-Writes to OUTPUT_DIR: the classifier and its image processor (`save_pretrained` format), `metrics.json` (test
+--dataset defaults to the dataset --vqvae (a tokenizer or pipeline folder) records, the input channels, size and
+padding to the tokenizer's; without --vqvae, Fashion-MNIST, and channels and padding from the images (1 channel for
+grey images, 3 for colour; padded when no larger than --image_size). The run prints what it chose.
+
+Writes to OUTPUT_DIR: the classifier and its image processor (`save_pretrained` format), `training_data.json` (the
+dataset record), `metrics.json` (test
 accuracy per epoch, the final one at the top level, and `weights_sha256`) and `checkpoints/checkpoint-EPOCH` after
 every epoch; `--resume_from_checkpoint latest` continues an interrupted run exactly where it stopped (same shuffles,
 flips and random state).
@@ -25,15 +30,32 @@ import math
 from functools import partial
 from pathlib import Path
 
+import datasets
 import torch
+from accelerate import PartialState
 from huggingface_hub.errors import StrictDataclassError
 from tqdm.auto import tqdm
 
 from larp_hf import LarpImageProcessor
-from larp_hf.data import InMemoryPixels, first_image_size, load_image_dataset, pixels_dataset, random_horizontal_flip
+from larp_hf.data import (
+    DatasetRecord,
+    InMemoryPixels,
+    choose_dataset,
+    first_image_size,
+    load_image_dataset,
+    pixels_dataset,
+    random_horizontal_flip,
+)
 from larp_hf.models.classifier import LarpClassifierConfig, LarpClassifierModel
 from larp_hf import training
 from larp_hf.flags import list_of
+
+
+# --epochs by default: at least this many optimizer steps. Four epochs of a few hundred images are a dozen steps, and
+# the classifier stays at chance after them (generated 32×32 RGB shapes, 432 images: 33% after 16 steps of 128 at the
+# default learning rate, 93% after 64); Fashion-MNIST's four epochs are 1,876 steps.
+MIN_DEFAULT_STEPS = 1000
+DEFAULT_EPOCHS = 4
 
 
 def parse_args(argv=None):
@@ -41,26 +63,49 @@ def parse_args(argv=None):
     training.add_run_arguments(
         parser, output_dir="outputs/features-fashion-mnist", eval_batch_size=512, learning_rate=3e-3
     )
-    parser.add_argument("--dataset", default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id (with labels).")
+    parser.add_argument(
+        "--vqvae", default=None,
+        help="The tokenizer (or pipeline) folder whose samples the features will judge: the dataset it records, its "
+        "image size, channels and padding become the defaults.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dataset", default=None,
+        help="'fashion_mnist', a folder, a parquet/CSV file or a Hub id, with labels. Default: the dataset --vqvae "
+        "records; Fashion-MNIST when none is recorded.",
+    )  # fmt: skip
     parser.add_argument("--dataset_dir", default=None, help="Folder of the Fashion-MNIST IDX files.")
+    parser.add_argument("--image_column", default=None, help="Column of the images (default: recorded, else found).")
+    parser.add_argument("--label_column", default=None, help="Column of the labels (default: recorded, else found).")
     parser.add_argument("--train_split", default="train")
-    parser.add_argument("--test_split", default="test", help="Split the test accuracy is measured on after each epoch.")
+    parser.add_argument(
+        "--test_split", default="test",
+        help="Split the test accuracy is measured on after each epoch; if the dataset lacks it, --test_size examples "
+        "of the training split are held out (at most a fifth of it).",
+    )  # fmt: skip
+    parser.add_argument("--test_size", type=training.positive_int, default=1000, help="See --test_split.")
     parser.add_argument(
         "--max_train_samples", type=training.positive_int, default=None, help="Train on at most this many."
     )
     parser.add_argument("--image_size", type=int, default=None, help="Input side; match the tokenizer's image_size.")
-    parser.add_argument("--in_channels", type=int, default=None, choices=(1, 3))
     parser.add_argument(
-        "--pad_to_size", action=argparse.BooleanOptionalAction, default=True,
+        "--in_channels", type=int, default=None, choices=(1, 3),
+        help="Default: the tokenizer's (--vqvae), else 1 for grey images and 3 for colour ones.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pad_to_size", action=argparse.BooleanOptionalAction, default=None,
         help="Pad the images, centred, to --image_size instead of resizing them, as the tokenizer's --pad_to_size "
         "does: the network then takes images at the dataset's own size (e.g. 28×28) and pads them itself "
-        "(larger ones are shrunk to fit first). --no-pad_to_size resizes them.",
+        "(larger ones are shrunk to fit first). --no-pad_to_size resizes them. Default: as the tokenizer "
+        "(--vqvae) does; without one, pad images no larger than --image_size and resize larger ones.",
     )  # fmt: skip
     parser.add_argument("--hidden_channels", type=list_of(int), default=None, help="Channels per stage, e.g. 32,64,128.")
     parser.add_argument("--feature_dim", type=int, default=None, help="Width of the features the metrics use.")
     # Counted in epochs: the classifier is tested and checkpointed after each one (checkpoint-EPOCH), its learning
     # rate warmed up over the first quarter-epoch.
-    parser.add_argument("--epochs", type=training.positive_int, default=4)
+    parser.add_argument(
+        "--epochs", type=training.positive_int, default=None,
+        help=f"Default: 4, or as many as make {MIN_DEFAULT_STEPS} optimizer steps on a small dataset.",
+    )  # fmt: skip
     parser.add_argument("--batch_size", type=training.positive_int, default=128, help="Per-process batch size.")
     parser.add_argument("--weight_decay", type=training.non_negative_float, default=5e-4)
     parser.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True, help="Horizontal flips.")
@@ -74,6 +119,16 @@ def parse_args(argv=None):
     # Sanity checks (counts and rates are checked by their types).
     if "num_classes" in args.model:
         parser.error("num_classes comes from the dataset's `label` column; drop it from `model:`.")
+    # --vqvae's record decides the default --dataset (and its columns), before any check that reads it.
+    if args.vqvae:
+        tokenizer_processor(args.vqvae)  # refused now, not after loading the data, if it has none
+    choice = choose_dataset(
+        args.dataset, DatasetRecord.from_folder(args.vqvae) if args.vqvae else None,
+        recorded_by="the tokenizer" if args.vqvae else "a tokenizer (no --vqvae)", image_column=args.image_column,
+        label_column=args.label_column, data_dir=args.dataset_dir,
+    )  # fmt: skip
+    args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
+    args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
     try:
         LarpClassifierConfig(**args.model)
     except (StrictDataclassError, TypeError, ValueError) as error:
@@ -87,16 +142,77 @@ def inputs_of(args) -> dict[str, str | None]:
     return {"--dataset": args.dataset, "--dataset_dir": args.dataset_dir}
 
 
-def load_splits(args, model_config) -> tuple[InMemoryPixels, InMemoryPixels, LarpImageProcessor, int]:
+def tokenizer_processor(folder: str) -> LarpImageProcessor:
+    """The image processor saved with a tokenizer (train_vqvae.py's folder) or a pipeline (its image_processor/)."""
+    for candidate in (Path(folder), Path(folder) / "image_processor"):
+        if (candidate / "preprocessor_config.json").is_file():
+            return LarpImageProcessor.from_pretrained(candidate)
+    raise SystemExit(
+        f"error: --vqvae {folder} holds no LarpImageProcessor (preprocessor_config.json): pass a train_vqvae.py "
+        "folder or a pipeline folder, or drop --vqvae and give --in_channels and --image_size."
+    )
+
+
+def data_defaults(args, train_images) -> list[str]:
+    """
+    Fill in what was left out from the tokenizer (--vqvae) or the data: channels, image size and padding. Returns
+    what was chosen and why, for the log.
+    """
+    processor, chosen = tokenizer_processor(args.vqvae) if args.vqvae else None, []
+    height, width = first_image_size(train_images)
+    if "in_channels" not in args.model:
+        if processor is not None:
+            args.model["in_channels"], why = processor.num_channels, "the tokenizer's"
+        else:
+            record = DatasetRecord.from_dataset(args.dataset, train_images.select(range(1)))
+            args.model["in_channels"] = 1 if record.num_channels in (1, 2) else 3  # grey (with alpha) or colour
+            why = f"the images have {record.num_channels}"
+        chosen.append(f"{args.model['in_channels']} channel(s) ({why})")
+    if "image_size" not in args.model and processor is not None:
+        args.model["image_size"] = processor.size["height"]
+        chosen.append(f"image size {args.model['image_size']} (the tokenizer's)")
+    image_size = args.model.get("image_size", LarpClassifierConfig().image_size)
+    if args.pad_to_size is None:
+        if processor is not None:
+            args.pad_to_size, why = bool(processor.do_pad), "as the tokenizer does"
+        else:
+            args.pad_to_size = max(height, width) <= image_size
+            why = f"{height}×{width} images, {'no larger than' if args.pad_to_size else 'larger than'} {image_size}"
+        chosen.append(f"{'padded' if args.pad_to_size else 'resized'} to {image_size}×{image_size} ({why})")
+    return chosen
+
+
+def load_splits(args) -> tuple[InMemoryPixels, InMemoryPixels, LarpImageProcessor, LarpClassifierConfig, DatasetRecord]:
     """
     The training and test splits of --dataset at the model's size (padded to it with --pad_to_size), decoded and
     resized once (cached by datasets) and held in memory as uint8 pixels with their labels; the image processor that
-    made them, which normalises them per batch; and the number of classes of the `label` column.
+    made them, which normalises them per batch; the model's config, with the defaults the data and tokenizer
+    decide and the number of classes of the `label` column; and the record of the training images.
     """
-    train_images = load_image_dataset(args.dataset, split=args.train_split, data_dir=args.dataset_dir)
-    test_images = load_image_dataset(args.dataset, split=args.test_split, data_dir=args.dataset_dir)
+    PartialState().print(f"Dataset: {args.dataset} ({args.dataset_reason})")
+    splits = load_image_dataset(
+        args.dataset, data_dir=args.dataset_dir, image_column=args.image_column, label_column=args.label_column
+    )
+    if isinstance(splits, datasets.Dataset):
+        splits = datasets.DatasetDict({str(splits.split or "train"): splits})
+    if args.train_split not in splits:
+        raise SystemExit(f"error: {args.dataset} has no --train_split {args.train_split!r}; its splits: {sorted(splits)}.")
+    train_images = splits[args.train_split]
     if "label" not in train_images.column_names:
-        raise SystemExit(f"error: {args.dataset} has no `label` column; the classifier needs labels.")
+        raise SystemExit(
+            f"error: {args.dataset} has no label column; the classifier needs labels (name it with --label_column)."
+        )
+    if args.test_split in splits:
+        test_images = splits[args.test_split]
+    else:
+        size, note = training.held_out_size(len(train_images), args.test_size, "--test_size")
+        held_out = train_images.train_test_split(test_size=size, seed=args.seed)
+        train_images, test_images = held_out["train"], held_out["test"]
+        PartialState().print(f"No {args.test_split!r} split: testing on {size} held-out training examples{note}.")
+    for line in data_defaults(args, train_images):
+        PartialState().print(f"Classifier input: {line}")
+    model_config = LarpClassifierConfig(**args.model)
+    model_config.num_classes = train_images.features["label"].num_classes
     size = {"height": model_config.image_size, "width": model_config.image_size}
     image_processor = LarpImageProcessor(num_channels=model_config.in_channels, size=size)
     if args.pad_to_size:
@@ -106,9 +222,13 @@ def load_splits(args, model_config) -> tuple[InMemoryPixels, InMemoryPixels, Lar
         )
     if args.max_train_samples is not None:
         train_images = train_images.select(range(min(args.max_train_samples, len(train_images))))
+    record = DatasetRecord.from_dataset(
+        args.dataset, train_images, split=args.train_split, image_column=args.image_column,
+        label_column=args.label_column, data_dir=args.dataset_dir,
+    )  # fmt: skip
     train = InMemoryPixels(pixels_dataset(train_images, image_processor))
     test = InMemoryPixels(pixels_dataset(test_images, image_processor))
-    return train, test, image_processor, train_images.features["label"].num_classes
+    return train, test, image_processor, model_config, record
 
 
 def collate(examples, image_processor):
@@ -141,9 +261,8 @@ def main(argv=None):
     accelerator = training.start_run(args, inputs=inputs_of(args))
 
     # Data: decoded and resized once (cached by datasets), held in memory as uint8 tensors, normalised per batch.
-    model_config = LarpClassifierConfig(**args.model)  # num_classes is the dataset's, set below
     with accelerator.main_process_first():
-        train_dataset, test_dataset, image_processor, model_config.num_classes = load_splits(args, model_config)
+        train_dataset, test_dataset, image_processor, model_config, training_images = load_splits(args)
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
         batch_size=args.batch_size,
@@ -166,6 +285,9 @@ def main(argv=None):
     steps_per_epoch = math.ceil(
         math.ceil(len(train_dataloader) / accelerator.num_processes) / args.gradient_accumulation_steps
     )
+    if args.epochs is None:
+        args.epochs = max(DEFAULT_EPOCHS, math.ceil(MIN_DEFAULT_STEPS / steps_per_epoch))
+        accelerator.print(f"Epochs: {args.epochs} of {steps_per_epoch} steps (at least {MIN_DEFAULT_STEPS} steps)")
     lr_scheduler = training.get_lr_scheduler(
         accelerator, args.lr_scheduler, optimizer, steps_per_epoch // 4, steps_per_epoch * args.epochs
     )
@@ -233,6 +355,7 @@ def main(argv=None):
             dataset=args.dataset,
             num_parameters=num_parameters,
         )
+        training_images.save(output_dir)
         accelerator.print(
             f"Saved the feature network to {output_dir}: test accuracy {final['test_accuracy']:.2%}, "
             f"weights SHA-256 {final['weights_sha256'][:16]}…"

@@ -11,10 +11,14 @@ and keeps no encoded copy. Every flag can be
 set in the YAML config (same name); the command line wins. The YAML's `model` mapping holds GPT2Config (or, with --architecture llama, LlamaConfig) overrides, and
 `--model.FIELD VALUE` overrides one of them.
 
-Writes to OUTPUT_DIR: the last prior (`save_pretrained`, loadable with stock `AutoModelForCausalLM`), the best one by
-validation loss in OUTPUT_DIR/best, `metrics.json` (final validation at the top level: loss in nats and bits per
-token, top-1/5/10 accuracy; the history under `history`) and `checkpoints/checkpoint-STEP` for
-`--resume_from_checkpoint`.
+--dataset defaults to the dataset the tokenizer was trained on (its training_data.json); Fashion-MNIST only when it
+records none. String labels become class ids in sorted order of their names.
+
+Writes to OUTPUT_DIR: the last prior (`save_pretrained`, loadable with stock `AutoModelForCausalLM`; its config's
+`id2label` names every class), the best one by validation loss in OUTPUT_DIR/best, `training_data.json` (the dataset
+record the token dataset carries, or that of the images it encoded; `larp-hf assemble` keeps it in the pipeline),
+`metrics.json` (final validation at the top level: loss in nats and bits per token, top-1/5/10 accuracy; the history
+under `history`) and `checkpoints/checkpoint-STEP` for `--resume_from_checkpoint`.
 """
 
 import argparse
@@ -36,12 +40,15 @@ from larp_hf import (
     set_sampling_defaults,
 )
 from larp_hf.data import (
+    DatasetRecord,
     PreprocessedImages,
+    choose_dataset,
     check_token_dataset,
     collate_images,
     encode_dataset,
     load_image_dataset,
     load_token_dataset,
+    token_dataset_metadata,
 )
 from larp_hf.metrics import top_k_hits
 from larp_hf.pipelines.image_grid import image_grid
@@ -66,7 +73,13 @@ def parse_args(argv=None):
         "--token_dataset", type=str, default=None,
         help="A token dataset (encode_dataset.py): a save_to_disk folder, a Hub id, a parquet folder or file.",
     )  # fmt: skip
-    parser.add_argument("--dataset", type=str, default="fashion_mnist", help="Images to encode without --token_dataset.")
+    parser.add_argument(
+        "--dataset", type=str, default=None,
+        help="Images to encode without --token_dataset. Default: the dataset the tokenizer was trained on (its "
+        "training_data.json); Fashion-MNIST when it records none.",
+    )  # fmt: skip
+    parser.add_argument("--image_column", type=str, default=None, help="--dataset: column of the images.")
+    parser.add_argument("--label_column", type=str, default=None, help="--dataset: column of the labels.")
     parser.add_argument(
         "--encode_on_the_fly", action="store_true",
         help="Encode each batch of --dataset images with the tokenizer while training: no pre-encoded copy is kept.",
@@ -106,6 +119,15 @@ def parse_args(argv=None):
         parser.error("--vqvae (the tokenizer's folder or Hub id) is required.")
     if args.encode_on_the_fly and args.token_dataset is not None:
         parser.error("--encode_on_the_fly encodes --dataset itself; drop --token_dataset (or the flag).")
+    # Without a token dataset, the images default to the tokenizer's record (train_vqvae.py's training_data.json).
+    args.dataset_reason = None
+    if args.token_dataset is None:
+        choice = choose_dataset(
+            args.dataset, DatasetRecord.from_folder(args.vqvae), image_column=args.image_column,
+            label_column=args.label_column, data_dir=args.dataset_dir,
+        )  # fmt: skip
+        args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
+        args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
     if args.preset not in PRIOR_PRESETS:
         parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:
@@ -152,18 +174,24 @@ class OnTheFlyEncoder:
         return {name: tensor.to(pixel_values.device) for name, tensor in self.collator(examples).items()}
 
 
-def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dataset, datasets.Dataset]:
+def load_splits(
+    args, vqvae, image_processor, accelerator
+) -> tuple[datasets.Dataset, datasets.Dataset, DatasetRecord | None]:
     """
     The train and validation splits, call on every process: a token dataset from anywhere load_token_dataset reads
     (--token_dataset), refused if another tokenizer made it or its codes, lengths or labels do not fit; else the images
     of --dataset, encoded on every process (each its own part, larp_hf.data.encode_dataset) or, with
-    --encode_on_the_fly, kept as images for the training loop to encode a batch at a time.
+    --encode_on_the_fly, kept as images for the training loop to encode a batch at a time. Also the record of what
+    the prior learns from (`training_data_record`).
     """
     with accelerator.main_process_first():  # the first load of a source writes the datasets cache
         if args.token_dataset is not None:
             splits = load_token_dataset(args.token_dataset)
         else:
-            splits = load_image_dataset(args.dataset, data_dir=args.dataset_dir)
+            accelerator.print(f"Dataset: {args.dataset} ({args.dataset_reason})")
+            splits = load_image_dataset(
+                args.dataset, data_dir=args.dataset_dir, image_column=args.image_column, label_column=args.label_column
+            )
         train, validation = training.select_splits(splits, args)
     if args.token_dataset is not None:
         for name, split in (("train", train), ("validation", validation)):
@@ -175,14 +203,37 @@ def load_splits(args, vqvae, image_processor, accelerator) -> tuple[datasets.Dat
                 num_classes=args.num_classes or None,
                 name=f"--token_dataset {args.token_dataset} ({name} split)",
             )
-        return train, validation
+        return train, validation, training_data_record(args, train)
+    record = training_data_record(args, train)
     if args.encode_on_the_fly:
-        return train, validation
+        return train, validation, record
     vqvae.to(accelerator.device)
-    return tuple(
+    train, validation = (
         encode_dataset(vqvae, split, image_processor, flip_augment=args.flip_augment, num_proc=args.dataloader_num_workers)
         for split in (train, validation)
     )
+    return train, validation, record
+
+
+def images_record(args, train: datasets.Dataset) -> DatasetRecord:
+    """The record of the images --dataset names (without --token_dataset): what the prior is trained on."""
+    return DatasetRecord.from_dataset(
+        args.dataset, train, split=args.train_split, image_column=args.image_column,
+        label_column=args.label_column, data_dir=args.dataset_dir,
+    )  # fmt: skip
+
+
+def training_data_record(args, train: datasets.Dataset) -> DatasetRecord | None:
+    """
+    What the prior learns from, for OUTPUT_DIR/training_data.json: the record a token dataset carries (None for one
+    made before records), or that of the images (`train`) it encodes. The split is the one it trains on.
+    """
+    if args.token_dataset is None:
+        return images_record(args, train)
+    recorded = token_dataset_metadata(train).get("dataset")
+    if recorded is None:
+        return None
+    return DatasetRecord.from_dict({**recorded, "split": args.train_split})
 
 
 def sample_grid(prior, vqvae, image_processor, num_images: int, seed: int):
@@ -232,7 +283,7 @@ def main(argv=None):
     # converted taming / LlamaGen checkpoint. The images are made what it reads (size, channels, value range).
     vqvae = load_tokenizer(args.vqvae).eval()
     image_processor = LarpImageProcessor.from_tokenizer(vqvae)
-    train_tokens, val_tokens = load_splits(args, vqvae, image_processor, accelerator)
+    train_tokens, val_tokens, dataset_record = load_splits(args, vqvae, image_processor, accelerator)
     if args.num_classes > 0:
         label_feature = train_tokens.features.get("label")
         if not isinstance(label_feature, datasets.ClassLabel) or label_feature.num_classes != args.num_classes:
@@ -242,9 +293,11 @@ def main(argv=None):
             )
 
     # The prior: a stock GPT-2 or Llama whose config carries the tokenizer's identity.
+    # Its id2label / label2id name every class, as the labels' ClassLabel does (string labels become one when loaded).
+    class_names = list(train_tokens.features["label"].names) if args.num_classes > 0 else None
     config = prior_config(
         vqvae, preset=args.preset, num_classes=args.num_classes, tokenizer_hash=vqvae.tokenizer_hash(),
-        architecture=args.architecture, **args.model
+        architecture=args.architecture, class_names=class_names, **args.model
     )
     model = AutoModelForCausalLM.from_config(config)
     set_sampling_defaults(model)  # generation_config.json: sample one whole grid (temperature 1, no top-k)
@@ -368,6 +421,11 @@ def main(argv=None):
             best_step=state.best_step,
             preset=args.preset,
             architecture=args.architecture,
+        )
+        if dataset_record is not None:
+            dataset_record.save(output_dir)
+        accelerator.print(
+            "Trained on " + (dataset_record.describe() if dataset_record else f"{args.token_dataset} (no dataset record)")
         )
         accelerator.print(
             f"Saved the prior to {output_dir}: val loss {final.get('val_loss', float('nan')):.4f} nats/token, top-5 "

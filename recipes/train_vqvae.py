@@ -7,7 +7,9 @@
 Every flag can also be set in the YAML config (same name); flags given on the command line win. The YAML's `model`
 mapping holds `LarpVQVAEConfig` fields, and `--model.FIELD VALUE` overrides one of them.
 
-Writes to OUTPUT_DIR: the model and image processor (`save_pretrained` format), `metrics.json` (final validation at
+Writes to OUTPUT_DIR: the model and image processor (`save_pretrained` format), `training_data.json` (the dataset it
+was trained on: source, split, columns, class names, image size and channels; encode_dataset.py, train_prior.py,
+train_classifier.py and `larp-hf evaluate` default to it), `metrics.json` (final validation at
 the top level, the history under `history`), `reconstructions.png` (originals over reconstructions) and
 `checkpoints/checkpoint-STEP` folders for `--resume_from_checkpoint`.
 """
@@ -29,6 +31,7 @@ from larp_hf.data import (
     InMemoryPixels,
     PreprocessedImages,
     StreamedImages,
+    DatasetRecord,
     first_image_size,
     load_image_dataset,
     pixels_dataset,
@@ -48,8 +51,14 @@ def parse_args(argv=None):
     training.add_run_arguments(parser, output_dir="outputs/vqvae", eval_batch_size=512, learning_rate=2e-3)
     training.add_step_arguments(parser, train_batch_size=128, lr_warmup_steps=50)
     training.add_split_arguments(parser)
-    parser.add_argument("--dataset", type=str, default="fashion_mnist", help="'fashion_mnist', a folder or a Hub id.")
+    parser.add_argument(
+        "--dataset", type=str, default="fashion_mnist",
+        help="'fashion_mnist', a folder (of images, or written by save_to_disk), a parquet/CSV file or a Hub id. "
+        "Recorded in OUTPUT_DIR/training_data.json, which the next recipes default to.",
+    )  # fmt: skip
     parser.add_argument("--dataset_dir", type=str, default=None, help="Folder of the Fashion-MNIST IDX files.")
+    parser.add_argument("--image_column", type=str, default=None, help="Column of the images (default: found).")
+    parser.add_argument("--label_column", type=str, default=None, help="Column of the labels (default: found).")
     parser.add_argument("--adam_beta1", type=float, default=0.9)
     parser.add_argument("--adam_beta2", type=float, default=0.99)
     parser.add_argument("--weight_decay", type=training.non_negative_float, default=0.0)
@@ -61,6 +70,16 @@ def parse_args(argv=None):
         "processor then returns images at the dataset's own size, and PSNR is measured on those pixels.",
     )  # fmt: skip
     parser.add_argument("--pad_value", type=float, default=0.0, help="--pad_to_size: border value on the 0–255 scale.")
+    parser.add_argument(
+        "--resolution", type=training.positive_int, default=None,
+        help="Side of the model's square input, short for --model.image_size: images are resized to it (stretched "
+        "if they are not square, unless --center_crop or --pad_to_size).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--center_crop", action=argparse.BooleanOptionalAction, default=False,
+        help="Crop each image to its centred square before resizing, as diffusers' examples do; the tokenizer's "
+        "image processor keeps doing it, for encoding and evaluation.",
+    )  # fmt: skip
     parser.add_argument(
         "--pixels_in_memory", type=str, default="auto", choices=["auto", "always", "never"],
         help="Preprocess the splits once and hold their pixels in memory: 'auto' when they take at most "
@@ -81,6 +100,12 @@ def parse_args(argv=None):
     args = training.parse_args_with_config(parser, argv, LarpVQVAEConfig)  # resuming: the checkpoint's model settings
 
     # Sanity checks (counts and rates are checked by their types).
+    if args.resolution is not None:
+        if args.model.get("image_size", args.resolution) != args.resolution:
+            parser.error(f"--resolution {args.resolution} and model.image_size {args.model['image_size']} differ; give one.")
+        args.model["image_size"] = args.resolution
+    if args.center_crop and args.pad_to_size:
+        parser.error("--center_crop crops images to a square and --pad_to_size pads them to one; choose one.")
     if args.streaming and args.pixels_in_memory == "always":
         parser.error("--streaming reads the images as they are needed; drop --pixels_in_memory always (or --streaming).")
     training.check_run_arguments(parser, args, inputs=inputs_of(args))
@@ -224,13 +249,28 @@ def main(argv=None):
     # preprocessed once (cached by datasets) and held as one uint8 tensor instead, which is faster for them
     # (--pixels_in_memory; bench/bench_vqvae_dataloading.py). With --streaming the rows come from a stream: epochs of
     # a fixed number of batches in an order fixed by the seed and the epoch (StreamedImages), so resuming is exact.
+    accelerator.print(f"Dataset: {args.dataset}")
     with accelerator.main_process_first():
-        images = load_image_dataset(args.dataset, data_dir=args.dataset_dir, streaming=args.streaming)
+        images = load_image_dataset(
+            args.dataset, data_dir=args.dataset_dir, streaming=args.streaming, image_column=args.image_column,
+            label_column=args.label_column,
+        )  # fmt: skip
         if args.streaming:
             train_images, num_train_images, val_images = select_streams(images, args)
         else:
             train_images, val_images = training.select_splits(images, args)
-    image_processor = LarpImageProcessor.from_vqvae_config(model_config)
+    # What the tokenizer is trained on, kept beside its weights: the recipes that follow default to it.
+    dataset_record = DatasetRecord.from_dataset(
+        args.dataset, train_images, split=args.train_split, image_column=args.image_column,
+        label_column=args.label_column, data_dir=args.dataset_dir,
+    )  # fmt: skip
+    image_processor = LarpImageProcessor.from_vqvae_config(model_config, do_center_crop=args.center_crop)
+    height, width = first_image_size(train_images)
+    if height != width and not (args.center_crop or args.pad_to_size):
+        accelerator.print(
+            f"The images are {height}×{width}: stretched to {model_config.image_size}×{model_config.image_size} "
+            "(--center_crop crops them to a square first, --pad_to_size pads them to one)."
+        )
     if args.pad_to_size:
         # Padded, not resized: the tokenizer sees the dataset's pixels as they are, and gives them back cropped.
         native_size = image_processor.native_size_for(*first_image_size(train_images))
@@ -355,6 +395,7 @@ def main(argv=None):
         final = training.write_final_metrics(
             output_dir, state, num_parameters=unwrapped.num_parameters(), dataset=args.dataset
         )
+        dataset_record.save(output_dir)
         grid_batch = collate(grid_examples(val_dataset, args.num_grid_images, args.streaming), image_processor)
         grid_path = output_dir / "reconstructions.png"
         save_reconstruction_grid(unwrapped, image_processor, grid_batch["pixel_values"].to(accelerator.device), grid_path)

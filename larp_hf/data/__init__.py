@@ -3,11 +3,14 @@ from ..lazy_exports import lazy_exports
 
 # Imported from their modules when first used (see larp_hf/lazy_exports.py).
 _EXPORTS = {
+    "DatasetChoice": ".provenance",
+    "DatasetRecord": ".provenance",
     "InMemoryPixels": ".preprocessed_images",
     "LarpPriorCollator": ".collator",
     "PreprocessedImages": ".preprocessed_images",
     "StreamedImages": ".streaming",
     "check_token_dataset": ".token_dataset",
+    "choose_dataset": ".provenance",
     "collate_images": ".preprocessed_images",
     "encode_dataset": ".encoding",
     "fashion_mnist_dir": ".loading",
@@ -26,11 +29,14 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
+    "DatasetChoice",
+    "DatasetRecord",
     "InMemoryPixels",
     "LarpPriorCollator",
     "PreprocessedImages",
     "StreamedImages",
     "check_token_dataset",
+    "choose_dataset",
     "collate_images",
     "encode_dataset",
     "fashion_mnist_dir",

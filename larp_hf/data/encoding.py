@@ -11,6 +11,7 @@ from ..models.vqvae.image_processing_larp_vqvae import LarpImageProcessor
 from ..prior import codebook_and_grid
 from ..tokenizers import ImageTokenizer
 from .preprocessed_images import PreprocessedImages, collate_images
+from .provenance import DatasetRecord
 from .token_dataset import code_feature, make_metadata
 
 
@@ -21,6 +22,7 @@ def encode_dataset(
     batch_size: int = 256,
     flip_augment: bool = True,
     num_proc: int | None = None,
+    dataset_record: DatasetRecord | None = None,
 ) -> datasets.Dataset:
     """
     Turn an image dataset into a token dataset, a batch at a time: `num_proc` DataLoader workers read, decode and
@@ -51,6 +53,8 @@ def encode_dataset(
         batch_size: images encoded per forward pass.
         flip_augment: also store the codes of the mirrored images.
         num_proc: processes that decode and resize the images (DataLoader workers); `None` or 0: this process.
+        dataset_record: where the images came from (`DatasetRecord`), kept in the metadata as `dataset`, so that a
+            prior trained on the token dataset records it too.
 
     Raises:
         ValueError: the dataset has no `image` column, or a row's image cannot be decoded (the error names the row).
@@ -60,7 +64,8 @@ def encode_dataset(
     codebook_size, grid = codebook_and_grid(vqvae)
     image_processor = image_processor or LarpImageProcessor.from_tokenizer(vqvae)
     tokenizer_hash = vqvae.tokenizer_hash()
-    metadata = make_metadata(tokenizer_hash, grid, codebook_size, flip_augment)
+    record = None if dataset_record is None else dataset_record.to_dict()
+    metadata = make_metadata(tokenizer_hash, grid, codebook_size, flip_augment, dataset=record)
     features = {"input_ids": code_feature(metadata)}
     if flip_augment:
         features["input_ids_flipped"] = code_feature(metadata)

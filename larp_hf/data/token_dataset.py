@@ -44,12 +44,14 @@ def make_metadata(
     flip_augment: bool = True,
     *,
     grid_size: int | None = None,
+    dataset: dict | None = None,
 ) -> dict:
     """
     What a token dataset records about the tokenizer that made it, and the token ids a prior gives its codes and
     prefix (`larp_hf.prior.vocabulary_layout`). `grid` is the tokenizer's `(h, w)` (or an int, square), recorded as
     `grid: [h, w]` and, when square, also as `grid_size` (`larp_hf.prior.grid_fields`); `grid_size=` is the older
-    keyword for a square grid.
+    keyword for a square grid. `dataset` is the images' `DatasetRecord.to_dict()` (`larp_hf.data.provenance`),
+    recorded when given.
     """
     if codebook_size is None:
         raise ValueError("`codebook_size` is required: the number of codes of the tokenizer that made the dataset.")
@@ -65,6 +67,7 @@ def make_metadata(
             "bos_token_id": layout["bos_token_id"],
             "class_token_offset": layout["class_token_offset"],
         },
+        **({"dataset": dataset} if dataset is not None else {}),
     }
 
 

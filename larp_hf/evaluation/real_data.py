@@ -45,18 +45,28 @@ def default_cache_dir() -> Path:
 
 
 def real_image_dataset(
-    dataset: str, split: str, image_size: int | tuple[int, int], channels: int, data_dir=None, pad: bool = False
+    dataset: str,
+    split: str,
+    image_size: int | tuple[int, int],
+    channels: int,
+    data_dir=None,
+    pad: bool = False,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> tuple[datasets.Dataset, str]:
     """
     A dataset split at the given size (a side or (H, W)) as a `pixels` column of uint8 (C, H, W) arrays, made once
     by a cached `datasets.map` and memory-mapped from disk, and its fingerprint. Read it with `image_batch`. Images are
     resized to the size, or with `pad=True` padded to it (centred; larger ones shrunk to fit first), so images already
-    at that size keep their own pixels. `dataset` is what `larp_hf.load_image_dataset` takes; `data_dir` the folder of
-    the Fashion-MNIST IDX files.
+    at that size keep their own pixels. `dataset` is what `larp_hf.load_image_dataset` takes, with its
+    `image_column` and `label_column`; `data_dir` the folder of the Fashion-MNIST IDX files.
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     processor = LarpImageProcessor(num_channels=channels, size={"height": height, "width": width}, do_pad=pad)
-    pixels = pixels_dataset(load_image_dataset(dataset, split=split, data_dir=data_dir), processor)
+    images = load_image_dataset(
+        dataset, split=split, data_dir=data_dir, image_column=image_column, label_column=label_column
+    )
+    pixels = pixels_dataset(images, processor)
     return pixels.select_columns(["pixels"]), pixels._fingerprint
 
 

@@ -18,6 +18,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from ..data.provenance import DatasetChoice, DatasetRecord, choose_dataset
 from ..generation import CodebookLogitsProcessor
 from ..generation.guidance import check_guidance_scale
 from ..metrics import check_feature_spread, density_coverage, frechet_distance, precision_recall
@@ -199,7 +200,27 @@ def _output_size(pipeline) -> tuple[int, int]:
     return size["height"], size["width"]
 
 
-def _real_split(pipeline, dataset: str, split: str, data_dir, state: PartialState):
+def choose_real_dataset(
+    pipeline, dataset: str | None = None, image_column: str | None = None, label_column: str | None = None,
+    data_dir=None,
+) -> DatasetChoice:
+    """
+    The real images a pipeline's samples are compared with: `dataset` when given, else the dataset the pipeline
+    records it was trained on (`card_info["training_data"]`, which `larp-hf assemble` writes; a pipeline assembled
+    before records only the dataset's name, `card_info["dataset"]`), else Fashion-MNIST. `reason` says which.
+    """
+    card_info = getattr(pipeline, "card_info", None) or {}
+    record = card_info.get("training_data")
+    record = DatasetRecord.from_dict(record) if record else None
+    if record is None and card_info.get("dataset"):
+        record = DatasetRecord(source=card_info["dataset"])
+    return choose_dataset(
+        dataset, record, recorded_by="the pipeline", image_column=image_column, label_column=label_column,
+        data_dir=data_dir,
+    )  # fmt: skip
+
+
+def _real_split(pipeline, choice: DatasetChoice, split: str, state: PartialState):
     """
     A real split at the size of the pipeline's images (memory-mapped), its fingerprint, and what it is (the `source`
     its cached features are keyed by). Where the tokenizer pads the dataset's images rather than resizing them, real
@@ -208,9 +229,12 @@ def _real_split(pipeline, dataset: str, split: str, data_dir, state: PartialStat
     pads = pipeline.image_processor.native_size is not None
     size, channels = _output_size(pipeline), pipeline.vqvae.num_channels
     with state.main_process_first():  # the first process maps and caches the images; the others read its cache
-        pixels, fingerprint = real_image_dataset(dataset, split, size, channels, data_dir, pad=pads)
-    source = {"dataset": dataset, "split": split, "data_dir": data_dir, "image_size": list(size),
-              "channels": channels, "pad": pads, "column": "image"}  # fmt: skip
+        pixels, fingerprint = real_image_dataset(
+            choice.source, split, size, channels, choice.data_dir, pad=pads,
+            image_column=choice.image_column, label_column=choice.label_column,
+        )  # fmt: skip
+    source = {"dataset": choice.source, "split": split, "data_dir": choice.data_dir, "image_size": list(size),
+              "channels": channels, "pad": pads, "column": choice.image_column or "image"}  # fmt: skip
     return pixels, fingerprint, source
 
 
@@ -291,12 +315,15 @@ def _training_grid_batches(pipeline, tokens, baseline, batch_size: int, state) -
             yield _encode(pipeline, image_batch(baseline, rows)).flatten(1)
 
 
-def _settings(pipeline, network: FeatureNetwork, dataset: str, real_split: str, num_samples: int, seed: int) -> dict:
+def _settings(
+    pipeline, network: FeatureNetwork, choice: DatasetChoice, real_split: str, num_samples: int, seed: int
+) -> dict:
     return {
         "dtype": str(pipeline.dtype).removeprefix("torch."),  # bfloat16 scores differ a little from float32 ones
         "num_samples": num_samples,
         "seed": seed,
-        "dataset": dataset,
+        "dataset": choice.source,
+        "dataset_reason": choice.reason,
         "real_split": real_split,
         "feature_network": network.name,
         "feature_network_sha256": network.weights_sha256,
@@ -306,7 +333,7 @@ def _settings(pipeline, network: FeatureNetwork, dataset: str, real_split: str, 
 def evaluate_pipeline(
     pipeline,
     network: FeatureNetwork,
-    dataset: str = "fashion_mnist",
+    dataset: str | None = None,
     real_split: str = "test",
     baseline_split: str = "train",
     num_samples: int = 10000,
@@ -319,6 +346,8 @@ def evaluate_pipeline(
     top_k: int | None = None,
     top_p: float | None = None,
     guidance_scale: float | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict:
     """
     Sample scores; the same scores for the tokenizer's reconstructions of the real split (the floor a prior cannot
@@ -328,6 +357,10 @@ def evaluate_pipeline(
     of each class, guided by `guidance_scale` (default: its stored scale). Returns `samples`, `reconstructions`,
     `real_baseline`, `memorisation` and `settings` (what was measured how).
 
+    The real images are those of `dataset` (with `image_column` / `label_column`, as `load_image_dataset` reads
+    them); by default, the dataset the pipeline records it was trained on, else Fashion-MNIST (`choose_real_dataset`;
+    `settings["dataset_reason"]` says which).
+
     Under several processes (`accelerate launch`), each samples, reconstructs and compares its share; the scores are
     computed on the main process and returned on every process, equal to those of one process.
     """
@@ -336,8 +369,10 @@ def evaluate_pipeline(
     chosen = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance_scale": guidance_scale}
     sampling = {**pipeline.sampling_defaults(), **{k: v for k, v in chosen.items() if v is not None}}
     _check_sampling(pipeline, sampling)  # refuses bad settings before any work
-    real, real_fingerprint, real_source = _real_split(pipeline, dataset, real_split, data_dir, state)
-    baseline, baseline_fingerprint, baseline_source = _real_split(pipeline, dataset, baseline_split, data_dir, state)
+    choice = choose_real_dataset(pipeline, dataset, image_column, label_column, data_dir)
+    dataset = choice.source
+    real, real_fingerprint, real_source = _real_split(pipeline, choice, real_split, state)
+    baseline, baseline_fingerprint, baseline_source = _real_split(pipeline, choice, baseline_split, state)
     _check_real_size(network, real, dataset, real_split, "real_split")
     _check_real_size(network, baseline, dataset, baseline_split, "baseline_split")
     tokens = None  # a token dataset of another tokenizer is refused before any sampling
@@ -371,7 +406,7 @@ def evaluate_pipeline(
             "real_baseline": sample_scores(real_features, baseline_features),
             "memorisation": {"grid": list(tokenizer.grid), **memorisation_summary(nearest, codes.shape[1])},
             "settings": {
-                **_settings(pipeline, network, dataset, real_split, num_samples, seed),
+                **_settings(pipeline, network, choice, real_split, num_samples, seed),
                 "sampling": sampling,
                 "real_images": len(real),
                 "reconstructed_images": floor_images,
@@ -396,19 +431,21 @@ def sweep_pipeline(
     temperatures: list[float],
     top_ks: list[int],
     guidance_scales: list[float] | None = None,
-    dataset: str = "fashion_mnist",
+    dataset: str | None = None,
     real_split: str = "test",
     num_samples: int = 2000,
     seed: int = 0,
     batch_size: int = 256,
     data_dir=None,
     cache_dir=None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict:
     """
     Sample scores for every setting of `temperatures` × `top_ks` (top-k 0 = off) × `guidance_scales` (class-conditional
     pipelines, which sample as many images of each class; default: the stored scale), the same seed for each, top-p at
     the pipeline's default. Returns `rows` (one per setting: its sampling settings and scores), `best` (the row of the
-    lowest FID) and `settings`.
+    lowest FID) and `settings`. The real images default as `evaluate_pipeline`'s do (`choose_real_dataset`).
     """
     state = evaluation_state()
     _check_setup(pipeline, network, num_samples)
@@ -424,7 +461,9 @@ def sweep_pipeline(
                                        "guidance_scale": guidance_scale})  # fmt: skip
         except ValueError as error:
             raise ValueError(f"The sweep holds a setting the pipeline cannot sample: {error}") from None
-    real, real_fingerprint, real_source = _real_split(pipeline, dataset, real_split, data_dir, state)
+    choice = choose_real_dataset(pipeline, dataset, image_column, label_column, data_dir)
+    dataset = choice.source
+    real, real_fingerprint, real_source = _real_split(pipeline, choice, real_split, state)
     _check_real_size(network, real, dataset, real_split, "real_split")
     real_features = cached_real_features(network, real, real_fingerprint, cache_dir=cache_dir,
                                          desc=f"{dataset} {real_split}", state=state, source=real_source)  # fmt: skip
@@ -437,7 +476,7 @@ def sweep_pipeline(
             rows.append({**sampling, **sample_scores(real_features, features)})
     results = None
     if state.is_main_process:
-        settings = {**_settings(pipeline, network, dataset, real_split, num_samples, seed), "real_images": len(real),
+        settings = {**_settings(pipeline, network, choice, real_split, num_samples, seed), "real_images": len(real),
                     "num_classes": pipeline.num_classes}  # fmt: skip
         results = {"rows": rows, "best": best_setting(rows), "settings": settings}
     return from_main_process(results, state)
@@ -450,6 +489,7 @@ def best_setting(rows: list[dict]) -> dict:
 
 __all__ = [
     "best_setting",
+    "choose_real_dataset",
     "encode_images",
     "evaluate_pipeline",
     "memorisation",

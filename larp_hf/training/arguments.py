@@ -176,8 +176,9 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         help="Held-out split; if the dataset lacks it, --validation_size examples of the train split are held out.",
     )  # fmt: skip
     group.add_argument(
-        "--validation_size", type=positive_int, default=1000, help="Examples held out when there is no such split."
-    )
+        "--validation_size", type=positive_int, default=1000,
+        help="Examples held out when there is no such split (at most a fifth of the training split).",
+    )  # fmt: skip
     group.add_argument("--max_train_samples", type=positive_int, default=None, help="Train on at most this many.")
     group.add_argument("--max_validation_samples", type=positive_int, default=None, help="Validate on at most this many.")
     return group
@@ -475,12 +476,17 @@ def select_splits(
     if args.validation_split in splits:
         validation = splits[args.validation_split]
     else:
-        held_out = train.train_test_split(test_size=args.validation_size, seed=args.seed)
+        size, note = held_out_size(len(train), args.validation_size)
+        held_out = train.train_test_split(test_size=size, seed=args.seed)
         train, validation = held_out["train"], held_out["test"]
-        PartialState().print(f"No {args.validation_split!r} split: holding out {len(validation)} training examples.")
+        PartialState().print(
+            f"No {args.validation_split!r} split: holding out {len(validation)} of {len(train) + len(validation)} "
+            f"training examples{note}."
+        )
     for name, split, flag in ((args.train_split, train, "--train_split"), (args.validation_split, validation,
                                                                           "--validation_split")):  # fmt: skip
-        if isinstance(split, datasets.Dataset) and len(split) == 0:  # one batch fewer than none: an endless loop or a division by zero, minutes in
+        # An empty split used to end in an endless loop or a division by zero, minutes in.
+        if isinstance(split, datasets.Dataset) and len(split) == 0:
             raise ValueError(
                 f"The {flag} {name!r} has no examples: point the recipe at a dataset with rows in it (the dataset "
                 "may have been written by a run that was stopped or given no images)."
@@ -490,6 +496,22 @@ def select_splits(
     if args.max_validation_samples is not None:
         validation = validation.select(range(min(args.max_validation_samples, len(validation))))
     return train, validation
+
+
+def held_out_size(num_rows: int, validation_size: int, flag: str = "--validation_size") -> tuple[int, str]:
+    """
+    How many of `num_rows` training examples to hold out for validation: `validation_size`, at most a fifth of the
+    rows (at least one), so that a small dataset keeps most of its images for training. Returns the size and, when
+    it was capped, the note that says so (naming `flag`, the option that asked for `validation_size`).
+    """
+    if num_rows < 2:
+        raise ValueError(
+            f"The training split has {num_rows} example(s): too few to hold any out for validation. Add images or "
+            "give the data a validation split of its own (--validation_split)."
+        )
+    size = min(validation_size, max(1, num_rows // 5))
+    note = f" ({flag} {validation_size} capped at a fifth of the rows)" if size < validation_size else ""
+    return size, note
 
 
 def tracker_config(args: argparse.Namespace) -> dict:
@@ -503,6 +525,7 @@ def tracker_config(args: argparse.Namespace) -> dict:
 # Settings that say where and how a run is kept, not what it trains: left out of the config hash.
 _NOT_CONFIG = (
     "config",
+    "dataset_reason",  # why --dataset is what it is (given or recorded), not what it is
     "output_dir",
     "overwrite_output_dir",
     "resume_from_checkpoint",

@@ -152,8 +152,8 @@ def test_config_values_are_converted_as_on_the_command_line(tmp_path):
 def test_the_classifier_holds_its_pixels_as_uint8(tiny_image_dataset_dir):
     train_classifier = import_recipe("train_classifier")
     args = train_classifier.parse_args(["--dataset", tiny_image_dataset_dir, "--image_size", "16"])
-    model_config = train_classifier.LarpClassifierConfig(**args.model)
-    train, test, image_processor, num_classes = train_classifier.load_splits(args, model_config)
+    train, test, image_processor, model_config, _ = train_classifier.load_splits(args)
+    num_classes = model_config.num_classes
     # uint8 in memory, as the tokenizer recipe holds them: int64 would take eight times the memory.
     assert train.pixels.dtype == test.pixels.dtype == torch.uint8
     assert train.pixels.shape == (64, 1, 16, 16) and test.pixels.shape == (16, 1, 16, 16) and num_classes == 2

@@ -109,6 +109,9 @@ class LarpImageProcessor(TorchvisionBackend):
         size (`dict[str, int]`, *optional*, defaults to `{"height": 32, "width": 32}`): the model's input size.
         resample (`PILImageResampling`, *optional*, defaults to `BILINEAR`): resampling filter (antialiased).
         do_pad (`bool`, *optional*, defaults to `False`): letterbox instead of stretching (takes precedence over `do_resize`).
+        do_center_crop (`bool`, *optional*, defaults to `False`): first crop each image to the largest centred region
+            of `size`'s aspect ratio (a square for a square `size`), as diffusers' `--center_crop` does, so that
+            non-square images are neither stretched nor letterboxed.
         pad_value (`float`, *optional*, defaults to 0): border value on the 0–255 scale.
         input_scale (`float`, *optional*): the input value of white for every image (see above); `None` (the
             default) decides it by type.
@@ -152,6 +155,9 @@ class LarpImageProcessor(TorchvisionBackend):
     do_convert_rgb = False
 
     def __init__(self, **kwargs):
+        if kwargs.get("do_center_crop") and kwargs.get("crop_size") is None:
+            # The crop's size is the output size (transformers checks that a crop has one).
+            kwargs["crop_size"] = dict(kwargs.get("size") or self.size)
         super().__init__(**kwargs)
         if self.num_channels not in (1, 3):
             raise ValueError(f"`num_channels` must be 1 (grayscale) or 3 (RGB), got {self.num_channels}.")
@@ -357,6 +363,15 @@ class LarpImageProcessor(TorchvisionBackend):
             image = (image * _LUMA).sum(0, keepdim=True)
         return image.contiguous()
 
+    @staticmethod
+    def _crop_to_aspect(image: torch.Tensor, size: SizeDict) -> torch.Tensor:
+        """The largest centred crop of (..., H, W) with the aspect ratio of `size`."""
+        height, width = image.shape[-2:]
+        scale = min(height / size.height, width / size.width)
+        crop_height, crop_width = max(1, round(size.height * scale)), max(1, round(size.width * scale))
+        top, left = (height - crop_height) // 2, (width - crop_width) // 2
+        return image[..., top : top + crop_height, left : left + crop_width]
+
     def _fit_and_pad(self, image: torch.Tensor, size: SizeDict, resample, pad_value: float) -> torch.Tensor:
         """Shrink (never enlarge) to fit inside `size` keeping the aspect ratio, then pad to `size`, centred."""
         height, width = image.shape[-2:]
@@ -388,7 +403,10 @@ class LarpImageProcessor(TorchvisionBackend):
     ) -> BatchFeature:
         grouped, index = group_images_by_shape(images, disable_grouping=False)
         processed = {}
+        do_center_crop = kwargs.get("do_center_crop", self.do_center_crop)
         for shape, stacked in grouped.items():  # stacked: (N, C, H, W), all of one shape
+            if do_center_crop:
+                stacked = self._crop_to_aspect(stacked, size)
             if do_pad:
                 stacked = self._fit_and_pad(stacked, size, resample, self.pad_value if pad_value is None else pad_value)
             elif do_resize:
