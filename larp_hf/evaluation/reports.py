@@ -3,6 +3,7 @@ What `evaluate_pipeline` and `sweep_pipeline` results become: markdown tables, J
 and records on the pipeline's model card.
 """
 
+import contextlib
 import csv
 import logging
 from pathlib import Path
@@ -190,7 +191,7 @@ def save_best_setting(pipeline, results: dict, folder: str | Path):
     set_sampling_defaults(pipeline.prior, temperature=best["temperature"], top_k=best["top_k"], **guidance)
     # Under the card's lock, with the records other commands wrote since the pipeline was loaded: the re-save
     # replaces the card whole. The lock file is no save's, so the new folder keeps it (the same file, linked).
-    with card_lock(Path(folder)):
+    with card_lock(Path(folder)) if Path(folder).is_dir() else contextlib.nullcontext():  # a new folder: no card yet
         merge_records_on_disk(pipeline, folder)
         pipeline.save_pretrained(folder, sample_grid=(Path(folder) / SAMPLE_GRID_NAME).is_file())
     logger.info("Sampling defaults of %s: %s", folder, pipeline.sampling_defaults())

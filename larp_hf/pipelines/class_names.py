@@ -16,7 +16,8 @@ _DEFAULT_LABEL = re.compile(r"^LABEL_(\d+)$")
 def prior_class_names(config) -> list[str] | None:
     """
     The names of a prior's classes by index, from `config.id2label`, or `None` when it names none: an unconditional
-    prior, or transformers' default `id2label` (`LABEL_0`, `LABEL_1`, ...: a prior trained on integer labels). Names
+    prior, transformers' default `id2label` (`LABEL_0`, `LABEL_1`, ...: a prior saved before `prior_config` named
+    classes), or names that are the indices themselves (`"0"`, `"1"`, ...: a prior trained on integer labels). Names
     that do not fit the prior (another count than its `num_classes`, a name twice) raise a `ValueError`.
     """
     num_classes = (getattr(config, "larp", None) or {}).get("num_classes", 0)
@@ -25,6 +26,8 @@ def prior_class_names(config) -> list[str] | None:
         return None
     names = [str(id2label[key]) for key in sorted(id2label, key=int)]
     if all(_DEFAULT_LABEL.match(name) and int(_DEFAULT_LABEL.match(name)[1]) == i for i, name in enumerate(names)):
+        return None
+    if names == [str(i) for i in range(num_classes)]:  # `prior_config` without class names: the indices themselves
         return None
     if sorted(int(key) for key in id2label) != list(range(num_classes)):
         raise ValueError(

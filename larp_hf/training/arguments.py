@@ -19,7 +19,7 @@ from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
 from ..errors import describe_error
-from ..flags import parse_list
+from ..flags import DefaultsHelpFormatter, parse_list  # noqa: F401 (DefaultsHelpFormatter: larp_hf.training exports it)
 from ..local_paths import check_local_path
 from .accelerator import MIXED_PRECISION_CHOICES, check_trackers, make_accelerator
 from . import checkpoint_format

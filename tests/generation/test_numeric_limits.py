@@ -14,7 +14,7 @@ VQVAE = LarpVQVAEConfig(in_channels=1, image_size=16, hidden_channels=[16], code
 
 def tiny_prior(num_classes: int = 0):
     torch.manual_seed(0)
-    config = prior_config(VQVAE, preset="tiny", num_classes=num_classes)
+    config = prior_config(VQVAE, preset="tiny", num_classes=num_classes, tokenizer_hash=None)
     return AutoModelForCausalLM.from_config(config).eval()
 
 

@@ -37,8 +37,11 @@ def test_an_unknown_name_is_refused_naming_the_classes(named):
 
 
 def test_a_prior_with_transformers_default_id2label_keeps_its_indices():
-    pipeline = make_tiny_pipeline(num_classes=3)  # GPT2Config's default id2label: LABEL_0, LABEL_1 (2 for 3 classes)
-    assert pipeline.prior.config.id2label == {0: "LABEL_0", 1: "LABEL_1"} and pipeline.class_names is None
+    # prior_config without class names: the indices as names ("0", "1", "2")
+    assert make_tiny_pipeline(num_classes=3).class_names is None
+    # A prior saved before prior_config named classes: GPT2Config's default, LABEL_0, LABEL_1 (2 for 3 classes)
+    pipeline = make_tiny_pipeline(num_classes=3, id2label={0: "LABEL_0", 1: "LABEL_1"})
+    assert pipeline.class_names is None
     by_digits = pipeline(num_images=2, class_labels="2", seed=0).codes  # what a command line passes
     assert torch.equal(by_digits, pipeline(num_images=2, class_labels=2, seed=0).codes)
     with pytest.raises(ValueError, match="this prior's classes have no names .* pass class indices 0…2"):

@@ -115,12 +115,12 @@ def test_nothing_recorded_means_fashion_mnist_said_out_loud(tmp_path):
 
 def test_prior_id2label_has_one_entry_per_class():
     tokenizer = LarpVQVAEConfig(codebook_size=16)
-    assert prior_config(tokenizer, preset="tiny", num_classes=3).id2label == {0: "0", 1: "1", 2: "2"}
-    named = prior_config(tokenizer, preset="tiny", num_classes=3, class_names=["a", "b", "c"])
+    assert prior_config(tokenizer, preset="tiny", tokenizer_hash=None, num_classes=3).id2label == {0: "0", 1: "1", 2: "2"}
+    named = prior_config(tokenizer, preset="tiny", tokenizer_hash=None, num_classes=3, class_names=["a", "b", "c"])
     assert named.id2label == {0: "a", 1: "b", 2: "c"} and named.label2id == {"a": 0, "b": 1, "c": 2}
-    assert prior_config(tokenizer, preset="tiny").id2label == {}  # unconditional: no classes
+    assert prior_config(tokenizer, preset="tiny", tokenizer_hash=None).id2label == {}  # unconditional: no classes
     with pytest.raises(ValueError, match="2 names for num_classes = 3"):
-        prior_config(tokenizer, preset="tiny", num_classes=3, class_names=["a", "b"])
+        prior_config(tokenizer, preset="tiny", tokenizer_hash=None, num_classes=3, class_names=["a", "b"])
 
 
 def test_a_small_dataset_holds_out_a_fifth_for_validation():
