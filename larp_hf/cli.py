@@ -329,7 +329,27 @@ def _judging_setup(args):
     if not state.is_main_process:
         pipeline.set_progress_bar_config(disable=True)
     record = local and args.record_in_card is not False
-    return pipeline, load_feature_network(args.feature_network).to(pipeline.device), state, record
+    return pipeline, load_feature_network(_feature_network(args, pipeline, state)).to(pipeline.device), state, record
+
+
+def _feature_network(args, pipeline, state) -> str:
+    """--feature-network, or the default for the data the samples are scored against (never another dataset's)."""
+    from larp_hf.evaluation.scores import choose_real_dataset, default_feature_network
+
+    if args.feature_network is not None:
+        return args.feature_network
+    choice = choose_real_dataset(pipeline, args.dataset, args.image_column, args.label_column, args.dataset_dir)
+    network = default_feature_network(choice)
+    if network is None:
+        raise ValueError(
+            f"--feature-network: name the feature space for {choice.source} ({choice.reason}); a classifier of other "
+            "data would measure nothing about these images. Train one on it (`accelerate launch "
+            "recipes/train_classifier.py --vqvae TOKENIZER --output_dir DIR`, labelled data), or pass 'inception' "
+            "(the field's Inception-v3 FID) or 'random' (unlabelled data, offline)."
+        )
+    if state.is_main_process:
+        print(f"Feature network: {network} (the default for {choice.source})")
+    return network
 
 
 def evaluate(args):
@@ -485,9 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def add_evaluation_arguments(p, num_samples):
-        p.add_argument("--feature-network", default="outputs/features-fashion-mnist",
+        p.add_argument("--feature-network",
                        help="the feature space of the scores: a folder of a classifier from "
-                       "recipes/train_classifier.py (labelled data; default: %(default)s); 'inception' for the field's "
+                       "recipes/train_classifier.py (labelled data; default: outputs/features-fashion-mnist for Fashion-MNIST, none "
+                       "for other data); 'inception' for the field's "
                        "Inception-v3 FID (2048 pool3 features as torch-fidelity computes them; pip install "
                        "torch-fidelity; downloads weights-inception-2015-12-05-6726825d.pth on first use) or "
                        "'inception:PATH' with a local copy of that file (offline); or 'random[:SEED]', a fixed random "

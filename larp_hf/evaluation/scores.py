@@ -220,6 +220,21 @@ def choose_real_dataset(
     )  # fmt: skip
 
 
+# Where `make quickstart`'s README steps put the Fashion-MNIST classifier (recipes/configs/classifier_fashion_mnist.yaml).
+FASHION_MNIST_FEATURE_NETWORK = "outputs/features-fashion-mnist"
+
+
+def default_feature_network(choice: DatasetChoice) -> str | None:
+    """
+    The feature network that scores samples against `choice`'s images when none is named: the quickstart's
+    Fashion-MNIST classifier for Fashion-MNIST, and none for any other data. A classifier of one dataset is no
+    measure of another's images, so other data names its own (a classifier trained on it, `inception`, `random`).
+    """
+    from ..pipelines.model_card import same_dataset
+
+    return FASHION_MNIST_FEATURE_NETWORK if same_dataset(choice.source, "fashion_mnist") else None
+
+
 def _real_split(pipeline, choice: DatasetChoice, split: str, state: PartialState):
     """
     A real split at the size of the pipeline's images (memory-mapped), its fingerprint, and what it is (the `source`
@@ -490,6 +505,7 @@ def best_setting(rows: list[dict]) -> dict:
 __all__ = [
     "best_setting",
     "choose_real_dataset",
+    "default_feature_network",
     "encode_images",
     "evaluate_pipeline",
     "memorisation",
