@@ -1,7 +1,11 @@
-"""Sampling speed alone and beside a busy neighbour process, with larp_hf's thread policy and with torch's default.
+"""Sampling (or encoding) speed alone and beside a busy neighbour process, with larp_hf's thread policy and with
+torch's default.
 
     python bench/bench_sampling_neighbour.py [--model DIR] [--batch_size 16] [--num_images 32] [--repeats 3]
-                                             [--preset small] [--grid 8] [--codebook_size 512]
+                                             [--preset small] [--grid 8] [--codebook_size 512] [--encode]
+
+With `--encode`, the tokenizer encodes `--num_images` images at `--batch_size` instead (the policy for whole batches,
+`torch_threads(batched=True)`, as `encode_dataset` runs: the CPUs other processes leave free).
 
 The pipeline samples `--num_images` images at `--batch_size` (`LarpPipeline.__call__`), timed `--repeats` times (median
 images/s), in each of these situations:
@@ -28,7 +32,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from larp_hf import LarpPipeline, LarpVQVAEConfig, LarpVQVAEModel, prior_config
-from larp_hf.threads import NUM_THREADS_ENV, available_cpus, choose_num_threads
+from larp_hf.threads import NUM_THREADS_ENV, available_cpus, choose_num_threads, torch_threads
 
 
 NEIGHBOURS = {
@@ -53,9 +57,22 @@ def images_per_second(pipe, args) -> float:
     timings = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        pipe(num_images=args.num_images, batch_size=args.batch_size, seed=0, output_type="pt")
+        if args.encode:
+            encode(pipe, args)
+        else:
+            pipe(num_images=args.num_images, batch_size=args.batch_size, seed=0, output_type="pt")
         timings.append(time.perf_counter() - start)
     return args.num_images / statistics.median(timings)
+
+
+@torch.no_grad()
+def encode(pipe, args):
+    """The tokenizer's codes of `--num_images` random images, a batch at a time, as encode_dataset's loop runs."""
+    config = pipe.vqvae.config
+    pixels = torch.rand(args.num_images, config.in_channels, config.image_size, config.image_size) * 2 - 1
+    with torch_threads(batched=True):
+        for batch in pixels.split(args.batch_size):
+            pipe.vqvae.encode(batch)
 
 
 def main():
@@ -67,6 +84,7 @@ def main():
     parser.add_argument("--preset", default="small")
     parser.add_argument("--grid", type=int, default=8)
     parser.add_argument("--codebook_size", type=int, default=512)
+    parser.add_argument("--encode", action="store_true", help="time the tokenizer's encoding instead of sampling")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds a neighbour runs before the timing")
     args = parser.parse_args()
     if os.environ.get(NUM_THREADS_ENV) or os.environ.get("OMP_NUM_THREADS"):
@@ -76,11 +94,14 @@ def main():
     pipe = build_pipeline(args)
     pipe.set_progress_bar_config(disable=True)
     pipe(num_images=2, batch_size=2, seed=0)  # first-call work (prepacking, allocations) out of the timings
+    if args.encode:
+        encode(pipe, args)  # and the encoder's (oneDNN's kernels for these shapes)
     load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"{available_cpus()} CPUs, torch default {torch_default} threads, load average {load}; "
         f"{pipe.grid[0]}x{pipe.grid[1]} grids, {sum(p.numel() for p in pipe.prior.parameters()) / 1e6:.1f} M prior "
-        f"parameters; {args.num_images} images at batch {args.batch_size}, median of {args.repeats}"
+        f"parameters; {'encoding' if args.encode else 'sampling'} {args.num_images} images at batch {args.batch_size}, "
+        f"median of {args.repeats}"
     )
     settings = {"larp_hf policy": None, "torch default": str(torch_default)}
     results = {}
@@ -93,7 +114,7 @@ def main():
                     os.environ.pop(NUM_THREADS_ENV, None)
                 else:
                     os.environ[NUM_THREADS_ENV] = value
-                count = choose_num_threads() or torch.get_num_threads()
+                count = choose_num_threads(batched=args.encode) or torch.get_num_threads()
                 speed = images_per_second(pipe, args)
                 results[neighbour, setting] = speed
                 print(f"  neighbour {neighbour:<18} {setting:<15} {count} thread(s): {speed:7.1f} images/s")

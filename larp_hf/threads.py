@@ -98,10 +98,13 @@ def user_chose_threads() -> bool:
     return any(os.environ.get(name) for name in USER_THREAD_ENVS) or torch.get_num_threads() != TORCH_THREADS_AT_IMPORT
 
 
-def choose_num_threads(num_threads: int | None = None) -> int | None:
+def choose_num_threads(num_threads: int | None = None, batched: bool = False) -> int | None:
     """
     The thread count to sample with: `num_threads` if given, else `$LARP_HF_NUM_THREADS`, else `None` (leave torch's
     count) when the user chose one, else the module's policy for this machine's CPUs and their load now.
+
+    `batched`: for whole batches of convolutions (encoding images), which gain from a second thread where decoding one
+    token at a time does not: a small machine is then left its free CPUs too, rather than one thread.
     """
     if num_threads is not None:
         return _positive_int(num_threads, "`num_threads`")
@@ -110,22 +113,22 @@ def choose_num_threads(num_threads: int | None = None) -> int | None:
     if user_chose_threads():
         return None
     cpus = available_cpus()
-    if cpus <= SMALL_MACHINE_CPUS:
+    if cpus <= SMALL_MACHINE_CPUS and not batched:
         return 1
     free = cpus - round(busy_cpus())
     return max(1, min(torch.get_num_threads(), free))
 
 
 @contextlib.contextmanager
-def torch_threads(num_threads: int | None = None) -> Iterator[int]:
+def torch_threads(num_threads: int | None = None, batched: bool = False) -> Iterator[int]:
     """
-    Run the block with `choose_num_threads(num_threads)` torch threads (yields the count in force) and restore the
-    count after it.
+    Run the block with `choose_num_threads(num_threads, batched)` torch threads (yields the count in force) and
+    restore the count after it.
 
         with torch_threads():
             codes = sample_tokens(...)
     """
-    chosen = choose_num_threads(num_threads)
+    chosen = choose_num_threads(num_threads, batched)
     previous = torch.get_num_threads()
     if chosen is None or chosen == previous:
         yield previous

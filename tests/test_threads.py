@@ -37,6 +37,13 @@ def test_a_small_machine_samples_with_one_thread(monkeypatch):
     assert choose_num_threads() == 1
 
 
+def test_batched_work_takes_the_free_cpus_even_on_a_small_machine(monkeypatch):
+    on_machine(monkeypatch, cpus=2, busy=0.0, torch_count=2)
+    assert choose_num_threads(batched=True) == 2  # encoding alone: both cores
+    on_machine(monkeypatch, cpus=2, busy=1.0, torch_count=2)
+    assert choose_num_threads(batched=True) == 1  # beside one busy process: the core it leaves
+
+
 def test_a_larger_machine_leaves_the_busy_cpus_to_their_processes(monkeypatch):
     on_machine(monkeypatch, cpus=8, busy=0.0, torch_count=8)
     assert choose_num_threads() == 8

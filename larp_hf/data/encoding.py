@@ -9,6 +9,7 @@ from datasets.fingerprint import Hasher
 
 from ..models.vqvae.image_processing_larp_vqvae import LarpImageProcessor
 from ..prior import codebook_and_grid
+from ..threads import torch_threads
 from ..tokenizers import ImageTokenizer
 from .preprocessed_images import PreprocessedImages, collate_images
 from .provenance import DatasetRecord
@@ -126,7 +127,9 @@ def _encoded_rows(vqvae, images: PreprocessedImages, batch_size: int, flip_augme
         images, batch_size=batch_size, num_workers=num_proc or 0, collate_fn=collate_images
     )
     # float32 in, autocast off: the codes are those of the tokenizer_hash recorded, whatever precision the caller runs.
-    with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+    # Threads as larp_hf.threads chooses them for batches: the free CPUs, so that a busy neighbour does not make
+    # torch's threads wait on each other (LARP_HF_NUM_THREADS or a count the user set overrides it).
+    with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False), torch_threads(batched=True):
         for batch in batches:
             pixel_values = batch["pixel_values"].to(device, torch.float32)
             columns = {"input_ids": vqvae.encode(pixel_values).flatten(1).cpu().numpy()}  # (B, h·w)
