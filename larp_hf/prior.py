@@ -425,8 +425,9 @@ def set_sampling_defaults(prior: PreTrainedModel, temperature=None, top_k=None, 
     """
     Store the whole sampling policy with the prior.
 
-    `prior.generation_config` (saved as `generation_config.json`) gets what stock `prior.generate(bos_ids)` — in a
-    process that never imports larp_hf, a serving engine, a user's own loop — needs to sample exactly one code grid
+    `prior.generation_config` (saved as `generation_config.json`) gets what stock `prior.generate(prefix)` (the
+    `[BOS, (class token)]` prefix of `prefix_ids`) — in a process that never imports larp_hf, a serving engine, a
+    user's own loop — needs to sample exactly one code grid
     of code ids: `do_sample`, `temperature`, `top_k`, `top_p`, `max_new_tokens` = `min_new_tokens` = grid length, and
     `suppress_tokens` = every id that is not a code (BOS, class tokens, null class).
 
