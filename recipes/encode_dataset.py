@@ -34,9 +34,9 @@ from transformers import AutoImageProcessor
 from larp_hf import LarpImageProcessor, load_tokenizer  # importing larp_hf registers the tokenizer's processor
 from larp_hf.flags import DefaultsHelpFormatter
 from larp_hf.atomic_files import remove_swap_leftovers, swap_folder, write_json_atomic
-from larp_hf.data import DatasetRecord, choose_dataset, encode_dataset, load_image_dataset, token_dataset_metadata
+from larp_hf.data import DatasetRecord, encode_dataset, load_image_dataset, token_dataset_metadata
 from larp_hf.prior import layout_grid
-from larp_hf.training import non_negative_int, output_overlap, positive_int
+from larp_hf.training import non_negative_int, output_overlap, positive_int, take_recorded_dataset
 
 
 def parse_args(argv=None):
@@ -64,12 +64,7 @@ def parse_args(argv=None):
     parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="Also upload it to this dataset repo.")
     args = parser.parse_args(argv)
     # The tokenizer's record decides the default --dataset (and its columns), before any check that reads it.
-    choice = choose_dataset(
-        args.dataset, DatasetRecord.from_folder(args.vqvae), image_column=args.image_column,
-        label_column=args.label_column, data_dir=args.dataset_dir,
-    )  # fmt: skip
-    args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
-    args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
+    take_recorded_dataset(args, args.vqvae)
     output_dir = Path(args.output_dir)
     # Replacing the token dataset would delete a tokenizer or images it reads (or write into them).
     inputs = {"--vqvae": args.vqvae, "--dataset": args.dataset, "--dataset_dir": args.dataset_dir}

@@ -40,7 +40,6 @@ from larp_hf import LarpImageProcessor
 from larp_hf.data import (
     DatasetRecord,
     InMemoryPixels,
-    choose_dataset,
     first_image_size,
     load_image_dataset,
     pixels_dataset,
@@ -122,13 +121,7 @@ def parse_args(argv=None):
     # --vqvae's record decides the default --dataset (and its columns), before any check that reads it.
     if args.vqvae:
         tokenizer_processor(args.vqvae)  # refused now, not after loading the data, if it has none
-    choice = choose_dataset(
-        args.dataset, DatasetRecord.from_folder(args.vqvae) if args.vqvae else None,
-        recorded_by="the tokenizer" if args.vqvae else "a tokenizer (no --vqvae)", image_column=args.image_column,
-        label_column=args.label_column, data_dir=args.dataset_dir,
-    )  # fmt: skip
-    args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
-    args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
+    training.take_recorded_dataset(args, args.vqvae)
     try:
         LarpClassifierConfig(**args.model)
     except (StrictDataclassError, TypeError, ValueError) as error:

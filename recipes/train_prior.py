@@ -42,7 +42,6 @@ from larp_hf import (
 from larp_hf.data import (
     DatasetRecord,
     PreprocessedImages,
-    choose_dataset,
     check_token_dataset,
     collate_images,
     encode_dataset,
@@ -122,12 +121,7 @@ def parse_args(argv=None):
     # Without a token dataset, the images default to the tokenizer's record (train_vqvae.py's training_data.json).
     args.dataset_reason = None
     if args.token_dataset is None:
-        choice = choose_dataset(
-            args.dataset, DatasetRecord.from_folder(args.vqvae), image_column=args.image_column,
-            label_column=args.label_column, data_dir=args.dataset_dir,
-        )  # fmt: skip
-        args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
-        args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
+        training.take_recorded_dataset(args, args.vqvae)
     if args.preset not in PRIOR_PRESETS:
         parser.error(f"unknown --preset {args.preset!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     if not 0 <= args.attention_dropout < 1 or not 0 <= args.class_dropout_prob <= 1:

@@ -18,6 +18,7 @@ import yaml
 from accelerate import Accelerator, PartialState
 from transformers import SchedulerType
 
+from ..data.provenance import DatasetRecord, choose_dataset
 from ..errors import describe_error
 from ..flags import DefaultsHelpFormatter, parse_list  # noqa: F401 (DefaultsHelpFormatter: larp_hf.training exports it)
 from ..local_paths import check_local_path
@@ -458,6 +459,21 @@ def refuse_to_overwrite_a_run(parser: argparse.ArgumentParser, args: argparse.Na
     output_dir = Path(args.output_dir)
     if folder_holds_a_run(output_dir) and not continues_a_run(args) and not args.overwrite_output_dir:
         parser.error(already_holds_a_run(output_dir))
+
+
+def take_recorded_dataset(args: argparse.Namespace, tokenizer_folder: str | None) -> None:
+    """
+    Default the recipe's `--dataset`, `--image_column`, `--label_column` and `--dataset_dir` to what the tokenizer in
+    `tokenizer_folder` records it was trained on (`choose_dataset`: what the user gave wins; Fashion-MNIST only where
+    nothing is recorded), in place, with `args.dataset_reason` saying which and why.
+    """
+    record = DatasetRecord.from_folder(tokenizer_folder) if tokenizer_folder else None
+    choice = choose_dataset(
+        args.dataset, record, recorded_by="the tokenizer" if tokenizer_folder else "a tokenizer (no --vqvae)",
+        image_column=args.image_column, label_column=args.label_column, data_dir=args.dataset_dir,
+    )  # fmt: skip
+    args.dataset, args.image_column, args.label_column = choice.source, choice.image_column, choice.label_column
+    args.dataset_dir, args.dataset_reason = choice.data_dir, choice.reason
 
 
 def select_splits(
