@@ -285,6 +285,13 @@ def main(argv=None):
                 f"--num_classes {args.num_classes} needs a `label` ClassLabel column with that many classes; the "
                 f"token dataset has {label_feature!r}."
             )
+    elif isinstance(train_tokens.features.get("label"), datasets.ClassLabel):
+        # Unconditional is the default, but a labelled dataset may not mean it: say what the flag would do.
+        names = train_tokens.features["label"].names
+        accelerator.print(
+            f"Note: the tokens have {len(names)} classes ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+            f"this prior is unconditional. --num_classes {len(names)} trains a class-conditional one."
+        )
 
     # The prior: a stock GPT-2 or Llama whose config carries the tokenizer's identity.
     # Its id2label / label2id name every class, as the labels' ClassLabel does (string labels become one when loaded).

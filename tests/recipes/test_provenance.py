@@ -68,6 +68,10 @@ def test_the_record_flows_from_the_tokenizer_to_the_pipeline(shapes, tmp_path):
     prior_flags = ["--vqvae", vqvae, "--preset", "tiny", "--num_classes", 3, "--max_steps", 1, "--train_batch_size", 4,
                    "--validation_steps", 1, "--checkpointing_steps", 1, "--no-flip_augment"]  # fmt: skip
     run_recipe("train_prior", *prior_flags, "--token_dataset", tokens, "--output_dir", prior)
+    # Without --num_classes the prior is unconditional, and a labelled dataset hears what the flag would do.
+    unconditional = [flag for flag in prior_flags if flag not in ("--num_classes", 3)]
+    result = run_recipe("train_prior", *unconditional, "--token_dataset", tokens, "--output_dir", tmp_path / "plain")
+    assert "the tokens have 3 classes (circle, square, triangle); this prior is unconditional" in result.stdout
     prior_config_json = json.loads((prior / "config.json").read_text())
     assert prior_config_json["id2label"] == {"0": "circle", "1": "square", "2": "triangle"}
     assert prior_config_json["label2id"] == {"circle": 0, "square": 1, "triangle": 2}
