@@ -114,3 +114,25 @@ def test_evaluate_has_no_feature_network_default_for_other_data(tmp_path, flags)
     choice = choose_real_dataset(Recorded(), args.dataset, args.image_column, args.label_column, args.dataset_dir)
     expected = "outputs/features-fashion-mnist" if flags else None
     assert default_feature_network(choice) == expected
+
+
+def test_evaluate_without_a_feature_network_stops_before_sampling_on_other_data(tmp_path, monkeypatch):
+    """The CLI path of the rule above: a pipeline trained on a user's folder, --feature-network left out."""
+    from larp_hf import LarpPipeline, cli
+
+    from ..conftest import make_tiny_pipeline
+
+    pipeline = make_tiny_pipeline(num_classes=3)
+    pipeline.card_info["training_data"] = {"source": str(tmp_path / "my_images")}
+    pipeline.save_pretrained(tmp_path / "pipe", sample_grid=False)
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before the refusal")
+
+    monkeypatch.setattr(LarpPipeline, "__call__", no_sampling)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", str(tmp_path / "pipe"), "--output-dir", str(tmp_path / "eval")])
+    message = str(exit_info.value.code)  # SystemExit(message): printed to stderr, exit status 1
+    assert message.startswith("error: ")
+    assert f"--feature-network: name the feature space for {tmp_path / 'my_images'}" in message
+    assert "'inception'" in message and "'random'" in message and not (tmp_path / "eval").exists()
