@@ -74,6 +74,18 @@ def make_tiny_pipeline(num_classes: int = 0, codebook_size: int = 32, seed: int 
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny models gain nothing from threads, and on a busy machine torch's threads
+    wait on each other (`pytestmark = pytest.mark.usefixtures("one_torch_thread")` in a module)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_pipeline():
     return make_tiny_pipeline()
 

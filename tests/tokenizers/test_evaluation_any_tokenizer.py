@@ -72,13 +72,7 @@ def feature_network(channels: int, image_size: tuple[int, int]) -> FeatureNetwor
     return FeatureNetwork(model, f"{image_size[0]}×{image_size[1]} features", processor)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny models gain nothing from threads, and on a busy machine torch's threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def brute_force_nearest(generated: torch.Tensor, training: torch.Tensor) -> torch.Tensor:
