@@ -18,11 +18,6 @@ FLAGS_OF_ARGUMENTS = {"class_labels": "--class-label", "data_dir": "--dataset-di
                       "pretrained_model_name_or_path": "MODEL", "results": "--remove"}  # fmt: skip
 
 
-def _list_of(kind):
-    """An argparse type: one value or comma-separated values of `kind` (int or float), brackets allowed."""
-    return list_of(kind)
-
-
 def _class_labels(text: str) -> list[str]:
     """An argparse type: comma-separated class names or indices; the pipeline reads each (names first)."""
     labels = [item.strip() for item in text.split(",") if item.strip()]
@@ -172,9 +167,9 @@ def generate(args):
 
     grid_path = args.output or (None if args.image_dir or args.output_dataset else "samples.png")
     outputs = {"--output": grid_path, "--image-dir": args.image_dir, "--output-dataset": args.output_dataset}
+    # A folder that holds no pipeline is refused as such when it loads, which says more.
+    pipeline_folder = args.model if is_pipeline_folder(args.model) else None
     for flag, output in outputs.items():
-        # A folder that holds no pipeline is refused as such when it loads, which says more.
-        pipeline_folder = args.model if is_pipeline_folder(args.model) else None
         refusal = None if output is None else output_overlap(output, {"MODEL": pipeline_folder}, flag)
         if refusal:
             raise ValueError(refusal)
@@ -551,9 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "model card. Under "
                 "`accelerate launch` each process samples its share (the same numbers as one process).")
     add_evaluation_arguments(p, num_samples=2000)
-    p.add_argument("--temperature", type=_list_of(float), default=[0.7, 0.8, 0.9, 1.0], help="comma-separated")
-    p.add_argument("--top-k", type=_list_of(int), default=[0, 50, 100, 200], help="comma-separated, 0 = off")
-    p.add_argument("--guidance-scale", type=_list_of(float),
+    p.add_argument("--temperature", type=list_of(float), default=[0.7, 0.8, 0.9, 1.0], help="comma-separated")
+    p.add_argument("--top-k", type=list_of(int), default=[0, 50, 100, 200], help="comma-separated, 0 = off")
+    p.add_argument("--guidance-scale", type=list_of(float),
                    help="class-conditional priors: comma-separated guidance scales (>= 1; default: the stored scale)")
     p.add_argument("--write-generation-config", action="store_true",
                    help="store the best setting as the pipeline's sampling default (generation config, the "
